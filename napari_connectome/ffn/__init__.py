@@ -1,0 +1,1 @@
+"""Flood-filling networks in PyTorch: model, checkpoints (incl. google/ffn import), inference, training."""

@@ -1,0 +1,1 @@
+"""Non-destructive proofreading: fragment volume + fragment->segment table + durable edit log."""
