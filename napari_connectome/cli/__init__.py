@@ -19,6 +19,7 @@ from napari_connectome.errors import UserInputError
 COMMAND_MODULES = (
     "volumes",
     "ffn",
+    "segment",
     "evaluate",
     "train",
     "jobs",
