@@ -1,0 +1,96 @@
+"""Where a job keeps its files, all inside the output folder the user chose.
+
+```
+OUT.ome.zarr/          the result (OME-Zarr 0.5 labels, level 0 chunk = one block's write region)
+  progress.jsonl       one JSON line per finished block (what clients tail)
+  _job/spec.yaml       the spec this output belongs to (a resume must match its fingerprint)
+  _job/state.json      {"state": "running" | "done", ...}
+  _job/blocks/B.npz    a block's segmentation of its read region (local ids 1..n)
+  _job/blocks/B.json   written last: the block is done (n segments, seconds)
+  _job/faces/F.npy     matched segment pairs of one face
+  _job/lut.npy         fragment -> final id lookup table
+  _job/relabel/B.done  the block's final ids are written
+  _job/scheduler/      batch script and scheduler log (slurm/pbs)
+```
+Every file is written to a temporary name and renamed, so a killed worker never leaves a half file that
+a rerun would trust.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_connectome.jobs.grid import Block
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, json.dumps(obj, sort_keys=True).encode())
+
+
+class JobLayout:
+    def __init__(self, output: str | Path):
+        self.root = Path(output)
+        self.job = self.root / "_job"
+        self.spec = self.job / "spec.yaml"
+        self.state = self.job / "state.json"
+        self.blocks = self.job / "blocks"
+        self.faces = self.job / "faces"
+        self.lut = self.job / "lut.npy"
+        self.relabel = self.job / "relabel"
+        self.scheduler = self.job / "scheduler"
+        self.progress = self.root / "progress.jsonl"
+
+    def block_json(self, block: Block) -> Path:
+        return self.blocks / f"{block.name}.json"
+
+    def block_npz(self, block: Block) -> Path:
+        return self.blocks / f"{block.name}.npz"
+
+    def face_npy(self, a: Block, axis: int) -> Path:
+        return self.faces / f"{a.name}_{'zyx'[axis]}.npy"
+
+    def relabel_done(self, block: Block) -> Path:
+        return self.relabel / f"{block.name}.done"
+
+    def read_block_info(self, block: Block) -> dict | None:
+        try:
+            return json.loads(self.block_json(block).read_text())
+        except FileNotFoundError:
+            return None
+
+    def save_block(self, block: Block, labels: np.ndarray, info: dict) -> None:
+        """Labels first, then the JSON that marks the block done (both atomic)."""
+        import io
+
+        buf = io.BytesIO()
+        np.savez_compressed(buf, labels=labels)
+        atomic_write_bytes(self.block_npz(block), buf.getvalue())
+        atomic_write_json(self.block_json(block), info)
+
+    def load_block(self, block: Block) -> np.ndarray:
+        with np.load(self.block_npz(block), allow_pickle=False) as f:
+            return f["labels"]
+
+    def read_state(self) -> dict | None:
+        try:
+            return json.loads(self.state.read_text())
+        except FileNotFoundError:
+            return None

@@ -1,0 +1,319 @@
+"""The job driver: check the spec, create the output, then run the phases on Dask.
+
+Phases: segment every missing block -> match every face -> one lookup table -> relabel every block ->
+pyramid. The driver is the only writer of ``progress.jsonl`` (workers return, the driver appends), so
+lines never interleave, even with workers on many nodes of a shared file system.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from napari_connectome.errors import UserInputError
+from napari_connectome.jobs.grid import BlockGrid
+from napari_connectome.jobs.layout import JobLayout, atomic_write_bytes, atomic_write_json
+from napari_connectome.jobs.output import create_output, level_shapes, open_level
+from napari_connectome.jobs.spec import JobSpec, load_spec
+from napari_connectome.progress import ProgressCallback, no_progress
+
+
+@dataclass
+class JobResult:
+    output: Path
+    blocks_total: int
+    blocks_segmented: int  # segmented by this run (the rest were already done)
+    n_segments: int
+    seconds: float
+
+
+def make_grid(spec: JobSpec) -> BlockGrid:
+    """The block grid, after checking the input, ROI and block size against each other."""
+    from napari_connectome.jobs.segmenters import segmenter_min_shape
+    from napari_connectome.jobs.source import input_info
+
+    info = input_info(spec.input)
+    if spec.roi is None:
+        start, stop = (0, 0, 0), info.shape
+    else:
+        start, stop = spec.roi.start, spec.roi.stop
+        if any(e > s for e, s in zip(stop, info.shape)):
+            raise UserInputError(
+                f"roi {list(start)}..{list(stop)} lies outside the input volume of shape "
+                f"{list(info.shape)}: shrink roi.stop"
+            )
+    if spec.mask:
+        mask_shape = input_info(spec.mask).shape
+        if mask_shape != info.shape:
+            raise UserInputError(
+                f"mask shape {list(mask_shape)} differs from input shape {list(info.shape)}"
+            )
+    grid = BlockGrid(start, stop, tuple(spec.block_shape), tuple(spec.overlap), info.shape)
+    fov = segmenter_min_shape(spec.segmenter)
+    for block in grid:
+        shape = tuple(b - a for a, b in zip(block.read_start, block.read_stop))
+        if any(s < f for s, f in zip(shape, fov)):
+            raise UserInputError(
+                f"block {list(block.index)} reads a region of {list(shape)} voxels, smaller than the "
+                f"segmenter's field of view {list(fov)}: use a larger block_shape or overlap"
+            )
+    return grid
+
+
+def prepare_output(spec: JobSpec, grid: BlockGrid) -> JobLayout:
+    """Create the output complete (or accept it for a resume); refuse to touch anything else."""
+    from napari_connectome.jobs.source import input_info
+
+    layout = JobLayout(spec.output)
+    root = layout.root
+    if root.exists():
+        state = layout.read_state()
+        staged = (
+            layout.spec.is_file() and state is None
+        )  # `submit` uploaded the spec, nothing ran yet
+        if state is not None and spec.resume:
+            old = load_spec(layout.spec)
+            if old.fingerprint() != spec.fingerprint():
+                raise UserInputError(
+                    f"output {root} belongs to a different job (input, ROI, blocks or segmenter differ): "
+                    "choose another output, or use --overwrite to replace it"
+                )
+            return layout
+        if spec.overwrite and not staged:
+            shutil.rmtree(root)
+        elif not staged:
+            raise UserInputError(
+                f"output {root} already exists: set resume: true to continue that job, or pass "
+                "--overwrite (overwrite: true) to replace it"
+            )
+    if not root.parent.is_dir():
+        raise UserInputError(
+            f"output folder {root.parent} does not exist: create it or fix 'output'"
+        )
+    info = input_info(spec.input)
+    offset = tuple(o + s * v for o, s, v in zip(info.offset_nm, grid.roi_start, info.voxel_size_nm))
+    root.mkdir(exist_ok=True)
+    layout.job.mkdir(exist_ok=True)
+    atomic_write_bytes(layout.spec, spec.to_yaml().encode())
+    create_output(
+        root,
+        grid.roi_shape,
+        grid.block_shape,
+        voxel_size_nm=info.voxel_size_nm,
+        offset_nm=offset,
+        levels=spec.pyramid_levels,
+        name=spec.name,
+    )
+    layout.progress.touch()
+    atomic_write_json(layout.state, {"state": "created", "fingerprint": spec.fingerprint()})
+    return layout
+
+
+class ProgressLog:
+    """Appends one JSON line per event to progress.jsonl (flushed, so tails see it at once)."""
+
+    def __init__(self, path: Path):
+        self._f = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
+
+    def write(self, **event) -> None:
+        event.setdefault("t", round(time.time(), 3))
+        self._f.write(json.dumps(event, sort_keys=True) + "\n")
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def default_workers(spec: JobSpec) -> int:
+    if spec.backend.workers:
+        return spec.backend.workers
+    gpus = spec.backend.resources.gpus_per_node
+    if gpus:
+        return gpus
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+def open_client(spec: JobSpec) -> AbstractContextManager:
+    """A Dask client for the spec's backend: a LocalCluster on loopback, or the given scheduler.
+
+    Inside a Slurm/PBS allocation (backends slurm/pbs) this is a LocalCluster on the node the job
+    landed on, one worker per GPU (or per two cores).
+    """
+    from dask.distributed import Client, LocalCluster
+
+    if spec.backend.kind == "dask":
+        try:
+            return Client(spec.backend.scheduler, timeout="20s")
+        except OSError as exc:
+            raise UserInputError(
+                f"cannot reach Dask scheduler {spec.backend.scheduler}: {exc}"
+            ) from None
+    cluster = LocalCluster(
+        n_workers=default_workers(spec),
+        threads_per_worker=spec.backend.threads_per_worker,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+    )
+    return _ClientAndCluster(Client(cluster), cluster)
+
+
+class _ClientAndCluster(AbstractContextManager):
+    def __init__(self, client, cluster):
+        self.client, self.cluster = client, cluster
+
+    def __enter__(self):
+        return self.client
+
+    def __exit__(self, *exc):
+        self.client.close()
+        self.cluster.close()
+
+
+def _run_all(client, fn, args_list, on_done) -> list:
+    from dask.distributed import as_completed
+
+    futures = [client.submit(fn, *args, key=key, retries=2) for key, args in args_list]
+    results = {}
+    for fut in as_completed(futures):
+        res = fut.result()
+        results[fut.key] = res
+        on_done(fut.key, res)
+    return [results[f.key] for f in futures]
+
+
+def run_job(
+    spec: JobSpec,
+    *,
+    client=None,
+    progress: ProgressCallback | None = None,
+) -> JobResult:
+    """Run (or resume) a job to completion. ``client``: an existing Dask client; default from the spec."""
+    from napari_connectome.jobs import tasks
+
+    progress = progress or no_progress
+    t_start = time.perf_counter()
+    grid = make_grid(spec)
+    layout = prepare_output(spec, grid)
+    spec_json = spec.model_dump_json()
+    fp = spec.fingerprint()
+    blocks = list(grid)
+    pending = [b for b in blocks if layout.read_block_info(b) is None]
+    level0 = open_level(layout.root, 0, mode="r")
+    chunk_key = level0.metadata.chunk_key_encoding.encode_chunk_key
+    log = ProgressLog(layout.progress)
+    atomic_write_json(layout.state, {"state": "running", "fingerprint": fp, "pid": os.getpid()})
+    log.write(
+        event="start",
+        job=spec.name,
+        blocks_total=len(blocks),
+        already_done=len(blocks) - len(pending),
+        host=socket.gethostname(),
+        pid=os.getpid(),
+    )
+    ctx = nullcontext(client) if client is not None else open_client(spec)
+    try:
+        with ctx as dask_client:
+            done = len(blocks) - len(pending)
+            progress(done, len(blocks), "segmenting")
+
+            def on_segment(key, info):
+                nonlocal done
+                done += 1
+                log.write(
+                    event="block",
+                    phase="segment",
+                    block=info["block"],
+                    chunk=f"0/{chunk_key(tuple(info['block']))}",
+                    n_segments=info["n_segments"],
+                    seconds=info["seconds"],
+                    worker=info.get("worker"),
+                )
+                progress(done, len(blocks), "segmenting")
+
+            _run_all(
+                dask_client,
+                tasks.segment_block,
+                [(f"segment-{fp}-{b.name}", (spec_json, grid, b.index)) for b in pending],
+                on_segment,
+            )
+            log.write(event="phase", phase="reconcile")
+            infos = [layout.read_block_info(b) for b in blocks]
+            counts = [int(i["n_segments"]) for i in infos]
+            from napari_connectome.jobs.reconcile import block_offsets, global_lut
+
+            offsets = block_offsets(counts)
+            faces = list(grid.faces())
+            pairs = _run_all(
+                dask_client,
+                tasks.match_face,
+                [
+                    (f"face-{fp}-{a.name}-{ax}", (spec_json, grid, a.index, ax))
+                    for a, _, ax in faces
+                ],
+                lambda k, r: None,
+            )
+            edges = [
+                np.stack([p[:, 0] + offsets[a.flat], p[:, 1] + offsets[b.flat]], axis=1)
+                for (a, b, _), p in zip(faces, pairs)
+                if len(p)
+            ]
+            edges = np.concatenate(edges) if edges else np.zeros((0, 2), np.uint64)
+            lut = global_lut(int(sum(counts)), edges)
+            import io
+
+            buf = io.BytesIO()
+            np.save(buf, lut, allow_pickle=False)
+            atomic_write_bytes(layout.lut, buf.getvalue())
+            n_final = int(lut.max(initial=0))
+            log.write(event="phase", phase="relabel", fragments=int(sum(counts)), segments=n_final)
+
+            def on_relabel(key, info):
+                log.write(event="block", phase="relabel", block=info["block"], chunk=info["chunk"])
+
+            todo = [b for b in blocks if not layout.relabel_done(b).exists()]
+            _run_all(
+                dask_client,
+                tasks.relabel_block,
+                [
+                    (f"relabel-{fp}-{b.name}", (spec_json, grid, b.index, int(offsets[b.flat])))
+                    for b in todo
+                ],
+                on_relabel,
+            )
+            shapes = level_shapes(grid.roi_shape, spec.pyramid_levels)
+            for level in range(1, len(shapes)):
+                log.write(event="phase", phase="pyramid", level=level)
+                arr = open_level(layout.root, level, mode="r")
+                n_chunks = [-(-s // c) for s, c in zip(arr.shape, arr.chunks)]
+                _run_all(
+                    dask_client,
+                    tasks.downsample,
+                    [
+                        (f"pyramid-{fp}-{level}-{z}_{y}_{x}", (spec.output, level, (z, y, x)))
+                        for z in range(n_chunks[0])
+                        for y in range(n_chunks[1])
+                        for x in range(n_chunks[2])
+                    ],
+                    lambda k, r: None,
+                )
+    except BaseException as exc:
+        log.write(event="failed", error=f"{type(exc).__name__}: {exc}")
+        atomic_write_json(layout.state, {"state": "failed", "fingerprint": fp, "error": str(exc)})
+        log.close()
+        raise
+    seconds = time.perf_counter() - t_start
+    log.write(event="done", segments=n_final, seconds=round(seconds, 3))
+    log.close()
+    atomic_write_json(layout.state, {"state": "done", "fingerprint": fp, "segments": n_final})
+    progress(len(blocks), len(blocks), "done")
+    return JobResult(layout.root, len(blocks), len(pending), n_final, seconds)

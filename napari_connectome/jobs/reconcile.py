@@ -1,0 +1,54 @@
+"""Reconciliation: match segments across block faces, then one global lookup table.
+
+Fragment ids are global and compact: block k's local id i becomes ``offset[k] + i`` where ``offset``
+is the running sum of segment counts in block order. Matched pairs are edges of a graph over
+fragments; its connected components (scipy) are the final objects, numbered 1.. in the order of their
+smallest fragment, so the table is the same whatever order blocks finished in.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def match_overlap(a: np.ndarray, b: np.ndarray, min_fraction: float, min_voxels: int) -> np.ndarray:
+    """Pairs (id in a, id in b) of segments that are the same object in a region both labelled.
+
+    A pair counts when the voxels they share are at least ``min_voxels`` and at least ``min_fraction``
+    of each segment's voxels in the region.
+    """
+    a = a.ravel().astype(np.uint64)
+    b = b.ravel().astype(np.uint64)
+    both = (a > 0) & (b > 0)
+    if not both.any():
+        return np.zeros((0, 2), np.uint64)
+    ids_a, size_a = np.unique(a[a > 0], return_counts=True)
+    ids_b, size_b = np.unique(b[b > 0], return_counts=True)
+    pairs, shared = np.unique(np.stack([a[both], b[both]], axis=1), axis=0, return_counts=True)
+    na = size_a[np.searchsorted(ids_a, pairs[:, 0])]
+    nb = size_b[np.searchsorted(ids_b, pairs[:, 1])]
+    keep = (shared >= min_voxels) & (shared >= min_fraction * na) & (shared >= min_fraction * nb)
+    return pairs[keep]
+
+
+def block_offsets(counts: list[int]) -> np.ndarray:
+    """Global fragment id of local id 0 of each block (local ids start at 1)."""
+    return np.concatenate([[0], np.cumsum(counts, dtype=np.uint64)[:-1]]).astype(np.uint64)
+
+
+def global_lut(n_fragments: int, edges: np.ndarray) -> np.ndarray:
+    """Table fragment id (0..n) -> final id (0 stays 0), from matched fragment pairs."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = n_fragments + 1
+    edges = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
+    graph = coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])), shape=(n, n))
+    _, comp = connected_components(graph, directed=False)
+    # number components by their smallest member: independent of how scipy numbers them
+    _, first = np.unique(comp, return_index=True)
+    order = np.argsort(first)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    lut = rank[comp].astype(np.uint64)  # fragment 0 (background) is the smallest member of rank 0
+    return lut

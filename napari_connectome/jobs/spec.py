@@ -1,0 +1,239 @@
+"""The job spec: one YAML file says what to segment, how, where the result goes and where it runs.
+
+Validated with pydantic so a typo or a wrong value is reported as one line naming the field, before
+anything is created or submitted. The same file travels to the cluster, where ``run-job`` reads it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from napari_connectome.errors import UserInputError
+
+Triple = tuple[int, int, int]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ROI(_Strict):
+    """Region of the input to segment, in voxels (z, y, x), start inclusive, stop exclusive."""
+
+    start: Triple
+    stop: Triple
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ROI:
+        if any(a < 0 for a in self.start) or any(b <= a for a, b in zip(self.start, self.stop)):
+            raise ValueError(
+                f"roi must satisfy 0 <= start < stop per axis, got {self.start}..{self.stop}"
+            )
+        return self
+
+
+class SegmenterSpec(_Strict):
+    """How one block is segmented.
+
+    ``ffn``: flood-filling network (``model`` = a model folder, or ``default`` for the shipped one;
+    ``inference`` = FFN inference options). ``watershed``: seeded watershed of the distance transform of
+    ``image >= threshold`` (deterministic, no model; for tests and bright-cell/dark-membrane data).
+    ``plugin``: ``factory`` = ``"package.module:function"`` returning a block segmenter (your own code).
+    """
+
+    kind: Literal["ffn", "watershed", "plugin"] = "ffn"
+    model: str = "default"
+    inference: dict[str, Any] = Field(default_factory=dict)
+    device: str = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    threshold: float = 128.0
+    seed_distance: float = 2.0
+    factory: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _plugin_needs_factory(self) -> SegmenterSpec:
+        if self.kind == "plugin" and not (self.factory and ":" in self.factory):
+            raise ValueError("segmenter.kind 'plugin' needs factory: 'package.module:function'")
+        return self
+
+
+class MatchSpec(_Strict):
+    """When two segments of face-neighbouring blocks are the same object.
+
+    In the region both blocks segmented, segments a and b are joined when they share at least
+    ``min_voxels`` voxels and the shared voxels are at least ``min_fraction`` of a's and of b's voxels
+    there. With ``min_fraction > 0.5`` a segment joins at most one partner per face, so a disagreement
+    between blocks never fuses two neurons.
+    """
+
+    min_fraction: float = Field(0.6, gt=0.0, le=1.0)
+    min_voxels: int = Field(10, ge=1)
+
+
+class SSHSpec(_Strict):
+    """How to reach the login node. Host keys are always verified against ``known_hosts``."""
+
+    host: str
+    port: int = 22
+    user: str | None = None
+    key: str | None = None  # private key file; None = use the SSH agent / default keys
+    known_hosts: str | None = None  # None = ~/.ssh/known_hosts
+    jump_host: SSHSpec | None = None
+    connect_timeout_s: float = 20.0
+
+
+class Resources(_Strict):
+    """What the scheduler allocates and how the job's environment is prepared on the cluster."""
+
+    nodes: int = Field(1, ge=1)
+    gpus_per_node: int = Field(0, ge=0)
+    cpus_per_node: int | None = Field(None, ge=1)
+    memory: str | None = None  # e.g. "64G"
+    partition: str | None = None  # Slurm partition
+    queue: str | None = None  # PBS queue
+    account: str | None = None
+    walltime: str = "01:00:00"
+    filesystems: str | None = None  # PBS -l filesystems=... (ALCF)
+    setup: list[str] = Field(
+        default_factory=list
+    )  # shell lines run before the job (module load ...)
+    python: str = "python3"  # Python on the cluster that has napari-connectome installed
+    submit_env: dict[str, str] = Field(
+        default_factory=dict
+    )  # env for sbatch/qsub/squeue (e.g. SLURM_CONF)
+    extra_args: list[str] = Field(
+        default_factory=list
+    )  # passed verbatim (as argv) to sbatch / qsub
+
+
+class BackendSpec(_Strict):
+    """Where blocks run. ``local``: a Dask LocalCluster on 127.0.0.1 with ``workers`` processes;
+    ``dask``: an existing scheduler at ``scheduler``; ``slurm`` / ``pbs``: a batch job (over ``ssh`` or,
+    without it, on this machine) that runs ``napari-connectome run-job`` inside the allocation."""
+
+    kind: Literal["local", "dask", "slurm", "pbs"] = "local"
+    workers: int | None = Field(None, ge=1)  # per node; default: one per GPU, else one per 2 cores
+    threads_per_worker: int = Field(1, ge=1)
+    scheduler: str | None = None
+    resources: Resources = Field(default_factory=Resources)
+    ssh: SSHSpec | None = None
+
+    @model_validator(mode="after")
+    def _needs(self) -> BackendSpec:
+        if self.kind == "dask" and not self.scheduler:
+            raise ValueError("backend.kind 'dask' needs backend.scheduler: tcp://host:port")
+        if self.kind in ("local", "dask") and self.ssh is not None:
+            raise ValueError(f"backend.ssh is only used by slurm/pbs backends, not {self.kind!r}")
+        return self
+
+
+class JobSpec(_Strict):
+    """A full-volume segmentation job."""
+
+    name: str = "segmentation"
+    input: str  # source string accepted by napari_connectome.volumes.open_volume (file.h5:raw, x.zarr/...)
+    output: str  # OME-Zarr folder to create (on the machine where the job runs)
+    roi: ROI | None = None
+    mask: str | None = (
+        None  # optional volume (same shape as input): only voxels where it is > 0 are segmented
+    )
+    block_shape: Triple = (128, 128, 128)  # write region of one block = one chunk of the output
+    overlap: Triple = (16, 16, 16)  # context added on every side of a block
+    segmenter: SegmenterSpec = Field(default_factory=SegmenterSpec)
+    match: MatchSpec = Field(default_factory=MatchSpec)
+    pyramid_levels: int = Field(3, ge=1)
+    backend: BackendSpec = Field(default_factory=BackendSpec)
+    resume: bool = False
+    overwrite: bool = False
+
+    @field_validator("block_shape")
+    @classmethod
+    def _positive(cls, v: Triple) -> Triple:
+        if any(s < 1 for s in v):
+            raise ValueError(f"block_shape must be positive, got {v}")
+        return v
+
+    @field_validator("overlap")
+    @classmethod
+    def _non_negative(cls, v: Triple) -> Triple:
+        if any(s < 0 for s in v):
+            raise ValueError(f"overlap must be >= 0, got {v}")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _simple_name(cls, v: str) -> str:
+        if not v or len(v) > 64 or not all(c.isalnum() or c in "-_." for c in v):
+            raise ValueError("name must be 1-64 characters of letters, digits, '-', '_' or '.'")
+        return v
+
+    @model_validator(mode="after")
+    def _resume_xor_overwrite(self) -> JobSpec:
+        if self.resume and self.overwrite:
+            raise ValueError("resume and overwrite exclude each other: pick one")
+        return self
+
+    def fingerprint(self) -> str:
+        """Hash of everything that determines the result, so a resume never mixes two different jobs."""
+        keys = (
+            "input",
+            "mask",
+            "roi",
+            "block_shape",
+            "overlap",
+            "segmenter",
+            "match",
+            "pyramid_levels",
+        )
+        payload = json.dumps(self.model_dump(mode="json", include=set(keys)), sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
+
+
+def _format_errors(exc: ValidationError, where: str) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling; see examples/jobs/)"
+        parts.append(f"{loc}: {msg}")
+    return f"invalid job spec {where}: " + "; ".join(parts)
+
+
+def parse_spec(data: Any, where: str = "") -> JobSpec:
+    """Validate a spec given as a dict (already parsed YAML)."""
+    if not isinstance(data, dict):
+        raise UserInputError(
+            f"invalid job spec {where}: expected a mapping of fields, got {type(data).__name__}"
+        )
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        raise UserInputError(_format_errors(exc, where)) from None
+
+
+def load_spec(path: str | Path) -> JobSpec:
+    """Read and validate a YAML job spec; every problem is a :class:`UserInputError`."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(
+            f"job spec {path} not found: give the path of a YAML file (see examples/jobs/)"
+        )
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserInputError(f"job spec {path} is not valid YAML: {exc}") from None
+    return parse_spec(data, str(path))

@@ -1,0 +1,130 @@
+"""The functions Dask runs on workers, one call per block or face. Each is idempotent: it returns
+early when its result file exists, and writes results atomically."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import numpy as np
+
+from napari_connectome.jobs.grid import Block, BlockGrid, shared_region
+from napari_connectome.jobs.layout import JobLayout, atomic_write_bytes
+from napari_connectome.jobs.output import chunk_file, downsample_chunk, open_level
+from napari_connectome.jobs.spec import JobSpec
+
+_SEGMENTERS: dict[str, object] = {}  # per worker process: the model is loaded once, not per block
+
+
+def _segmenter(spec: JobSpec):
+    from napari_connectome.jobs.segmenters import make_segmenter
+
+    key = spec.fingerprint()
+    if key not in _SEGMENTERS:
+        _SEGMENTERS[key] = make_segmenter(spec.segmenter)
+    return _SEGMENTERS[key]
+
+
+def segment_block(spec_json: str, grid: BlockGrid, index: tuple[int, int, int]) -> dict:
+    """Segment one block's read region, store it with local ids 1..n, and write its provisional ids
+    (unique per block) into the output chunk so viewers see it before reconciliation."""
+    import fastremap
+
+    from napari_connectome.jobs.source import read_region
+
+    spec = JobSpec.model_validate_json(spec_json)
+    layout = JobLayout(spec.output)
+    block = grid.block(index)
+    info = layout.read_block_info(block)
+    if info is not None:
+        return {**info, "skipped": True}
+    t0 = time.perf_counter()
+    mask = None
+    if spec.mask:
+        mask = read_region(spec.mask, block.read_start, block.read_stop) > 0
+    if mask is not None and not mask.any():
+        labels = np.zeros(
+            tuple(b - a for a, b in zip(block.read_start, block.read_stop)), np.uint32
+        )
+    else:
+        image = read_region(spec.input, block.read_start, block.read_stop)
+        labels = np.asarray(_segmenter(spec)(image), dtype=np.uint64)
+        if labels.shape != image.shape:
+            raise RuntimeError(
+                f"segmenter returned shape {labels.shape} for a block of {image.shape}"
+            )
+        if mask is not None:
+            labels[~mask] = 0
+        labels, _ = fastremap.renumber(labels, preserve_zero=True, in_place=True)
+        labels = labels.astype(np.uint32 if labels.max(initial=0) < 2**32 else np.uint64)
+    n = int(labels.max(initial=0))
+    provisional = labels[block.write_slices_in_read].astype(np.uint64)
+    provisional[provisional > 0] += np.uint64(block.flat + 1) << np.uint64(32)
+    level0 = open_level(spec.output, 0)
+    level0[block.output_slices(grid.roi_start)] = provisional
+    info = {
+        "block": list(block.index),
+        "n_segments": n,
+        "seconds": round(time.perf_counter() - t0, 4),
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+    }
+    layout.save_block(block, labels, info)
+    return info
+
+
+def match_face(
+    spec_json: str, grid: BlockGrid, index: tuple[int, int, int], axis: int
+) -> np.ndarray:
+    """Matched (local id in lower block, local id in upper block) pairs across one face."""
+    from napari_connectome.jobs.reconcile import match_overlap
+
+    spec = JobSpec.model_validate_json(spec_json)
+    layout = JobLayout(spec.output)
+    a = grid.block(index)
+    nxt = list(index)
+    nxt[axis] += 1
+    b = grid.block(tuple(nxt))
+    path = layout.face_npy(a, axis)
+    if path.exists():
+        return np.load(path, allow_pickle=False)
+    start, stop = shared_region(a, b)
+
+    def crop(block: Block) -> np.ndarray:
+        sl = tuple(slice(s - r, e - r) for s, e, r in zip(start, stop, block.read_start))
+        return layout.load_block(block)[sl]
+
+    pairs = match_overlap(crop(a), crop(b), spec.match.min_fraction, spec.match.min_voxels)
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, pairs, allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
+    return pairs
+
+
+def relabel_block(
+    spec_json: str, grid: BlockGrid, index: tuple[int, int, int], offset: int
+) -> dict:
+    """Write the block's final ids (lookup table applied) into its output chunk."""
+    spec = JobSpec.model_validate_json(spec_json)
+    layout = JobLayout(spec.output)
+    block = grid.block(index)
+    t0 = time.perf_counter()
+    local = layout.load_block(block)[block.write_slices_in_read]
+    n = int(layout.read_block_info(block)["n_segments"])
+    lut = np.load(layout.lut, mmap_mode="r", allow_pickle=False)
+    table = np.array(lut[offset : offset + n + 1], dtype=np.uint64)
+    table[0] = 0
+    final = table[local]
+    open_level(spec.output, 0)[block.output_slices(grid.roi_start)] = final
+    atomic_write_bytes(layout.relabel_done(block), b"")
+    return {
+        "block": list(block.index),
+        "seconds": round(time.perf_counter() - t0, 4),
+        "chunk": chunk_file(spec.output, 0, block.index),
+    }
+
+
+def downsample(output: str, level: int, index: tuple[int, int, int]) -> None:
+    downsample_chunk(output, level, index)
