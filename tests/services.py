@@ -14,18 +14,19 @@ fail), and skips with the apt-get command to run when a program is missing; with
     job_state(id) state from ``scontrol show job`` (PENDING/RUNNING/COMPLETED/CANCELLED/...)
     wait_for_job(id, states=FINISHED_STATES, timeout=60) -> the state reached
     jobcomp_log   file with one ``JobState=...`` line per finished job
-    ``sacct`` does NOT work (no slurmdbd): poll ``squeue`` / ``scontrol show job`` (finished jobs stay
-    for 600 s). Jobs of earlier tests may still be queued: use your own job ids, not "the only job".
+    ``sacct`` does NOT work (no slurmdbd): poll ``squeue`` / ``scontrol show job`` (finished jobs
+    stay for 600 s). Jobs of earlier tests may still be queued: use your own job ids, not "the only
+    job".
 
 ``sshd_server`` -> ``napari_connectome.testing.sshd.SshServer``, an OpenSSH server:
-    host ("127.0.0.1"), port, user (current user), client_key (private key path), known_hosts (file with
-    ``[127.0.0.1]:port`` and the host key), host_key_pub (the server's public host key)
+    host ("127.0.0.1"), port, user (current user), client_key (private key path), known_hosts (file
+    with ``[127.0.0.1]:port`` and the host key), host_key_pub (the server's public host key)
     connect_kwargs()           ``asyncssh.connect(**server.connect_kwargs())``, host key verified
     write_client_config(path=None, alias="nc-test") -> path of an OpenSSH config with ``Host alias``
                                (StrictHostKeyChecking yes, UserKnownHostsFile = known_hosts)
     ssh_argv(remote_command)   ``["ssh", "-F", config, "nc-test", remote_command]``
 
-``slurm_login_node`` -> ``SshServer`` whose sessions see ``slurm_cluster`` (SetEnv SLURM_CONF and PATH):
+``slurm_login_node`` -> ``SshServer`` whose sessions see ``slurm_cluster`` (SLURM_CONF, PATH):
     use it for "submit over SSH to Slurm" tests; the cluster itself is ``slurm_cluster``.
 """
 

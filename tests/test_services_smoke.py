@@ -1,5 +1,5 @@
-"""The service fixtures work the way the jobs code will use them: Slurm via sbatch/squeue/scancel,
-SSH via asyncssh and the ssh CLI with verified host keys, SFTP, and sbatch through the SSH login node."""
+"""The service fixtures work the way the jobs code will use them: Slurm via sbatch, squeue and
+scancel; SSH via asyncssh and the ssh CLI with verified host keys; SFTP; sbatch over SSH."""
 
 from __future__ import annotations
 
@@ -141,11 +141,13 @@ def test_sftp_round_trip_keeps_every_byte(sshd_server, tmp_path):
     back = tmp_path / "back.bin"
 
     async def main() -> None:
-        async with asyncssh.connect(**sshd_server.connect_kwargs()) as conn:
-            async with conn.start_sftp_client() as sftp:
-                await sftp.put(str(local), str(remote_dir / "payload.bin"))
-                assert await sftp.getsize(str(remote_dir / "payload.bin")) == len(payload)
-                await sftp.get(str(remote_dir / "payload.bin"), str(back))
+        async with (
+            asyncssh.connect(**sshd_server.connect_kwargs()) as conn,
+            conn.start_sftp_client() as sftp,
+        ):
+            await sftp.put(str(local), str(remote_dir / "payload.bin"))
+            assert await sftp.getsize(str(remote_dir / "payload.bin")) == len(payload)
+            await sftp.get(str(remote_dir / "payload.bin"), str(back))
 
     asyncio.run(main())
     assert back.read_bytes() == payload

@@ -1,8 +1,8 @@
 """Foreground daemons owned by one Python process: start, wait for readiness, stop by pid.
 
-Test services must never outlive the run that started them, so every daemon runs in the foreground as
-a child, gets SIGTERM from the kernel if its parent dies (``PR_SET_PDEATHSIG``), and is stopped by pid
-(never by name: other people's daemons may run on the same machine).
+Test services must never outlive the run that started them, so every daemon runs in the foreground
+as a child, gets SIGTERM from the kernel if its parent dies (``PR_SET_PDEATHSIG``), and is stopped
+by pid (never by name: other people's daemons may run on the same machine).
 """
 
 from __future__ import annotations
@@ -41,14 +41,14 @@ def require_binary(name: str, install_hint: str) -> str:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (the kernel picks it, so parallel runs do not clash)."""
+    """A TCP port free right now (the kernel picks it, so parallel runs do not clash)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
 
 
 def make_workdir(prefix: str, parent: Path | None = None, mode: int = 0o755) -> Path:
-    """A fresh directory for one service instance (0755: munged insists its socket dir is searchable)."""
+    """A fresh directory for one instance (0755: munged wants its socket dir searchable)."""
     path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     path.chmod(mode)
     return path
@@ -118,7 +118,7 @@ def spawn(
 def wait_until(
     ready: Callable[[], bool], *, timeout: float, what: str, daemons: Sequence[Daemon]
 ) -> None:
-    """Poll ``ready`` until true; fail early with the logs if a daemon exits, or after ``timeout``."""
+    """Poll ``ready``; fail with the logs when a daemon exits or ``timeout`` passes."""
     deadline = time.monotonic() + timeout
     delay = 0.05
     while True:

@@ -1,9 +1,10 @@
-"""Start throwaway Slurm and OpenSSH services on loopback, from tests (tests/services.py) or benchmarks.
+"""Start throwaway Slurm and OpenSSH services on loopback, for tests and benchmarks.
 
 No pytest here: a benchmark does ``with start_slurm_cluster() as cluster: ...``. Each ``start_*``
 raises ``ServiceUnavailable`` (message: what to apt-get install) when a program is missing, and
-``ServiceError`` (with the daemons' logs) when one fails to start. Every daemon runs as a child in the
-foreground, is stopped by pid by ``stop()`` / the ``with`` block, and gets SIGTERM if its parent dies.
+``ServiceError`` (with the daemons' logs) when one fails to start. Every daemon runs as a child in
+the foreground, is stopped by pid by ``stop()`` / the ``with`` block, and gets SIGTERM if its parent
+dies.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ __all__ = [
 def start_slurm_login_node(
     cluster: SlurmCluster, parent: Path | None = None, *, extra_env: Mapping[str, str] | None = None
 ) -> SshServer:
-    """An sshd whose sessions can use ``cluster``: ``SLURM_CONF`` and ``PATH`` set as in ``cluster.env``.
+    """An sshd whose sessions use ``cluster``: ``SLURM_CONF`` and ``PATH`` as in ``cluster.env``.
 
     This is the "login node" that remote submission over SSH talks to: ``sbatch`` run through it
     reaches the one-node cluster, and jobs inherit ``PATH`` (this Python's bin dir first), so

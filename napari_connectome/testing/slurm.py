@@ -13,7 +13,8 @@ Client commands find this cluster through ``SlurmCluster.env`` (``SLURM_CONF`` a
 Accounting: ``sacct`` needs ``slurmdbd`` (and a MySQL server), which this cluster does not run, so
 ``sacct`` answers "Slurm accounting storage is disabled". Poll ``squeue`` and ``scontrol show job``
 instead: finished jobs stay visible to ``scontrol`` for ``MinJobAge`` (600 s) and every finished job
-is also appended to ``cluster.jobcomp_log`` (``jobcomp/filetxt``, one ``JobState=...`` line per job).
+is also appended to ``cluster.jobcomp_log`` (``jobcomp/filetxt``, one ``JobState=...`` line per
+job).
 """
 
 from __future__ import annotations
@@ -60,9 +61,9 @@ _HARDWARE_KEYS = (
 class SlurmCluster:
     """A running one-node cluster.
 
-    Attributes: ``root`` (its temp dir), ``conf`` (slurm.conf), ``env`` (environment for client commands:
-    ``SLURM_CONF``, ``PATH`` with this Python's bin dir and the Slurm binaries first, no inherited
-    ``SLURM_*``), ``partition`` ("debug", the default), ``node`` ("localhost"), ``cpus``,
+    Attributes: ``root`` (its temp dir), ``conf`` (slurm.conf), ``env`` (environment for client
+    commands: ``SLURM_CONF``, ``PATH`` with this Python's bin dir and the Slurm binaries first, no
+    inherited ``SLURM_*``), ``partition`` ("debug", the default), ``node`` ("localhost"), ``cpus``,
     ``ctld_port``/``slurmd_port``, ``munge_socket``, ``log_dir``, ``jobcomp_log``.
     """
 
@@ -100,7 +101,7 @@ class SlurmCluster:
         return out.split(";")[0]
 
     def job_state(self, job_id: str) -> str:
-        """The job's state from ``scontrol show job`` (e.g. PENDING, RUNNING, COMPLETED, CANCELLED)."""
+        """The job's state from ``scontrol show job`` (PENDING, RUNNING, COMPLETED, ...)."""
         out = self.run("scontrol", "show", "job", "--oneliner", job_id).stdout
         match = re.search(r"\bJobState=(\S+)", out)
         if match is None:
@@ -226,8 +227,8 @@ def start_slurm_cluster(
 ) -> SlurmCluster:
     """Start munged, slurmctld and slurmd; return once ``sinfo`` shows the node idle.
 
-    ``parent``: where to make the temp dir (default: the system temp dir; keep the path short, a unix
-    socket lives there). ``keep``: leave the directory (logs) after ``stop()``.
+    ``parent``: where to make the temp dir (default: the system temp dir; keep the path short, a
+    unix socket lives there). ``keep``: leave the directory (logs) after ``stop()``.
     Raises ``ServiceUnavailable`` when a program is missing, ``ServiceError`` when a daemon fails.
     """
     munged = require_binary("munged", INSTALL_HINT)

@@ -1,12 +1,12 @@
 """A throwaway OpenSSH server on 127.0.0.1 with its own host key and client key.
 
-Why: remote job submission is plain SSH with verified host keys; the only honest test is a real sshd.
-The server accepts one user (the current one) with one key, and a ``known_hosts`` file holds its host
-key, so clients can (and must) verify it: asyncssh with ``known_hosts=server.known_hosts``, the ``ssh``
-CLI with ``-F server.write_client_config()`` (``StrictHostKeyChecking yes``).
+Why: remote job submission is plain SSH with verified host keys; the only honest test is a real
+sshd. The server accepts one user (the current one) with one key, and a ``known_hosts`` file holds
+its host key, so clients can (and must) verify it: asyncssh with ``known_hosts=server.known_hosts``,
+the ``ssh`` CLI with ``-F server.write_client_config()`` (``StrictHostKeyChecking yes``).
 
-``env`` adds ``SetEnv`` lines, so every session sees e.g. a test Slurm cluster's ``SLURM_CONF``: this
-is how a "login node" of the one-node cluster is made (see ``start_slurm_login_node``).
+``env`` adds ``SetEnv`` lines, so every session sees e.g. a test Slurm cluster's ``SLURM_CONF``:
+this is how a "login node" of the one-node cluster is made (see ``start_slurm_login_node``).
 """
 
 from __future__ import annotations
@@ -41,10 +41,10 @@ PRIVSEP_DIR = Path("/run/sshd")  # compiled into Debian's sshd; it refuses to st
 class SshServer:
     """A running sshd.
 
-    Attributes: ``host`` ("127.0.0.1"), ``port``, ``user``, ``client_key`` (private key path; ``.pub``
-    beside it), ``known_hosts`` (a known_hosts file naming ``[127.0.0.1]:port`` and the host key),
-    ``host_key_pub`` (the server's public host key), ``root`` (temp dir), ``env`` (variables every
-    session gets through SetEnv).
+    Attributes: ``host`` ("127.0.0.1"), ``port``, ``user``, ``client_key`` (private key path;
+    ``.pub`` beside it), ``known_hosts`` (a known_hosts file naming ``[127.0.0.1]:port`` and the
+    host key), ``host_key_pub`` (the server's public host key), ``root`` (temp dir), ``env``
+    (variables every session gets through SetEnv).
     """
 
     host: str
@@ -63,7 +63,7 @@ class SshServer:
         return self.daemons[0].pid
 
     def write_client_config(self, path: Path | None = None, alias: str = "nc-test") -> Path:
-        """An OpenSSH client config with a ``Host alias`` entry that verifies our host key strictly."""
+        """An OpenSSH client config: ``Host alias``, host key verified strictly."""
         path = Path(path) if path is not None else self.root / "ssh_config"
         path.write_text(
             f"Host {alias}\n"
@@ -82,12 +82,12 @@ class SshServer:
         return path
 
     def ssh_argv(self, remote_command: str, alias: str = "nc-test") -> list[str]:
-        """argv for the ``ssh`` CLI running ``remote_command`` (already shell-quoted) on this server."""
+        """argv for ``ssh`` running ``remote_command`` (already shell-quoted) here."""
         config = self.write_client_config(alias=alias)
         return ["ssh", "-F", str(config), alias, remote_command]
 
     def connect_kwargs(self) -> dict[str, object]:
-        """Keyword arguments for ``asyncssh.connect`` (host key verified against ``known_hosts``)."""
+        """Keyword arguments for ``asyncssh.connect`` (host key checked against known_hosts)."""
         return {
             "host": self.host,
             "port": self.port,
@@ -126,7 +126,7 @@ def _ensure_privsep_dir() -> None:
         PRIVSEP_DIR.mkdir(mode=0o755, parents=True)
     except OSError as exc:
         raise ServiceUnavailable(
-            f"sshd needs {PRIVSEP_DIR} and it cannot be created ({exc}): run 'mkdir -p /run/sshd' as root"
+            f"sshd needs {PRIVSEP_DIR}, which cannot be created ({exc}): create it as root"
         ) from exc
 
 
