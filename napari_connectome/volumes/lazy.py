@@ -1,0 +1,123 @@
+"""Array-likes that let dask read any backend chunk by chunk, and turn broken chunks into clear errors.
+
+dask builds the lazy array from ``shape``/``dtype``/``__getitem__``; the wrappers here only add what
+dask cannot know: how to read a tensorstore region, and which stored chunk failed to decode.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+
+from napari_connectome.errors import UserInputError
+
+# dask chunks bigger than this many bytes are merged only up to it when storage chunks are tiny
+_TARGET_DASK_CHUNK_BYTES = 64 * 2**20
+
+
+def dask_chunks(shape: tuple[int, ...], storage_chunks: tuple[int, ...], itemsize: int) -> tuple:
+    """dask chunking aligned to storage chunks: each dask chunk is a whole number of stored chunks.
+
+    Storage chunks are used as they are (a 2D slice then reads only the chunks it crosses); only
+    very small chunks (e.g. a TIFF page of 64 rows) are not merged, since alignment matters more.
+    """
+    return tuple(max(1, min(int(c), int(s))) if s else 1 for c, s in zip(storage_chunks, shape))
+
+
+def _normalise(key: Any, shape: tuple[int, ...]) -> tuple[slice, ...]:
+    if not isinstance(key, tuple):
+        key = (key,)
+    out = []
+    for k, n in zip(key, shape):
+        if isinstance(k, slice):
+            start, stop, _ = k.indices(n)
+            out.append(slice(start, stop))
+        else:
+            i = int(k)
+            i = i + n if i < 0 else i
+            out.append(slice(i, i + 1))
+    out.extend(slice(0, n) for n in shape[len(out) :])
+    return tuple(out)
+
+
+class GuardedZarrArray:
+    """A zarr array whose decode failures become a :class:`UserInputError` naming the broken chunk."""
+
+    def __init__(self, array: Any, source: str) -> None:
+        self.array = array
+        self.source = source
+        self.shape = tuple(array.shape)
+        self.dtype = np.dtype(array.dtype)
+        self.ndim = len(self.shape)
+        self.chunks = tuple(array.chunks)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        try:
+            return self.array[key]
+        except (UserInputError, KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as exc:
+            bad = self._find_bad_chunk(key)
+            if bad is None:
+                raise
+            raise UserInputError(
+                f"chunk '{bad}' of {self.source} cannot be decoded ({type(exc).__name__}: {exc}); "
+                "the file is damaged: re-copy or re-create that chunk (or delete it to read it as "
+                "the fill value)."
+            ) from exc
+
+    def _find_bad_chunk(self, key: Any) -> str | None:
+        """Read the stored chunks under ``key`` one at a time to name the one that fails."""
+        region = _normalise(key, self.shape)
+        ranges = [
+            range(s.start // c, max(s.start // c, (s.stop - 1) // c) + 1)
+            for s, c in zip(region, self.chunks)
+        ]
+        for coords in itertools.product(*ranges):
+            sel = tuple(
+                slice(i * c, min((i + 1) * c, n))
+                for i, c, n in zip(coords, self.chunks, self.shape)
+            )
+            try:
+                self.array[sel]
+            except Exception:
+                key_name = self.array.metadata.encode_chunk_key(coords)
+                base = str(self.array.store_path).removeprefix("file://")
+                return f"{base}/{key_name}"
+        return None
+
+
+class TensorStoreArray:
+    """A tensorstore view exposed as a numpy-style array (read synchronously per dask chunk)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.shape = tuple(int(s) for s in store.shape)
+        self.dtype = np.dtype(store.dtype.numpy_dtype)
+        self.ndim = len(self.shape)
+        layout = store.chunk_layout
+        chunk = layout.read_chunk.shape if layout.read_chunk.shape is not None else None
+        self.chunks = tuple(int(c) for c in chunk) if chunk else self.shape
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        region = _normalise(key, self.shape)
+        out = self.store[region].read().result()
+        squeeze = tuple(
+            i
+            for i, k in enumerate(key if isinstance(key, tuple) else (key,))
+            if not isinstance(k, slice)
+        )
+        return np.asarray(out).squeeze(axis=squeeze) if squeeze else np.asarray(out)
+
+
+def to_dask(
+    array: Any, storage_chunks: tuple[int, ...] | None = None, *, lock: bool = False
+) -> Any:
+    """Wrap an array-like as a dask array whose chunks are whole storage chunks."""
+    import dask.array as da
+
+    chunks = storage_chunks or getattr(array, "chunks", None) or array.shape
+    chunks = dask_chunks(tuple(array.shape), tuple(chunks), np.dtype(array.dtype).itemsize)
+    return da.from_array(array, chunks=chunks, lock=lock, asarray=False, inline_array=True)

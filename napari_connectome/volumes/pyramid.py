@@ -1,0 +1,94 @@
+"""Downsampling rules for multiscale pyramids: which axes halve, and how a 2x block becomes one voxel."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_connectome.volumes.volume import SPATIAL_AXES
+
+
+def level_factors(
+    voxel_size: tuple[float, ...], axes: str, shape: tuple[int, ...]
+) -> tuple[int, ...]:
+    """Per-axis factor (1 or 2) from one level to the next.
+
+    Spatial axes halve unless they are already much coarser than the finest axis (anisotropic EM such as
+    4x4x40 nm keeps z until x and y catch up) or down to one voxel; channel/time axes never change.
+    """
+    spatial = [i for i, a in enumerate(axes) if a in SPATIAL_AXES and shape[i] > 1]
+    if not spatial:
+        return (1,) * len(axes)
+    finest = min(voxel_size[i] for i in spatial)
+    return tuple(
+        2 if i in spatial and voxel_size[i] <= 1.5 * finest else 1 for i in range(len(axes))
+    )
+
+
+def plan_levels(
+    shape: tuple[int, ...],
+    voxel_size: tuple[float, ...],
+    axes: str,
+    chunks: tuple[int, ...],
+    levels: int | None,
+) -> list[tuple[tuple[int, ...], tuple[float, ...], tuple[int, ...]]]:
+    """Shape, voxel size and factor-from-previous of every level (level 0 first).
+
+    With ``levels=None`` the pyramid stops once every spatial axis fits in one chunk.
+    """
+    out = [(tuple(shape), tuple(voxel_size), (1,) * len(shape))]
+    while levels is None or len(out) < levels:
+        cur_shape, cur_size, _ = out[-1]
+        spatial = [i for i, a in enumerate(axes) if a in SPATIAL_AXES]
+        if levels is None and all(cur_shape[i] <= chunks[i] for i in spatial):
+            break
+        factors = level_factors(cur_size, axes, cur_shape)
+        if all(f == 1 for f in factors):
+            break
+        new_shape = tuple(-(-s // f) for s, f in zip(cur_shape, factors))
+        new_size = tuple(v * f for v, f in zip(cur_size, factors))
+        out.append((new_shape, new_size, factors))
+        if len(out) >= 32:
+            break
+    return out
+
+
+def _blocks(data: np.ndarray, factors: tuple[int, ...]) -> np.ndarray:
+    """View ``data`` (edge-padded to a multiple of ``factors``) as (..., out, factor, ...) then
+    move the factor axes to the end: shape out_shape + (prod(factors),)."""
+    pad = [(0, (-s) % f) for s, f in zip(data.shape, factors)]
+    if any(p[1] for p in pad):
+        data = np.pad(data, pad, mode="edge")
+    out_shape = [s // f for s, f in zip(data.shape, factors)]
+    split = []
+    for o, f in zip(out_shape, factors):
+        split += [o, f]
+    view = data.reshape(split)
+    nd = data.ndim
+    order = [2 * i for i in range(nd)] + [2 * i + 1 for i in range(nd)]
+    return view.transpose(order).reshape([*out_shape, -1])
+
+
+def downsample_mean(data: np.ndarray, factors: tuple[int, ...]) -> np.ndarray:
+    """Mean of each block (edge voxels repeated at odd borders), rounded back to the input dtype."""
+    if all(f == 1 for f in factors):
+        return data
+    blocks = _blocks(data, factors)
+    mean = blocks.mean(axis=-1, dtype=np.float64)
+    if np.issubdtype(data.dtype, np.integer):
+        info = np.iinfo(data.dtype)
+        return np.clip(np.rint(mean), info.min, info.max).astype(data.dtype)
+    return mean.astype(data.dtype)
+
+
+def downsample_mode(data: np.ndarray, factors: tuple[int, ...]) -> np.ndarray:
+    """Most frequent label of each block (ties: the first in block order), so small segments survive
+    better than with striding and no id is ever invented."""
+    if all(f == 1 for f in factors):
+        return data
+    blocks = _blocks(data, factors)
+    k = blocks.shape[-1]
+    counts = np.zeros(blocks.shape, dtype=np.uint8)
+    for j in range(k):
+        counts[..., j] = (blocks == blocks[..., j : j + 1]).sum(axis=-1, dtype=np.uint8)
+    best = counts.argmax(axis=-1)
+    return np.take_along_axis(blocks, best[..., None], axis=-1)[..., 0]

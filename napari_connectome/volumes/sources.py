@@ -1,0 +1,143 @@
+"""SOURCE strings: ``path``, ``file.h5:dataset``, ``store.zarr/group/array`` and how to tell formats apart."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from napari_connectome.errors import UserInputError
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
+PRECOMPUTED_PREFIX = "precomputed://"
+
+
+@dataclass(frozen=True)
+class Source:
+    """A parsed SOURCE: the file or directory that exists on disk, the part inside it, and its format."""
+
+    path: Path
+    inner: str
+    format: str  # "zarr", "hdf5", "n5", "precomputed", "tiff", "tiff-folder"
+    text: str
+
+
+def _zarr_root_kind(path: Path) -> str | None:
+    if (
+        (path / "zarr.json").is_file()
+        or (path / ".zgroup").is_file()
+        or (path / ".zarray").is_file()
+    ):
+        return "zarr"
+    if (path / "attributes.json").is_file():
+        return "n5"
+    if (path / "info").is_file() and _looks_like_precomputed(path / "info"):
+        return "precomputed"
+    return None
+
+
+def _looks_like_precomputed(info: Path) -> bool:
+    import json
+
+    try:
+        meta = json.loads(info.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and "scales" in meta and "data_type" in meta
+
+
+def _kind_of(path: Path) -> str | None:
+    if path.is_dir():
+        kind = _zarr_root_kind(path)
+        if kind:
+            return kind
+        if any(p.suffix.lower() in TIFF_SUFFIXES for p in path.iterdir() if p.is_file()):
+            return "tiff-folder"
+        return None
+    suffix = path.suffix.lower()
+    if suffix in HDF5_SUFFIXES:
+        return "hdf5"
+    if suffix in TIFF_SUFFIXES:
+        return "tiff"
+    try:
+        import h5py
+
+        if h5py.is_hdf5(path):
+            return "hdf5"
+    except OSError:
+        pass
+    return None
+
+
+def _store_root(path: Path) -> tuple[Path, str] | None:
+    """For a path inside a zarr/N5 store, the store root and the inner path (walk up until a root)."""
+    parts: list[str] = []
+    cur = path
+    while True:
+        if cur.is_dir() and _zarr_root_kind(cur) in ("zarr", "n5"):
+            # keep walking up while the parent is also part of the same hierarchy
+            parent = cur.parent
+            if (
+                parent != cur
+                and parent.is_dir()
+                and _zarr_root_kind(parent) == _zarr_root_kind(cur)
+            ):
+                parts.insert(0, cur.name)
+                cur = parent
+                continue
+            return cur, "/".join(parts)
+        if cur.parent == cur:
+            return None
+        parts.insert(0, cur.name)
+        cur = cur.parent
+
+
+def parse_source(source: str | Path) -> Source:
+    """Split a SOURCE string into what exists on disk and what is inside it, and detect its format."""
+    text = str(source)
+    if text.startswith(PRECOMPUTED_PREFIX):
+        text = text[len(PRECOMPUTED_PREFIX) :].removeprefix("file://")
+        path = Path(text).expanduser()
+        if not (path / "info").is_file():
+            raise UserInputError(f"{source}: no neuroglancer 'info' file in {path}.")
+        return Source(path, "", "precomputed", str(source))
+    if text.startswith("file://"):
+        text = text[len("file://") :]
+    path = Path(text).expanduser()
+    inner = ""
+    if not path.exists() and ":" in text:
+        # file.h5:dataset or store.zarr:inner/path (rsplit keeps a Windows drive letter intact)
+        head, _, tail = text.rpartition(":")
+        if head and Path(head).expanduser().exists():
+            path, inner = Path(head).expanduser(), tail
+    if not path.exists():
+        root = _store_root(path)
+        if root is not None:
+            path, inner = root[0], root[1]
+        else:
+            raise UserInputError(
+                f"{source} does not exist; check the path (for HDF5 use file.h5:dataset, "
+                "for zarr store.zarr/group/array)."
+            )
+    kind = _kind_of(path)
+    if kind is None and path.is_dir():
+        root = _store_root(path)
+        if root is not None:
+            path, extra = root
+            inner = "/".join(p for p in (extra, inner) if p)
+            kind = _zarr_root_kind(path)
+    elif kind in ("zarr", "n5") and not inner:
+        root = _store_root(path)
+        if root is not None:
+            path, inner = root
+    if kind is None:
+        raise UserInputError(
+            f"{source}: unknown format; napari-connectome reads OME-Zarr/zarr (a directory with "
+            "zarr.json, .zgroup or .zarray), N5 (attributes.json), neuroglancer precomputed (info), "
+            "HDF5 (.h5), TIFF (.tif or a folder of .tif slices)."
+        )
+    if inner and kind in ("tiff", "tiff-folder", "precomputed"):
+        raise UserInputError(
+            f"{source}: a {kind} source has no inner datasets; give the path alone."
+        )
+    return Source(path, inner, kind, str(source))

@@ -1,0 +1,98 @@
+"""The :class:`Volume` record every reader returns, and checks other modules run on it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from napari_connectome.errors import UserInputError
+
+SPATIAL_AXES = "zyx"
+
+
+@dataclass
+class Volume:
+    """One lazily opened array with the physical placement napari and the writers need.
+
+    ``data`` is a dask array at the opened level; ``multiscale`` lists that level and every coarser one
+    (``[data]`` for a single-scale source), so napari can show it as a multiscale layer.
+    """
+
+    name: str
+    data: Any
+    multiscale: list[Any]
+    voxel_size_nm: tuple[float, ...]
+    offset_nm: tuple[float, ...]
+    axes: str
+    is_labels: bool
+    source: str
+    level_voxel_sizes: list[tuple[float, ...]] = field(default_factory=list)
+    format: str = ""
+    level_offsets_nm: list[tuple[float, ...]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.level_voxel_sizes:
+            self.level_voxel_sizes = [tuple(self.voxel_size_nm)]
+        if not self.level_offsets_nm:
+            self.level_offsets_nm = [tuple(self.offset_nm)] * len(self.level_voxel_sizes)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.data.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.data.dtype)
+
+    @property
+    def spatial_axes(self) -> str:
+        """The axes among z, y, x that this volume has, in its own order."""
+        return "".join(a for a in self.axes if a in SPATIAL_AXES)
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready summary (what ``napari-connectome info`` prints)."""
+        return {
+            "source": self.source,
+            "name": self.name,
+            "format": self.format,
+            "shape": list(self.shape),
+            "dtype": str(self.dtype),
+            "chunks": [int(c[0]) if c else 0 for c in self.data.chunks],
+            "axes": self.axes,
+            "voxel_size_nm": [float(v) for v in self.voxel_size_nm],
+            "offset_nm": [float(v) for v in self.offset_nm],
+            "is_labels": bool(self.is_labels),
+            "scales": [
+                {"shape": [int(s) for s in arr.shape], "voxel_size_nm": [float(v) for v in vs]}
+                for arr, vs in zip(self.multiscale, self.level_voxel_sizes)
+            ],
+        }
+
+
+def dtype_looks_like_labels(dtype: Any) -> bool:
+    """The fallback rule when metadata is silent: unsigned integers wider than 8 bits are label ids."""
+    dt = np.dtype(dtype)
+    return dt.kind == "u" and dt.itemsize > 1
+
+
+def require_3d(volume: Volume, what: str = "this operation") -> Volume:
+    """Refuse a volume without z, y and x axes (a 2D image, a single slice) with a clear message."""
+    spatial = volume.spatial_axes
+    if len(spatial) != 3 or volume.data.ndim < 3:
+        raise UserInputError(
+            f"{volume.source} is {volume.data.ndim}D (axes '{volume.axes}', shape {volume.shape}), "
+            f"but {what} needs a 3D volume with z, y and x axes; give a 3D dataset or a stack of slices."
+        )
+    return volume
+
+
+def check_label_dtype(dtype: Any, source: str) -> None:
+    """Label ids must be unsigned integers: float or signed data is an image, not a segmentation."""
+    dt = np.dtype(dtype)
+    if dt.kind not in "ub":
+        raise UserInputError(
+            f"{source} has dtype {dt}, but labels must be unsigned integers (uint8..uint64); "
+            "convert it without --labels, or cast the segmentation to an unsigned type first."
+        )
