@@ -1,4 +1,4 @@
-"""``napari-connectome import-checkpoint`` and ``napari-connectome models``: FFN model management."""
+"""FFN model management: the ``import-checkpoint`` and ``models`` commands."""
 
 from __future__ import annotations
 

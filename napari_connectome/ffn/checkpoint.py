@@ -1,4 +1,4 @@
-"""Our FFN model format (a directory with ``model.safetensors`` + ``config.json``) and the TF importer.
+"""Our FFN model format (a directory: ``model.safetensors`` + ``config.json``) and the TF importer.
 
 Why safetensors: it cannot execute code on load (unlike pickle), is memory-mappable and language
 neutral. Why a directory: the weights and the settings they need (:mod:`.config`) travel together.
@@ -35,7 +35,7 @@ def _check_output_dir(model_dir: Path, overwrite: bool) -> None:
     if model_dir.exists():
         if not overwrite:
             raise UserInputError(
-                f"{model_dir} already exists; choose a new directory or pass overwrite (--overwrite)"
+                f"{model_dir} already exists; choose a new directory or pass --overwrite"
             )
         if not model_dir.is_dir():
             raise UserInputError(
@@ -59,8 +59,9 @@ def save_model(
 ) -> Path:
     """Write ``model`` (a module or a state dict) and ``config`` as a model directory, atomically.
 
-    Files go to a temporary sibling directory that is renamed into place at the end, so a crash or an
-    error never leaves a half-written model, and an existing model is only replaced with ``overwrite``.
+    Files go to a temporary sibling directory that is renamed into place at the end, so a crash or
+    an error never leaves a half-written model; an existing model is replaced only with
+    ``overwrite``.
     """
     from safetensors.torch import save_file
 
@@ -103,8 +104,8 @@ def _check_state_dict(state: dict[str, Any], config: ModelConfig, source: str) -
         if name not in state:
             raise UserInputError(
                 f"{source} lacks tensor {name!r} that the config's architecture "
-                f"(depth {config.architecture.depth}, {config.architecture.features} features) needs; "
-                "the config does not match these weights"
+                f"(depth {config.architecture.depth}, {config.architecture.features} features) "
+                "needs; the config does not match these weights"
             )
         got = tuple(state[name].shape)
         if got != shape:
@@ -116,7 +117,8 @@ def _check_state_dict(state: dict[str, Any], config: ModelConfig, source: str) -
     if extra:
         raise UserInputError(
             f"{source} has tensor {extra[0]!r} that the config's architecture "
-            f"(depth {config.architecture.depth}) does not have; the config does not match these weights"
+            f"(depth {config.architecture.depth}) does not have; the config does not match "
+            "these weights"
         )
 
 
@@ -142,7 +144,7 @@ def load_model(
 ) -> tuple[torch.nn.Module, ModelConfig]:
     """Load a model directory: the module in eval mode on ``device`` and its :class:`ModelConfig`.
 
-    ``model_dir`` may also be a zoo name (e.g. ``google-fib25``), resolved by :func:`.zoo.get_model`.
+    ``model_dir`` may also be a zoo name (e.g. ``google-fib25``), see :func:`.zoo.get_model`.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -185,8 +187,9 @@ def tf_to_state_dict(
 ) -> dict[str, Any]:
     """Map google/ffn ``ConvStack3DFFNModel`` variables onto our module's state dict.
 
-    TF conv kernels are [kd, kh, kw, in, out] (NDHWC, z/y/x), torch wants [out, in, kd, kh, kw]; the
-    input channel order (image, seed) equals our ``cat([image, logits])``. Optimiser slots are ignored.
+    TF conv kernels are [kd, kh, kw, in, out] (NDHWC, z/y/x), torch wants [out, in, kd, kh, kw];
+    the input channel order (image, seed) equals our ``cat([image, logits])``. Optimiser slots are
+    ignored.
     """
     import torch
 
@@ -219,7 +222,8 @@ def architecture_from_variables(
     key = f"{scope}/conv0_a/weights"
     if key not in variables:
         raise UserInputError(
-            f"checkpoint has no variable {key!r}; it is not a google/ffn ConvStack3DFFNModel checkpoint"
+            f"checkpoint has no variable {key!r}; it is not a google/ffn ConvStack3DFFNModel "
+            "checkpoint"
         )
     features = int(variables[key].shape[-1])
     depth = 1
@@ -231,8 +235,8 @@ def architecture_from_variables(
 def read_meta_shapes(meta_path: str | Path) -> dict[str, tuple[int, ...]]:
     """Static shapes of the Placeholder nodes in a TF MetaGraphDef (``.meta``), by node name.
 
-    google/ffn's training graph has ``patches`` (the FOV, [batch, z, y, x, 1]) and ``eval_labels`` (the
-    FOV grown by ``deltas`` on every side), which is how fov_size and deltas are recovered.
+    google/ffn's training graph has ``patches`` (the FOV, [batch, z, y, x, 1]) and ``eval_labels``
+    (the FOV grown by ``deltas`` on every side), which is how fov_size and deltas are recovered.
     """
     from napari_connectome.ffn.tensorbundle import _NotABundle, _proto_fields
 
@@ -329,8 +333,8 @@ def import_google_checkpoint(
 ) -> ModelConfig:
     """Convert a google/ffn ``ConvStack3DFFNModel`` TF checkpoint into a model directory.
 
-    depth and features come from the variables; fov_size and deltas (z, y, x) from the arguments, else
-    from the ``.meta`` graph next to the checkpoint; without either, the user must give them.
+    depth and features come from the variables; fov_size and deltas (z, y, x) from the arguments,
+    else from the ``.meta`` graph next to the checkpoint; without either, the user must give them.
     """
     from napari_connectome.ffn.tensorbundle import read_tensorbundle
 

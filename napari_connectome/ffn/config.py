@@ -1,9 +1,9 @@
 """What a saved FFN model needs besides its weights: ``config.json`` next to ``model.safetensors``.
 
-Why a separate file: the weights alone do not say how to use them. google/ffn keeps the FOV, deltas,
-image normalisation and inference thresholds in separate request protos, and a model run with another
-normalisation or thresholds than it was made for silently gives a worse segmentation. So every model
-directory carries the settings it was trained/validated with, and inference starts from them.
+Why a separate file: the weights alone do not say how to use them. google/ffn keeps the FOV,
+deltas, image normalisation and inference thresholds in separate request protos, and a model run
+with another normalisation or thresholds than it was made for silently gives a worse segmentation.
+So every model directory carries the settings it was trained/validated with; inference starts there.
 """
 
 from __future__ import annotations

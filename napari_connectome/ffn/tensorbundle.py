@@ -1,16 +1,17 @@
-"""Read TensorFlow TensorBundle checkpoints (``model.ckpt-N.index`` + ``.data-0000x-of-0000y``) without TF.
+"""Read TensorFlow TensorBundle checkpoints (``.index`` + ``.data-0000x-of-0000y``) without TF.
 
-Why: Google's published FFN models are TF 1.x checkpoints, and TensorFlow is far too heavy a run-time
-dependency for a napari plugin. The format is small enough to decode by hand:
+Why: Google's published FFN models are TF 1.x checkpoints, and TensorFlow is far too heavy a
+run-time dependency for a napari plugin. The format is small enough to decode by hand:
 
-* ``.index`` is a LevelDB-style SSTable (prefix-compressed key/value blocks, an index block, a 48-byte
-  footer ending in a magic number). Key ``""`` holds a ``BundleHeaderProto``; every other key is a tensor
-  name whose value is a ``BundleEntryProto`` (dtype, shape, shard id, byte offset, size, masked crc32c).
+* ``.index`` is a LevelDB-style SSTable (prefix-compressed key/value blocks, an index block, a
+  48-byte footer ending in a magic number). Key ``""`` holds a ``BundleHeaderProto``; every other
+  key is a tensor name whose value is a ``BundleEntryProto`` (dtype, shape, shard id, byte offset,
+  size, masked crc32c).
 * ``.data-0000s-of-0000n`` shards hold the raw little-endian tensor bytes at those offsets.
 
-The protobuf messages are decoded with a tiny varint reader (no protobuf dependency). The crc32c of each
-tensor is checked when the optional ``google_crc32c`` package is importable (it is C-accelerated; a pure
-numpy crc would cost more than reading the checkpoint), otherwise skipped.
+The protobuf messages are decoded with a tiny varint reader (no protobuf dependency). The crc32c of
+each tensor is checked when the ``google_crc32c`` package is importable (zarr depends on it; it is
+C-accelerated, a pure numpy crc would cost more than reading the checkpoint), otherwise skipped.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ _TABLE_MAGIC = 0xDB4775248B80FB57
 _FOOTER_SIZE = 48
 _BLOCK_TRAILER = 5  # 1 byte compression type + 4 bytes crc
 
-# tensorflow/core/framework/types.proto -> numpy dtype (little-endian, as TF writes on every platform we use)
+# tensorflow/core/framework/types.proto -> numpy dtype (TF writes little-endian on our platforms)
 _TF_DTYPES: dict[int, str] = {
     1: "<f4",  # DT_FLOAT
     2: "<f8",  # DT_DOUBLE
@@ -156,8 +157,8 @@ def read_index(index_path: str | Path) -> tuple[dict[str, Any], dict[str, dict[s
                     entries[key.decode("utf-8")] = _parse_entry(value)
     except _NotABundle as exc:
         raise UserInputError(
-            f"{path} is not a TensorFlow TensorBundle checkpoint index ({exc}); give the checkpoint "
-            "prefix, e.g. model.ckpt-27465036 for model.ckpt-27465036.index"
+            f"{path} is not a TensorFlow TensorBundle checkpoint index ({exc}); give the "
+            "checkpoint prefix, e.g. model.ckpt-27465036 for model.ckpt-27465036.index"
         ) from None
     if not header:
         raise UserInputError(
@@ -268,11 +269,11 @@ def read_tensorbundle(prefix: str | Path, *, skip_slots: bool = False) -> dict[s
         raw = shard[start : start + size]
         if len(raw) != size:
             raise UserInputError(f"checkpoint data shard for {name!r} is truncated")
-        if crc is not None and entry["crc32c"] is not None:
-            if crc(raw) != _unmask_crc(entry["crc32c"]):
-                raise UserInputError(
-                    f"checksum mismatch for tensor {name!r} in {prefix}; the checkpoint is corrupt"
-                )
+        stored = entry["crc32c"]
+        if crc is not None and stored is not None and crc(raw) != _unmask_crc(stored):
+            raise UserInputError(
+                f"checksum mismatch for tensor {name!r} in {prefix}; the checkpoint is corrupt"
+            )
         out[name] = _decode(name, entry, raw)
     return out
 

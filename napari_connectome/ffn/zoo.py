@@ -1,9 +1,9 @@
 """The model zoo: named, hash-pinned FFN models downloaded on first use and cached per user.
 
-Why: users should be able to say ``--model google-fib25`` instead of hunting for checkpoints, and a
-download must be verified (sha256, via pooch) before it is unpickled-free converted into our format.
-Downloads land in ``pooch.os_cache("napari-connectome")`` (override with ``NAPARI_CONNECTOME_CACHE``);
-the converted model directory sits next to them, so conversion happens once.
+Why: users should be able to say ``--model google-fib25`` instead of hunting for checkpoints, and
+a download must be verified (sha256, via pooch) before it is converted into our format. Downloads
+land in ``pooch.os_cache("napari-connectome")`` (override with ``NAPARI_CONNECTOME_CACHE``); the
+converted model directory sits next to them, so conversion happens once.
 
 ``NAPARI_CONNECTOME_ZOO_URL`` replaces every entry's base URL (e.g. ``file:///mirror/``) for offline
 sites and tests; the file names and hashes stay the same, so a wrong mirror is still caught.
@@ -28,7 +28,7 @@ _RESOURCES = Path(__file__).resolve().parents[1] / "resources" / "models"
 
 @dataclass(frozen=True)
 class ZooEntry:
-    """One downloadable model: TF checkpoint files (name -> sha256) under ``base_url`` + settings."""
+    """One downloadable model: TF checkpoint files (name -> sha256) under ``base_url``, settings."""
 
     name: str
     description: str
@@ -49,8 +49,9 @@ ZOO: dict[str, ZooEntry] = {
     "google-fib25": ZooEntry(
         name="google-fib25",
         description=(
-            "Google's published conv-stack FFN (depth 12, 32 features, FOV 33^3, deltas 8^3) trained "
-            "on the FIB-25 validation1 volume, 10 nm isotropic FIB-SEM of the Drosophila medulla"
+            "Google's published conv-stack FFN (depth 12, 32 features, FOV 33^3, deltas 8^3) "
+            "trained on the FIB-25 validation1 volume, 10 nm isotropic FIB-SEM of the Drosophila "
+            "medulla"
         ),
         base_url="https://raw.githubusercontent.com/google/ffn/6f61f6e4/models/fib25/",
         tf_prefix="model.ckpt-27465036",
@@ -91,7 +92,7 @@ def cache_dir() -> Path:
 
 
 def shipped_models() -> list[Path]:
-    """Model directories shipped inside the package (``resources/models/<name>``), sorted by name."""
+    """Model directories shipped in the package (``resources/models/<name>``), sorted by name."""
     from napari_connectome.ffn.checkpoint import is_model_dir
 
     if not _RESOURCES.is_dir():
