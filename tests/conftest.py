@@ -13,8 +13,19 @@ from pathlib import Path
 
 import pytest
 
-if not os.environ.get("DISPLAY"):
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+def pytest_collection_modifyitems(config, items):
+    """Give Qt a display before any test runs: Qt's offscreen platform has no OpenGL on this kind
+    of server and napari's canvas needs it, so when ``gui`` tests are selected start a private Xvfb
+    (stopped by pid at exit) if installed; otherwise (or without gui tests) use offscreen."""
+    if os.environ.get("DISPLAY"):
+        return
+    if any(item.get_closest_marker("gui") for item in items):
+        from napari_connectome.gui._headless import ensure_display
+
+        ensure_display()
+    else:
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 REQUIRE_SERVICES = os.environ.get("NAPARI_CONNECTOME_REQUIRE_SERVICES", "") not in ("", "0")
 ROOT = Path(__file__).resolve().parents[1]
