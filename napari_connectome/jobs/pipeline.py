@@ -212,17 +212,17 @@ def run_job(
     chunk_key = level0.metadata.chunk_key_encoding.encode_chunk_key
     log = ProgressLog(layout.progress)
     atomic_write_json(layout.state, {"state": "running", "fingerprint": fp, "pid": os.getpid()})
-    log.write(
-        event="start",
-        job=spec.name,
-        blocks_total=len(blocks),
-        already_done=len(blocks) - len(pending),
-        host=socket.gethostname(),
-        pid=os.getpid(),
-    )
     ctx = nullcontext(client) if client is not None else open_client(spec)
     try:
         with ctx as dask_client:
+            log.write(
+                event="start",
+                job=spec.name,
+                blocks_total=len(blocks),
+                already_done=len(blocks) - len(pending),
+                host=socket.gethostname(),
+                pid=os.getpid(),
+            )
             done = len(blocks) - len(pending)
             progress(done, len(blocks), "segmenting")
 

@@ -1,0 +1,80 @@
+"""Reading ``progress.jsonl``: the job's own account of what is done, shared by status and stream."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+
+def split_lines(buffer: bytes) -> tuple[list[dict], int]:
+    """Complete JSON lines in ``buffer`` and how many bytes they span (a partial last line waits)."""
+    end = buffer.rfind(b"\n") + 1
+    events = []
+    for raw in buffer[:end].splitlines():
+        raw = raw.strip()
+        if raw:
+            try:
+                events.append(json.loads(raw))
+            except json.JSONDecodeError:
+                continue
+    return events, end
+
+
+@dataclass
+class Summary:
+    blocks_total: int | None = None
+    segmented: set = field(default_factory=set)
+    relabelled: set = field(default_factory=set)
+    phase: str | None = None
+    done: dict | None = None
+    failed: dict | None = None
+    run_start_t: float | None = None
+    run_blocks: int = 0
+    last_t: float | None = None
+
+    def add(self, ev: dict) -> None:
+        kind = ev.get("event")
+        if kind == "start":
+            self.blocks_total = ev.get("blocks_total")
+            self.relabelled = set()
+            self.phase, self.done, self.failed = "segment", None, None
+            self.run_start_t, self.run_blocks = ev.get("t"), 0
+        elif kind == "block":
+            key = tuple(ev.get("block", ()))
+            if ev.get("phase") == "segment":
+                self.segmented.add(key)
+                self.run_blocks += 1
+            else:
+                self.relabelled.add(key)
+        elif kind == "phase":
+            self.phase = ev.get("phase")
+        elif kind == "done":
+            self.done, self.phase = ev, "done"
+        elif kind == "failed":
+            self.failed = ev
+        self.last_t = ev.get("t", self.last_t)
+
+    def as_dict(self, now: float) -> dict:
+        total = self.blocks_total
+        done = len(self.segmented)
+        rate = eta = None
+        if self.run_start_t and self.run_blocks:
+            elapsed = max(1e-6, (self.last_t or now) - self.run_start_t)
+            rate = self.run_blocks / elapsed
+            if total and not self.done:
+                eta = max(0.0, (total - done) / rate)
+        return {
+            "phase": self.phase,
+            "blocks_done": done,
+            "blocks_total": total,
+            "blocks_relabelled": len(self.relabelled),
+            "rate_blocks_per_s": round(rate, 4) if rate else None,
+            "eta_s": round(eta, 1) if eta is not None else None,
+        }
+
+
+def summarize(events: list[dict]) -> Summary:
+    s = Summary()
+    for ev in events:
+        s.add(ev)
+    return s
