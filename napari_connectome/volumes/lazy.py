@@ -1,4 +1,4 @@
-"""Array-likes that let dask read any backend chunk by chunk, and turn broken chunks into clear errors.
+"""Array-likes that let dask read any backend chunk by chunk and name broken chunks clearly.
 
 dask builds the lazy array from ``shape``/``dtype``/``__getitem__``; the wrappers here only add what
 dask cannot know: how to read a tensorstore region, and which stored chunk failed to decode.
@@ -43,7 +43,7 @@ def _normalise(key: Any, shape: tuple[int, ...]) -> tuple[slice, ...]:
 
 
 class GuardedZarrArray:
-    """A zarr array whose decode failures become a :class:`UserInputError` naming the broken chunk."""
+    """A zarr array whose decode failures become a :class:`UserInputError` naming the chunk."""
 
     def __init__(self, array: Any, source: str) -> None:
         self.array = array

@@ -73,7 +73,7 @@ def _axes_meta(axes: str) -> list[dict[str, str]]:
 
 
 class OmeZarrWriter:
-    """An OME-Zarr 0.5 image whose arrays all exist; write level-0 blocks, then build the pyramid."""
+    """An OME-Zarr 0.5 image with all arrays created: write level-0 blocks, then the pyramid."""
 
     def __init__(self, path: str | Path) -> None:
         import zarr
@@ -89,7 +89,7 @@ class OmeZarrWriter:
         self.level_paths = [d["path"] for d in ms["datasets"]]
         self.arrays = [self.group[p] for p in self.level_paths]
         self.voxel_sizes = [
-            tuple(t["scale"] for t in d["coordinateTransformations"] if t["type"] == "scale")[0]
+            next(t["scale"] for t in d["coordinateTransformations"] if t["type"] == "scale")
             for d in ms["datasets"]
         ]
 
@@ -110,7 +110,7 @@ class OmeZarrWriter:
         return self.arrays[level]
 
     def write(self, region: tuple[slice, ...], data: Any, level: int = 0) -> None:
-        """Write ``data`` into ``region`` of a level (align regions to chunks to avoid read-modify-write)."""
+        """Write ``data`` into ``region`` of a level (chunk-aligned: no read-modify-write)."""
         self.arrays[level][region] = np.asarray(data, dtype=self.dtype)
 
     def build_pyramid(self, progress: ProgressCallback | None = None) -> None:
@@ -119,7 +119,8 @@ class OmeZarrWriter:
 
     def __repr__(self) -> str:
         kind = "labels" if self.labels else "image"
-        return f"OmeZarrWriter({str(self.path)!r}, {kind}, shape={self.shape}, levels={len(self.arrays)})"
+        n = len(self.arrays)
+        return f"OmeZarrWriter({str(self.path)!r}, {kind}, shape={self.shape}, levels={n})"
 
 
 def _create_at(
@@ -220,8 +221,8 @@ def create_ome_zarr(
 ) -> OmeZarrWriter:
     """Create a complete, empty OME-Zarr 0.5 image (all levels, all metadata) at ``dest``.
 
-    Unwritten chunks read as 0. The structure is built at a hidden sibling and renamed into place, so an
-    existing ``dest`` (only replaced with ``overwrite=True``) is never left half replaced.
+    Unwritten chunks read as 0. The structure is built at a hidden sibling and renamed into place,
+    so an existing ``dest`` (only replaced with ``overwrite=True``) is never left half replaced.
     """
     dest = Path(dest).expanduser()
     shape_t, dt, size, offset = _validate(

@@ -16,8 +16,8 @@ def _zarr_source_text(src: Source) -> str:
 def open_volume(source: str | Path, *, level: int = 0) -> Volume:
     """Open one array lazily, with voxel size and offset in nm.
 
-    ``level`` picks a resolution level of a multiscale source; the returned volume then describes that
-    level (``data``, ``voxel_size_nm``) and ``multiscale`` holds it and every coarser level.
+    ``level`` picks a resolution level of a multiscale source; the returned volume then describes
+    that level (``data``, ``voxel_size_nm``) and ``multiscale`` holds it and every coarser level.
     """
     src = parse_source(source)
     if level < 0:

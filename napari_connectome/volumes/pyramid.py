@@ -1,4 +1,4 @@
-"""Downsampling rules for multiscale pyramids: which axes halve, and how a 2x block becomes one voxel."""
+"""Downsampling for multiscale pyramids: which axes halve, and how a 2x block becomes one voxel."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ def level_factors(
 ) -> tuple[int, ...]:
     """Per-axis factor (1 or 2) from one level to the next.
 
-    Spatial axes halve unless they are already much coarser than the finest axis (anisotropic EM such as
+    Spatial axes halve unless already much coarser than the finest axis (anisotropic EM such as
     4x4x40 nm keeps z until x and y catch up) or down to one voxel; channel/time axes never change.
     """
     spatial = [i for i, a in enumerate(axes) if a in SPATIAL_AXES and shape[i] > 1]

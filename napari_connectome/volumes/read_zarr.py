@@ -79,8 +79,8 @@ def open_multiscale(group: Any, source: str, name: str, *, level: int, fmt: str)
             arr = group[ds["path"]]
         except KeyError as exc:
             raise UserInputError(
-                f"{source} lists dataset '{ds['path']}' in its multiscales metadata, but it is missing; "
-                "the OME-Zarr is incomplete: re-create or re-download it."
+                f"{source} lists dataset '{ds['path']}' in its multiscales metadata, but it is "
+                "missing; the OME-Zarr is incomplete: re-create or re-download it."
             ) from exc
         scale, trans = _scale_translation(ds.get("coordinateTransformations") or [], arr.ndim)
         sizes.append(tuple(float(s * g * f) for s, g, f in zip(scale, g_scale, factors)))
@@ -211,9 +211,7 @@ def list_zarr_arrays(group: Any, prefix: str = "") -> list[str]:
     out = []
     for key, child in sorted(group.members(), key=lambda kv: kv[0]):
         path = f"{prefix}/{key}" if prefix else key
-        if isinstance(child, zarr.Array):
-            out.append(path)
-        elif is_multiscale_group(child):
+        if isinstance(child, zarr.Array) or is_multiscale_group(child):
             out.append(path)
         else:
             out.extend(list_zarr_arrays(child, path))

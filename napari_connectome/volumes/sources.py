@@ -1,4 +1,4 @@
-"""SOURCE strings: ``path``, ``file.h5:dataset``, ``store.zarr/group/array`` and how to tell formats apart."""
+"""SOURCE strings (``path``, ``file.h5:dataset``, ``store.zarr/group/array``), format detection."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ PRECOMPUTED_PREFIX = "precomputed://"
 
 @dataclass(frozen=True)
 class Source:
-    """A parsed SOURCE: the file or directory that exists on disk, the part inside it, and its format."""
+    """A parsed SOURCE: the file or folder on disk, the part inside it, and its format."""
 
     path: Path
     inner: str
@@ -29,7 +29,7 @@ def _zarr_root_kind(path: Path) -> str | None:
         or (path / ".zarray").is_file()
     ):
         return "zarr"
-    if (path / "attributes.json").is_file():
+    if (path / "attributes.json").is_file() or path.suffix.lower() == ".n5":
         return "n5"
     if (path / "info").is_file() and _looks_like_precomputed(path / "info"):
         return "precomputed"
@@ -70,7 +70,7 @@ def _kind_of(path: Path) -> str | None:
 
 
 def _store_root(path: Path) -> tuple[Path, str] | None:
-    """For a path inside a zarr/N5 store, the store root and the inner path (walk up until a root)."""
+    """For a path inside a zarr/N5 store, the store root and the inner path (walks upwards)."""
     parts: list[str] = []
     cur = path
     while True:
@@ -93,7 +93,7 @@ def _store_root(path: Path) -> tuple[Path, str] | None:
 
 
 def parse_source(source: str | Path) -> Source:
-    """Split a SOURCE string into what exists on disk and what is inside it, and detect its format."""
+    """Split a SOURCE into what exists on disk and what is inside it, and detect its format."""
     text = str(source)
     if text.startswith(PRECOMPUTED_PREFIX):
         text = text[len(PRECOMPUTED_PREFIX) :].removeprefix("file://")
@@ -133,8 +133,8 @@ def parse_source(source: str | Path) -> Source:
     if kind is None:
         raise UserInputError(
             f"{source}: unknown format; napari-connectome reads OME-Zarr/zarr (a directory with "
-            "zarr.json, .zgroup or .zarray), N5 (attributes.json), neuroglancer precomputed (info), "
-            "HDF5 (.h5), TIFF (.tif or a folder of .tif slices)."
+            "zarr.json, .zgroup or .zarray), N5 (attributes.json), neuroglancer precomputed "
+            "(info), HDF5 (.h5), TIFF (.tif or a folder of .tif slices)."
         )
     if inner and kind in ("tiff", "tiff-folder", "precomputed"):
         raise UserInputError(

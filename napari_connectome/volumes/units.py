@@ -76,7 +76,7 @@ def _fit(values: tuple[float, ...] | None, ndim: int, fill: float) -> tuple[floa
 
 
 def voxel_size_from_attrs(attrs: Mapping[str, Any], ndim: int) -> tuple[float, ...] | None:
-    """Voxel size in nm from HDF5/zarr/N5 attributes, or ``None`` when none of the known keys is set."""
+    """Voxel size in nm from HDF5/zarr/N5 attributes, or ``None`` when no known key is set."""
     for key, factor, reversed_order in _SIZE_KEYS:
         if key not in attrs:
             continue

@@ -16,8 +16,8 @@ SPATIAL_AXES = "zyx"
 class Volume:
     """One lazily opened array with the physical placement napari and the writers need.
 
-    ``data`` is a dask array at the opened level; ``multiscale`` lists that level and every coarser one
-    (``[data]`` for a single-scale source), so napari can show it as a multiscale layer.
+    ``data`` is a dask array at the opened level; ``multiscale`` lists that level and every coarser
+    one (``[data]`` for a single-scale source), so napari can show it as a multiscale layer.
     """
 
     name: str
@@ -72,7 +72,7 @@ class Volume:
 
 
 def dtype_looks_like_labels(dtype: Any) -> bool:
-    """The fallback rule when metadata is silent: unsigned integers wider than 8 bits are label ids."""
+    """Fallback when metadata is silent: unsigned integers wider than 8 bits are label ids."""
     dt = np.dtype(dtype)
     return dt.kind == "u" and dt.itemsize > 1
 
@@ -83,7 +83,8 @@ def require_3d(volume: Volume, what: str = "this operation") -> Volume:
     if len(spatial) != 3 or volume.data.ndim < 3:
         raise UserInputError(
             f"{volume.source} is {volume.data.ndim}D (axes '{volume.axes}', shape {volume.shape}), "
-            f"but {what} needs a 3D volume with z, y and x axes; give a 3D dataset or a stack of slices."
+            f"but {what} needs a 3D volume with z, y and x axes; give a 3D dataset or a stack "
+            "of slices."
         )
     return volume
 

@@ -1,0 +1,105 @@
+"""``napari-connectome info`` and ``convert``: inspect any volume, make an OME-Zarr 0.5 pyramid."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from napari_connectome.errors import UserInputError
+
+SOURCE_HELP = (
+    "a volume: file.h5:dataset, store.zarr or store.zarr/group/array, OME-Zarr, data.n5/dataset, "
+    "neuroglancer precomputed folder, stack.tif or a folder of .tif slices"
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    info = subparsers.add_parser(
+        "info",
+        help="print shape, dtype, chunks, voxel size and scales of a volume as JSON",
+        description="Print what napari-connectome sees in SOURCE as JSON (one object per array; a "
+        "list when SOURCE holds several, e.g. an HDF5 file without :dataset).",
+    )
+    info.add_argument("source", metavar="SOURCE", help=SOURCE_HELP)
+    info.set_defaults(func=run_info)
+
+    conv = subparsers.add_parser(
+        "convert",
+        help="copy a volume into a multiscale OME-Zarr 0.5 (zarr v3), block by block",
+        description="Convert SOURCE into DEST.ome.zarr with a multiscale pyramid (mean for images, "
+        "mode for labels). The output appears only when complete.",
+    )
+    conv.add_argument("source", metavar="SOURCE", help=SOURCE_HELP)
+    conv.add_argument("dest", metavar="DEST", help="output path, e.g. volume.ome.zarr")
+    kind = conv.add_mutually_exclusive_group()
+    kind.add_argument(
+        "--labels",
+        action="store_true",
+        help="write a label image (image-label metadata, mode downsampling); needs unsigned ints. "
+        "Default: as detected from SOURCE (see `info`: is_labels)",
+    )
+    kind.add_argument(
+        "--image", action="store_true", help="write an image even if SOURCE looks like labels"
+    )
+    conv.add_argument("--overwrite", action="store_true", help="replace DEST if it exists")
+    conv.add_argument(
+        "--chunks", type=int, default=None, metavar="N", help="chunk edge in voxels (default 64)"
+    )
+    conv.add_argument(
+        "--levels",
+        type=int,
+        default=None,
+        metavar="N",
+        help="number of resolution levels including full resolution (default: until one chunk)",
+    )
+    conv.set_defaults(func=run_convert)
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from napari_connectome.volumes import discover_volumes, open_volume
+    from napari_connectome.volumes.sources import parse_source
+
+    src = parse_source(args.source)
+    try:
+        volumes = [open_volume(args.source)]
+    except UserInputError:
+        # a file or group holding several arrays: describe each of them
+        if src.inner or src.format not in ("hdf5", "zarr", "n5"):
+            raise
+        volumes = discover_volumes(args.source)
+    described = [v.describe() for v in volumes]
+    print(json.dumps(described[0] if len(described) == 1 else described, indent=2))
+    return 0
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from napari_connectome.progress import tqdm_progress
+    from napari_connectome.volumes import check_label_dtype, open_volume, require_3d, write_ome_zarr
+    from napari_connectome.volumes.atomic import check_destination
+
+    dest = Path(args.dest).expanduser()
+    check_destination(dest, args.overwrite)  # before opening anything large
+    volume = require_3d(open_volume(args.source), "convert")
+    labels = args.labels or (volume.is_labels and not args.image)
+    if labels:
+        check_label_dtype(volume.dtype, volume.source)
+    if args.levels is not None and args.levels < 1:
+        raise UserInputError(f"--levels must be 1 or more, not {args.levels}.")
+    progress, close = tqdm_progress(f"convert {Path(args.source).name}")
+    try:
+        out = write_ome_zarr(
+            volume,
+            dest,
+            labels=labels,
+            chunks=args.chunks,
+            levels=args.levels,
+            overwrite=args.overwrite,
+            progress=progress,
+        )
+    finally:
+        close()
+    kind = "labels" if labels else "image"
+    print(f"wrote {kind} {out} ({'x'.join(map(str, volume.shape))} {volume.dtype})")
+    return 0
