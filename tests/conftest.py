@@ -33,7 +33,7 @@ SHARED_DATA = Path(os.environ.get("NAPARI_CONNECTOME_SHARED_DATA", ROOT.parent /
 FIB25_H5 = SHARED_DATA / "fib25-training-sample2" / "fib25_training_sample2.h5"
 GOOGLE_FFN = SHARED_DATA / "google-ffn-fib25"
 
-# Session fixtures that start Slurm and sshd on loopback: slurm_cluster, sshd_server, slurm_login_node.
+# Session fixtures starting Slurm and sshd on loopback: slurm_cluster, sshd_server, slurm_login_node.
 pytest_plugins = ["tests.services"]
 
 
