@@ -133,6 +133,7 @@ def test_save_labels_and_image_then_reopen(make_napari_viewer, tmp_path):
 
 def test_save_refuses_an_existing_path(make_napari_viewer, tmp_path):
     from napari_connectome.errors import UserInputError
+    from napari_connectome.gui._writer import write_labels
 
     existing = tmp_path / "seg.ome.zarr"
     existing.mkdir()
@@ -140,9 +141,14 @@ def test_save_refuses_an_existing_path(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
     labels = viewer.add_labels(np.ones((16, 16, 16), np.uint32))
 
-    with pytest.raises(UserInputError, match="already exists"):
-        labels.save(str(existing), plugin=PLUGIN)
+    # Through napari: nothing written (napari reports the refusal as a warning).
+    with pytest.warns(UserWarning, match="not a valid writer"):
+        assert labels.save(str(existing), plugin=PLUGIN) == []
+    assert sorted(p.name for p in existing.iterdir()) == ["precious.txt"]
     assert (existing / "precious.txt").read_text() == "user data"
+    # The writer's own message says what happened.
+    with pytest.raises(UserInputError, match="already exists"):
+        write_labels(str(existing), labels.data, {"scale": (1, 1, 1)})
 
 
 def test_reader_declines_paths_it_cannot_read(tmp_path):

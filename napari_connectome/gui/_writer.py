@@ -44,16 +44,32 @@ def _write(path: str, data: Any, meta: dict[str, Any], *, labels: bool) -> list[
     return [str(out)]
 
 
+def _notify_and_raise(exc: UserInputError) -> None:
+    """napari turns a writer's ValueError into "not a valid writer"; show the real reason too."""
+    from napari.utils.notifications import show_error
+
+    show_error(f"Save failed: {exc}")
+    raise exc
+
+
 def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """npe2 writer for one labels layer (uint ids) to ``.ome.zarr``."""
-    if np.dtype((data[0] if isinstance(data, list | tuple) else data).dtype).kind == "i":
-        data = _as_unsigned(data)
-    return _write(path, data, meta, labels=True)
+    try:
+        if np.dtype((data[0] if isinstance(data, list | tuple) else data).dtype).kind == "i":
+            data = _as_unsigned(data)
+        return _write(path, data, meta, labels=True)
+    except UserInputError as exc:
+        _notify_and_raise(exc)
+        raise
 
 
 def write_image(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """npe2 writer for one image layer to ``.ome.zarr``."""
-    return _write(path, data, meta, labels=False)
+    try:
+        return _write(path, data, meta, labels=False)
+    except UserInputError as exc:
+        _notify_and_raise(exc)
+        raise
 
 
 def _as_unsigned(data: Any) -> Any:
