@@ -1,0 +1,222 @@
+"""A proofreading project folder: its own fragment volume, the image, the initial table and the edit log.
+
+``create_project`` copies the fragments (or a segmentation to import, fragments = segments) into the project's
+own zarr, so the user's input is never written, and computes per-fragment statistics and a fingerprint of the
+volume in the same single pass. Layout::
+
+    PROJECT/project.json        voxel size, format version, fingerprint
+    PROJECT/fragments.zarr      uint64 fragment ids (only a watershed split ever writes here, and its undo restores)
+    PROJECT/image.zarr          optional EM image, the boundary evidence for splits
+    PROJECT/initial_table.npz   fragment ids, voxel counts, bounding boxes at creation
+    PROJECT/edits.sqlite        the durable edit log (see log.py)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_connectome.errors import UserInputError
+from napari_connectome.progress import ProgressCallback, no_progress
+from napari_connectome.proofread.table import FragmentTable
+
+FORMAT_VERSION = 1
+FRAGMENTS = "fragments.zarr"
+IMAGE = "image.zarr"
+TABLE = "initial_table.npz"
+LOG = "edits.sqlite"
+PROJECT_JSON = "project.json"
+
+
+def _chunk_slices(shape: Sequence[int], chunks: Sequence[int]):
+    ranges = [range(0, s, c) for s, c in zip(shape, chunks)]
+    for corner in itertools.product(*ranges):
+        yield tuple(slice(o, min(o + c, s)) for o, c, s in zip(corner, chunks, shape))
+
+
+def _block_stats(block: np.ndarray, offset: Sequence[int]):
+    """Ids, counts and bounding boxes (global coordinates) of the nonzero labels in one block."""
+    import fastremap
+    from scipy import ndimage
+
+    ren, mapping = fastremap.renumber(block, start=1, preserve_zero=True, in_place=False)
+    inv = {v: k for k, v in mapping.items() if k != 0}
+    n = int(ren.max()) if ren.size else 0
+    if n == 0:
+        z = np.zeros((0, 3), np.int64)
+        return np.zeros(0, np.uint64), np.zeros(0, np.int64), z, z
+    counts = np.bincount(ren.ravel(), minlength=n + 1)[1:]
+    objs = ndimage.find_objects(ren)
+    ids = np.array([inv[i + 1] for i in range(n)], dtype=np.uint64)
+    off = np.asarray(offset, np.int64)
+    lo = np.array([[s.start for s in o] for o in objs], np.int64) + off
+    hi = np.array([[s.stop for s in o] for o in objs], np.int64) + off
+    return ids, counts.astype(np.int64), lo, hi
+
+
+def _reduce_stats(ids, counts, lo, hi) -> dict[str, np.ndarray]:
+    if len(ids) == 0:
+        z = np.zeros((0, 3), np.int64)
+        return {
+            "frag_ids": np.zeros(0, np.uint64),
+            "counts": np.zeros(0, np.int64),
+            "lo": z,
+            "hi": z,
+        }
+    uniq, inv = np.unique(ids, return_inverse=True)
+    c = np.bincount(inv, weights=counts, minlength=len(uniq)).astype(np.int64)
+    glo = np.full((len(uniq), 3), np.iinfo(np.int64).max, np.int64)
+    ghi = np.zeros((len(uniq), 3), np.int64)
+    np.minimum.at(glo, inv, lo)
+    np.maximum.at(ghi, inv, hi)
+    return {"frag_ids": uniq, "counts": c, "lo": glo, "hi": ghi}
+
+
+def sample_chunk_slices(
+    shape: Sequence[int], chunks: Sequence[int], n: int = 9
+) -> list[tuple[slice, ...]]:
+    """A fixed, spread-out set of chunks (corners and centre of the chunk grid) to fingerprint."""
+    grid = [max(1, -(-s // c)) for s, c in zip(shape, chunks)]
+    picks = {
+        tuple(g - 1 if b else 0 for g, b in zip(grid, bits))
+        for bits in itertools.product((0, 1), repeat=3)
+    }
+    picks.add(tuple(g // 2 for g in grid))
+    out = []
+    for idx in sorted(picks)[:n]:
+        out.append(tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(idx, chunks, shape)))
+    return out
+
+
+def fingerprint(
+    fragments: Any, patches: Sequence[tuple[Sequence[int], np.ndarray, int]] = ()
+) -> str:
+    """Shape, dtype, chunking and a hash of sample chunks, as they were before any watershed patch.
+
+    ``patches`` are (lo, mask, original value) of every voxel patch in the log, oldest first; reverting them
+    newest first on the sampled chunks recovers the original voxels, so a split never breaks the fingerprint.
+    """
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr((tuple(fragments.shape), str(fragments.dtype), tuple(fragments.chunks))).encode())
+    for sl in sample_chunk_slices(fragments.shape, fragments.chunks):
+        block = np.asarray(fragments[sl]).astype(np.uint64)
+        for lo, mask, old in reversed(patches):
+            pz = tuple(slice(a, a + m) for a, m in zip(lo, mask.shape))
+            inter = [slice(max(a.start, b.start), min(a.stop, b.stop)) for a, b in zip(sl, pz)]
+            if any(s.start >= s.stop for s in inter):
+                continue
+            bsl = tuple(slice(s.start - a.start, s.stop - a.start) for s, a in zip(inter, sl))
+            msl = tuple(slice(s.start - p.start, s.stop - p.start) for s, p in zip(inter, pz))
+            sub = block[bsl]
+            sub[mask[msl]] = old
+        h.update(np.ascontiguousarray(block).tobytes())
+    return h.hexdigest()
+
+
+def _normalise_chunks(shape: Sequence[int], chunks: int | Sequence[int]) -> tuple[int, ...]:
+    if isinstance(chunks, int):
+        chunks = (chunks,) * len(shape)
+    return tuple(max(1, min(int(c), int(s))) for c, s in zip(chunks, shape))
+
+
+def create_project(
+    project: str | os.PathLike,
+    fragments: Any,
+    *,
+    image: Any | None = None,
+    voxel_size_nm: Sequence[float] = (1.0, 1.0, 1.0),
+    chunks: int | Sequence[int] = 64,
+    overwrite: bool = False,
+    progress: ProgressCallback | None = None,
+) -> Path:
+    """Make a new project from a 3D fragment (or segmentation) array; returns its folder.
+
+    ``fragments`` and ``image`` are anything with ``shape``/``dtype``/slicing (numpy, zarr, h5py, dask).
+    The folder is built under a temporary name and renamed at the end, so a failure leaves nothing behind.
+    """
+    progress = progress or no_progress
+    dest = Path(project)
+    if len(getattr(fragments, "shape", ())) != 3:
+        raise UserInputError(
+            f"fragments must be a 3D (z, y, x) array, got shape {getattr(fragments, 'shape', None)}"
+        )
+    if not np.issubdtype(np.dtype(fragments.dtype), np.integer):
+        raise UserInputError(f"fragments must hold integer ids, got dtype {fragments.dtype}")
+    if image is not None and tuple(image.shape) != tuple(fragments.shape):
+        raise UserInputError(
+            f"image shape {tuple(image.shape)} differs from fragments shape {tuple(fragments.shape)}"
+        )
+    if dest.exists() and not overwrite:
+        raise UserInputError(
+            f"{dest} already exists; choose a new project folder or pass overwrite"
+        )
+    if not dest.parent.is_dir():
+        raise UserInputError(f"folder {dest.parent} does not exist")
+    import zarr
+
+    shape = tuple(int(s) for s in fragments.shape)
+    ch = _normalise_chunks(shape, chunks)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    try:
+        frag_z = zarr.create_array(
+            tmp / FRAGMENTS, shape=shape, chunks=ch, dtype="uint64", fill_value=0
+        )
+        img_z = None
+        if image is not None:
+            img_z = zarr.create_array(
+                tmp / IMAGE, shape=shape, chunks=ch, dtype=np.dtype(image.dtype), fill_value=0
+            )
+        slices = list(_chunk_slices(shape, ch))
+        parts = []
+        for i, sl in enumerate(slices):
+            block = np.asarray(fragments[sl])
+            if block.size and int(block.min()) < 0:
+                raise UserInputError("fragment ids must not be negative")
+            block = block.astype(np.uint64, copy=False)
+            frag_z[sl] = block
+            parts.append(_block_stats(block, [s.start for s in sl]))
+            if img_z is not None:
+                img_z[sl] = np.asarray(image[sl])
+            progress(i + 1, len(slices), "copying fragments")
+        stats = _reduce_stats(*(np.concatenate(x) for x in zip(*parts)))
+        np.savez(tmp / TABLE, **stats)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "voxel_size_nm": [float(v) for v in voxel_size_nm],
+            "shape": list(shape),
+            "fingerprint": fingerprint(frag_z),
+            "has_image": image is not None,
+        }
+        (tmp / PROJECT_JSON).write_text(json.dumps(meta, indent=2))
+        if dest.exists():
+            shutil.rmtree(dest)
+        tmp.rename(dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def read_project_meta(project: Path) -> dict[str, Any]:
+    p = Path(project) / PROJECT_JSON
+    if not p.is_file():
+        raise UserInputError(
+            f"{project} is not a proofreading project (no {PROJECT_JSON}); "
+            "create one with `napari-connectome proofread import`"
+        )
+    return json.loads(p.read_text())
+
+
+def load_initial_table(project: Path) -> FragmentTable:
+    with np.load(Path(project) / TABLE, allow_pickle=False) as z:
+        ids = z["frag_ids"].astype(np.uint64)
+        return FragmentTable(ids, ids.copy(), z["counts"].astype(np.int64), z["lo"], z["hi"])

@@ -1,0 +1,382 @@
+"""A proofreading session: the public API the GUI, the CLI, the benchmarks and notebooks all use.
+
+Every edit follows the same path: check preconditions (raise :class:`EditRefused`, nothing changed), plan the
+operation completely, append it to the log (fsynced), then apply it in memory (and, for a watershed split, to
+the fragment volume). Reopening replays the log, so state, undo stack and redo stack come back exactly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_connectome.errors import UserInputError
+from napari_connectome.proofread import project as proj
+from napari_connectome.proofread.errors import EditRefused
+from napari_connectome.proofread.log import EditLog, LogRow
+from napari_connectome.proofread.operations import (
+    DeleteOp,
+    MergeOp,
+    NewSegmentOp,
+    Operation,
+    SplitOp,
+    StatusOp,
+)
+from napari_connectome.proofread.split import Point, SplitPlan, plan_split
+from napari_connectome.proofread.table import FragmentTable, SegmentStatus
+
+
+@dataclass(frozen=True)
+class SegmentInfo:
+    """One row of the segment table."""
+
+    id: int
+    size: int
+    bbox_lo: tuple[int, int, int]
+    bbox_hi: tuple[int, int, int]
+    locked: bool
+    done: bool
+    last_edit: float
+    last_op: str
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    seq: int
+    description: str
+    applied: bool  # True: on the undo stack; False: undone (on the redo stack or discarded)
+
+
+class ProofreadSession:
+    """An open project. Use :meth:`create` / :meth:`open`; close it (or use ``with``) to release the log lock."""
+
+    def __init__(self, project: Path, *, read_only: bool = False) -> None:
+        import zarr
+
+        self.project = Path(project)
+        self.meta = proj.read_project_meta(self.project)
+        writable = os.access(self.project, os.W_OK) and os.access(
+            self.project / proj.FRAGMENTS, os.W_OK
+        )
+        self.read_only = read_only or not writable
+        log_path = self.project / proj.LOG
+        if self.read_only and not log_path.exists():
+            self.log = None
+        else:
+            self.log = EditLog(log_path, read_only=self.read_only)
+        try:
+            mode = "r" if self.read_only else "r+"
+            self.fragments = zarr.open_array(self.project / proj.FRAGMENTS, mode=mode)
+            self.image = (
+                zarr.open_array(self.project / proj.IMAGE, mode="r")
+                if self.meta.get("has_image")
+                else None
+            )
+            self.voxel_size_nm = tuple(self.meta["voxel_size_nm"])
+            self.table: FragmentTable = proj.load_initial_table(self.project)
+            self.ops: dict[int, Operation] = {}
+            self.undo_stack: list[int] = []
+            self.redo_stack: list[int] = []
+            self.listeners: list[Callable[[str, Operation | None], None]] = []
+            rows = list(self.log.rows()) if self.log else []
+            self._check_fingerprint(rows)
+            for row in rows:
+                self._replay(row)
+        except BaseException:
+            if self.log:
+                self.log.close()
+            raise
+
+    # ---- life cycle ------------------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, project: str | os.PathLike, fragments: Any, **kw: Any) -> ProofreadSession:
+        """Create a project from a fragment (or segmentation) array and open it; see ``create_project``."""
+        return cls(proj.create_project(project, fragments, **kw))
+
+    @classmethod
+    def open(cls, project: str | os.PathLike, *, read_only: bool = False) -> ProofreadSession:
+        if not Path(project).is_dir():
+            raise UserInputError(f"no proofreading project at {project}")
+        return cls(Path(project), read_only=read_only)
+
+    def close(self) -> None:
+        if self.log:
+            self.log.close()
+            self.log = None
+
+    def __enter__(self) -> ProofreadSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_fingerprint(self, rows: list[LogRow]) -> None:
+        patches = []
+        for r in rows:
+            if r.kind == "split":
+                op = Operation.load(r.kind, r.params, r.arrays)
+                for i, p in enumerate(op.params["patches"]):
+                    patches.append((p["lo"], op.arrays[f"mask{i}"], p["old"]))
+        current = proj.fingerprint(self.fragments, patches)
+        logged = self.log.get_meta("fingerprint") if self.log else None
+        if logged is None:
+            if self.log and not self.read_only:
+                self.log.set_meta("fingerprint", self.meta["fingerprint"])
+                self.log.commit_meta()
+            logged = self.meta["fingerprint"]
+        if current != logged:
+            raise EditRefused(
+                f"the edit log {self.project / proj.LOG} belongs to a different fragment volume "
+                "(fingerprint mismatch); use the log that was made with this project"
+            )
+
+    # ---- the fragment volume as EditState ----------------------------------------------------------------------
+    def write_patch(self, lo: Sequence[int], mask: np.ndarray, value: int) -> None:
+        """Rewrite the masked voxels; idempotent, so replaying a half-written patch completes it."""
+        if (
+            self.read_only
+        ):  # replay of a read-only view: the writer session already wrote the voxels
+            return
+        sl = tuple(slice(int(a), int(a) + m) for a, m in zip(lo, mask.shape))
+        region = np.asarray(self.fragments[sl])
+        region[mask] = value
+        self.fragments[sl] = region
+
+    # ---- reading ---------------------------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.fragments.shape)  # type: ignore[return-value]
+
+    def segment_at(self, point: Point) -> int:
+        """The segment under a voxel; clicking background is refused (the usual select gesture)."""
+        q = tuple(int(round(v)) for v in point)
+        if len(q) != 3 or any(not 0 <= v < s for v, s in zip(q, self.shape)):
+            raise EditRefused(f"point {tuple(point)} lies outside the volume")
+        seg = self.table.segment_of_fragment(int(self.fragments[q]))
+        if seg == 0:
+            raise EditRefused("that is background; click on a segment")
+        return seg
+
+    def labels(self, region: tuple[slice, ...] | None = None) -> np.ndarray:
+        """Segment ids for a region (the table applied to the fragments): what the viewer shows."""
+        block = np.asarray(self.fragments[region if region is not None else ...])
+        return self.table.apply(block)
+
+    def segment_ids(self) -> np.ndarray:
+        return self.table.segment_ids()
+
+    def segment_info(self, segment: int) -> SegmentInfo:
+        if not self.table.exists(segment):
+            raise EditRefused(f"segment {segment} does not exist")
+        size, lo, hi = self.table.segment_stats(segment)
+        st = self.table.status_of(segment)
+        return SegmentInfo(
+            int(segment), size, tuple(map(int, lo)), tuple(map(int, hi)), st.locked, st.done,
+            st.last_edit, st.last_op,
+        )  # fmt: skip
+
+    def segment_table(self) -> list[SegmentInfo]:
+        ids, sizes, lo, hi = self.table.all_segment_stats()
+        out = []
+        for i, s in enumerate(ids.tolist()):
+            st = self.table.status_of(s)
+            out.append(
+                SegmentInfo(s, int(sizes[i]), tuple(lo[i].tolist()), tuple(hi[i].tolist()),
+                            st.locked, st.done, st.last_edit, st.last_op)
+            )  # fmt: skip
+        for s in sorted(self.table.empty_segments):
+            st = self.table.status_of(s)
+            out.append(
+                SegmentInfo(
+                    s, 0, (0, 0, 0), (0, 0, 0), st.locked, st.done, st.last_edit, st.last_op
+                )
+            )
+        return out
+
+    def history(self) -> list[HistoryEntry]:
+        applied = set(self.undo_stack)
+        return [HistoryEntry(seq, op.describe(), seq in applied) for seq, op in self.ops.items()]
+
+    # ---- edits -----------------------------------------------------------------------------------------------
+    def _require(self, segment: int, *, edit: bool = True) -> None:
+        if not self.table.exists(segment):
+            raise EditRefused(f"segment {segment} does not exist")
+        if edit and self.table.status_of(segment).locked:
+            raise EditRefused(f"segment {segment} is locked; unlock it (L) before editing")
+
+    def _writable(self) -> None:
+        if self.read_only or self.log is None:
+            raise EditRefused("this project is open read-only; nothing can be edited")
+
+    def _commit(self, op: Operation) -> Operation:
+        params, blob = op.dump()
+        row = self.log.append(op.kind, params, blob)  # durable before the edit shows
+        self._apply_edit(row.seq, op, row.time)
+        self._notify("edit", op)
+        return op
+
+    def merge(self, segments: Sequence[int]) -> Operation:
+        """Merge segments into the first one (the active segment)."""
+        self._writable()
+        segs = [int(s) for s in segments]
+        if len(segs) < 2:
+            raise EditRefused("a merge needs two or more segments")
+        if len(set(segs)) != len(segs):
+            raise EditRefused(f"segment {segs[0]} cannot be merged with itself")
+        if 0 in segs:
+            raise EditRefused("that is background; merge needs segments")
+        for s in segs:
+            self._require(s)
+        target, sources = segs[0], segs[1:]
+        rows = np.concatenate([self.table.rows_of(s) for s in sources])
+        arrays = {"fragments": self.table.frag_ids[rows], "old": self.table.seg[rows]}
+        empty = [s for s in segs if s in self.table.empty_segments]
+        return self._commit(MergeOp({"target": target, "sources": sources, "empty": empty}, arrays))
+
+    def preview_split(
+        self, segment: int, seeds_a: Sequence[Point], seeds_b: Sequence[Point]
+    ) -> SplitPlan:
+        """Plan a split without changing anything (for the preview); commit it with :meth:`commit_split`."""
+        self._require(int(segment))
+        return plan_split(self.table, self.fragments, self.image, int(segment), seeds_a, seeds_b)
+
+    def commit_split(self, plan: SplitPlan) -> Operation:
+        self._writable()
+        self._require(plan.segment)
+        if plan.new_segment != self.table.next_id() or not np.all(
+            self.table.seg[self.table.index_of(plan.side_a[plan.side_a < plan.new_segment])]
+            == plan.segment
+        ):
+            raise EditRefused("the segment changed since this preview; preview the split again")
+        if plan.patches and self.read_only:
+            raise EditRefused(
+                "the fragment volume is read-only; a watershed split cannot be written"
+            )
+        params = {"segment": plan.segment, "new_segment": plan.new_segment, "patches": plan.patches}
+        arrays = {"side_b": plan.side_b} | {f"mask{i}": m for i, m in enumerate(plan.masks)}
+        return self._commit(SplitOp(params, arrays))
+
+    def split(self, segment: int, seeds_a: Sequence[Point], seeds_b: Sequence[Point]) -> Operation:
+        return self.commit_split(self.preview_split(segment, seeds_a, seeds_b))
+
+    def delete(self, segment: int) -> Operation:
+        self._writable()
+        self._require(int(segment))
+        rows = self.table.rows_of(segment)
+        params = {"segment": int(segment), "was_empty": int(segment) in self.table.empty_segments}
+        return self._commit(DeleteOp(params, {"fragments": self.table.frag_ids[rows]}))
+
+    def _status(self, segment: int, field: str, value: bool) -> Operation:
+        self._writable()
+        self._require(int(segment), edit=False)
+        prev = getattr(self.table.status_of(segment), field)
+        return self._commit(
+            StatusOp({"segment": int(segment), "field": field, "value": value, "previous": prev})
+        )
+
+    def lock(self, segment: int) -> Operation:
+        return self._status(segment, "locked", True)
+
+    def unlock(self, segment: int) -> Operation:
+        return self._status(segment, "locked", False)
+
+    def toggle_lock(self, segment: int) -> Operation:
+        return self._status(segment, "locked", not self.table.status_of(segment).locked)
+
+    def mark_done(self, segment: int, done: bool = True) -> Operation:
+        return self._status(segment, "done", done)
+
+    def new_segment(self) -> int:
+        self._writable()
+        seg = self.table.next_id()
+        self._commit(NewSegmentOp({"segment": seg}))
+        return seg
+
+    def _check_locks(self, op: Operation, verb: str) -> None:
+        for s in op.segments():
+            if self.table.status_of(s).locked:
+                raise EditRefused(
+                    f"cannot {verb} '{op.describe()}': segment {s} is locked; unlock it first"
+                )
+
+    def undo(self) -> Operation:
+        self._writable()
+        if not self.undo_stack:
+            raise EditRefused("nothing to undo")
+        op = self.ops[self.undo_stack[-1]]
+        self._check_locks(op, "undo")
+        row = self.log.append("undo", "{}", None, target=self.undo_stack[-1])
+        self._apply_undo(row)
+        self._notify("undo", op)
+        return op
+
+    def redo(self) -> Operation:
+        self._writable()
+        if not self.redo_stack:
+            raise EditRefused("nothing to redo")
+        op = self.ops[self.redo_stack[-1]]
+        self._check_locks(op, "redo")
+        row = self.log.append("redo", "{}", None, target=self.redo_stack[-1])
+        self._apply_redo(row)
+        self._notify("redo", op)
+        return op
+
+    # ---- state changes (shared by live edits and replay) ----------------------------------------------------
+    def _stamp(self, op: Operation, when: float) -> None:
+        for s in op.segments():
+            st = self.table.status_of(s)
+            self.table.set_status(s, SegmentStatus(st.locked, st.done, when, op.describe()))
+
+    def _apply_edit(self, seq: int, op: Operation, when: float) -> None:
+        op.execute(self)
+        self.ops[seq] = op
+        self.undo_stack.append(seq)
+        self.redo_stack.clear()
+        self._stamp(op, when)
+
+    def _apply_undo(self, row: LogRow) -> None:
+        seq = self.undo_stack.pop()
+        if seq != row.target:
+            raise RuntimeError(
+                f"corrupt log: undo of {row.target} but the top of the stack is {seq}"
+            )
+        self.ops[seq].invert(self)
+        self.redo_stack.append(seq)
+        self._stamp(self.ops[seq], row.time)
+
+    def _apply_redo(self, row: LogRow) -> None:
+        seq = self.redo_stack.pop()
+        if seq != row.target:
+            raise RuntimeError(
+                f"corrupt log: redo of {row.target} but the top of the stack is {seq}"
+            )
+        self.ops[seq].execute(self)
+        self.undo_stack.append(seq)
+        self._stamp(self.ops[seq], row.time)
+
+    def _replay(self, row: LogRow) -> None:
+        if row.kind == "undo":
+            self._apply_undo(row)
+        elif row.kind == "redo":
+            self._apply_redo(row)
+        else:
+            op = Operation.load(row.kind, row.params, row.arrays)
+            self._apply_edit(row.seq, op, row.time)
+
+    def _notify(self, what: str, op: Operation | None) -> None:
+        for fn in list(self.listeners):
+            fn(what, op)
+
+    # ---- export ----------------------------------------------------------------------------------------------
+    def export(
+        self, dest: str | os.PathLike, *, overwrite: bool = False, progress: Any = None
+    ) -> Path:
+        """Write the segmentation (the table applied to the fragments) to a new OME-Zarr; see export.py."""
+        from napari_connectome.proofread.export import export_segmentation
+
+        return export_segmentation(self, dest, overwrite=overwrite, progress=progress)
