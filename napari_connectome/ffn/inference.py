@@ -1,0 +1,317 @@
+"""FFN inference, the public API (no napari): one object from a click, or every object in a region.
+
+* :func:`grow_object` grows one object from one seed and yields snapshots of the growing probability
+  map every ``every`` steps, so a viewer can show it live; the last snapshot carries the final mask.
+* :func:`segment_region` segments a whole region with google/ffn's rules (seed policy or explicit
+  seeds; a new segment only claims unclaimed voxels; small segments dropped; seeds inside or next to
+  existing segments skipped).
+* :func:`segment_many` does the same for many regions at once (e.g. the blocks of a job), batching
+  their predictions into one forward pass per round (:class:`~.runner.LockstepRunner`).
+
+``config`` is the model's config (``.arch``, ``.image_mean``, ``.image_stddev``), as returned by
+``napari_connectome.ffn.checkpoint.load_model``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from napari_connectome.errors import UserInputError
+from napari_connectome.ffn.canvas import Canvas, ObjectOutcome, commit_object, grow, segment_all
+from napari_connectome.ffn.options import InferenceOptions, options_for_model
+from napari_connectome.ffn.runner import LockstepRunner
+from napari_connectome.ffn.seeds import check_points, policy_seeds
+from napari_connectome.progress import ProgressCallback
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass
+class ObjectSnapshot:
+    """A growing object. Arrays cover the box ``offset`` .. ``offset + shape`` (z, y, x)."""
+
+    steps: int
+    offset: tuple[int, int, int]
+    probability: np.ndarray | None = None  # object probability 0..1 (live updates)
+    done: bool = False
+    mask: np.ndarray | None = None  # final voxels of the object (last snapshot only)
+    outcome: ObjectOutcome | None = None
+
+
+@dataclass
+class SegmentationResult:
+    labels: np.ndarray  # uint64, 0 = background
+    counters: dict[str, Any]
+    origins: dict[int, dict[str, Any]] = field(default_factory=dict)
+    outcomes: list[ObjectOutcome] = field(default_factory=list)
+
+
+def _arch(model: Any, config: Any):
+    arch = (
+        getattr(config, "arch", None)
+        or getattr(config, "architecture", None)
+        or getattr(model, "arch", None)
+    )
+    if arch is None:
+        raise UserInputError(
+            "the model has no architecture (fov_size, deltas); load it with load_model"
+        )
+    return arch
+
+
+def check_image(image: Any, fov_size: Sequence[int], what: str = "the image") -> np.ndarray:
+    """The image as a numpy array, after the checks every entry point shares (clear errors)."""
+    shape = tuple(getattr(image, "shape", ()))
+    if len(shape) != 3:
+        raise UserInputError(
+            f"{what} has {len(shape)} dimension(s) {shape}, but this FFN model is 3D (z, y, x); "
+            "open a 3D volume (or a 3D region of it)"
+        )
+    if any(s < f for s, f in zip(shape, fov_size)):
+        raise UserInputError(
+            f"the model's field of view {tuple(fov_size)} (z, y, x) is larger than {what} "
+            f"{shape}; choose a larger region"
+        )
+    arr = np.asarray(image)
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise UserInputError(f"{what} contains NaN or infinite values; fill or crop them first")
+    if arr.dtype.kind not in "uif":
+        raise UserInputError(
+            f"{what} has dtype {arr.dtype}; a grayscale (numeric) EM image is needed"
+        )
+    return arr
+
+
+def _check_mask(mask: Any, shape: tuple[int, ...], name: str = "mask") -> np.ndarray | None:
+    if mask is None:
+        return None
+    m = np.asarray(mask)
+    if m.shape != tuple(shape):
+        raise UserInputError(f"the {name} has shape {m.shape} but the image has {tuple(shape)}")
+    return m.astype(bool) if name == "mask" else m
+
+
+def _make_canvas(image, model, config, options, mask, segmentation, device) -> Canvas:
+    arch = _arch(model, config)
+    img = check_image(image, arch.fov_size)
+    return Canvas(
+        img,
+        fov_size=arch.fov_size,
+        deltas=arch.deltas,
+        image_mean=float(getattr(config, "image_mean", 128.0)),
+        image_stddev=float(getattr(config, "image_stddev", 33.0)),
+        options=options,
+        mask=_check_mask(mask, img.shape),
+        segmentation=_check_mask(segmentation, img.shape, "existing segmentation"),
+        device=device,
+    )
+
+
+def _runner(model, device, precision, batch, compile, runner) -> LockstepRunner:
+    if runner is not None:
+        return runner
+    return LockstepRunner(model, device=device, precision=precision, batch=batch, compile=compile)
+
+
+def grow_object(
+    image: Any,
+    seed_zyx: Sequence[int],
+    model: torch.nn.Module,
+    config: Any = None,
+    options: InferenceOptions | None = None,
+    *,
+    mask: Any = None,
+    segmentation: Any = None,
+    device: str | None = "cpu",
+    precision: str = "fp32",
+    every: int = 10,
+    runner: LockstepRunner | None = None,
+) -> Iterator[ObjectSnapshot]:
+    """Grow one object from ``seed_zyx``; yield a snapshot every ``every`` steps, then the result.
+
+    ``segmentation`` (optional, same shape, > 0 = already segmented) plays google's role of earlier
+    segments: the FOV never moves onto them and the object does not claim their voxels. The final
+    snapshot has ``done=True``, ``mask`` (bool, the object's voxels; empty if rejected) and
+    ``outcome`` (status ok / weak_seed / too_small, steps, voxels).
+    """
+    options = options or options_for_model(config)
+    run = _runner(model, device, precision, 1, False, runner)
+    canvas = _make_canvas(image, model, config, options, mask, segmentation, run.device)
+    (seed,) = check_points([seed_zyx], canvas.shape, tuple(canvas.margin), canvas.mask)
+    seed = tuple(int(v) for v in seed)
+    if canvas.segmentation[seed] > 0:
+        raise UserInputError(
+            f"seed {seed} lies in existing segment {int(canvas.segmentation[seed])}; "
+            "click an unsegmented voxel"
+        )
+    state: dict[str, Any] = {"steps": 0}
+
+    def on_step(steps: int, pos) -> None:
+        state["steps"] = steps
+
+    def driver():
+        t0 = time.perf_counter()
+        steps, start_value, extent = yield from grow(canvas, seed, on_step)
+        sid = max(canvas.max_id, 0) + 1
+        state["outcome"] = commit_object(
+            canvas, seed, steps, start_value, extent, time.perf_counter() - t0, segment_id=sid
+        )
+
+    for _ in run.iterate([driver()]):
+        if every and state["steps"] % every == 0 and "outcome" not in state:
+            lo, hi = canvas._dirty
+            lo, hi = np.maximum(lo, 0), np.minimum(hi, canvas.shape)
+            yield ObjectSnapshot(
+                steps=state["steps"],
+                offset=tuple(int(v) for v in lo),
+                probability=canvas.probability_box(lo, hi),
+            )
+    out: ObjectOutcome = state["outcome"]
+    lo, hi = canvas._dirty
+    lo, hi = np.maximum(lo, 0), np.minimum(hi, canvas.shape)
+    box = canvas.segmentation[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+    final = box == out.segment_id if out.segment_id else np.zeros(box.shape, bool)
+    yield ObjectSnapshot(
+        steps=out.steps,
+        offset=tuple(int(v) for v in lo),
+        probability=canvas.probability_box(lo, hi),
+        done=True,
+        mask=final,
+        outcome=out,
+    )
+
+
+def segment_many(
+    images: Sequence[Any],
+    model: torch.nn.Module,
+    config: Any = None,
+    options: InferenceOptions | None = None,
+    *,
+    seeds: Sequence[Sequence[Sequence[int]] | None] | None = None,
+    masks: Sequence[Any] | None = None,
+    device: str | None = "cpu",
+    precision: str = "fp32",
+    batch: int = 8,
+    compile: bool = False,
+    progress: ProgressCallback | None = None,
+    on_object: Callable[[int, ObjectOutcome], None] | None = None,
+    runner: LockstepRunner | None = None,
+) -> list[SegmentationResult]:
+    """Segment several independent regions concurrently, one batched forward pass per round.
+
+    Each region is segmented exactly as :func:`segment_region` would (google's sequential rules
+    hold inside a region); ``batch`` regions advance together. ``seeds[i]`` are explicit points for
+    region i (object k from point k) or None for the seed policy. ``on_object(i, outcome)``
+    reports every seed's fate as it happens; ``progress(done, total, message)`` counts seeds.
+    """
+    options = options or options_for_model(config)
+    n = len(images)
+    seeds = list(seeds) if seeds is not None else [None] * n
+    masks = list(masks) if masks is not None else [None] * n
+    if len(seeds) != n or len(masks) != n:
+        raise UserInputError("seeds and masks need one entry per image")
+    run = _runner(model, device, precision, batch, compile, runner)
+    t_start = time.perf_counter()
+    canvases, seed_lists = [], []
+    for i, img in enumerate(images):
+        canvas = _make_canvas(img, model, config, options, masks[i], None, run.device)
+        if seeds[i] is None:
+            t0 = time.perf_counter()
+            pts = policy_seeds(
+                options.seed_policy, np.asarray(img), canvas.mask, options.seed_policy_args
+            )
+            canvas.counters["seed_policy_seconds"] += time.perf_counter() - t0
+        else:
+            pts = check_points(seeds[i], canvas.shape, tuple(canvas.margin), canvas.mask)
+        canvases.append(canvas)
+        seed_lists.append(pts)
+
+    total = sum(len(s) for s in seed_lists)
+    done = [0]
+    outcomes: list[list[ObjectOutcome]] = [[] for _ in range(n)]
+
+    def report(i: int):
+        def cb(out: ObjectOutcome) -> None:
+            outcomes[i].append(out)
+            done[0] += 1
+            if on_object is not None:
+                on_object(i, out)
+            if progress is not None:
+                progress(
+                    done[0], total, f"{sum(c.counters['segments'] for c in canvases)} segments"
+                )
+
+        return cb
+
+    drivers = [
+        segment_all(c, s, explicit_ids=seeds[i] is not None, on_object=report(i))
+        for i, (c, s) in enumerate(zip(canvases, seed_lists))
+    ]
+    if progress is not None:
+        progress(0, total, "")
+    run.run(drivers)
+    elapsed = time.perf_counter() - t_start
+    results = []
+    for canvas, outs in zip(canvases, outcomes):
+        counters = _counters(canvas.counters, run.counters, elapsed, n)
+        results.append(SegmentationResult(canvas.result(), counters, canvas.origins, outs))
+    return results
+
+
+def _counters(canvas_c: Counter, run_c: Counter, seconds: float, n_regions: int) -> dict[str, Any]:
+    out: dict[str, Any] = {k: v for k, v in sorted(canvas_c.items())}
+    out["seconds"] = round(seconds, 3)
+    out["predict_calls"] = int(canvas_c["steps"])  # FOV predictions made for this region
+    out["batch_predict_calls"] = int(run_c["predict_calls"])  # all regions of the run together
+    out["forward_batches"] = int(run_c["forward_batches"])
+    out["regions_in_run"] = n_regions
+    if "seed_policy_seconds" in out:
+        out["seed_policy_seconds"] = round(out["seed_policy_seconds"], 3)
+    return out
+
+
+def segment_region(
+    image: Any,
+    model: torch.nn.Module,
+    config: Any = None,
+    options: InferenceOptions | None = None,
+    *,
+    seeds: Sequence[Sequence[int]] | None = None,
+    mask: Any = None,
+    device: str | None = "cpu",
+    precision: str = "fp32",
+    batch: int = 1,
+    compile: bool = False,
+    progress: ProgressCallback | None = None,
+    on_object: Callable[[ObjectOutcome], None] | None = None,
+    runner: LockstepRunner | None = None,
+) -> SegmentationResult:
+    """Segment every object in ``image`` with google/ffn's rules; see :func:`segment_many`.
+
+    ``seeds``: explicit (z, y, x) points (segment k grows from the k-th point) or None for the
+    options' seed policy (default: google's PolicyPeaks).
+    """
+    cb = None if on_object is None else (lambda _i, out: on_object(out))
+    (res,) = segment_many(
+        [image],
+        model,
+        config,
+        options,
+        seeds=[seeds],
+        masks=[mask],
+        device=device,
+        precision=precision,
+        batch=batch,
+        compile=compile,
+        progress=progress,
+        on_object=cb,
+        runner=runner,
+    )
+    return res

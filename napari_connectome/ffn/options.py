@@ -1,0 +1,132 @@
+"""FFN inference options: every knob of google/ffn's ``InferenceOptions`` (plus seeding and limits).
+
+One frozen dataclass, documented field by field, so the CLI, the GUI and the block-wise jobs all
+speak the same language. Probability-valued thresholds are given as probabilities, as in
+google/ffn; the engine converts them to logits once (:meth:`InferenceOptions.logit_thresholds`),
+because the canvas stores logits.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+import numpy as np
+
+from napari_connectome.errors import UserInputError
+
+SEED_POLICIES = ("peaks", "grid", "points")
+
+
+def _logit32(p: float) -> np.float32:
+    """logit(p) rounded to float32, as google/ffn keeps it in a float proto field."""
+    p = float(np.float32(p))
+    return np.float32(math.log(p / (1.0 - p)))
+
+
+@dataclass(frozen=True)
+class LogitThresholds:
+    """The probability options converted to logits (float32), used on the canvas."""
+
+    init_activation: np.float32
+    pad_value: np.float32
+    move_threshold: np.float32
+    segment_threshold: np.float32
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """How an FFN grows objects. Defaults: Google's FIB-25 settings (inference.pbtxt)."""
+
+    # Probability written at the seed voxel when an object starts (google: init_activation).
+    init_activation: float = 0.95
+    # Probability fed to the network for voxels the FFN has not predicted yet (google: pad_value).
+    pad_value: float = 0.05
+    # The FOV moves to a face-maximum voxel only if its probability is >= this; an object also stops
+    # when the probability at its own seed falls below it (google: move_threshold).
+    move_threshold: float = 0.9
+    # Probability at or above which a voxel belongs to the object when it is written into the
+    # segmentation (google: segment_threshold).
+    segment_threshold: float = 0.6
+    # Objects with fewer newly claimed voxels are dropped (google: min_segment_size).
+    min_segment_size: int = 1000
+    # A seed closer than this (z, y, x; inclusive box radius) to an existing segment is skipped
+    # (google: min_boundary_dist).
+    min_boundary_dist: tuple[int, int, int] = (1, 1, 1)
+    # Disconnected-seed bias: if >= 0 and more than this fraction of a prediction is above
+    # move_threshold, voxels that were below 0.5 may not be raised again, so a prediction cannot
+    # reconnect what the FFN already cut off (biases towards splits). Negative disables it.
+    # google/ffn's proto default is 0, i.e. enabled, and Google's FIB-25 run used that.
+    disco_seed_threshold: float = 0.0
+    # If > 0, the FFN is re-applied at the same position (its output fed back as the mask input, at
+    # most 32 times) until the mean absolute probability change falls below this. 0 = one pass.
+    consistency_threshold: float = 0.0
+    # Where objects start when no explicit seeds are given: "peaks" (google PolicyPeaks: maxima of
+    # the distance to image edges), "grid" (google PolicyGrid3d) or "points" (explicit seeds only).
+    seed_policy: str = "peaks"
+    # Extra arguments of the seed policy, e.g. {"step": 16, "offsets": [0, 8]} for "grid".
+    seed_policy_args: dict[str, Any] = field(default_factory=dict)
+    # Stop growing one object after this many FFN steps (0 = no limit; google has none).
+    max_steps: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("init_activation", "pad_value", "move_threshold", "segment_threshold"):
+            v = getattr(self, name)
+            if not 0.0 < float(v) < 1.0:
+                raise UserInputError(
+                    f"{name} must be a probability strictly between 0 and 1, got {v}"
+                )
+        mbd = self.min_boundary_dist
+        if isinstance(mbd, int):
+            mbd = (mbd, mbd, mbd)
+        mbd = tuple(int(v) for v in mbd)
+        if len(mbd) != 3 or min(mbd) < 0:
+            raise UserInputError(
+                f"min_boundary_dist needs three integers >= 0 (z, y, x), got {mbd}"
+            )
+        object.__setattr__(self, "min_boundary_dist", mbd)
+        if self.min_segment_size < 0 or self.max_steps < 0:
+            raise UserInputError("min_segment_size and max_steps must be >= 0")
+        if self.consistency_threshold < 0:
+            raise UserInputError("consistency_threshold must be >= 0 (0 disables it)")
+        if self.seed_policy not in SEED_POLICIES:
+            raise UserInputError(
+                f"unknown seed_policy {self.seed_policy!r}; "
+                f"choose one of {', '.join(SEED_POLICIES)}"
+            )
+
+    def logit_thresholds(self) -> LogitThresholds:
+        return LogitThresholds(
+            init_activation=_logit32(self.init_activation),
+            pad_value=_logit32(self.pad_value),
+            move_threshold=_logit32(self.move_threshold),
+            segment_threshold=_logit32(self.segment_threshold),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["min_boundary_dist"] = list(self.min_boundary_dist)
+        return d
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> InferenceOptions:
+        """Options from a mapping (e.g. a model config); unknown keys ignored, missing default."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (values or {}).items() if k in known})
+
+    def updated(self, **changes: Any) -> InferenceOptions:
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def options_for_model(config: Any, **overrides: Any) -> InferenceOptions:
+    """The model's recommended inference options (if its config has any) plus ``overrides``."""
+    base: dict[str, Any] = {}
+    for attr in ("inference_options", "inference", "inference_defaults"):
+        value = getattr(config, attr, None)
+        if value:
+            if hasattr(value, "to_dict"):
+                value = value.to_dict()
+            base = dict(value) if isinstance(value, dict) else dict(vars(value))
+            break
+    return InferenceOptions.from_dict(base).updated(**overrides)
