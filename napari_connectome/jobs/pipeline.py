@@ -162,7 +162,7 @@ def open_client(spec: JobSpec) -> AbstractContextManager:
         threads_per_worker=spec.backend.threads_per_worker,
         processes=True,
         host="127.0.0.1",
-        dashboard_address=None,
+        dashboard_address="127.0.0.1:0",
     )
     return _ClientAndCluster(Client(cluster), cluster)
 
@@ -184,10 +184,14 @@ def _run_all(client, fn, args_list, on_done) -> list:
 
     futures = [client.submit(fn, *args, key=key, retries=2) for key, args in args_list]
     results = {}
-    for fut in as_completed(futures):
-        res = fut.result()
-        results[fut.key] = res
-        on_done(fut.key, res)
+    try:
+        for fut in as_completed(futures):
+            res = fut.result()
+            results[fut.key] = res
+            on_done(fut.key, res)
+    except BaseException:
+        client.cancel(futures)  # an interrupted run stops handing out blocks
+        raise
     return [results[f.key] for f in futures]
 
 

@@ -1,0 +1,61 @@
+"""Shared pieces for the jobs tests: a small synthetic volume and block segmenters used as plugins
+(``segmenter: {kind: plugin, factory: tests.test_jobs_helpers:...}``) by Dask workers and Slurm jobs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from napari_connectome.jobs.segmenters import WatershedSegmenter
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_cells_volume(
+    path: Path, shape=(40, 64, 64), n_cells: int = 30, seed: int = 0
+) -> np.ndarray:
+    """Voronoi cells (bright) with dark 2-voxel membranes, as ``path:raw`` (HDF5, 10 nm); returns labels."""
+    import h5py
+    from scipy.spatial import cKDTree
+
+    rng = np.random.default_rng(seed)
+    pts = rng.uniform(0, 1, (n_cells, 3)) * shape
+    _, lab = cKDTree(pts).query(np.indices(shape).reshape(3, -1).T)
+    lab = lab.reshape(shape) + 1
+    edge = np.zeros(shape, bool)
+    for ax in range(3):
+        d = np.diff(lab, axis=ax) != 0
+        lo = [slice(None)] * 3
+        hi = [slice(None)] * 3
+        lo[ax], hi[ax] = slice(0, -1), slice(1, None)
+        edge[tuple(lo)] |= d
+        edge[tuple(hi)] |= d
+    with h5py.File(path, "w") as f:
+        f["raw"] = np.where(edge, 30, 200).astype(np.uint8)
+        f["raw"].attrs["resolution_nm_zyx"] = [10, 10, 10]
+    return lab
+
+
+class SlowWatershed:
+    """The watershed segmenter, slowed down, recording each start (block hash, pid) in ``marker_dir``."""
+
+    def __init__(self, delay_s: float = 0.5, marker_dir: str | None = None, min_shape=(1, 1, 1)):
+        self.delay_s = delay_s
+        self.marker_dir = marker_dir
+        self.min_shape = tuple(min_shape)
+        self._ws = WatershedSegmenter()
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        if self.marker_dir:
+            digest = hashlib.sha1(image.tobytes()).hexdigest()[:12]
+            Path(self.marker_dir, f"{digest}-{os.getpid()}-{time.monotonic_ns()}").touch()
+        time.sleep(self.delay_s)
+        return self._ws(image)
+
+
+def slow_watershed(**options) -> SlowWatershed:
+    return SlowWatershed(**options)

@@ -1,0 +1,202 @@
+"""Blockwise jobs on a real Dask LocalCluster: same result as one canvas, resumable, worker faults."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+import zarr
+from skimage.metrics import adapted_rand_error
+
+from napari_connectome.cli import main
+from napari_connectome.errors import UserInputError
+from napari_connectome.jobs.pipeline import run_job
+from napari_connectome.jobs.segmenters import WatershedSegmenter
+from napari_connectome.jobs.spec import parse_spec
+from tests.test_jobs_helpers import write_cells_volume
+
+
+@pytest.fixture(scope="module")
+def volume(tmp_path_factory):
+    path = tmp_path_factory.mktemp("vol") / "cells.h5"
+    write_cells_volume(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    from dask.distributed import Client, LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+    )
+    client = Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+def job(volume, output, **extra) -> dict:
+    spec = {
+        "name": "cells",
+        "input": f"{volume}:raw",
+        "output": str(output),
+        "block_shape": [20, 32, 32],
+        "overlap": [6, 6, 6],
+        "segmenter": {"kind": "watershed"},
+        "backend": {"kind": "local", "workers": 2},
+        "pyramid_levels": 2,
+    }
+    spec.update(extra)
+    return spec
+
+
+def labels_of(output) -> np.ndarray:
+    return zarr.open_array(str(output / "0"), mode="r")[:]
+
+
+def test_blockwise_job_matches_one_canvas_and_is_an_ome_zarr(volume, tmp_path, dask_client):
+    import h5py
+
+    out = tmp_path / "seg.ome.zarr"
+    result = run_job(parse_spec(job(volume, out)), client=dask_client)
+    assert result.blocks_total == 2 * 2 * 2
+    seg = labels_of(out)
+    with h5py.File(volume) as f:
+        whole = WatershedSegmenter()(f["raw"][:])
+    # reconciliation neither cuts nor fuses cells at block faces
+    assert adapted_rand_error(whole.astype(np.int64), seg.astype(np.int64))[0] < 0.01
+    assert len(np.unique(seg[seg > 0])) == len(np.unique(whole[whole > 0]))
+    # a complete OME-Zarr 0.5 labels image with a strided pyramid
+    group = zarr.open_group(str(out), mode="r")
+    ome = group.attrs["ome"]
+    assert ome["version"] == "0.5" and "image-label" in ome
+    assert [d["path"] for d in ome["multiscales"][0]["datasets"]] == ["0", "1"]
+    np.testing.assert_array_equal(zarr.open_array(str(out / "1"))[:], seg[::2, ::2, ::2])
+    lines = (out / "progress.jsonl").read_text().splitlines()
+    assert sum('"phase": "segment"' in line for line in lines) == 8
+    assert '"event": "done"' in lines[-1]
+
+
+def test_ids_do_not_depend_on_workers_or_order(volume, tmp_path, dask_client):
+    a, b = tmp_path / "a.ome.zarr", tmp_path / "b.ome.zarr"
+    run_job(parse_spec(job(volume, a)), client=dask_client)
+    spec_b = parse_spec(job(volume, b, backend={"kind": "local", "workers": 1}))
+    run_job(spec_b)  # its own LocalCluster with one worker: blocks finish in another order
+    np.testing.assert_array_equal(labels_of(a), labels_of(b))
+
+
+def test_interrupted_job_resumes_only_missing_blocks_identically(volume, tmp_path, dask_client):
+    ref = tmp_path / "ref.ome.zarr"
+    run_job(parse_spec(job(volume, ref)), client=dask_client)
+    out = tmp_path / "seg.ome.zarr"
+    slow = {"kind": "plugin", "factory": "tests.test_jobs_helpers:slow_watershed"}
+    slow["options"] = {"delay_s": 0.4}
+    spec = parse_spec(job(volume, out, segmenter=slow))
+    # interrupt: the client goes away after three blocks (as a cancelled job would)
+    seen = []
+
+    def stop_after_three(done, total, message):
+        if message == "segmenting" and done >= 3:
+            seen.append(done)
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_job(spec, client=dask_client, progress=stop_after_three)
+    time.sleep(1)  # running tasks finish their block (idempotent, atomic files)
+    done_before = {p.name for p in (out / "_job" / "blocks").glob("*.json")}
+    assert 3 <= len(done_before) < 8
+
+    with pytest.raises(UserInputError, match="already exists"):
+        run_job(spec, client=dask_client)
+    result = run_job(spec.model_copy(update={"resume": True}), client=dask_client)
+    assert result.blocks_segmented == 8 - len(done_before)
+    np.testing.assert_array_equal(labels_of(out), labels_of(ref))
+
+
+def test_killed_worker_block_is_retried(volume, tmp_path, dask_client):
+    ref = tmp_path / "ref.ome.zarr"
+    run_job(parse_spec(job(volume, ref)), client=dask_client)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    plugin = {
+        "kind": "plugin",
+        "factory": "tests.test_jobs_helpers:slow_watershed",
+        "options": {"delay_s": 1.5, "marker_dir": str(markers)},
+    }
+    out = tmp_path / "seg.ome.zarr"
+    spec = parse_spec(job(volume, out, segmenter=plugin))
+    errors = []
+    runner = threading.Thread(
+        target=lambda: errors.extend([None]) or run_job(spec, client=dask_client), daemon=True
+    )
+    runner.start()
+    deadline = time.monotonic() + 60
+    while not list(markers.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    victim = sorted(markers.iterdir())[0]
+    block_hash, pid = victim.name.split("-")[:2]
+    os.kill(int(pid), signal.SIGKILL)  # the worker process dies in the middle of that block
+    runner.join(120)
+    assert not runner.is_alive()
+    starts = [m.name.split("-")[0] for m in markers.iterdir()]
+    assert starts.count(block_hash) >= 2  # the block was run again on another worker
+    np.testing.assert_array_equal(labels_of(out), labels_of(ref))
+
+
+def test_empty_mask_skips_blocks(volume, tmp_path, dask_client):
+    import h5py
+
+    mask_path = tmp_path / "mask.h5"
+    with h5py.File(volume) as f:
+        shape = f["raw"].shape
+    mask = np.zeros(shape, np.uint8)
+    mask[:20] = 1  # only the upper half of z is tissue
+    with h5py.File(mask_path, "w") as f:
+        f["mask"] = mask
+    out = tmp_path / "seg.ome.zarr"
+    run_job(parse_spec(job(volume, out, mask=f"{mask_path}:mask")), client=dask_client)
+    seg = labels_of(out)
+    assert seg[20:].max() == 0 and seg[:20].max() > 0
+
+
+def test_cli_run_job_and_bad_inputs(volume, tmp_path, capsys):
+    import yaml
+
+    def write(spec, name="job.yaml"):
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(spec))
+        return str(path)
+
+    out = tmp_path / "seg.ome.zarr"
+    # ROI outside the volume: exit 2, one message, nothing written
+    bad = job(volume, out, roi={"start": [0, 0, 0], "stop": [100, 64, 64]})
+    assert main(["run-job", write(bad)]) == 2
+    assert "outside the input volume" in capsys.readouterr().err
+    # a block smaller than the segmenter's field of view
+    fov = {"kind": "plugin", "factory": "tests.test_jobs_helpers:slow_watershed"}
+    fov["options"] = {"delay_s": 0, "min_shape": [33, 33, 33]}
+    assert main(["run-job", write(job(volume, out, segmenter=fov))]) == 2
+    assert "field of view" in capsys.readouterr().err
+    # a wrong input path, an unknown field
+    assert main(["run-job", write(job(tmp_path / "nope.h5", out))]) == 2
+    assert "nope.h5" in capsys.readouterr().err
+    assert main(["run-job", write({**job(volume, out), "blok_shape": [1, 2, 3]})]) == 2
+    assert "blok_shape: unknown field" in capsys.readouterr().err
+    assert not out.exists()
+
+    small = job(volume, out, backend={"kind": "local", "workers": 1})
+    assert main(["run-job", write(small)]) == 0
+    assert (out / "0" / "zarr.json").is_file()
+    # an existing output is refused unless asked
+    assert main(["run-job", write(small)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["run-job", "--resume", write(small)]) == 0
