@@ -280,15 +280,19 @@ def _read_block(data: Any, region: tuple[slice, ...]) -> np.ndarray:
     return np.asarray(block)
 
 
-def _pyramid_regions(writer: OmeZarrWriter) -> list[list[tuple[slice, ...]]]:
+def _pyramid_regions(writer: OmeZarrWriter, budget: int) -> list[list[tuple[slice, ...]]]:
     return [
-        list(iter_blocks(arr.shape, arr.chunks, writer.dtype.itemsize)) for arr in writer.arrays[1:]
+        list(iter_blocks(arr.shape, arr.chunks, writer.dtype.itemsize, budget))
+        for arr in writer.arrays[1:]
     ]
 
 
-def _fill_pyramid(writer: OmeZarrWriter, progress: ProgressCallback, done: int, total: int) -> int:
+def _fill_pyramid(
+    writer: OmeZarrWriter, progress: ProgressCallback, done: int, total: int, budget: int
+) -> int:
     reduce = downsample_mode if writer.labels else downsample_mean
-    for level, regions in enumerate(_pyramid_regions(writer), start=1):
+    # the source region of a block is 2^d times its size: halve the budget per factor-2 axis
+    for level, regions in enumerate(_pyramid_regions(writer, budget // 8), start=1):
         src, dst = writer.arrays[level - 1], writer.arrays[level]
         factors = tuple(
             round(b / a) for a, b in zip(writer.voxel_sizes[level - 1], writer.voxel_sizes[level])
@@ -305,13 +309,17 @@ def _fill_pyramid(writer: OmeZarrWriter, progress: ProgressCallback, done: int, 
     return done
 
 
-def build_pyramid(dest: str | Path, *, progress: ProgressCallback | None = None) -> None:
+def build_pyramid(
+    dest: str | Path,
+    *,
+    progress: ProgressCallback | None = None,
+    block_bytes: int = BLOCK_BYTES,
+) -> None:
     """(Re)compute levels 1.. of an OME-Zarr from level 0, each level from the one above, block by
     block (mean for images, mode for labels)."""
     writer = OmeZarrWriter(dest)
-    regions = _pyramid_regions(writer)
-    total = sum(len(r) for r in regions)
-    _fill_pyramid(writer, progress or no_progress, 0, total)
+    total = sum(len(r) for r in _pyramid_regions(writer, block_bytes // 8))
+    _fill_pyramid(writer, progress or no_progress, 0, total, block_bytes)
 
 
 def write_ome_zarr(
@@ -327,11 +335,13 @@ def write_ome_zarr(
     progress: ProgressCallback | None = None,
     name: str | None = None,
     axes: str | None = None,
+    block_bytes: int = BLOCK_BYTES,
 ) -> Path:
     """Copy any array-like (numpy, dask, zarr, h5py or a :class:`Volume`) into a new OME-Zarr 0.5
     pyramid at ``dest``, block by block, and rename it into place only when complete.
 
-    A :class:`Volume` brings its own voxel size, offset and axes unless given here.
+    A :class:`Volume` brings its own voxel size, offset and axes unless given here. At most a few
+    blocks of about ``block_bytes`` each are in memory at once (per worker thread and queue).
     """
     dest = Path(dest).expanduser()
     if isinstance(data, Volume):
@@ -365,15 +375,15 @@ def write_ome_zarr(
             name=name or dest.name.split(".")[0],
         )
         writer = OmeZarrWriter(tmp)
-        level0 = list(iter_blocks(shape, writer.chunks, dt.itemsize))
-        total = len(level0) + sum(len(r) for r in _pyramid_regions(writer))
+        level0 = list(iter_blocks(shape, writer.chunks, dt.itemsize, block_bytes))
+        total = len(level0) + sum(len(r) for r in _pyramid_regions(writer, block_bytes // 8))
         target = writer.arrays[0]
 
         def copy(region: tuple[slice, ...]) -> None:
             target[region] = _read_block(data, region).astype(dt, copy=False)
 
         done = _run_blocks(level0, copy, progress, 0, total, "level 0")
-        _fill_pyramid(writer, progress, done, total)
+        _fill_pyramid(writer, progress, done, total, block_bytes)
         commit(tmp, dest, overwrite)
     except BaseException:
         remove_path(tmp)

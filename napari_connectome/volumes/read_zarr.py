@@ -178,6 +178,10 @@ def open_zarr_node(root_path: Path, inner: str, source: str, *, level: int) -> V
             ) from exc
     name = (inner.strip("/").split("/")[-1] if inner else root_path.name.split(".")[0]) or "volume"
     if is_multiscale_group(node):
+        if not inner:  # a store root: its multiscales name says more than the file name
+            meta_name = ome_attrs(node)["multiscales"][0].get("name")
+            if isinstance(meta_name, str) and meta_name.strip("/") and meta_name != "image":
+                name = meta_name.strip("/")
         return open_multiscale(node, source, name, level=level, fmt=zarr_format_name(node, True))
     if isinstance(node, zarr.Array):
         parent = _parent_multiscale(node, root)
