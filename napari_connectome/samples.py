@@ -50,7 +50,7 @@ def _random_curve(
     dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
     pts = np.cumsum(dirs * step, axis=0)
     pts += start - pts[n // 2]  # the curve passes through ``start`` at its middle
-    base = rng.uniform(3.0, 7.0)
+    base = rng.uniform(2.5, 5.5)
     wobble = ndimage.gaussian_filter1d(rng.normal(size=n), sigma=10)
     radius = base * (1.0 + 2.0 * wobble).clip(0.6, 1.6)
     return pts, radius
@@ -62,7 +62,8 @@ def synthetic_em(
     *,
     n_neurites: int | None = None,
     n_blobs: int | None = None,
-    noise: float = 12.0,
+    noise: float = 8.0,
+    membrane_width: int = 2,
     voxel_size_nm: tuple[float, float, float] = (10.0, 10.0, 10.0),
 ) -> SyntheticEM:
     """Build a deterministic EM-like volume and its dense ground truth.
@@ -74,6 +75,8 @@ def synthetic_em(
     arrays.
     """
     shape_arr = np.asarray(shape, dtype=int)
+    if membrane_width < 1:
+        raise UserInputError(f"membrane_width must be >= 1 voxel, got {membrane_width}")
     if shape_arr.shape != (3,) or (shape_arr < 16).any():
         raise UserInputError(
             f"synthetic volume shape must be three sizes >= 16, got {tuple(shape)}"
@@ -81,7 +84,7 @@ def synthetic_em(
     rng = np.random.default_rng(seed)
     # Tubes cross the whole volume, so their number grows with the cross-section, not the volume.
     scale = (float(np.prod(shape_arr)) / 96**3) ** (2 / 3)
-    n_neurites = n_neurites if n_neurites is not None else max(4, round(16 * scale))
+    n_neurites = n_neurites if n_neurites is not None else max(4, round(26 * scale))
     n_blobs = n_blobs if n_blobs is not None else max(2, round(6 * scale))
 
     # Skeleton points (curve samples and blob centres) with their radius, owning object and a
@@ -102,7 +105,7 @@ def synthetic_em(
         )
     n_somata = max(1, n_blobs // 3)
     centres = rng.uniform(0, 1, (n_blobs, 3)) * shape_arr
-    blob_r = np.concatenate([rng.uniform(16, 24, n_somata), rng.uniform(7, 11, n_blobs - n_somata)])
+    blob_r = np.concatenate([rng.uniform(12, 18, n_somata), rng.uniform(5, 9, n_blobs - n_somata)])
     points.append(centres), radii.append(blob_r), mito.append(np.zeros(n_blobs, bool))
     owner.append(np.arange(n_neurites + 1, n_neurites + n_blobs + 1))
     points_a = np.concatenate(points)
@@ -125,7 +128,7 @@ def synthetic_em(
     is_mito = core & mito_a[point_of] & (dist <= 0.55 * radii_a[point_of])
 
     # Dense ground truth: voxels outside every painted object join the nearest one.
-    _, fill = ndimage.distance_transform_edt(labels == 0, return_indices=True)
+    fill = ndimage.distance_transform_edt(labels == 0, return_distances=False, return_indices=True)
     labels = labels[tuple(fill)]
     del fill
     # Renumber 1..n in order of appearance so ids do not depend on objects that fell outside.
@@ -135,7 +138,7 @@ def synthetic_em(
 
     # Image: per-object cytoplasm brightness, a dark membrane where a face-neighbour differs,
     # darker mitochondria, vesicle specks in boutons, then blur, slow shading and noise.
-    brightness = rng.uniform(150, 200, n_objects + 1)
+    brightness = rng.uniform(125, 175, n_objects + 1)
     image = brightness[labels]
     membrane = np.zeros(shape, bool)
     for ax in range(3):
@@ -145,7 +148,9 @@ def synthetic_em(
         lo[ax], hi[ax] = slice(None, -1), slice(1, None)
         membrane[tuple(lo)] |= diff
         membrane[tuple(hi)] |= diff
-    image[membrane] = rng.uniform(40, 70)
+    if membrane_width > 1:
+        membrane = ndimage.binary_dilation(membrane, iterations=membrane_width - 1)
+    image[membrane] = rng.uniform(35, 60)
     image[is_mito & ~membrane] = 80.0
     bouton_ids = np.unique(
         labels[tuple(np.round(centres[n_somata:]).astype(int).clip(0, shape_arr - 1).T)]
@@ -156,7 +161,7 @@ def synthetic_em(
     image = ndimage.gaussian_filter(image, sigma=0.8)
     shading = ndimage.gaussian_filter(rng.normal(size=tuple(shape_arr // 8 + 1)), 1.0)
     shading = ndimage.zoom(shading, shape_arr / np.asarray(shading.shape), order=1)
-    image += 40.0 * shading[: shape[0], : shape[1], : shape[2]]
+    image += 25.0 * shading[: shape[0], : shape[1], : shape[2]]
     image += rng.normal(0.0, noise, shape)
     image = np.clip(np.round(image), 0, 255).astype(np.uint8)
     return SyntheticEM(image, labels, tuple(float(v) for v in voxel_size_nm))
