@@ -1,0 +1,151 @@
+"""``napari-connectome info`` and ``convert`` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import zarr
+
+from napari_connectome.cli import main
+from napari_connectome.volumes import open_volume
+
+
+@pytest.fixture
+def em_h5(tmp_path):
+    """An HDF5 file like a lab's: raw EM, a segmentation and odd extras."""
+    path = tmp_path / "sample.h5"
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w") as f:
+        raw = f.create_dataset("raw", data=rng.integers(0, 255, (40, 50, 60), dtype=np.uint8))
+        raw.attrs["resolution_nm_zyx"] = [30, 8, 8]
+        seg = f.create_dataset("seg", data=rng.integers(0, 5, (40, 50, 60)).astype(np.uint64))
+        seg.attrs["resolution_nm_zyx"] = [30, 8, 8]
+        f["plane"] = np.zeros((50, 60), np.uint8)
+        f["prob"] = np.zeros((40, 50, 60), np.float32)
+        f["signed"] = np.zeros((40, 50, 60), np.int64)
+    return path
+
+
+def _entries(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_info_prints_json(em_h5, capsys):
+    assert main(["info", f"{em_h5}:raw"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["shape"] == [40, 50, 60]
+    assert info["dtype"] == "uint8"
+    assert len(info["chunks"]) == 3
+    assert info["voxel_size_nm"] == [30.0, 8.0, 8.0]
+    assert info["offset_nm"] == [0.0, 0.0, 0.0]
+    assert info["axes"] == "zyx"
+    assert info["is_labels"] is False
+    assert info["format"] == "hdf5"
+    assert info["scales"] == [{"shape": [40, 50, 60], "voxel_size_nm": [30.0, 8.0, 8.0]}]
+
+
+def test_info_on_a_file_with_several_datasets_lists_each(em_h5, capsys):
+    assert main(["info", str(em_h5)]) == 0
+    infos = json.loads(capsys.readouterr().out)
+    assert [i["name"] for i in infos] == ["prob", "raw", "seg", "signed"]  # the 2D plane is skipped
+
+
+def test_convert_image_and_labels_then_info_shows_the_pyramid(em_h5, tmp_path, capsys):
+    dest = tmp_path / "raw.ome.zarr"
+    assert main(["convert", f"{em_h5}:raw", str(dest), "--chunks", "16", "--levels", "3"]) == 0
+    captured = capsys.readouterr()
+    assert "100%" in captured.err  # the tqdm progress bar ran to the end
+    assert "wrote image" in captured.out
+
+    assert main(["info", str(dest)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["format"] == "ome-zarr-0.5"
+    assert info["chunks"] == [16, 16, 16]
+    assert [s["shape"] for s in info["scales"]] == [[40, 50, 60], [40, 25, 30], [40, 13, 15]]
+    # 30 nm z stays until y and x (8 nm) have caught up
+    assert [s["voxel_size_nm"] for s in info["scales"]][1:] == [[30, 16, 16], [30, 32, 32]]
+    with h5py.File(em_h5) as f:
+        np.testing.assert_array_equal(open_volume(dest).data.compute(), f["raw"][:])
+
+    # a uint64 segmentation is detected as labels; --labels says so explicitly
+    assert main(["convert", f"{em_h5}:seg", str(tmp_path / "seg.ome.zarr"), "--labels"]) == 0
+    seg = open_volume(tmp_path / "seg.ome.zarr")
+    assert seg.is_labels
+    assert main(["convert", f"{em_h5}:seg", str(tmp_path / "auto.ome.zarr")]) == 0
+    assert open_volume(tmp_path / "auto.ome.zarr").is_labels
+
+
+def test_convert_overwrite(em_h5, tmp_path, capsys):
+    dest = tmp_path / "out.ome.zarr"
+    zarr.open_group(dest, mode="w").attrs["mine"] = "precious"
+
+    assert main(["convert", f"{em_h5}:raw", str(dest)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert zarr.open_group(dest, mode="r").attrs["mine"] == "precious"
+
+    assert main(["convert", f"{em_h5}:raw", str(dest), "--overwrite"]) == 0
+    assert open_volume(dest).shape == (40, 50, 60)
+    assert _entries(tmp_path) == ["out.ome.zarr", "sample.h5"]
+
+
+@pytest.mark.parametrize(
+    ("source", "extra", "message"),
+    [
+        ("{tmp}/missing.h5:raw", [], "does not exist; check the path"),
+        ("{tmp}/sample.h5:nope", [], "dataset 'nope' does not exist in .*; datasets there: plane"),
+        ("{tmp}/notes.txt", [], "unknown format"),
+        ("{tmp}/sample.h5:plane", [], r"is 2D .* convert needs a 3D volume"),
+        ("{tmp}/sample.h5:prob", ["--labels"], r"dtype float32, but labels must be unsigned"),
+        ("{tmp}/sample.h5:signed", ["--labels"], r"dtype int64, but labels must be unsigned"),
+        ("{tmp}/broken.zarr", [], r"chunk '.*broken\.zarr/c/0/1/0' .* cannot be decoded"),
+    ],
+)
+def test_convert_bad_input_exits_2_and_writes_nothing(
+    em_h5, tmp_path, capsys, source, extra, message
+):
+    import re
+
+    (tmp_path / "notes.txt").write_text("hello")
+    broken = zarr.create_array(
+        tmp_path / "broken.zarr", shape=(8, 8, 8), chunks=(4, 4, 4), dtype="u1"
+    )
+    broken[:] = 1
+    (tmp_path / "broken.zarr" / "c" / "0" / "1" / "0").write_bytes(b"not zstd at all")
+    before = _entries(tmp_path)
+
+    code = main(["convert", source.format(tmp=tmp_path), str(tmp_path / "out.ome.zarr"), *extra])
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert re.search(message, err), err
+    assert "napari-connectome convert: error: " in err
+    assert _entries(tmp_path) == before  # no output, no temporary
+
+
+def test_info_bad_input_exits_2(tmp_path, capsys):
+    assert main(["info", str(tmp_path / "nothing.zarr")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.realdata
+def test_info_on_shared_fib25_via_the_installed_command(fib25_h5):
+    exe = Path(sys.executable).with_name("napari-connectome")
+    result = subprocess.run(
+        [str(exe), "info", f"{fib25_h5}:raw"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["shape"] == [250, 250, 250]
+    assert info["dtype"] == "uint8"
+    assert info["voxel_size_nm"] == [10.0, 10.0, 10.0]
+    assert info["is_labels"] is False

@@ -1,0 +1,90 @@
+"""Bad input: one clear UserInputError saying what is wrong and what to do; nothing written."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+import zarr
+
+from napari_connectome.errors import UserInputError
+from napari_connectome.volumes import (
+    create_ome_zarr,
+    open_volume,
+    require_3d,
+    write_ome_zarr,
+)
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(UserInputError, match=r"does not exist; check the path"):
+        open_volume(tmp_path / "nope.h5")
+
+
+def test_unknown_format(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a volume")
+    with pytest.raises(UserInputError, match=r"unknown format.*OME-Zarr.*HDF5.*TIFF"):
+        open_volume(tmp_path / "notes.txt")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserInputError, match="unknown format"):
+        open_volume(tmp_path / "empty")
+
+
+def test_missing_dataset_lists_the_ones_that_exist(tmp_path):
+    path = tmp_path / "vol.h5"
+    with h5py.File(path, "w") as f:
+        f["raw"] = np.zeros((4, 4, 4), np.uint8)
+        f["seg/labels"] = np.zeros((4, 4, 4), np.uint32)
+    with pytest.raises(UserInputError, match=r"dataset 'rwa' does not exist.*raw, seg/labels"):
+        open_volume(f"{path}:rwa")
+    with pytest.raises(UserInputError, match=r"holds 2 datasets; choose one as .*:DATASET"):
+        open_volume(path)
+
+
+def test_missing_zarr_array_lists_the_ones_that_exist(tmp_path):
+    root = zarr.open_group(tmp_path / "s.zarr", mode="w")
+    root.create_array("a/raw", shape=(4, 4, 4), dtype="u1")
+    root.create_array("b", shape=(4, 4, 4), dtype="u1")
+    with pytest.raises(UserInputError, match=r"'a/raw2' does not exist in .*: a/raw, b"):
+        open_volume(tmp_path / "s.zarr" / "a" / "raw2")
+    with pytest.raises(UserInputError, match=r"zarr group with 2 arrays; name one"):
+        open_volume(tmp_path / "s.zarr")
+
+
+def test_require_3d_refuses_a_2d_image(tmp_path):
+    path = tmp_path / "plane.h5"
+    with h5py.File(path, "w") as f:
+        f["img"] = np.zeros((32, 32), np.uint8)
+    vol = open_volume(f"{path}:img")
+    with pytest.raises(UserInputError, match=r"is 2D .* but segmentation needs a 3D volume"):
+        require_3d(vol, "segmentation")
+
+
+def test_corrupt_chunk_is_named(tmp_path):
+    arr = zarr.create_array(
+        tmp_path / "v.zarr", shape=(20, 20, 20), chunks=(10, 10, 10), dtype="u2"
+    )
+    arr[:] = 3
+    (tmp_path / "v.zarr" / "c" / "1" / "0" / "1").write_bytes(b"\x00garbage" * 20)
+    vol = open_volume(tmp_path / "v.zarr")
+    np.testing.assert_array_equal(vol.data[:10].compute(), 3)  # healthy chunks still read
+    with pytest.raises(UserInputError, match=r"chunk '.*v\.zarr/c/1/0/1' of .* cannot be decoded"):
+        vol.data.compute()
+    with pytest.raises(UserInputError, match=r"c/1/0/1"):
+        write_ome_zarr(vol, tmp_path / "out.ome.zarr")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.zarr"]
+
+
+def test_bad_writer_arguments(tmp_path):
+    with pytest.raises(UserInputError, match="voxel_size_nm"):
+        create_ome_zarr(tmp_path / "a.ome.zarr", (4, 4, 4), np.uint8, voxel_size_nm=(1, 1))
+    with pytest.raises(UserInputError, match="axes 'zyx' do not match"):
+        create_ome_zarr(tmp_path / "a.ome.zarr", (2, 4, 4, 4), np.uint8, voxel_size_nm=(1, 1, 1))
+    with pytest.raises(UserInputError, match=r"folder .* does not exist"):
+        create_ome_zarr(tmp_path / "no" / "a.ome.zarr", (4, 4, 4), np.uint8, voxel_size_nm=(1,) * 3)
+    with pytest.raises(UserInputError, match="levels must be at least 1"):
+        create_ome_zarr(tmp_path / "a.ome.zarr", (4, 4, 4), "u1", voxel_size_nm=(1,) * 3, levels=0)
+    write_ome_zarr(np.zeros((4, 4, 4), np.uint8), tmp_path / "b.ome.zarr", levels=1)
+    with pytest.raises(UserInputError, match="level 5 does not exist"):
+        open_volume(tmp_path / "b.ome.zarr", level=5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.ome.zarr"]
