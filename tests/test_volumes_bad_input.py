@@ -88,3 +88,30 @@ def test_bad_writer_arguments(tmp_path):
     with pytest.raises(UserInputError, match="level 5 does not exist"):
         open_volume(tmp_path / "b.ome.zarr", level=5)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.ome.zarr"]
+
+
+def test_corrupt_hdf5_chunk_is_named(tmp_path):
+    path = tmp_path / "v.h5"
+    with h5py.File(path, "w") as f:
+        ds = f.create_dataset(
+            "raw", data=np.ones((20, 20, 20), np.uint8), chunks=(10, 10, 10), compression="gzip"
+        )
+        damaged = ds.id.get_chunk_info(3)  # the chunk starting at (0, 10, 10)
+    with open(path, "r+b") as fh:
+        fh.seek(damaged.byte_offset)
+        fh.write(b"\xff" * damaged.size)
+    vol = open_volume(f"{path}:raw")
+    with pytest.raises(
+        UserInputError, match=r"'/raw' of .*v\.h5 cannot be read \(chunk at \(0, 10, 10\)\)"
+    ):
+        vol.data.compute()
+
+
+def test_hdf5_volume_survives_pickling_for_dask_workers(tmp_path):
+    import pickle
+
+    path = tmp_path / "v.h5"
+    with h5py.File(path, "w") as f:
+        f["raw"] = np.arange(64, dtype=np.uint8).reshape(4, 4, 4)
+    data = pickle.loads(pickle.dumps(open_volume(f"{path}:raw").data))
+    np.testing.assert_array_equal(data.compute(), np.arange(64).reshape(4, 4, 4))

@@ -102,14 +102,56 @@ class TensorStoreArray:
         self.chunks = tuple(int(c) for c in chunk) if chunk else self.shape
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        region = _normalise(key, self.shape)
-        out = self.store[region].read().result()
-        squeeze = tuple(
-            i
-            for i, k in enumerate(key if isinstance(key, tuple) else (key,))
-            if not isinstance(k, slice)
-        )
-        return np.asarray(out).squeeze(axis=squeeze) if squeeze else np.asarray(out)
+        try:
+            return np.asarray(self.store[key].read().result())
+        except ValueError as exc:
+            if "decod" not in str(exc).lower() and "corrupt" not in str(exc).lower():
+                raise
+            raise UserInputError(
+                f"a chunk of {self.store.kvstore.url if self.store.kvstore else 'the volume'} in "
+                f"region {_normalise(key, self.shape)} cannot be decoded ({exc}); the data is "
+                "damaged: re-copy or re-create it."
+            ) from exc
+
+
+class HDF5Array:
+    """An HDF5 dataset that dask can pickle (it reopens the file by name in each process) and whose
+    decode failures name the broken chunk."""
+
+    def __init__(self, path: str, name: str) -> None:
+        import h5py
+
+        self.path, self.name = str(path), name
+        self._file: Any = None
+        with h5py.File(self.path, "r") as f:
+            ds = f[name]
+            self.shape, self.dtype, self.ndim = tuple(ds.shape), np.dtype(ds.dtype), ds.ndim
+            self.chunks = tuple(ds.chunks) if ds.chunks else None
+
+    def _dataset(self) -> Any:
+        import h5py
+
+        if self._file is None:
+            self._file = h5py.File(self.path, "r")
+        return self._file[self.name]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_file": None}
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        try:
+            return self._dataset()[key]
+        except OSError as exc:
+            where = ""
+            if self.chunks:
+                region = _normalise(key, self.shape)
+                where = (
+                    f" (chunk at {tuple(r.start // c * c for r, c in zip(region, self.chunks))})"
+                )
+            raise UserInputError(
+                f"dataset '{self.name}' of {self.path} cannot be read{where}: {exc}; the file is "
+                "damaged or incomplete: re-copy it."
+            ) from exc
 
 
 def to_dask(

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_connectome.errors import UserInputError
-from napari_connectome.volumes.lazy import to_dask
+from napari_connectome.volumes.lazy import HDF5Array, to_dask
 from napari_connectome.volumes.read_zarr import default_axes
 from napari_connectome.volumes.units import offset_from_attrs, voxel_size_from_attrs
 from napari_connectome.volumes.volume import Volume, dtype_looks_like_labels
@@ -65,7 +65,9 @@ def open_hdf5(path: Path, dataset: str, source: str) -> Volume:
     size = voxel_size_from_attrs(attrs, ndim) or (1.0,) * ndim
     offset = offset_from_attrs(attrs, ndim) or (0.0,) * ndim
     storage_chunks = ds.chunks or tuple(min(64, s) for s in ds.shape)
-    data = to_dask(ds, storage_chunks)
+    name, is_labels = ds.name, dtype_looks_like_labels(ds.dtype)
+    f.close()
+    data = to_dask(HDF5Array(str(path), name), storage_chunks)
     return Volume(
         name=dataset.strip("/").split("/")[-1],
         data=data,
@@ -73,7 +75,7 @@ def open_hdf5(path: Path, dataset: str, source: str) -> Volume:
         voxel_size_nm=size,
         offset_nm=offset,
         axes=axes,
-        is_labels=dtype_looks_like_labels(ds.dtype),
+        is_labels=is_labels,
         source=source,
         level_voxel_sizes=[size],
         format="hdf5",
