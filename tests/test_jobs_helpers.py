@@ -59,3 +59,16 @@ class SlowWatershed:
 
 def slow_watershed(**options) -> SlowWatershed:
     return SlowWatershed(**options)
+
+
+class FailingSegmenter:
+    """A segmenter that always fails, as a job that dies on the cluster would."""
+
+    min_shape = (1, 1, 1)
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        raise RuntimeError("segmenter exploded on purpose")
+
+
+def failing_segmenter() -> FailingSegmenter:
+    return FailingSegmenter()

@@ -104,7 +104,9 @@ def submit(spec: JobSpec) -> JobRecord:
     ssh = spec.backend.ssh
     env = spec.backend.resources.submit_env
     transport = open_transport(ssh)
+    created = False
     try:
+        created = not transport.exists(spec.output) or spec.overwrite
         spec_path = stage(transport, spec)
         workdir = _p(spec.output, "_job", "scheduler")
         script = _p(workdir, "job.sh")
@@ -123,6 +125,10 @@ def submit(spec: JobSpec) -> JobRecord:
                 f"{'sbatch' if kind == 'slurm' else 'qsub'} rejected the job: {res.stderr.strip() or res.stdout.strip()}"
             )
         sched_id = sched.parse_submit(res.stdout)
+    except BaseException:
+        if created and transport.exists(spec.output):
+            transport.remove_tree(spec.output)  # a refused submission leaves nothing behind
+        raise
     finally:
         transport.close()
     record = JobRecord(
