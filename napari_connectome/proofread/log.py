@@ -43,8 +43,16 @@ class EditLog:
         self.path = Path(path)
         self.read_only = read_only
         if read_only:
-            uri = f"file:{self.path}?mode=ro&immutable=1"
-            self.db = sqlite3.connect(uri, uri=True, isolation_level=None)
+            # mode=ro still reads the WAL, so edits of a killed session are seen too
+            self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
+            try:
+                self.db.execute("SELECT count(*) FROM ops").fetchone()
+            except sqlite3.OperationalError as exc:
+                self.db.close()
+                raise EditRefused(
+                    f"cannot read the edit log {self.path} ({exc}); if another session has the "
+                    "project open, close it first"
+                ) from None
             return
         self.db = sqlite3.connect(self.path, timeout=0, isolation_level=None)
         try:

@@ -92,7 +92,8 @@ class MergeOp(Operation):
         return [self.params["target"], *self.params["sources"]]
 
     def describe(self) -> str:
-        srcs = ", ".join(str(s) for s in self.params["sources"])
+        src = self.params["sources"]
+        srcs = ", ".join(str(s) for s in src) if len(src) <= 4 else f"{len(src)} segments"
         return f"merge {srcs} into {self.params['target']}"
 
 

@@ -230,10 +230,15 @@ class ProofreadSession:
             raise EditRefused(f"segment {segs[0]} cannot be merged with itself")
         if 0 in segs:
             raise EditRefused("that is background; merge needs segments")
-        for s in segs:
-            self._require(s)
+        arr = np.array(segs, np.uint64)
+        known = np.isin(arr, self.table.seg) | np.isin(arr, list(self.table.empty_segments))
+        if not known.all():
+            raise EditRefused(f"segment {int(arr[~known][0])} does not exist")
+        for seg in segs:
+            if seg in self.table.status and self.table.status[seg].locked:
+                raise EditRefused(f"segment {seg} is locked; unlock it (L) before editing")
         target, sources = segs[0], segs[1:]
-        rows = np.concatenate([self.table.rows_of(s) for s in sources])
+        rows = np.flatnonzero(np.isin(self.table.seg, arr[1:]))
         arrays = {"fragments": self.table.frag_ids[rows], "old": self.table.seg[rows]}
         empty = [s for s in segs if s in self.table.empty_segments]
         return self._commit(MergeOp({"target": target, "sources": sources, "empty": empty}, arrays))
@@ -328,9 +333,10 @@ class ProofreadSession:
 
     # ---- state changes (shared by live edits and replay) ----------------------------------------------------
     def _stamp(self, op: Operation, when: float) -> None:
+        what = op.describe()
         for s in op.segments():
             st = self.table.status_of(s)
-            self.table.set_status(s, SegmentStatus(st.locked, st.done, when, op.describe()))
+            self.table.set_status(s, SegmentStatus(st.locked, st.done, when, what))
 
     def _apply_edit(self, seq: int, op: Operation, when: float) -> None:
         op.execute(self)

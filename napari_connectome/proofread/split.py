@@ -167,30 +167,30 @@ def plan_split(
     )
     seg_frags.sort()
     k = len(seg_frags)
-    idx = np.searchsorted(seg_frags, block)
-    idx = np.minimum(idx, k - 1)
-    local = np.where(seg_frags[idx] == block, idx, -1).astype(np.int64)
-    bright = None
-    if img is not None:
-        bright = img.astype(np.float32)
-        if np.issubdtype(img.dtype, np.integer):
-            bright /= float(np.iinfo(img.dtype).max)
+    inseg = table.apply(block) == np.uint64(segment)
+    if patches:
+        inseg |= np.isin(block, np.array([p["new"] for p in patches], np.uint64))
+    local = np.full(block.shape, -1, np.int32)
+    local[inseg] = np.searchsorted(seg_frags, block[inseg])
+    scale = 1.0
+    if img is not None and np.issubdtype(img.dtype, np.integer):
+        scale = 1.0 / float(np.iinfo(img.dtype).max)
     keys, weights = [], []
     for ax in range(3):
-        a = np.moveaxis(local, ax, 0)
-        u, v = a[:-1].ravel(), a[1:].ravel()
-        sel = (u >= 0) & (v >= 0) & (u != v)
-        u, v = u[sel], v[sel]
-        if bright is not None:
-            b = np.moveaxis(bright, ax, 0)
-            w = 0.5 * (b[:-1].ravel()[sel] + b[1:].ravel()[sel])
-            w = w * w  # sharpen: bright contacts (same cell) far more expensive than membranes
+        lo_sl = tuple(slice(None, -1) if i == ax else slice(None) for i in range(3))
+        hi_sl = tuple(slice(1, None) if i == ax else slice(None) for i in range(3))
+        ua, vb = local[lo_sl], local[hi_sl]
+        sel = (ua != vb) & (ua >= 0) & (vb >= 0)
+        u, v = ua[sel].astype(np.int64), vb[sel].astype(np.int64)
+        if img is not None:
+            w = (img[lo_sl][sel].astype(np.float32) + img[hi_sl][sel]) * (0.5 * scale)
+            w = w * w  # sharpen: bright contacts (same cell) cost far more than membranes
         else:
             w = np.ones(len(u), np.float32)
         keys.append(np.minimum(u, v) * k + np.maximum(u, v))
         weights.append(w)
-    keys = np.concatenate(keys) if keys else np.zeros(0, np.int64)
-    weights = np.concatenate(weights) if weights else np.zeros(0, np.float32)
+    keys = np.concatenate(keys)
+    weights = np.concatenate(weights)
     ukeys, inv = np.unique(keys, return_inverse=True)
     cap = np.bincount(inv, weights=weights, minlength=len(ukeys))
     cap = np.clip(np.round(cap * 100) + 1, 1, INF // 4).astype(np.int32)
@@ -219,9 +219,10 @@ def plan_split(
         raise EditRefused("the seeds of side A and side B could not be separated")
     side_b = seg_frags[b_mask[:k]]
     side_a = seg_frags[~b_mask[:k]]
+    side_of = np.where(b_mask[:k], 2, 1).astype(np.uint8)
     preview = np.zeros(block.shape, np.uint8)
-    preview[local >= 0] = 1
-    preview[np.isin(block, side_b) & (local >= 0)] = 2
+    preview[inseg] = side_of[local[inseg]]
+    voxels_b = int(np.count_nonzero(preview == 2))
     return SplitPlan(
         segment=segment,
         new_segment=new_segment,
@@ -231,7 +232,7 @@ def plan_split(
         masks=masks,
         bbox_lo=tuple(int(v) for v in lo),
         preview=preview,
-        voxels_a=int((preview == 1).sum()),
-        voxels_b=int((preview == 2).sum()),
+        voxels_a=int(np.count_nonzero(inseg)) - voxels_b,
+        voxels_b=voxels_b,
         method="watershed" if patches else "mincut",
     )

@@ -67,7 +67,8 @@ class FragmentTable:
         block = np.asarray(block)
         if self._lut is not None:
             lut = self._lut
-            flat = block.astype(np.int64, copy=False)
+            # uint64 ids below 2**63 have the same bits as int64: a view, not a 100 MB copy
+            flat = block.view(np.int64) if block.dtype == np.uint64 else block.astype(np.int64)
             if block.size and int(flat.max()) >= len(lut):  # ids the table does not know
                 out = np.zeros(block.shape, np.uint64)
                 ok = flat < len(lut)

@@ -1,0 +1,142 @@
+"""``napari-connectome proofread ...``: make a project from a segmentation, inspect it, export it."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from napari_connectome.errors import UserInputError
+
+
+def open_array(spec: str) -> tuple[Any, Any]:
+    """Open ``PATH[:DATASET]`` (HDF5, zarr, npz, npy) lazily; returns (array, closer)."""
+    import numpy as np
+
+    path, _, inner = spec.partition(":") if not Path(spec).exists() else (spec, "", "")
+    p = Path(path)
+    if not p.exists():
+        raise UserInputError(f"{path} does not exist")
+    suffix = p.suffix.lower()
+    if suffix in (".h5", ".hdf5", ".hdf"):
+        import h5py
+
+        f = h5py.File(p, "r")
+        if not inner or inner not in f:
+            names = [k for k in f if hasattr(f[k], "shape")]
+            f.close()
+            raise UserInputError(f"name the dataset: {path}:DATASET, one of {names}")
+        return f[inner], f.close
+    if suffix == ".npz":
+        z = np.load(p, allow_pickle=False)
+        if inner not in z.files:
+            raise UserInputError(f"name the array: {path}:NAME, one of {z.files}")
+        return z[inner], z.close
+    if suffix == ".npy":
+        return np.load(p, mmap_mode="r", allow_pickle=False), lambda: None
+    import zarr
+
+    try:
+        node = zarr.open(p, mode="r")
+        if inner:
+            node = node[inner]
+        elif hasattr(node, "keys") and "0" in node:
+            node = node["0"]  # OME-Zarr: the full-resolution level
+    except Exception as exc:
+        raise UserInputError(f"cannot open {spec} as HDF5, npz, npy or zarr: {exc}") from None
+    if not hasattr(node, "shape"):
+        raise UserInputError(f"{spec} is a zarr group; name the array as {path}:ARRAY")
+    return node, lambda: None
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from napari_connectome.progress import tqdm_progress
+    from napari_connectome.proofread import create_project
+
+    seg, close_seg = open_array(args.segmentation)
+    image, close_img = open_array(args.image) if args.image else (None, lambda: None)
+    progress, done = tqdm_progress("import", unit="chunk")
+    try:
+        dest = create_project(
+            args.project, seg, image=image, voxel_size_nm=args.voxel_size, chunks=args.chunks,
+            progress=progress,
+        )  # fmt: skip
+    finally:
+        done()
+        close_seg()
+        close_img()
+    print(f"proofreading project ready: {dest}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from napari_connectome.proofread import ProofreadSession
+
+    with ProofreadSession.open(args.project, read_only=True) as s:
+        table = s.segment_table()
+        print(
+            f"{args.project}: shape {s.shape}, {len(s.table.frag_ids)} fragments, {len(table)} segments"
+        )
+        print(f"{len(s.undo_stack)} edits applied, {len(s.redo_stack)} undone")
+        for h in s.history()[-args.last :]:
+            print(f"  #{h.seq:<6} {'   ' if h.applied else '(undone) '}{h.description}")
+        for info in sorted(table, key=lambda i: -i.size)[: args.top]:
+            when = (
+                time.strftime("%Y-%m-%d %H:%M", time.localtime(info.last_edit))
+                if info.last_edit
+                else ""
+            )
+            flags = ("locked " if info.locked else "") + ("done" if info.done else "")
+            print(f"  segment {info.id:<10} {info.size:>12} voxels  {flags:<12} {when}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from napari_connectome.progress import tqdm_progress
+    from napari_connectome.proofread import ProofreadSession
+
+    progress, done = tqdm_progress("export", unit="chunk")
+    try:
+        with ProofreadSession.open(args.project, read_only=True) as s:
+            dest = s.export(args.dest, overwrite=args.overwrite, progress=progress)
+    finally:
+        done()
+    print(f"segmentation written to {dest}")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("proofread", help="proofreading projects: import, info, export")
+    sub = p.add_subparsers(dest="proofread_command", metavar="ACTION", required=True)
+
+    imp = sub.add_parser(
+        "import",
+        help="make a proofreading project from fragments or a segmentation (fragments = segments)",
+    )
+    imp.add_argument(
+        "segmentation", help="PATH[:DATASET] of the ids (HDF5, zarr, OME-Zarr, npz, npy)"
+    )
+    imp.add_argument("project", help="new project folder to create")
+    imp.add_argument(
+        "--image", help="PATH[:DATASET] of the EM image (boundary evidence for splits)"
+    )
+    imp.add_argument(
+        "--voxel-size", type=float, nargs=3, default=(1.0, 1.0, 1.0), metavar=("Z", "Y", "X")
+    )
+    imp.add_argument(
+        "--chunks", type=int, default=64, help="chunk edge of the project's zarr (default 64)"
+    )
+    imp.set_defaults(func=cmd_import)
+
+    info = sub.add_parser("info", help="segments and edit history of a project (read-only)")
+    info.add_argument("project")
+    info.add_argument("--top", type=int, default=10, help="largest segments to list")
+    info.add_argument("--last", type=int, default=10, help="last edits to list")
+    info.set_defaults(func=cmd_info)
+
+    exp = sub.add_parser("export", help="apply the segment table and write a new OME-Zarr")
+    exp.add_argument("project")
+    exp.add_argument("dest", help="new OME-Zarr folder (never the input)")
+    exp.add_argument("--overwrite", action="store_true", help="replace DEST if it exists")
+    exp.set_defaults(func=cmd_export)
