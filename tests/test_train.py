@@ -54,7 +54,7 @@ def test_train_then_resume(sample_h5, tmp_path, capsys):
     args = ["train", f"{sample_h5}:raw", f"{sample_h5}:labels", str(run), *TINY, *QUICK]
     assert main([*args, "--steps", "6", "--checkpoint-every", "3", "--min-size", "100"]) == 0
 
-    model, cfg = load_model(run / "model")
+    _model, cfg = load_model(run / "model")
     assert cfg.fov_size == (9, 9, 9)
     assert cfg.provenance["source"] == "napari-connectome train"
     assert cfg.provenance["step"] == 6
@@ -189,7 +189,7 @@ def test_fov_moves_follow_confident_faces():
     cfg = TrainConfig(fov_size=[9, 9, 9], deltas=[2, 2, 2])
     size = cfg.example_size
     slot = ExampleSlot(np.zeros(size, np.float32), np.zeros(size, np.float32), np.ones(size), cfg)
-    pos, image, seed, _, _ = slot.next_fov()
+    pos, _image, seed, _, _ = slot.next_fov()
     assert pos == (6, 6, 6)
     assert seed[4, 4, 4] > 2.9  # logit(0.95) at the seed
     assert seed[0, 0, 0] < -2.9  # logit(0.05) elsewhere
