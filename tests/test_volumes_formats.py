@@ -14,6 +14,14 @@ import zarr
 from napari_connectome.volumes import discover_volumes, open_volume
 
 
+def assert_aligned(vol):
+    """Every dask chunk boundary falls on a storage chunk boundary (no chunk read by two tasks)."""
+    for bounds, step, size in zip(vol.data.chunks, vol.storage_chunks, vol.shape):
+        edges = np.cumsum(bounds)[:-1]
+        assert all(e % step == 0 for e in edges), (vol.data.chunks, vol.storage_chunks)
+        assert sum(bounds) == size
+
+
 @pytest.fixture
 def zyx():
     """A small anisotropic test volume with distinct values everywhere."""
@@ -33,7 +41,8 @@ def test_hdf5_dataset_with_resolution_attribute(tmp_path, zyx):
 
     raw = open_volume(f"{path}:em/raw")
     assert isinstance(raw.data, da.Array)
-    assert raw.data.chunks[0] == (2, 2, 2)  # dask chunks follow the HDF5 chunks
+    assert raw.storage_chunks == (2, 10, 10)
+    assert_aligned(raw)
     np.testing.assert_array_equal(raw.data.compute(), zyx.astype(np.uint8))
     assert raw.voxel_size_nm == (40.0, 8.0, 8.0)
     assert raw.axes == "zyx"
@@ -69,7 +78,8 @@ def test_plain_zarr_array_inside_group(tmp_path, zyx, zarr_format):
 
     vol = open_volume(f"{store}/volumes/raw")
     np.testing.assert_array_equal(vol.data.compute(), zyx)
-    assert vol.data.chunksize == (3, 10, 10)
+    assert vol.storage_chunks == (3, 10, 10)
+    assert_aligned(vol)
     assert vol.voxel_size_nm == (30.0, 5.0, 5.0)
     assert vol.format == f"zarr-v{zarr_format}"
     # the colon form names the same array
@@ -134,7 +144,8 @@ def test_tiff_multipage_file_imagej_spacing(tmp_path):
     )
     vol = open_volume(path)
     assert vol.shape == (7, 32, 48)
-    assert vol.data.chunksize == (1, 32, 48)  # one page per chunk: a slice reads one page
+    assert vol.storage_chunks == (1, 32, 48)  # one page per chunk: a slice reads one page
+    assert_aligned(vol)
     assert vol.voxel_size_nm == pytest.approx((50.0, 8.0, 8.0))
     np.testing.assert_array_equal(vol.data[3].compute(), stack[3])
     np.testing.assert_array_equal(vol.data.compute(), stack)
@@ -180,7 +191,8 @@ def test_n5_dataset_written_by_tensorstore(tmp_path, zyx):
     assert vol.format == "n5"
     assert vol.shape == zyx.shape
     assert vol.voxel_size_nm == (40.0, 5.0, 4.0)
-    assert vol.data.chunksize == (4, 8, 16)
+    assert vol.storage_chunks == (4, 8, 16)
+    assert_aligned(vol)
     np.testing.assert_array_equal(vol.data.compute(), zyx)
     assert [v.source for v in discover_volumes(root)] == [f"{root}/volumes/raw"]
 
@@ -244,7 +256,8 @@ def test_shared_fib25_h5_opens_lazily_at_10nm(fib25_h5):
     assert raw.shape == (250, 250, 250)
     assert raw.dtype == np.uint8
     assert raw.voxel_size_nm == (10.0, 10.0, 10.0)
-    assert raw.data.chunksize == (64, 64, 64)
+    assert raw.storage_chunks == (64, 64, 64)
+    assert_aligned(raw)
     labels = open_volume(f"{fib25_h5}:labels")
     assert labels.is_labels
     assert {v.name for v in discover_volumes(fib25_h5)} == {"raw", "labels", "fragments"}

@@ -53,7 +53,7 @@ def test_teravoxel_opens_without_reading_any_chunk(teravoxel, store_reads):
     vol = open_volume(path)
     assert vol.shape == (N, N, N)
     assert vol.voxel_size_nm == (8.0, 8.0, 8.0)
-    assert vol.data.numblocks == (N // CHUNK,) * 3
+    assert vol.storage_chunks == (CHUNK,) * 3
     assert _chunk_keys(store_reads) == []
     assert len(store_reads) <= 5  # metadata documents only
 

@@ -182,7 +182,7 @@ def test_channel_axis_is_kept_and_never_downsampled(tmp_path):
     writer.build_pyramid()
     vol = open_volume(tmp_path / "aff.ome.zarr")
     assert vol.axes == "czyx"
-    assert vol.data.chunksize == (1, 10, 10, 10)
+    assert vol.storage_chunks == (1, 10, 10, 10)
     assert vol.multiscale[1].shape == (2, 10, 10, 10)
     np.testing.assert_allclose(vol.multiscale[1].compute(), downsample_mean(data, (1, 2, 2, 2)))
 

@@ -13,17 +13,29 @@ import numpy as np
 
 from napari_connectome.errors import UserInputError
 
-# dask chunks bigger than this many bytes are merged only up to it when storage chunks are tiny
-_TARGET_DASK_CHUNK_BYTES = 64 * 2**20
+# Target size of one dask chunk. Bigger chunks mean fewer tasks (dask spends ~1 ms per task, which
+# dominates when a 2D view crosses thousands of small storage chunks); dask pushes a slice down into
+# the read of each chunk, so a 2D view still reads only the storage chunks it crosses.
+DASK_CHUNK_BYTES = 64 * 2**20
 
 
-def dask_chunks(shape: tuple[int, ...], storage_chunks: tuple[int, ...], itemsize: int) -> tuple:
-    """dask chunking aligned to storage chunks: each dask chunk is a whole number of stored chunks.
-
-    Storage chunks are used as they are (a 2D slice then reads only the chunks it crosses); only
-    very small chunks (e.g. a TIFF page of 64 rows) are not merged, since alignment matters more.
-    """
-    return tuple(max(1, min(int(c), int(s))) if s else 1 for c, s in zip(storage_chunks, shape))
+def dask_chunks(
+    shape: tuple[int, ...],
+    storage_chunks: tuple[int, ...],
+    itemsize: int,
+    target: int = DASK_CHUNK_BYTES,
+) -> tuple[int, ...]:
+    """dask chunking aligned to storage chunks: each dask chunk is a whole number of stored chunks
+    (doubling every axis in turn, fastest first, up to about ``target`` bytes)."""
+    chunks = [max(1, min(int(c), int(s))) for c, s in zip(storage_chunks, shape)]
+    grew = True
+    while grew:
+        grew = False
+        for i in reversed(range(len(chunks))):
+            if chunks[i] < shape[i] and int(np.prod(chunks)) * 2 * itemsize <= target:
+                chunks[i] = min(chunks[i] * 2, int(shape[i]))
+                grew = True
+    return tuple(chunks)
 
 
 def _normalise(key: Any, shape: tuple[int, ...]) -> tuple[slice, ...]:
@@ -69,24 +81,32 @@ class GuardedZarrArray:
             ) from exc
 
     def _find_bad_chunk(self, key: Any) -> str | None:
-        """Read the stored chunks under ``key`` one at a time to name the one that fails."""
-        region = _normalise(key, self.shape)
-        ranges = [
-            range(s.start // c, max(s.start // c, (s.stop - 1) // c) + 1)
-            for s, c in zip(region, self.chunks)
-        ]
-        for coords in itertools.product(*ranges):
-            sel = tuple(
-                slice(i * c, min((i + 1) * c, n))
-                for i, c, n in zip(coords, self.chunks, self.shape)
-            )
-            try:
-                self.array[sel]
-            except Exception:
-                key_name = self.array.metadata.encode_chunk_key(coords)
-                base = str(self.array.store_path).removeprefix("file://")
-                return f"{base}/{key_name}"
-        return None
+        coords = first_bad_chunk(self.array.__getitem__, key, self.chunks, self.shape)
+        if coords is None:
+            return None
+        base = str(self.array.store_path).removeprefix("file://")
+        return f"{base}/{self.array.metadata.encode_chunk_key(coords)}"
+
+
+def first_bad_chunk(
+    read: Any, key: Any, chunks: tuple[int, ...], shape: tuple[int, ...]
+) -> tuple[int, ...] | None:
+    """Grid coordinates of the first stored chunk under ``key`` whose read fails, if any.
+
+    Called only after a read failed, to turn "something is broken" into "this chunk is broken".
+    """
+    region = _normalise(key, shape)
+    ranges = [
+        range(s.start // c, max(s.start // c, (s.stop - 1) // c) + 1)
+        for s, c in zip(region, chunks)
+    ]
+    for coords in itertools.product(*ranges):
+        sel = tuple(slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(coords, chunks, shape))
+        try:
+            read(sel)
+        except Exception:
+            return coords
+    return None
 
 
 class TensorStoreArray:
@@ -143,11 +163,13 @@ class HDF5Array:
             return self._dataset()[key]
         except OSError as exc:
             where = ""
-            if self.chunks:
-                region = _normalise(key, self.shape)
-                where = (
-                    f" (chunk at {tuple(r.start // c * c for r, c in zip(region, self.chunks))})"
-                )
+            coords = (
+                first_bad_chunk(self._dataset().__getitem__, key, self.chunks, self.shape)
+                if self.chunks
+                else None
+            )
+            if coords is not None:
+                where = f" (chunk at {tuple(i * c for i, c in zip(coords, self.chunks))})"
             raise UserInputError(
                 f"dataset '{self.name}' of {self.path} cannot be read{where}: {exc}; the file is "
                 "damaged or incomplete: re-copy it."

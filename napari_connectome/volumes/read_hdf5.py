@@ -79,6 +79,7 @@ def open_hdf5(path: Path, dataset: str, source: str) -> Volume:
         source=source,
         level_voxel_sizes=[size],
         format="hdf5",
+        storage_chunks=tuple(storage_chunks),
     )
 
 

@@ -98,6 +98,7 @@ def open_n5(root: Path, inner: str, source: str) -> Volume:
         source=source,
         level_voxel_sizes=[size],
         format="n5",
+        storage_chunks=array.chunks,
     )
 
 
@@ -133,7 +134,7 @@ def open_precomputed(path: Path, *, level: int = 0) -> Volume:
             f"{source} has {len(scales)} scales (levels 0..{len(scales) - 1}); "
             f"level {level} does not exist."
         )
-    arrays, sizes, offsets = [], [], []
+    arrays, sizes, offsets, chunk_shapes = [], [], [], []
     single_channel = int(info.get("num_channels", 1)) == 1
     for i, scale in enumerate(scales):
         store = _reversed_store(
@@ -155,7 +156,9 @@ def open_precomputed(path: Path, *, level: int = 0) -> Volume:
         offsets.append(
             ((0.0,) if not single_channel else ()) + tuple(o * r for o, r in zip(vo, res))
         )
-        arrays.append(to_dask(TensorStoreArray(store)))
+        level_array = TensorStoreArray(store)
+        chunk_shapes.append(level_array.chunks)
+        arrays.append(to_dask(level_array))
     axes = "zyx" if single_channel else "czyx"
     return Volume(
         name=path.name,
@@ -168,5 +171,6 @@ def open_precomputed(path: Path, *, level: int = 0) -> Volume:
         source=source,
         level_voxel_sizes=sizes[level:],
         format="precomputed",
+        storage_chunks=chunk_shapes[level],
         level_offsets_nm=offsets[level:],
     )

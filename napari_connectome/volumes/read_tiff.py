@@ -100,4 +100,5 @@ def open_tiff(path: Path) -> Volume:
         source=str(path),
         level_voxel_sizes=[size],
         format=fmt,
+        storage_chunks=tuple(array.chunks),
     )

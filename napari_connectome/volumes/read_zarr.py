@@ -70,7 +70,7 @@ def open_multiscale(group: Any, source: str, name: str, *, level: int, fmt: str)
             f"{source} has {len(datasets)} resolution levels (0..{len(datasets) - 1}); "
             f"level {level} does not exist."
         )
-    arrays, sizes, offsets = [], [], []
+    arrays, sizes, offsets, chunk_shapes = [], [], [], []
     first = group[datasets[0]["path"]]
     axes, factors = _axes_from_meta(ms.get("axes") or [], first.ndim)
     g_scale, g_trans = _scale_translation(ms.get("coordinateTransformations") or [], first.ndim)
@@ -87,6 +87,7 @@ def open_multiscale(group: Any, source: str, name: str, *, level: int, fmt: str)
         offsets.append(
             tuple(float((t * g + gt) * f) for t, g, gt, f in zip(trans, g_scale, g_trans, factors))
         )
+        chunk_shapes.append(tuple(arr.chunks))
         arrays.append(to_dask(GuardedZarrArray(arr, f"{source}/{ds['path']}")))
     is_labels = "image-label" in meta or bool(isinstance(group.attrs.get("image-label"), Mapping))
     return Volume(
@@ -100,6 +101,7 @@ def open_multiscale(group: Any, source: str, name: str, *, level: int, fmt: str)
         source=source,
         level_voxel_sizes=sizes[level:],
         format=fmt,
+        storage_chunks=chunk_shapes[level],
         level_offsets_nm=offsets[level:],
     )
 
@@ -151,6 +153,7 @@ def open_plain_array(array: Any, source: str, name: str, fmt: str) -> Volume:
         source=source,
         level_voxel_sizes=[size],
         format=fmt,
+        storage_chunks=tuple(array.chunks),
     )
 
 

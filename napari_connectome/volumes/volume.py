@@ -31,8 +31,12 @@ class Volume:
     level_voxel_sizes: list[tuple[float, ...]] = field(default_factory=list)
     format: str = ""
     level_offsets_nm: list[tuple[float, ...]] = field(default_factory=list)
+    # chunk shape on disk (the dask chunks are whole multiples of it)
+    storage_chunks: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        if not self.storage_chunks:
+            self.storage_chunks = tuple(int(c[0]) if c else 0 for c in self.data.chunks)
         if not self.level_voxel_sizes:
             self.level_voxel_sizes = [tuple(self.voxel_size_nm)]
         if not self.level_offsets_nm:
@@ -59,7 +63,7 @@ class Volume:
             "format": self.format,
             "shape": list(self.shape),
             "dtype": str(self.dtype),
-            "chunks": [int(c[0]) if c else 0 for c in self.data.chunks],
+            "chunks": [int(c) for c in self.storage_chunks],
             "axes": self.axes,
             "voxel_size_nm": [float(v) for v in self.voxel_size_nm],
             "offset_nm": [float(v) for v in self.offset_nm],
