@@ -8,6 +8,8 @@ import os
 import shlex
 import socket
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -180,3 +182,62 @@ def test_sbatch_over_ssh_reaches_the_cluster(slurm_login_node, slurm_cluster, tm
     assert out.read_text() == "ran on localhost\n"
     state = _asyncssh_run(slurm_login_node, f"squeue --noheader --jobs {job} --states=all -o %T")
     assert state.strip() == "COMPLETED"
+
+
+def test_a_missing_program_names_the_package_to_install():
+    from napari_connectome.testing.processes import ServiceUnavailable, require_binary
+
+    with pytest.raises(
+        ServiceUnavailable, match=r"^nc-no-such-daemon not found: apt-get install x$"
+    ):
+        require_binary("nc-no-such-daemon", "apt-get install x")
+
+
+@pytest.mark.slurm
+def test_a_second_cluster_runs_beside_the_first_and_leaves_nothing_behind(slurm_cluster, tmp_path):
+    from napari_connectome.testing.services import ServiceUnavailable, start_slurm_cluster
+
+    try:
+        second = start_slurm_cluster()
+    except ServiceUnavailable as exc:
+        pytest.skip(str(exc))
+    with second:
+        assert second.ctld_port != slurm_cluster.ctld_port
+        job = second.submit("--output", str(tmp_path / "second.txt"), "--wrap", "echo second")
+        assert second.wait_for_job(job) == "COMPLETED"
+        pids = [d.pid for d in second.daemons]
+        root = second.root
+    assert (tmp_path / "second.txt").read_text() == "second\n"
+    assert not root.exists()
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists(), f"daemon {pid} still running"
+    # The session's cluster is untouched.
+    assert slurm_cluster.run("sinfo", "--noheader", "--format=%t").stdout.strip() == "idle"
+
+
+def test_required_services_turn_skips_into_failures(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "test_skips.py").write_text(
+        "import pytest\n"
+        "def test_needs_a_service():\n"
+        "    pytest.skip('frobd not found: apt-get install frob')\n"
+        "@pytest.mark.gpu\n"
+        "def test_needs_a_gpu():\n"
+        "    pytest.skip('no CUDA device')\n"
+    )
+    argv = [
+        sys.executable, "-m", "pytest", "-p", "tests.conftest", "-p", "no:cacheprovider",
+        "-c", str(root / "pyproject.toml"), "--rootdir", str(root), str(tmp_path), "-q",
+    ]  # fmt: skip
+    # Only our conftest: napari's and pytest-qt's plugins would add seconds of imports.
+    env = {
+        **os.environ,
+        "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+        "NAPARI_CONNECTOME_REQUIRE_SERVICES": "1",
+    }
+    result = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 1, result.stdout
+    assert "1 failed, 1 skipped" in result.stdout
+    assert "NAPARI_CONNECTOME_REQUIRE_SERVICES=1 forbids skips" in result.stdout
+    assert "frobd not found: apt-get install frob" in result.stdout
