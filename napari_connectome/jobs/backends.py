@@ -200,6 +200,8 @@ def job_status(record: JobRecord, transport: Transport | None = None) -> dict:
             state = "failed"
         elif sched in ("pending", "running", "cancelled"):
             state = sched
+        elif record.cancelled:
+            state = "cancelled"
         else:
             state = "failed"  # the scheduler says it ended, the job never wrote "done"
         status = {
@@ -227,11 +229,16 @@ def cancel(record: JobRecord) -> None:
     if record.backend in ("local", "dask"):
         if record.pid and _pid_alive(record.pid):
             os.killpg(record.pid, signal.SIGTERM)
+            record.cancelled = True
+            save_record(record)
         return
     transport = open_transport(record.ssh)
     try:
         sched = Scheduler(record.backend)
         res = transport.run(sched.cancel_argv(record.scheduler_id), env=record.submit_env)
+        if res.returncode == 0:
+            record.cancelled = True
+            save_record(record)
         if res.returncode != 0:
             raise UserInputError(
                 f"cancel of job {record.scheduler_id} failed: {res.stderr.strip() or res.stdout.strip()}"

@@ -27,6 +27,7 @@ class JobRecord:
     ssh: dict | None = None  # SSHSpec as a dict; None = this machine
     submit_env: dict[str, str] = field(default_factory=dict)
     spec: dict = field(default_factory=dict)
+    cancelled: bool = False  # set by `cancel`: a stopped local job reads "cancelled", not "failed"
 
 
 def jobs_dir() -> Path:

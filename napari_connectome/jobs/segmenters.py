@@ -54,38 +54,35 @@ class WatershedSegmenter:
 
 
 class FFNSegmenter:
-    """Flood-filling network inference on the block (napari_connectome.ffn)."""
+    """Flood-filling network inference on the block (napari_connectome.ffn, Google's semantics).
+
+    The model is loaded once per worker process (the pipeline caches segmenters per job).
+    """
 
     def __init__(self, spec: SegmenterSpec):
-        try:
-            from napari_connectome.ffn import inference  # noqa: F401
-        except ImportError as exc:
-            raise UserInputError(
-                "segmenter 'ffn' needs napari_connectome.ffn inference, which this installation lacks "
-                f"({exc}); use segmenter.kind: watershed or update napari-connectome"
-            ) from None
         from napari_connectome.ffn import checkpoint, zoo
 
         self.spec = spec
         model_dir = zoo.default_model() if spec.model == "default" else spec.model
         self.device = _pick_device(spec.device)
         self.model, self.config = checkpoint.load_model(model_dir, device=self.device)
-        self.min_shape = tuple(int(v) for v in self.config.arch.fov_size)
+        self.min_shape = tuple(int(v) for v in self.config.fov_size)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         from napari_connectome.ffn.inference import segment_region
-        from napari_connectome.ffn.options import InferenceOptions
+        from napari_connectome.ffn.options import options_for_model
 
-        options = InferenceOptions(**self.spec.inference)
-        labels, _counters = segment_region(
+        options = options_for_model(self.config, **self.spec.inference)
+        result = segment_region(
             image,
             self.model,
             self.config,
             options,
             device=self.device,
             precision=self.spec.precision,
+            batch=self.spec.batch,
         )
-        return np.asarray(labels, dtype=np.uint64)
+        return np.asarray(result.labels, dtype=np.uint64)
 
 
 def _pick_device(device: str) -> str:

@@ -51,6 +51,7 @@ class SegmenterSpec(_Strict):
     inference: dict[str, Any] = Field(default_factory=dict)
     device: str = "auto"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    batch: int = Field(1, ge=1)  # FFN: field-of-view predictions per forward pass
     threshold: float = 128.0
     seed_distance: float = 2.0
     factory: str | None = None

@@ -146,7 +146,7 @@ class SSHTransport:
                 f"SSH login to {where} was refused: wrong user or key (check ssh.user and ssh.key, or "
                 "load the key into your agent)"
             ) from None
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             raise UserInputError(
                 f"cannot reach {where}: {exc}. Check ssh.host and ssh.port"
             ) from None

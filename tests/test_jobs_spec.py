@@ -1,0 +1,209 @@
+"""Job specs, generated batch scripts and scheduler command lines, reconciliation rules, and the
+local backend driven through the CLI (submit, status, stream, cancel)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+import zarr
+
+from napari_connectome.cli import main
+from napari_connectome.errors import UserInputError
+from napari_connectome.jobs.reconcile import global_lut, match_overlap
+from napari_connectome.jobs.schedulers import Scheduler, batch_script, parse_qstat
+from napari_connectome.jobs.spec import load_spec, parse_spec
+from tests.test_jobs_helpers import REPO, write_cells_volume
+
+EXAMPLES = sorted((REPO / "examples" / "jobs").glob("*.yaml"))
+
+
+@pytest.fixture(autouse=True)
+def registry(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_CONNECTOME_CONFIG_DIR", str(tmp_path / "config"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_every_example_spec_is_valid(path):
+    spec = load_spec(path)
+    assert spec.backend.kind in ("local", "dask", "slurm", "pbs")
+    assert all(b > 0 for b in spec.block_shape)
+
+
+def test_examples_cover_every_backend():
+    kinds = {load_spec(p).backend.kind for p in EXAMPLES}
+    assert kinds == {"local", "dask", "slurm", "pbs"}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"blok_shape": [1, 2, 3]}, "blok_shape: unknown field"),
+        ({"block_shape": [0, 8, 8]}, "block_shape must be positive"),
+        ({"overlap": [-1, 0, 0]}, "overlap must be >= 0"),
+        ({"roi": {"start": [5, 0, 0], "stop": [5, 9, 9]}}, "0 <= start < stop"),
+        ({"resume": True, "overwrite": True}, "resume and overwrite exclude each other"),
+        ({"backend": {"kind": "dask"}}, "needs backend.scheduler"),
+        ({"backend": {"kind": "slrum"}}, "backend.kind"),
+        ({"segmenter": {"kind": "plugin"}}, "needs factory"),
+        ({"name": "a b;c"}, "name must be"),
+    ],
+)
+def test_bad_specs_name_the_field(change, message):
+    with pytest.raises(UserInputError, match=message):
+        parse_spec({"input": "x.h5:raw", "output": "/tmp/o.zarr", **change}, "job.yaml")
+
+
+def test_spec_file_errors(tmp_path):
+    with pytest.raises(UserInputError, match="not found"):
+        load_spec(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("input: [unclosed")
+    with pytest.raises(UserInputError, match="not valid YAML"):
+        load_spec(bad)
+
+
+def test_pbs_polaris_command_line_and_script():
+    spec = load_spec(REPO / "examples" / "jobs" / "pbs-polaris.yaml")
+    argv = Scheduler("pbs").submit_argv(
+        spec, "/lus/x/_job/scheduler/job.sh", "/lus/x/job.out", "/lus/x"
+    )
+    assert argv[0] == "qsub"
+    assert argv[argv.index("-l") + 1] == "select=1:ngpus=4"
+    assert "walltime=00:30:00" in argv and "filesystems=home:eagle" in argv
+    assert argv[argv.index("-q") + 1] == "debug" and argv[argv.index("-A") + 1] == "MyProject"
+    assert argv[-1] == "/lus/x/_job/scheduler/job.sh"
+    script = batch_script(spec, "/lus/x/_job/spec.yaml")
+    assert "module load conda" in script
+    assert script.rstrip().endswith(
+        "/lus/eagle/projects/MyProject/envs/connectome/bin/python -m napari_connectome run-job "
+        '"$@" /lus/x/_job/spec.yaml'
+    )
+    assert Scheduler("pbs").cancel_argv("123.polaris-pbs-01") == ["qdel", "123.polaris-pbs-01"]
+    assert Scheduler("pbs").status_argvs("7")[0] == ["qstat", "-x", "-f", "-F", "json", "7"]
+
+
+def test_slurm_command_line():
+    spec = load_spec(REPO / "examples" / "jobs" / "slurm-ssh.yaml")
+    argv = Scheduler("slurm").submit_argv(spec, "/s/job.sh", "/s/job-%j.out", "/s")
+    assert argv[:2] == ["sbatch", "--parsable"]
+    for flag in ("--gpus-per-node=4", "--partition=gpu", "--account=my-project", "--time=04:00:00"):
+        assert flag in argv
+    assert Scheduler("slurm").parse_submit("4242;cluster\n") == "4242"
+    assert Scheduler("slurm").parse_status(["squeue"], "RUNNING\n") == "running"
+    assert Scheduler("slurm").parse_status(["scontrol"], "JobId=1 JobState=CANCELLED Reason=x") == (
+        "cancelled"
+    )
+
+
+def test_qstat_states():
+    running = {"Jobs": {"1.pbs": {"job_state": "R"}}}
+    assert parse_qstat(json.dumps(running)) == "running"
+    assert parse_qstat(json.dumps({"Jobs": {"1": {"job_state": "F", "Exit_status": 0}}})) == "done"
+    assert (
+        parse_qstat(json.dumps({"Jobs": {"1": {"job_state": "F", "Exit_status": 1}}})) == "failed"
+    )
+    assert parse_qstat(json.dumps({"Jobs": {"1": {"job_state": "F", "Exit_status": 271}}})) == (
+        "cancelled"
+    )
+    assert parse_qstat("Job Id: 5.server\n    job_state = Q\n") == "pending"
+
+
+def test_batch_script_keeps_nasty_paths_as_data(tmp_path):
+    """A spec path with spaces, quotes, ';' and $( ) reaches run-job intact and runs nothing."""
+    nasty = tmp_path / "a b 'c'; touch PWNED $(touch PWNED2)"
+    nasty.mkdir()
+    write_cells_volume(nasty / "cells.h5", shape=(16, 16, 16), n_cells=4)
+    spec_path = nasty / "spec.yaml"
+    spec = parse_spec(
+        {
+            "input": f"{nasty / 'cells.h5'}:raw",
+            "output": str(nasty / "out.ome.zarr"),
+            "block_shape": [8, 8, 8],
+            "segmenter": {"kind": "watershed"},
+            "backend": {"kind": "pbs", "resources": {"python": sys.executable}},
+        }
+    )
+    spec_path.write_text(spec.to_yaml())
+    script = nasty / "job.sh"
+    script.write_text(batch_script(spec, str(spec_path)))
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    res = subprocess.run(
+        ["bash", str(script), "--check"], capture_output=True, text=True, cwd=tmp_path, check=False
+    )
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout.splitlines()[-1]) == {"ok": True, "blocks": 8, "grid": [2, 2, 2]}
+    assert not list(tmp_path.rglob("PWNED*"))
+    assert shlex.split(script.read_text().splitlines()[-1])[-1] == str(spec_path)
+
+
+def test_matching_joins_the_same_object_and_never_fuses_two():
+    a = np.zeros((4, 10, 10), np.uint32)
+    b = np.zeros_like(a)
+    a[:, :, :5], a[:, :, 5:] = 1, 2  # block A: two cells
+    b[:, :, :5], b[:, :, 5:] = 7, 7  # block B: fused them into one
+    b[:, :1, :] = 9
+    pairs = match_overlap(a, b, min_fraction=0.6, min_voxels=5)
+    assert pairs.tolist() == []  # disagreement: neither cell is joined to the fused segment
+    b[:, :, 5:] = 8
+    pairs = match_overlap(a, b, min_fraction=0.6, min_voxels=5)
+    assert sorted(pairs.tolist()) == [[1, 7], [2, 8]]
+
+
+def test_lookup_table_is_compact_and_order_free():
+    edges = np.array([[5, 2], [2, 7], [3, 4]])
+    lut = global_lut(7, edges)
+    assert lut.tolist() == [0, 1, 2, 3, 3, 2, 4, 2]
+    np.testing.assert_array_equal(lut, global_lut(7, edges[::-1, ::-1]))
+
+
+def test_local_backend_submit_status_stream_cancel(tmp_path, capsys):
+    volume = tmp_path / "cells.h5"
+    write_cells_volume(volume, shape=(32, 48, 48), n_cells=16)
+    spec = {
+        "name": "cli",
+        "input": f"{volume}:raw",
+        "output": str(tmp_path / "seg.ome.zarr"),
+        "block_shape": [16, 24, 24],
+        "overlap": [4, 4, 4],
+        "segmenter": {"kind": "watershed"},
+        "backend": {"kind": "local", "workers": 1},
+    }
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["submit", str(path)]) == 0
+    job_id = capsys.readouterr().out.strip()
+    cache = tmp_path / "cache.ome.zarr"
+    assert main(["stream", job_id, str(cache), "--poll", "0.2", "--timeout", "120"]) == 0
+    assert json.loads(capsys.readouterr().out)["state"] == "done"
+    assert main(["status", job_id[:12]]) == 0  # a unique prefix is enough
+    status = json.loads(capsys.readouterr().out)
+    assert status["state"] == "done" and status["blocks_done"] == status["blocks_total"] == 8
+    out = zarr.open_array(str(tmp_path / "seg.ome.zarr" / "0"))[:]
+    np.testing.assert_array_equal(zarr.open_array(str(cache / "0"))[:], out)
+    assert main(["jobs"]) == 0 and job_id in capsys.readouterr().out
+
+    # a slow job, cancelled while it runs
+    slow = {"kind": "plugin", "factory": "tests.test_jobs_helpers:slow_watershed"}
+    slow["options"] = {"delay_s": 2.0}
+    path.write_text(yaml.safe_dump({**spec, "segmenter": slow, "output": str(tmp_path / "s.zarr")}))
+    assert main(["submit", str(path)]) == 0
+    slow_id = capsys.readouterr().out.strip()
+    time.sleep(1)
+    assert main(["cancel", slow_id]) == 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        main(["status", slow_id])
+        status = json.loads(capsys.readouterr().out)
+        if status["state"] != "running":
+            break
+        time.sleep(0.3)
+    assert status["state"] == "cancelled" and status["blocks_done"] < 8
+    assert main(["status", "no-such-job"]) == 2
+    assert "no submitted job" in capsys.readouterr().err
