@@ -69,11 +69,40 @@ def _blocks(data: np.ndarray, factors: tuple[int, ...]) -> np.ndarray:
 
 
 def downsample_mean(data: np.ndarray, factors: tuple[int, ...]) -> np.ndarray:
-    """Mean of each block (edge voxels repeated at odd borders), rounded back to the input dtype."""
+    """Mean of each block (edge voxels repeated at odd borders), rounded back to the input dtype.
+
+    Sums strided views axis by axis in a wider type: several times faster than a reshape-mean.
+    """
     if all(f == 1 for f in factors):
         return data
-    blocks = _blocks(data, factors)
-    mean = blocks.mean(axis=-1, dtype=np.float64)
+    pad = [(0, (-s) % f) for s, f in zip(data.shape, factors)]
+    if any(p[1] for p in pad):
+        data_p = np.pad(data, pad, mode="edge")
+    else:
+        data_p = data
+    if data.dtype.kind in "ub" and data.dtype.itemsize <= 2:
+        acc_type: type = np.uint32
+    elif data.dtype.kind in "iub":
+        acc_type = np.float64 if data.dtype.itemsize > 4 else np.int64
+    else:
+        acc_type = np.float64
+    acc = data_p
+    for axis, f in enumerate(factors):
+        if f == 1:
+            continue
+        index = [slice(None)] * acc.ndim
+        parts = []
+        for j in range(f):
+            index[axis] = slice(j, None, f)
+            parts.append(acc[tuple(index)])
+        total = parts[0].astype(acc_type)
+        for part in parts[1:]:
+            total += part
+        acc = total
+    k = int(np.prod(factors))
+    if data.dtype.kind in "iub" and acc_type is not np.float64:
+        return np.floor_divide(acc + k // 2, k).astype(data.dtype)
+    mean = acc / k
     if np.issubdtype(data.dtype, np.integer):
         info = np.iinfo(data.dtype)
         return np.clip(np.rint(mean), info.min, info.max).astype(data.dtype)
@@ -86,9 +115,16 @@ def downsample_mode(data: np.ndarray, factors: tuple[int, ...]) -> np.ndarray:
     if all(f == 1 for f in factors):
         return data
     blocks = _blocks(data, factors)
-    k = blocks.shape[-1]
-    counts = np.zeros(blocks.shape, dtype=np.uint8)
-    for j in range(k):
-        counts[..., j] = (blocks == blocks[..., j : j + 1]).sum(axis=-1, dtype=np.uint8)
-    best = counts.argmax(axis=-1)
-    return np.take_along_axis(blocks, best[..., None], axis=-1)[..., 0]
+    out = blocks[..., 0].copy()
+    flat = blocks.reshape(-1, blocks.shape[-1])
+    # most blocks of a segmentation hold one id: count votes only where they differ
+    mixed = np.flatnonzero((flat != flat[:, :1]).any(axis=1))
+    if mixed.size:
+        sub = flat[mixed]
+        k = sub.shape[1]
+        counts = np.zeros(sub.shape, dtype=np.uint8)
+        for j in range(k):
+            counts[:, j] = (sub == sub[:, j : j + 1]).sum(axis=1, dtype=np.uint8)
+        best = counts.argmax(axis=1)
+        out.reshape(-1)[mixed] = sub[np.arange(sub.shape[0]), best]
+    return out
