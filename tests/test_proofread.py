@@ -1,4 +1,5 @@
-"""Proofreading core, driven the way a user (or the GUI) drives it: create, click, edit, undo, reopen."""
+"""Proofreading core, driven the way a user (or the GUI) drives it: create, click, edit, undo,
+reopen."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,7 +75,8 @@ def test_split_cuts_along_the_dark_membrane(session):
     lab = session.labels()
     new = int(lab[4, 4, 28])
     assert new != 1
-    assert (lab[:, :, :16] == 1).all() and (lab[:, :, 16:] == new).all()
+    assert (lab[:, :, :16] == 1).all()
+    assert (lab[:, :, 16:] == new).all()
     assert (np.asarray(session.fragments) == before).all()
     session.undo()
     assert (session.labels() == 1).all()
@@ -90,12 +91,14 @@ def test_watershed_split_writes_new_ids_only_where_needed_and_undo_restores(tmp_
         s.commit_split(plan)
         after = np.asarray(s.fragments)
         changed = after != frags
-        assert (
-            changed.any() and (frags[changed] == 1).all()
-        )  # only fragment-1 voxels were rewritten
-        assert (changed[:, :, 17:]).all() and not changed[:, :, :15].any()
+        assert changed.any()
+        assert (frags[changed] == 1).all()
+        assert (changed[:, :, 17:]).all()
+        assert not changed[:, :, :15].any()
         lab = s.labels()
-        assert lab[8, 16, 8] == 1 and lab[8, 16, 24] not in (0, 1) and (lab[:, :, :4] == 2).all()
+        assert lab[8, 16, 8] == 1
+        assert lab[8, 16, 24] not in (0, 1)
+        assert (lab[:, :, :4] == 2).all()
         info = s.segment_info(int(lab[8, 16, 24]))
         assert info.size == int(changed.sum())
         s.undo()
@@ -120,8 +123,13 @@ def test_delete_lock_done_new_segment_and_their_inverses(session):
     assert session.segment_at(np.argwhere(np.asarray(session.fragments) == 5)[0]) == 5
 
     session.lock(7)
-    for edit in (lambda: session.merge([7, 8]), lambda: session.merge([8, 7]), lambda: session.delete(7),
-                 lambda: session.split(7, [(0, 8, 24)], [(7, 15, 31)])):  # fmt: skip
+    edits = (
+        lambda: session.merge([7, 8]),
+        lambda: session.merge([8, 7]),
+        lambda: session.delete(7),
+        lambda: session.split(7, [(0, 8, 24)], [(7, 15, 31)]),
+    )
+    for edit in edits:
         with pytest.raises(EditRefused, match="locked"):
             edit()
     assert session.segment_info(7).locked
@@ -133,7 +141,8 @@ def test_delete_lock_done_new_segment_and_their_inverses(session):
     assert not session.segment_info(7).done
 
     new = session.new_segment()
-    assert new == 33 and session.segment_info(new).size == 0
+    assert new == 33
+    assert session.segment_info(new).size == 0
     session.merge([new, 9])
     assert session.segment_at(np.argwhere(np.asarray(session.fragments) == 9)[0]) == new
     session.undo()
@@ -257,7 +266,8 @@ def test_session_killed_mid_edit_reopens_with_everything(tmp_path):
         assert (s.labels() == labels).all()
     # replaying the same log a second time gives the identical state: the state is the log
     with ProofreadSession.open(tmp_path / "p") as s:
-        assert (s.labels() == labels).all() and s.segment_table() == table
+        assert (s.labels() == labels).all()
+        assert s.segment_table() == table
         assert (s.undo_stack, s.redo_stack) == stacks
         assert (np.asarray(s.fragments) == frags).all()
 
@@ -274,7 +284,8 @@ def test_export_equals_table_applied_and_never_overwrites(tmp_path):
         out = zarr.open_group(dest, mode="r")
         got = np.asarray(out["0"])
         assert (got == s.table.apply(frags)).all()
-        assert got[frags == 2].max() == 1 and (got[frags == 4] == 0).all()
+        assert got[frags == 2].max() == 1
+        assert (got[frags == 4] == 0).all()
         assert out.attrs["ome"]["multiscales"][0]["datasets"][0]["path"] == "0"
         with pytest.raises(EditRefused.__mro__[1], match="already exists"):
             s.export(tmp_path / "out.ome.zarr")

@@ -1,4 +1,5 @@
-"""``napari-connectome proofread ...``: make a project from a segmentation, inspect it, export it."""
+"""``napari-connectome proofread ...``: make a project from a segmentation, inspect it, export
+it."""
 
 from __future__ import annotations
 
@@ -75,9 +76,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     with ProofreadSession.open(args.project, read_only=True) as s:
         table = s.segment_table()
-        print(
-            f"{args.project}: shape {s.shape}, {len(s.table.frag_ids)} fragments, {len(table)} segments"
-        )
+        n_frag = len(s.table.frag_ids)
+        print(f"{args.project}: shape {s.shape}, {n_frag} fragments, {len(table)} segments")
         print(f"{len(s.undo_stack)} edits applied, {len(s.redo_stack)} undone")
         for h in s.history()[-args.last :]:
             print(f"  #{h.seq:<6} {'   ' if h.applied else '(undone) '}{h.description}")

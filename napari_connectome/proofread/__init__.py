@@ -1,7 +1,7 @@
 """Non-destructive proofreading: fragment volume + fragment->segment table + durable edit log.
 
-Start here: :class:`ProofreadSession` (``create`` / ``open``, then ``merge``, ``split``, ``undo`` ...).
-Nothing in this package imports napari or Qt.
+Start here: :class:`ProofreadSession` (``create`` / ``open``, then ``merge``, ``split``, ``undo``
+...). Nothing in this package imports napari or Qt.
 """
 
 from napari_connectome.proofread.errors import EditRefused

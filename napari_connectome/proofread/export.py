@@ -1,9 +1,10 @@
-"""Export: the table applied blockwise to the fragments, written to a NEW OME-Zarr (never over an input).
+"""Export: the table applied blockwise to the fragments, written to a NEW OME-Zarr (never over an
+input).
 
-The work is a dask ``map_blocks`` over the fragment chunks with a frozen copy of the table, so memory stays at
-a few chunks whatever the volume size. The shared writer ``napari_connectome.volumes.write_ome_zarr`` is used
-when present; otherwise a single-scale OME-Zarr 0.5 labels image is written here, through a temporary sibling
-that is renamed at the end.
+The work is a dask ``map_blocks`` over the fragment chunks with a frozen copy of the table, so
+memory stays at a few chunks whatever the volume size. The shared writer
+``napari_connectome.volumes.write_ome_zarr`` is used when present; otherwise a single-scale
+OME-Zarr 0.5 labels image is written here, through a temporary sibling that is renamed at the end.
 """
 
 from __future__ import annotations

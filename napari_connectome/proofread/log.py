@@ -1,8 +1,9 @@
 """The durable edit log: one SQLite row per operation, written and fsynced before the edit shows.
 
-WAL mode with ``synchronous=FULL`` makes every committed row survive a power cut; ``locking_mode=EXCLUSIVE``
-makes the first session hold the database lock for its lifetime, so a second session on the same log is refused
-by SQLite itself, and a killed session's lock disappears with its process (no stale lock files).
+WAL mode with ``synchronous=FULL`` makes every committed row survive a power cut;
+``locking_mode=EXCLUSIVE`` makes the first session hold the database lock for its lifetime, so a
+second session on the same log is refused by SQLite itself, and a killed session's lock disappears
+with its process (no stale lock files).
 """
 
 from __future__ import annotations
@@ -65,8 +66,8 @@ class EditLog:
             self.db.close()
             if "locked" in str(exc) or "busy" in str(exc):
                 raise EditRefused(
-                    f"another session has this proofreading project open ({self.path.parent}); close it first, "
-                    "or open the project read-only"
+                    f"another session has this proofreading project open ({self.path.parent}); "
+                    "close it first, or open the project read-only"
                 ) from None
             raise
 
@@ -80,7 +81,8 @@ class EditLog:
     def append(
         self, kind: str, params: str, arrays: bytes | None = None, target: int | None = None
     ) -> LogRow:
-        """Write one row durably; returns it. The caller applies the edit only after this returns."""
+        """Write one row durably; returns it. The caller applies the edit only after this
+        returns."""
         if self.read_only:
             raise EditRefused("this project is open read-only; edits are not possible")
         now = time.time()

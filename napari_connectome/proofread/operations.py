@@ -1,8 +1,9 @@
 """Edit operations: each one knows how to execute itself and how to invert itself.
 
-An operation is fully planned before it is logged (every fragment it moves, every id it hands out, every voxel
-it rewrites), so executing it again from the log gives bit-identical state. This is PyChunkedGraph's shape: the
-log row is the operation, undo and redo are rows pointing at the operation they supersede.
+An operation is fully planned before it is logged (every fragment it moves, every id it hands out,
+every voxel it rewrites), so executing it again from the log gives bit-identical state. This is
+PyChunkedGraph's shape: the log row is the operation, undo and redo are rows pointing at the
+operation they supersede.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ class Operation:
         super().__init_subclass__(**kw)
         Operation.registry[cls.kind] = cls
 
-    # --- to override -------------------------------------------------------------------------------------------
+    # --- to override
+    # -------------------------------------------------------------------------------------------
     def execute(self, state: EditState) -> None:
         raise NotImplementedError
 
@@ -44,13 +46,15 @@ class Operation:
         raise NotImplementedError
 
     def segments(self) -> list[int]:
-        """Segments whose content this operation changes (checked against locks, stamped with last edit)."""
+        """Segments whose content this operation changes (checked against locks, stamped with last
+        edit)."""
         return []
 
     def describe(self) -> str:
         return self.kind
 
-    # --- serialisation -----------------------------------------------------------------------------------------
+    # --- serialisation
+    # -----------------------------------------------------------------------------------------
     def dump(self) -> tuple[str, bytes | None]:
         blob = None
         if self.arrays:
@@ -136,6 +140,9 @@ class StatusOp(Operation):
     def invert(self, state: EditState) -> None:
         self._set(state, self.params["previous"])
 
+    def segments(self) -> list[int]:
+        return [self.params["segment"]]
+
     def describe(self) -> str:
         word = {("locked", True): "lock", ("locked", False): "unlock"}.get(
             (self.params["field"], self.params["value"]),
@@ -164,10 +171,12 @@ class NewSegmentOp(Operation):
 
 
 class SplitOp(Operation):
-    """Side B's fragments move to a new segment; optional voxel patches first cut a too-coarse fragment.
+    """Side B's fragments move to a new segment; optional voxel patches first cut a too-coarse
+    fragment.
 
-    A patch rewrites the voxels of fragment ``old`` inside ``mask`` (at ``lo``) to a new fragment id ``new``;
-    its inverse writes ``old`` back on exactly those voxels, so undo restores the volume bit for bit.
+    A patch rewrites the voxels of fragment ``old`` inside ``mask`` (at ``lo``) to a new fragment
+    id ``new``; its inverse writes ``old`` back on exactly those voxels, so undo restores the
+    volume bit for bit.
     """
 
     kind = "split"

@@ -1,11 +1,13 @@
-"""A proofreading project folder: its own fragment volume, the image, the initial table and the edit log.
+"""A proofreading project folder: its own fragment volume, the image, the initial table and the
+edit log.
 
-``create_project`` copies the fragments (or a segmentation to import, fragments = segments) into the project's
-own zarr, so the user's input is never written, and computes per-fragment statistics and a fingerprint of the
-volume in the same single pass. Layout::
+``create_project`` copies the fragments (or a segmentation to import, fragments = segments) into
+the project's own zarr, so the user's input is never written, and computes per-fragment statistics
+and a fingerprint of the volume in the same single pass. Layout::
 
     PROJECT/project.json        voxel size, format version, fingerprint
-    PROJECT/fragments.zarr      uint64 fragment ids (only a watershed split ever writes here, and its undo restores)
+    PROJECT/fragments.zarr      uint64 fragment ids (only a watershed split ever writes here, and
+    its undo restores)
     PROJECT/image.zarr          optional EM image, the boundary evidence for splits
     PROJECT/initial_table.npz   fragment ids, voxel counts, bounding boxes at creation
     PROJECT/edits.sqlite        the durable edit log (see log.py)
@@ -102,8 +104,9 @@ def fingerprint(
 ) -> str:
     """Shape, dtype, chunking and a hash of sample chunks, as they were before any watershed patch.
 
-    ``patches`` are (lo, mask, original value) of every voxel patch in the log, oldest first; reverting them
-    newest first on the sampled chunks recovers the original voxels, so a split never breaks the fingerprint.
+    ``patches`` are (lo, mask, original value) of every voxel patch in the log, oldest first;
+    reverting them newest first on the sampled chunks recovers the original voxels, so a split
+    never breaks the fingerprint.
     """
     h = hashlib.blake2b(digest_size=16)
     h.update(repr((tuple(fragments.shape), str(fragments.dtype), tuple(fragments.chunks))).encode())
@@ -140,8 +143,9 @@ def create_project(
 ) -> Path:
     """Make a new project from a 3D fragment (or segmentation) array; returns its folder.
 
-    ``fragments`` and ``image`` are anything with ``shape``/``dtype``/slicing (numpy, zarr, h5py, dask).
-    The folder is built under a temporary name and renamed at the end, so a failure leaves nothing behind.
+    ``fragments`` and ``image`` are anything with ``shape``/``dtype``/slicing (numpy, zarr, h5py,
+    dask). The folder is built under a temporary name and renamed at the end, so a failure leaves
+    nothing behind.
     """
     progress = progress or no_progress
     dest = Path(project)
@@ -153,7 +157,8 @@ def create_project(
         raise UserInputError(f"fragments must hold integer ids, got dtype {fragments.dtype}")
     if image is not None and tuple(image.shape) != tuple(fragments.shape):
         raise UserInputError(
-            f"image shape {tuple(image.shape)} differs from fragments shape {tuple(fragments.shape)}"
+            f"image shape {tuple(image.shape)} differs from fragments shape "
+            f"{tuple(fragments.shape)}"
         )
     if dest.exists() and not overwrite:
         raise UserInputError(

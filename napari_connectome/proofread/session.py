@@ -1,8 +1,9 @@
 """A proofreading session: the public API the GUI, the CLI, the benchmarks and notebooks all use.
 
-Every edit follows the same path: check preconditions (raise :class:`EditRefused`, nothing changed), plan the
-operation completely, append it to the log (fsynced), then apply it in memory (and, for a watershed split, to
-the fragment volume). Reopening replays the log, so state, undo stack and redo stack come back exactly.
+Every edit follows the same path: check preconditions (raise :class:`EditRefused`, nothing
+changed), plan the operation completely, append it to the log (fsynced), then apply it in memory
+(and, for a watershed split, to the fragment volume). Reopening replays the log, so state, undo
+stack and redo stack come back exactly.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ class HistoryEntry:
 
 
 class ProofreadSession:
-    """An open project. Use :meth:`create` / :meth:`open`; close it (or use ``with``) to release the log lock."""
+    """An open project. Use :meth:`create` / :meth:`open`; close it (or use ``with``) to release
+    the log lock."""
 
     def __init__(self, project: Path, *, read_only: bool = False) -> None:
         import zarr
@@ -92,10 +94,12 @@ class ProofreadSession:
                 self.log.close()
             raise
 
-    # ---- life cycle ------------------------------------------------------------------------------------------
+    # ---- life cycle
+    # ------------------------------------------------------------------------------------------
     @classmethod
     def create(cls, project: str | os.PathLike, fragments: Any, **kw: Any) -> ProofreadSession:
-        """Create a project from a fragment (or segmentation) array and open it; see ``create_project``."""
+        """Create a project from a fragment (or segmentation) array and open it; see
+        ``create_project``."""
         return cls(proj.create_project(project, fragments, **kw))
 
     @classmethod
@@ -135,7 +139,8 @@ class ProofreadSession:
                 "(fingerprint mismatch); use the log that was made with this project"
             )
 
-    # ---- the fragment volume as EditState ----------------------------------------------------------------------
+    # ---- the fragment volume as EditState
+    # ----------------------------------------------------------------------
     def write_patch(self, lo: Sequence[int], mask: np.ndarray, value: int) -> None:
         """Rewrite the masked voxels; idempotent, so replaying a half-written patch completes it."""
         if (
@@ -147,14 +152,15 @@ class ProofreadSession:
         region[mask] = value
         self.fragments[sl] = region
 
-    # ---- reading ---------------------------------------------------------------------------------------------
+    # ---- reading
+    # ---------------------------------------------------------------------------------------------
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.fragments.shape)  # type: ignore[return-value]
 
     def segment_at(self, point: Point) -> int:
         """The segment under a voxel; clicking background is refused (the usual select gesture)."""
-        q = tuple(int(round(v)) for v in point)
+        q = tuple(round(v) for v in point)
         if len(q) != 3 or any(not 0 <= v < s for v, s in zip(q, self.shape)):
             raise EditRefused(f"point {tuple(point)} lies outside the volume")
         seg = self.table.segment_of_fragment(int(self.fragments[q]))
@@ -202,7 +208,8 @@ class ProofreadSession:
         applied = set(self.undo_stack)
         return [HistoryEntry(seq, op.describe(), seq in applied) for seq, op in self.ops.items()]
 
-    # ---- edits -----------------------------------------------------------------------------------------------
+    # ---- edits
+    # ----------------------------------------------------------------------------------------------
     def _require(self, segment: int, *, edit: bool = True) -> None:
         if not self.table.exists(segment):
             raise EditRefused(f"segment {segment} does not exist")
@@ -246,7 +253,8 @@ class ProofreadSession:
     def preview_split(
         self, segment: int, seeds_a: Sequence[Point], seeds_b: Sequence[Point]
     ) -> SplitPlan:
-        """Plan a split without changing anything (for the preview); commit it with :meth:`commit_split`."""
+        """Plan a split without changing anything (for the preview); commit it with
+        :meth:`commit_split`."""
         self._require(int(segment))
         return plan_split(self.table, self.fragments, self.image, int(segment), seeds_a, seeds_b)
 
@@ -303,6 +311,8 @@ class ProofreadSession:
         return seg
 
     def _check_locks(self, op: Operation, verb: str) -> None:
+        if isinstance(op, StatusOp):  # a lock must always be undoable
+            return
         for s in op.segments():
             if self.table.status_of(s).locked:
                 raise EditRefused(
@@ -331,7 +341,8 @@ class ProofreadSession:
         self._notify("redo", op)
         return op
 
-    # ---- state changes (shared by live edits and replay) ----------------------------------------------------
+    # ---- state changes (shared by live edits and replay)
+    # ----------------------------------------------------
     def _stamp(self, op: Operation, when: float) -> None:
         what = op.describe()
         for s in op.segments():
@@ -378,11 +389,13 @@ class ProofreadSession:
         for fn in list(self.listeners):
             fn(what, op)
 
-    # ---- export ----------------------------------------------------------------------------------------------
+    # ---- export
+    # ----------------------------------------------------------------------------------------------
     def export(
         self, dest: str | os.PathLike, *, overwrite: bool = False, progress: Any = None
     ) -> Path:
-        """Write the segmentation (the table applied to the fragments) to a new OME-Zarr; see export.py."""
+        """Write the segmentation (the table applied to the fragments) to a new OME-Zarr; see
+        export.py."""
         from napari_connectome.proofread.export import export_segmentation
 
         return export_segmentation(self, dest, overwrite=overwrite, progress=progress)

@@ -1,14 +1,16 @@
-"""Planning a split: which fragments go to the new segment, and (rarely) which voxels get a new fragment id.
+"""Planning a split: which fragments go to the new segment, and (rarely) which voxels get a new
+fragment id.
 
-1. Seeds pick fragments. When side A and side B touch different fragments, the segment's fragment adjacency
-   graph is cut with a minimum s-t cut (``scipy.sparse.csgraph.maximum_flow``). Each edge's capacity is the sum,
-   over the voxel faces the two fragments share, of the image brightness there: EM membranes are dark, so the
-   cheapest cut runs along membranes and through thin contacts.
-2. When a fragment holds seeds of both sides (the fragments are too coarse), that fragment alone is cut by a
-   seeded watershed on the image (or on the distance transform without an image) inside its bounding box; the
-   side-B part gets a new fragment id. Only those voxels are rewritten, and the operation stores them so its
-   inverse writes the old id back.
-Nothing here changes state: the result is a :class:`SplitPlan`, shown as a preview and committed as-is.
+1. Seeds pick fragments. When side A and side B touch different fragments, the segment's fragment
+   adjacency graph is cut with a minimum s-t cut (``scipy.sparse.csgraph.maximum_flow``). An
+   edge's capacity sums, over the voxel faces the two fragments share, the squared image brightness
+   there: EM membranes are dark, so the cheapest cut runs along membranes and thin contacts.
+2. When a fragment holds seeds of both sides (the fragments are too coarse), that fragment alone is
+   cut by a seeded watershed on the image (or on the distance transform without an image) inside
+   its bounding box; the side-B part gets a new fragment id. Only those voxels are rewritten, and
+   the operation stores them so its inverse writes the old id back.
+
+Nothing here changes state: the result is a :class:`SplitPlan`, shown as a preview and committed.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ INF = 1 << 29
 
 @dataclass
 class SplitPlan:
-    """A split ready to show and commit: ``side_b`` fragments (after patches) move to ``new_segment``."""
+    """A split ready to show and commit: ``side_b`` fragments (after patches) move to
+    ``new_segment``."""
 
     segment: int
     new_segment: int
@@ -46,7 +49,7 @@ class SplitPlan:
 
 
 def _check_seed(shape, p: Point) -> tuple[int, int, int]:
-    q = tuple(int(round(v)) for v in p)
+    q = tuple(round(v) for v in p)
     if len(q) != 3 or any(not 0 <= v < s for v, s in zip(q, shape)):
         raise EditRefused(f"seed {tuple(p)} lies outside the volume {tuple(shape)}")
     return q  # type: ignore[return-value]
@@ -93,7 +96,8 @@ def plan_split(
     seeds_a: Sequence[Point],
     seeds_b: Sequence[Point],
 ) -> SplitPlan:
-    """Compute (but do not apply) the split of ``segment`` separating ``seeds_a`` from ``seeds_b``."""
+    """Compute (but do not apply) the split of ``segment`` separating ``seeds_a`` from
+    ``seeds_b``."""
     from scipy import sparse
     from scipy.sparse.csgraph import breadth_first_order, maximum_flow
 
@@ -209,7 +213,8 @@ def plan_split(
     residual = (graph - flow).tocsr()
     residual.data = np.where(residual.data > 0, 1, 0)
     residual.eliminate_zeros()
-    # side B: every node that can still push flow into the sink (reverse reachability in the residual graph)
+    # side B: every node that can still push flow into the sink (reverse reachability in the
+    # residual graph)
     order = breadth_first_order(residual.T.tocsr(), snk, directed=True, return_predecessors=False)
     b_mask = np.zeros(k + 2, bool)
     b_mask[order] = True

@@ -1,9 +1,10 @@
 """The fragment -> segment table with per-fragment statistics.
 
-Fragments (supervoxels) are the ids stored in the volume; segments are what the proofreader sees. A merge or a
-split only rewrites entries of this table, which is why it costs microseconds and never touches the volume.
-Per-fragment voxel counts and bounding boxes are computed once at import and kept up to date by the few edits
-that create fragments, so the size and bounding box of any segment are a vectorised sum, not a volume scan.
+Fragments (supervoxels) are the ids stored in the volume; segments are what the proofreader sees. A
+merge or a split only rewrites entries of this table, which is why it costs microseconds and never
+touches the volume. Per-fragment voxel counts and bounding boxes are computed once at import and
+kept up to date by the few edits that create fragments, so the size and bounding box of any segment
+are a vectorised sum, not a volume scan.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# A dense lookup table (fragment id -> segment id) is used while the largest fragment id stays below this;
-# above it, lookups fall back to a binary search over the sorted fragment ids.
+# A dense lookup table (fragment id -> segment id) is used while the largest fragment id stays
+# below this; above it, lookups fall back to a binary search over the sorted fragment ids.
 DENSE_LUT_LIMIT = 1 << 25
 
 
@@ -27,7 +28,8 @@ class SegmentStatus:
 
 @dataclass
 class FragmentTable:
-    """Sorted fragment ids, their segment ids and their statistics (count, bbox lo/hi exclusive, z/y/x)."""
+    """Sorted fragment ids, their segment ids and their statistics (count, bbox lo/hi exclusive,
+    z/y/x)."""
 
     frag_ids: np.ndarray  # uint64, sorted, without 0
     seg: np.ndarray  # uint64, segment of each fragment (0 = deleted / background)
@@ -44,7 +46,8 @@ class FragmentTable:
         self.id_counter = max(self.id_counter, top, int(self.seg.max()) if len(self.seg) else 0)
         self._rebuild_lut()
 
-    # ---- lookups -------------------------------------------------------------------------------------------
+    # ---- lookups
+    # -------------------------------------------------------------------------------------------
     def _rebuild_lut(self) -> None:
         top = int(self.frag_ids[-1]) if len(self.frag_ids) else 0
         if top < DENSE_LUT_LIMIT:
@@ -105,7 +108,8 @@ class FragmentTable:
     def next_id(self) -> int:
         return self.id_counter + 1
 
-    # ---- mutations (only operations call these) --------------------------------------------------------------
+    # ---- mutations (only operations call these)
+    # --------------------------------------------------------------
     def assign(self, rows: np.ndarray, segments: np.ndarray | int) -> None:
         self.seg[rows] = segments
         if self._lut is not None:
@@ -143,9 +147,11 @@ class FragmentTable:
     def set_status(self, segment: int, status: SegmentStatus) -> None:
         self.status[int(segment)] = status
 
-    # ---- statistics ------------------------------------------------------------------------------------------
+    # ---- statistics
+    # ------------------------------------------------------------------------------------------
     def segment_stats(self, segment: int) -> tuple[int, np.ndarray, np.ndarray]:
-        """(voxels, bbox lo, bbox hi exclusive) of one segment; an empty segment has size 0 and a 0-size box."""
+        """(voxels, bbox lo, bbox hi exclusive) of one segment; an empty segment has size 0 and a
+        0-size box."""
         rows = self.rows_of(segment)
         if len(rows) == 0:
             z = np.zeros(3, np.int64)

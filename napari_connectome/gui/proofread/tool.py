@@ -1,0 +1,363 @@
+"""The proofreading tool: layers, gestures and selection state for one open project in one viewer.
+
+Shaped like a neuroglancer layer tool: it owns its input map (mouse gestures and keys bound on its
+own segments layer, so they act only while that layer is active) and its preview state (split
+seeds, split preview), and every action goes through the core session, so the GUI never edits
+anything the log did not record first. Refused edits become a status-bar message and a
+notification, never a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from psygnal import Signal
+
+from napari_connectome.errors import UserInputError
+from napari_connectome.gui.proofread.settings import DEFAULT_KEYS, MOUSE_GESTURES
+from napari_connectome.gui.proofread.views import SegmentView
+from napari_connectome.proofread import ProofreadSession, SplitPlan
+
+SEED_COLORS = {"a": "#00ffff", "b": "#ff00ff"}
+
+
+class ProofreadTool:
+    """Attach a :class:`ProofreadSession` to a napari viewer."""
+
+    changed = Signal(str)  # "selection", "edit", "seeds", "preview"
+
+    def __init__(
+        self, viewer: Any, session: ProofreadSession, *, keys: dict[str, str] | None = None
+    ) -> None:
+        from napari.utils.colormaps import DirectLabelColormap
+
+        self.viewer = viewer
+        self.session = session
+        self.keys = {**DEFAULT_KEYS, **(keys or {})}
+        self.active: int | None = None
+        self.selected: list[int] = []
+        self.seeds: dict[str, list[tuple[int, int, int]]] = {"a": [], "b": []}
+        self.plan: SplitPlan | None = None
+        self.request_jump: Callable[[], None] | None = None
+        self.last_message = ""
+        scale = session.voxel_size_nm
+        if session.image is not None:
+            self.image_layer = viewer.add_image(session.image, name="EM", scale=scale)
+        else:
+            self.image_layer = None
+        self.selection_layer = viewer.add_labels(
+            SegmentView(session, keep=lambda: np.array(self.selected, np.uint64)),
+            name="selected segments", scale=scale, opacity=0.9, blending="translucent_no_depth",
+        )  # fmt: skip
+        self.selection_layer.contour = 2
+        sides = {0: "transparent", 1: SEED_COLORS["a"], 2: SEED_COLORS["b"], None: "transparent"}
+        self.preview_layer = viewer.add_labels(
+            np.zeros((1, 1, 1), np.uint8), name="split preview", scale=scale, opacity=0.6,
+            visible=False, colormap=DirectLabelColormap(color_dict=sides),
+        )  # fmt: skip
+        self.seed_layer = viewer.add_points(
+            np.zeros((0, 3)), name="split seeds", scale=scale, size=4, face_color=SEED_COLORS["a"],
+            ndim=3,
+        )  # fmt: skip
+        self.layer = viewer.add_labels(
+            SegmentView(session), name="segments", scale=scale, opacity=0.5
+        )
+        self.layer.mode = "pan_zoom"
+        self.layer.mouse_drag_callbacks.append(self._on_mouse)
+        self._bind_keys()
+        viewer.dims.events.ndisplay.connect(self._on_ndisplay)
+        viewer.layers.selection.active = self.layer
+
+    # ---- input map
+    # ---------------------------------------------------------------------------------------
+    def _bind_keys(self) -> None:
+        actions = {
+            "split": self.split_key,
+            "cancel": self.cancel_split,
+            "delete": self.delete_selected,
+            "lock": self.toggle_lock,
+            "done": self.toggle_done,
+            "undo": self.undo,
+            "redo": self.redo,
+            "jump": self.jump_key,
+        }
+        for name, fn in actions.items():
+            self.layer.bind_key(self.keys[name], lambda _layer, fn=fn: fn(), overwrite=True)
+
+    def _gesture_for(self, modifiers: Sequence[str]) -> str | None:
+        held = {str(m) for m in modifiers} - {"Meta"}
+        for name in MOUSE_GESTURES:
+            want = {m for m in self.keys[name].split("-") if m}
+            if want == held:
+                return name
+        return None
+
+    def _on_mouse(self, layer: Any, event: Any):
+        if getattr(event, "button", 1) not in (1, None):
+            return
+        gesture = self._gesture_for(event.modifiers)
+        voxel = self.pick(event.position, event.view_direction, event.dims_displayed)
+        start = np.asarray(event.pos, float)
+        yield
+        moved = False
+        while event.type == "mouse_move":
+            moved = moved or np.linalg.norm(np.asarray(event.pos, float) - start) > 3
+            yield
+        if moved or gesture is None:
+            return  # a drag pans / rotates the camera; it is not a click
+        self.click(voxel, gesture)
+
+    def pick(self, position: Sequence[float], view_direction=None, dims_displayed=None):
+        """The voxel (z, y, x) under the cursor: in 3D the first segment voxel along the view
+        ray."""
+        if self.viewer.dims.ndisplay == 2 or view_direction is None:
+            vox = np.round(self.layer.world_to_data(position)).astype(int)
+            return tuple(int(v) for v in vox)
+        start, end = self.layer.get_ray_intersections(
+            position, view_direction, list(dims_displayed), world=True
+        )
+        if start is None or end is None:
+            return None
+        full = np.round(self.layer.world_to_data(position)).astype(float)
+        n = int(np.ceil(np.linalg.norm(np.asarray(end) - np.asarray(start)))) + 1
+        pts = np.linspace(start, end, n)
+        shape = np.array(self.session.shape)
+        for p in pts:
+            q = full.copy()
+            q[list(dims_displayed)] = p
+            v = np.round(q).astype(int)
+            if np.any(v < 0) or np.any(v >= shape):
+                continue
+            if self.session.table.segment_of_fragment(int(self.session.fragments[tuple(v)])):
+                return tuple(int(x) for x in v)
+        return None
+
+    # ---- feedback
+    # ----------------------------------------------------------------------------------------
+    def _say(self, message: str, *, error: bool = False) -> None:
+        from napari.utils.notifications import show_info, show_warning
+
+        self.last_message = message
+        self.viewer.status = message
+        (show_warning if error else show_info)(message)
+
+    def _guard(self, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except UserInputError as exc:
+            self._say(str(exc), error=True)
+            return None
+
+    def refresh(self, what: str = "edit") -> None:
+        self.layer.refresh()
+        self.selection_layer.refresh()
+        self.changed.emit(what)
+
+    # ---- gestures
+    # ----------------------------------------------------------------------------------------
+    def click(self, voxel: Sequence[int] | None, gesture: str = "select") -> None:
+        """What a left click does at a voxel, given the gesture its modifiers select."""
+
+        def run() -> None:
+            if voxel is None:
+                self._say("that is background; click on a segment", error=True)
+                return
+            seg = self.session.segment_at(voxel)
+            if gesture == "select":
+                self.select(seg)
+            elif gesture == "merge":
+                if self.active is None:
+                    self.select(seg)
+                    self._say(f"segment {seg} selected; shift+click another segment to merge it in")
+                    return
+                self.session.merge([self.active, seg])
+                self.selected = [self.active]
+                self.refresh()
+                self._say(f"merged {seg} into {self.active}")
+            else:
+                self.add_seed(voxel, "a" if gesture == "seed_a" else "b", seg)
+
+        self._guard(run)
+
+    def select(self, segment: int | None) -> None:
+        self.active = segment
+        self.selected = [] if segment is None else [int(segment)]
+        self.selection_layer.refresh()
+        self.layer.selected_label = int(segment or 0)
+        if segment is not None:
+            info = self.session.segment_info(segment)
+            flags = " locked" if info.locked else ""
+            flags += " done" if info.done else ""
+            self._say(f"segment {segment}: {info.size} voxels{flags}")
+        self.changed.emit("selection")
+
+    def add_seed(self, voxel: Sequence[int], side: str, segment: int) -> None:
+        if self.active is None:
+            self.select(segment)
+        if segment != self.active:
+            raise UserInputError(
+                f"this seed is on segment {segment}, but segment {self.active} is being split; "
+                "seeds must lie on the selected segment"
+            )
+        self._clear_preview()
+        self.seeds[side].append(tuple(int(v) for v in voxel))
+        self._show_seeds()
+        n_a, n_b = len(self.seeds["a"]), len(self.seeds["b"])
+        self._say(f"split seeds on {self.active}: {n_a} side A, {n_b} side B; Enter to preview")
+        self.changed.emit("seeds")
+
+    def _show_seeds(self) -> None:
+        pts = self.seeds["a"] + self.seeds["b"]
+        colors = [SEED_COLORS["a"]] * len(self.seeds["a"]) + [SEED_COLORS["b"]] * len(
+            self.seeds["b"]
+        )
+        self.seed_layer.data = np.array(pts, float).reshape(-1, 3)
+        if pts:
+            self.seed_layer.face_color = colors
+        self.viewer.layers.selection.active = self.layer
+
+    def _clear_preview(self) -> None:
+        self.plan = None
+        self.preview_layer.visible = False
+
+    def split_key(self) -> None:
+        """Enter: preview the split of the selected segment; Enter again commits it."""
+
+        def run() -> None:
+            if self.plan is None:
+                if self.active is None:
+                    raise UserInputError("select a segment and ctrl+click split seeds first")
+                plan = self.session.preview_split(self.active, self.seeds["a"], self.seeds["b"])
+                self.plan = plan
+                self.preview_layer.data = plan.preview
+                self.preview_layer.translate = np.asarray(plan.bbox_lo) * np.asarray(
+                    self.session.voxel_size_nm
+                )
+                self.preview_layer.visible = True
+                self.viewer.layers.selection.active = self.layer
+                self._say(
+                    f"split preview ({plan.method}): {plan.voxels_a} voxels keep {plan.segment}, "
+                    f"{plan.voxels_b} become {plan.new_segment}; Enter commits, Esc cancels"
+                )
+                self.changed.emit("preview")
+            else:
+                plan = self.plan
+                self.session.commit_split(plan)
+                self.cancel_split(quiet=True)
+                self.selected = [plan.segment, plan.new_segment]
+                self.refresh()
+                self._say(f"split {plan.segment}: new segment {plan.new_segment}")
+
+        self._guard(run)
+
+    def cancel_split(self, quiet: bool = False) -> None:
+        self.seeds = {"a": [], "b": []}
+        self._clear_preview()
+        self._show_seeds()
+        if not quiet:
+            self._say("split cancelled")
+        self.changed.emit("seeds")
+
+    def _need_active(self) -> int:
+        if self.active is None:
+            raise UserInputError("select a segment first (click on it)")
+        return self.active
+
+    def delete_selected(self) -> None:
+        def run() -> None:
+            seg = self._need_active()
+            self.session.delete(seg)
+            self.select(None)
+            self.refresh()
+            self._say(f"deleted segment {seg}")
+
+        self._guard(run)
+
+    def toggle_lock(self) -> None:
+        def run() -> None:
+            seg = self._need_active()
+            self.session.toggle_lock(seg)
+            state = "locked" if self.session.segment_info(seg).locked else "unlocked"
+            self.changed.emit("edit")
+            self._say(f"segment {seg} {state}")
+
+        self._guard(run)
+
+    def toggle_done(self) -> None:
+        def run() -> None:
+            seg = self._need_active()
+            self.session.mark_done(seg, not self.session.segment_info(seg).done)
+            state = "done" if self.session.segment_info(seg).done else "not done"
+            self.changed.emit("edit")
+            self._say(f"segment {seg} marked {state}")
+
+        self._guard(run)
+
+    def undo(self) -> None:
+        def run() -> None:
+            op = self.session.undo()
+            self._after_history()
+            self._say(f"undone: {op.describe()}")
+
+        self._guard(run)
+
+    def redo(self) -> None:
+        def run() -> None:
+            op = self.session.redo()
+            self._after_history()
+            self._say(f"redone: {op.describe()}")
+
+        self._guard(run)
+
+    def _after_history(self) -> None:
+        self.cancel_split(quiet=True)
+        self.selected = [s for s in self.selected if self.session.table.exists(s)]
+        if self.active is not None and not self.session.table.exists(self.active):
+            self.active = self.selected[0] if self.selected else None
+        self.refresh()
+
+    def jump_key(self) -> None:
+        if self.request_jump is not None:
+            self.request_jump()
+        else:
+            self._say("type a segment id in the proofreading panel's 'jump to' field")
+
+    def jump_to(self, segment: int) -> None:
+        """Select a segment and centre the view on it (the middle plane of its bounding box)."""
+
+        def run() -> None:
+            info = self.session.segment_info(int(segment))
+            if info.size == 0:
+                self.select(int(segment))
+                return
+            centre = (np.asarray(info.bbox_lo) + np.asarray(info.bbox_hi) - 1) / 2.0
+            world = centre * np.asarray(self.session.voxel_size_nm)
+            self.viewer.dims.set_point(range(3), tuple(world))
+            self.viewer.camera.center = tuple(world)
+            self.select(int(segment))
+
+        self._guard(run)
+
+    def _on_ndisplay(self, event: Any = None) -> None:
+        """In 3D the selected segments are drawn solid and the rest hidden; in 2D they are
+        outlined."""
+        three_d = self.viewer.dims.ndisplay == 3
+        self.selection_layer.contour = 0 if three_d else 2
+        self.layer.opacity = (
+            0.1 if three_d else 0.5
+        )  # still pickable: clicks go to the active layer
+
+    def close(self) -> None:
+        for lyr in (
+            self.layer,
+            self.selection_layer,
+            self.preview_layer,
+            self.seed_layer,
+            self.image_layer,
+        ):
+            if lyr is not None and lyr in self.viewer.layers:
+                self.viewer.layers.remove(lyr)
+        self.viewer.dims.events.ndisplay.disconnect(self._on_ndisplay)
+        self.session.close()

@@ -1,0 +1,47 @@
+"""Array views napari displays: the fragment volume with the segment table applied on read.
+
+The volume is never rewritten for display: napari asks for the slice it shows (a 2D plane, or the
+volume in 3D), the view reads those fragment ids and maps them through the table's lookup array.
+After a merge only the visible slice is re-read, so a merge on a 1024^3 volume shows as fast as one
+on a small one. A ``DirectLabelColormap`` with one entry per fragment would instead cost
+O(fragments) per edit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from napari_connectome.proofread import ProofreadSession
+
+
+class SegmentView:
+    """Segment ids, lazily: ``view[key]`` = table applied to ``fragments[key]``."""
+
+    def __init__(
+        self, session: ProofreadSession, keep: Callable[[], np.ndarray] | None = None
+    ) -> None:
+        self.session = session
+        self.keep = keep  # when set, only these segment ids are shown (the selection layer)
+        self.shape = tuple(session.fragments.shape)
+        self.dtype = np.dtype(np.uint64)
+        self.ndim = 3
+        self.size = int(np.prod(self.shape))
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        seg = self.session.table.apply(np.asarray(self.session.fragments[key]))
+        if self.keep is not None:
+            ids = self.keep()
+            if len(ids) == 0:
+                return np.zeros_like(seg)
+            seg = np.where(np.isin(seg, ids), seg, np.uint64(0))
+        return seg
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self[...]
+        return out if dtype is None else out.astype(dtype)
+
+    def __len__(self) -> int:
+        return self.shape[0]

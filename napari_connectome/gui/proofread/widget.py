@@ -1,0 +1,236 @@
+"""The proofreading dock: open a project, gesture help, a sortable segment table, the edit history.
+
+The widget only gathers input and shows state; every action is a :class:`ProofreadTool` call.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qtpy.QtCore import QAbstractTableModel, QModelIndex, Qt
+from qtpy.QtGui import QBrush, QColor, QFont
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_connectome.errors import UserInputError
+from napari_connectome.gui.proofread.settings import help_text
+from napari_connectome.gui.proofread.tool import ProofreadTool
+from napari_connectome.proofread import ProofreadSession
+
+COLUMNS = ("id", "size", "status", "last edit")
+
+
+class SegmentTableModel(QAbstractTableModel):
+    """Segments as numpy columns: sorting is an argsort, so 10^6 segments stay responsive."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids = np.zeros(0, np.int64)
+        self.sizes = np.zeros(0, np.int64)
+        self.status: list[str] = []
+        self.edited = np.zeros(0, float)
+        self.edit_text: list[str] = []
+        self.order = np.zeros(0, np.int64)
+        self._sort = (1, Qt.DescendingOrder)
+
+    def load(self, session: ProofreadSession) -> None:
+        self.beginResetModel()
+        rows = session.segment_table()
+        self.ids = np.array([r.id for r in rows], np.int64)
+        self.sizes = np.array([r.size for r in rows], np.int64)
+        self.status = [("locked " if r.locked else "") + ("done" if r.done else "") for r in rows]
+        self.edited = np.array([r.last_edit for r in rows], float)
+        self.edit_text = [
+            time.strftime("%H:%M:%S", time.localtime(r.last_edit)) + " " + r.last_op
+            if r.last_edit
+            else ""
+            for r in rows
+        ]
+        self._apply_sort()
+        self.endResetModel()
+
+    def _apply_sort(self) -> None:
+        col, order = self._sort
+        key = [self.ids, self.sizes, np.array(self.status, dtype=object), self.edited][col]
+        idx = np.argsort(key, kind="stable")
+        self.order = idx[::-1] if order == Qt.DescendingOrder else idx
+
+    def sort(self, column: int, order: Any = Qt.AscendingOrder) -> None:
+        self.layoutAboutToBeChanged.emit()
+        self._sort = (column, order)
+        self._apply_sort()
+        self.layoutChanged.emit()
+
+    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return len(self.order)
+
+    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return len(COLUMNS)
+
+    def headerData(self, section: int, orientation: Any, role: int = Qt.DisplayRole) -> Any:
+        if role == Qt.DisplayRole and orientation == Qt.Horizontal:
+            return COLUMNS[section]
+        return None
+
+    def data(self, index: QModelIndex, role: int = Qt.DisplayRole) -> Any:
+        if role != Qt.DisplayRole or not index.isValid():
+            return None
+        i = int(self.order[index.row()])
+        return [str(self.ids[i]), str(self.sizes[i]), self.status[i], self.edit_text[i]][
+            index.column()
+        ]
+
+    def row_of(self, segment: int) -> int | None:
+        hit = np.flatnonzero(self.ids[self.order] == segment)
+        return int(hit[0]) if len(hit) else None
+
+    def segment_at_row(self, row: int) -> int:
+        return int(self.ids[self.order[row]])
+
+
+class ProofreadWidget(QWidget):
+    """Dock widget: ``Plugins > Connectome > Proofreading``."""
+
+    def __init__(self, napari_viewer: Any, session: ProofreadSession | None = None) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.tool: ProofreadTool | None = None
+        layout = QVBoxLayout(self)
+
+        row = QHBoxLayout()
+        self.open_button = QPushButton("Open project…")
+        self.open_button.clicked.connect(self._choose_project)
+        self.project_label = QLabel("no project open")
+        row.addWidget(self.open_button)
+        row.addWidget(self.project_label, 1)
+        layout.addLayout(row)
+
+        self.help = QLabel()
+        self.help.setFont(QFont("monospace", 8))
+        self.help.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        layout.addWidget(self.help)
+
+        row = QHBoxLayout()
+        row.addWidget(QLabel("jump to segment (J):"))
+        self.jump_edit = QLineEdit()
+        self.jump_edit.setPlaceholderText("segment id, Enter")
+        self.jump_edit.returnPressed.connect(self._jump)
+        row.addWidget(self.jump_edit, 1)
+        layout.addLayout(row)
+
+        self.model = SegmentTableModel()
+        self.table = QTableView()
+        self.table.setModel(self.model)
+        self.table.setSortingEnabled(True)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        self.table.clicked.connect(self._table_clicked)
+        self.table.doubleClicked.connect(lambda idx: self._table_clicked(idx, jump=True))
+        layout.addWidget(QLabel("segments (click selects, double-click jumps):"))
+        layout.addWidget(self.table, 2)
+
+        layout.addWidget(QLabel("edit history (greyed = undone):"))
+        self.history = QListWidget()
+        layout.addWidget(self.history, 1)
+        self.message = QLabel("")
+        self.message.setWordWrap(True)
+        layout.addWidget(self.message)
+        if session is not None:
+            self.attach(session)
+
+    # ---- project
+    # -----------------------------------------------------------------------------------------
+    def _choose_project(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open proofreading project")
+        if folder:
+            self.open_project(folder)
+
+    def open_project(self, folder: str | Path) -> None:
+        from napari_connectome.gui._notify import report_error
+
+        try:
+            session = ProofreadSession.open(folder)
+        except UserInputError as exc:
+            self.message.setText(report_error(exc, "open project"))
+            return
+        self.attach(session)
+
+    def attach(
+        self, session: ProofreadSession, keys: dict[str, str] | None = None
+    ) -> ProofreadTool:
+        if self.tool is not None:
+            self.tool.close()
+        self.tool = ProofreadTool(self.viewer, session, keys=keys)
+        self.tool.request_jump = self._focus_jump
+        self.tool.changed.connect(self._on_changed)
+        self.project_label.setText(str(session.project))
+        self.help.setText(help_text(self.tool.keys))
+        self._on_changed("edit")
+        return self.tool
+
+    # ---- state -> widgets
+    # --------------------------------------------------------------------------------
+    def _on_changed(self, what: str) -> None:
+        if self.tool is None:
+            return
+        if what in ("edit",):
+            self.model.load(self.tool.session)
+            self._fill_history()
+        self._follow_selection()
+        self.message.setText(self.tool.last_message)
+
+    def _fill_history(self) -> None:
+        self.history.clear()
+        for h in reversed(self.tool.session.history()):
+            item = QListWidgetItem(f"#{h.seq}  {h.description}")
+            if not h.applied:
+                item.setForeground(QBrush(QColor("gray")))
+                item.setText(item.text() + "  (undone)")
+            self.history.addItem(item)
+
+    def _follow_selection(self) -> None:
+        if self.tool is None or self.tool.active is None:
+            self.table.clearSelection()
+            return
+        row = self.model.row_of(self.tool.active)
+        if row is not None:
+            self.table.selectRow(row)
+            self.table.scrollTo(self.model.index(row, 0))
+
+    def _table_clicked(self, index: QModelIndex, jump: bool = False) -> None:
+        if self.tool is None:
+            return
+        seg = self.model.segment_at_row(index.row())
+        if jump:
+            self.tool.jump_to(seg)
+        else:
+            self.tool.select(seg)
+
+    def _focus_jump(self) -> None:
+        self.jump_edit.setFocus()
+        self.jump_edit.selectAll()
+
+    def _jump(self) -> None:
+        if self.tool is None:
+            return
+        text = self.jump_edit.text().strip()
+        if not text.isdigit():
+            self.tool._say(f"'{text}' is not a segment id; type a number", error=True)
+            return
+        self.tool.jump_to(int(text))

@@ -1,0 +1,171 @@
+"""Proofreading in a real napari viewer: clicks on the segments layer and key presses on the
+canvas."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_connectome.proofread import ProofreadSession
+
+pytestmark = pytest.mark.gui
+
+
+def cube_fragments(shape=(16, 32, 32), size=8) -> np.ndarray:
+    grid = [s // size for s in shape]
+    ids = np.arange(1, np.prod(grid) + 1, dtype=np.uint64).reshape(grid)
+    return np.kron(ids, np.ones((size,) * 3, dtype=np.uint64)).astype(np.uint64)
+
+
+def membrane_image(shape=(16, 32, 32), x=16) -> np.ndarray:
+    img = np.full(shape, 200, np.uint8)
+    img[:, :, x - 1 : x + 1] = 15
+    return img
+
+
+@pytest.fixture
+def proofreading(make_napari_viewer, tmp_path, qtbot):
+    from napari_connectome.gui.proofread import ProofreadWidget
+
+    viewer = make_napari_viewer()
+    session = ProofreadSession.create(
+        tmp_path / "proj", cube_fragments(), image=membrane_image(), chunks=8
+    )
+    widget = ProofreadWidget(viewer, session)
+    viewer.window.add_dock_widget(widget, name="Proofreading")
+    yield viewer, widget, widget.tool
+    widget.tool.close()
+
+
+def click(tool, zyx, modifiers=()):
+    """A left click at voxel (z, y, x), delivered like napari delivers it to the active layer."""
+    from napari.utils._test_utils import read_only_mouse_event
+    from napari.utils.interactions import mouse_press_callbacks, mouse_release_callbacks
+
+    viewer, layer = tool.viewer, tool.layer
+    assert viewer.layers.selection.active is layer
+    world = layer.data_to_world(np.asarray(zyx, float))
+    if viewer.dims.ndisplay == 2:
+        viewer.dims.set_point(0, world[0])
+    kw = dict(
+        modifiers=list(modifiers), position=tuple(world), button=1,
+        view_direction=list(viewer.camera.view_direction) if viewer.dims.ndisplay == 3 else None,
+        dims_displayed=list(viewer.dims.displayed),
+    )  # fmt: skip
+    mouse_press_callbacks(layer, read_only_mouse_event(type="mouse_press", **kw))
+    mouse_release_callbacks(layer, read_only_mouse_event(type="mouse_release", **kw))
+
+
+def press(viewer, key, modifiers=()):
+    """A real key press on the canvas (Qt event -> vispy -> napari keymap of the active layer)."""
+    from napari.utils.interactions import KEY_SYMBOLS  # noqa: F401  (import check: napari keymaps loaded)
+    from qtpy.QtCore import Qt
+    from qtpy.QtTest import QTest
+
+    mods = Qt.NoModifier
+    for m in modifiers:
+        mods |= {"Control": Qt.ControlModifier, "Shift": Qt.ShiftModifier, "Alt": Qt.AltModifier}[m]
+    canvas = viewer.window._qt_viewer.canvas.native
+    QTest.keyClick(canvas, key, mods)
+
+
+def shown(tool, zyx):
+    """The label napari displays at a voxel (read back through the layer)."""
+    return int(tool.layer.get_value(tool.layer.data_to_world(np.asarray(zyx, float)), world=True))
+
+
+def test_click_select_shift_click_merge_and_ctrl_z_undo(proofreading):
+    from qtpy.QtCore import Qt
+
+    viewer, widget, tool = proofreading
+    click(tool, (2, 2, 2))
+    assert tool.active == 1
+    assert widget.model.segment_at_row(widget.table.currentIndex().row()) == 1
+    click(tool, (2, 2, 10), ["Shift"])
+    assert shown(tool, (2, 2, 10)) == 1
+    assert "merge 2 into 1" in widget.history.item(0).text()
+    press(viewer, Qt.Key_Z, ["Control"])
+    assert shown(tool, (2, 2, 10)) == 2
+    assert "(undone)" in widget.history.item(0).text()
+    press(viewer, Qt.Key_Z, ["Control", "Shift"])
+    assert shown(tool, (2, 2, 10)) == 1
+
+
+def test_ctrl_click_seeds_enter_preview_enter_commit(proofreading):
+    from qtpy.QtCore import Qt
+
+    viewer, _widget, tool = proofreading
+    tool.session.merge(list(range(1, 33)))
+    tool.refresh()
+    click(tool, (4, 4, 4))
+    click(tool, (4, 4, 4), ["Control"])
+    click(tool, (4, 20, 28), ["Control", "Alt"])
+    assert tool.seed_layer.data.shape == (2, 3)
+    press(viewer, Qt.Key_Return)
+    assert tool.plan is not None
+    assert tool.preview_layer.visible
+    assert shown(tool, (4, 4, 28)) == 1  # a preview changes nothing
+    press(viewer, Qt.Key_Return)
+    new = shown(tool, (4, 4, 28))
+    assert new not in (0, 1)
+    assert shown(tool, (4, 4, 4)) == 1
+    assert (tool.session.labels()[:, :, 16:] == new).all()
+    press(viewer, Qt.Key_Z, ["Control"])
+    assert shown(tool, (4, 4, 28)) == 1
+
+
+def test_refusals_show_a_message_and_change_nothing(proofreading):
+    from qtpy.QtCore import Qt
+
+    viewer, widget, tool = proofreading
+    tool.session.delete(32)
+    tool.refresh()
+    click(tool, (15, 31, 31))
+    assert "background" in viewer.status
+    click(tool, (2, 2, 2))
+    press(viewer, Qt.Key_L)
+    assert tool.session.segment_info(1).locked
+    assert "locked" in widget.model.data(widget.model.index(widget.model.row_of(1), 2))
+    click(tool, (2, 2, 10))
+    click(tool, (2, 2, 2), ["Shift"])  # merge into 2: 1 is locked
+    assert "locked" in viewer.status
+    assert shown(tool, (2, 2, 2)) == 1
+    press(viewer, Qt.Key_Escape)
+    click(tool, (2, 2, 10))
+    click(tool, (2, 2, 10), ["Control"])
+    press(viewer, Qt.Key_Return)
+    assert "each side" in viewer.status
+    assert tool.plan is None
+
+
+def test_delete_done_jump_and_table_sorting(proofreading):
+    from qtpy.QtCore import Qt
+
+    viewer, widget, tool = proofreading
+    click(tool, (2, 2, 2))
+    press(viewer, Qt.Key_D)
+    assert tool.session.segment_info(1).done
+    press(viewer, Qt.Key_Delete)
+    assert shown(tool, (2, 2, 2)) == 0
+    widget.jump_edit.setText("20")
+    widget.jump_edit.returnPressed.emit()
+    assert tool.active == 20
+    info = tool.session.segment_info(20)
+    assert info.bbox_lo[0] <= viewer.dims.point[0] < info.bbox_hi[0]  # the view moved to segment 20
+    assert widget.model.segment_at_row(widget.table.currentIndex().row()) == 20  # the table follows
+    widget.table.sortByColumn(0, Qt.DescendingOrder)
+    assert widget.model.data(widget.model.index(0, 0)) == "32"
+    press(viewer, Qt.Key_D)
+    widget.table.sortByColumn(3, Qt.DescendingOrder)  # last edit first
+    assert widget.model.data(widget.model.index(0, 0)) == "20"
+    assert "mark done 20" in widget.model.data(widget.model.index(0, 3))
+    assert widget.model.data(widget.model.index(0, 2)) == "done"
+
+
+def test_picking_in_3d_selects_the_first_segment_along_the_ray(proofreading):
+    viewer, _widget, tool = proofreading
+    viewer.dims.ndisplay = 3
+    viewer.camera.angles = (0, 0, 90)
+    click(tool, (8, 20, 20))
+    assert tool.active is not None
+    assert tool.selection_layer.contour == 0
