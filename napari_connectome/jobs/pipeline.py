@@ -240,6 +240,7 @@ def run_job(
                     chunk=f"0/{chunk_key(tuple(info['block']))}",
                     n_segments=info["n_segments"],
                     seconds=info["seconds"],
+                    written_t=info.get("written_t"),
                     worker=info.get("worker"),
                 )
                 progress(done, len(blocks), "segmenting")
@@ -282,7 +283,13 @@ def run_job(
             log.write(event="phase", phase="relabel", fragments=int(sum(counts)), segments=n_final)
 
             def on_relabel(key, info):
-                log.write(event="block", phase="relabel", block=info["block"], chunk=info["chunk"])
+                log.write(
+                    event="block",
+                    phase="relabel",
+                    block=info["block"],
+                    chunk=info["chunk"],
+                    written_t=info["written_t"],
+                )
 
             todo = [b for b in blocks if not layout.relabel_done(b).exists()]
             _run_all(

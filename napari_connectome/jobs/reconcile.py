@@ -24,7 +24,16 @@ def match_overlap(a: np.ndarray, b: np.ndarray, min_fraction: float, min_voxels:
         return np.zeros((0, 2), np.uint64)
     ids_a, size_a = np.unique(a[a > 0], return_counts=True)
     ids_b, size_b = np.unique(b[b > 0], return_counts=True)
-    pairs, shared = np.unique(np.stack([a[both], b[both]], axis=1), axis=0, return_counts=True)
+    if a.max(initial=0) >= 2**32 or b.max(initial=0) >= 2**32:
+        pairs, shared = np.unique(np.stack([a[both], b[both]], axis=1), axis=0, return_counts=True)
+        return _keep(pairs, shared, ids_a, size_a, ids_b, size_b, min_fraction, min_voxels)
+    # one 64-bit key per voxel pair (local ids are < 2**32): a 1-D unique is far faster than axis=0
+    keys, shared = np.unique((a[both] << np.uint64(32)) | b[both], return_counts=True)
+    pairs = np.stack([keys >> np.uint64(32), keys & np.uint64(0xFFFFFFFF)], axis=1)
+    return _keep(pairs, shared, ids_a, size_a, ids_b, size_b, min_fraction, min_voxels)
+
+
+def _keep(pairs, shared, ids_a, size_a, ids_b, size_b, min_fraction, min_voxels) -> np.ndarray:
     na = size_a[np.searchsorted(ids_a, pairs[:, 0])]
     nb = size_b[np.searchsorted(ids_b, pairs[:, 1])]
     keep = (shared >= min_voxels) & (shared >= min_fraction * na) & (shared >= min_fraction * nb)

@@ -63,8 +63,10 @@ def segment_block(spec_json: str, grid: BlockGrid, index: tuple[int, int, int]) 
     provisional[provisional > 0] += np.uint64(block.flat + 1) << np.uint64(32)
     level0 = open_level(spec.output, 0)
     level0[block.output_slices(grid.roi_start)] = provisional
+    written_t = time.time()  # the output chunk is complete from here on
     info = {
         "block": list(block.index),
+        "written_t": round(written_t, 4),
         "n_segments": n,
         "seconds": round(time.perf_counter() - t0, 4),
         "worker": f"{socket.gethostname()}:{os.getpid()}",
@@ -118,9 +120,11 @@ def relabel_block(
     table[0] = 0
     final = table[local]
     open_level(spec.output, 0)[block.output_slices(grid.roi_start)] = final
+    written_t = time.time()
     atomic_write_bytes(layout.relabel_done(block), b"")
     return {
         "block": list(block.index),
+        "written_t": round(written_t, 4),
         "seconds": round(time.perf_counter() - t0, 4),
         "chunk": chunk_file(spec.output, 0, block.index),
     }
