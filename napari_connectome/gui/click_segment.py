@@ -1,0 +1,295 @@
+"""The "Click to segment" dock widget: click a neuron, watch FFN grow it, then Accept or Reject.
+
+A tool mode in neuroglancer's sense: while "active" is on, a plain click (no drag) on the canvas
+grows one object from the clicked voxel in a box of context around it; the growing probability
+map is drawn in a preview layer as it changes, and Accept writes the object as a new segment into
+the chosen labels layer through napari's undoable ``data_setitem`` (Reject drops it). Voxels that
+already belong to a segment are never claimed, as in google/ffn.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    Label,
+    PushButton,
+    SpinBox,
+    create_widget,
+)
+
+from napari_connectome.errors import UserInputError
+from napari_connectome.gui._ffn_tasks import GrowUpdate, box_around, iter_grow
+from napari_connectome.gui._models import ModelPicker, device_names, load
+from napari_connectome.gui._notify import report_error
+from napari_connectome.gui.segment_region import image_level0
+
+if TYPE_CHECKING:
+    import napari
+
+PREVIEW = "FFN preview"
+
+
+def clicked_voxel(layer: Any, event: Any) -> np.ndarray | None:
+    """The data voxel (z, y, x) under a click, in 2D (the slice) or 3D (along the view ray).
+
+    In 3D the ray is sampled through the volume and the brightest voxel is taken, which is what a
+    maximum-intensity rendering shows at that pixel and lies inside a neurite rather than on a
+    dark membrane; with a plane depiction the ray's crossing with the plane is used.
+    """
+    shape = np.asarray(image_level0(layer).shape)
+    dims = list(event.dims_displayed)
+    if len(dims) == 2:
+        point = np.asarray(layer.world_to_data(event.position))
+        inside = np.all(point >= -0.5) and np.all(point < shape - 0.5)
+        return np.round(point).astype(int) if inside else None
+    near, far = layer.get_ray_intersections(
+        event.position, event.view_direction, event.dims_displayed, world=True
+    )
+    if near is None or far is None:
+        return None
+    near, far = np.asarray(near, float), np.asarray(far, float)
+    if getattr(layer, "depiction", "volume") == "plane":
+        hit = layer.plane.intersect_with_line(line_position=near, line_direction=far - near)
+        return np.clip(np.round(hit), 0, shape - 1).astype(int)
+    n = int(np.ceil(np.linalg.norm(far - near))) + 1
+    along = near + np.linspace(0, 1, n)[:, None] * (far - near)
+    voxels = np.unique(np.clip(np.round(along), 0, shape - 1).astype(int), axis=0)
+    data = image_level0(layer)
+    values = np.asarray([data[tuple(v)] for v in voxels])
+    return voxels[int(np.argmax(values))]
+
+
+class ClickToSegmentWidget(Container):
+    """Click a neuron to grow it with FFN; Accept adds it as a new segment of a labels layer."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        from napari.layers import Image, Labels
+
+        self._viewer = viewer
+        self.image = create_widget(label="image", annotation=Image)
+        self.segments = create_widget(label="segments", annotation=Labels | None, value=None)
+        self.segments.tooltip = "accepted objects go here; empty = a new '<image> segments' layer"
+        self.model = ModelPicker()
+        self.device = ComboBox(label="device", choices=device_names())
+        self.precision = ComboBox(label="precision", choices=["fp32", "bf16", "fp16"])
+        self.context = SpinBox(label="context (voxels)", min=33, max=512, value=96, step=8)
+        self.active = CheckBox(text="active: click a neuron to segment it", value=False)
+        self.accept_button = PushButton(text="Accept", enabled=False)
+        self.reject_button = PushButton(text="Reject", enabled=False)
+        self.status = Label(value="")
+        super().__init__(
+            widgets=[
+                self.image,
+                self.segments,
+                self.model,
+                self.device,
+                self.precision,
+                self.context,
+                self.active,
+                Container(widgets=[self.accept_button, self.reject_button], layout="horizontal"),
+                self.status,
+            ]
+        )
+        self.active.changed.connect(self._on_active)
+        self.accept_button.changed.connect(self.accept)
+        self.reject_button.changed.connect(self.reject)
+        self.worker: Any = None
+        self.pending: dict[str, Any] | None = None  # the grown object awaiting Accept/Reject
+        self.every = 2  # FFN steps between preview updates
+
+    # -- tool mode -----------------------------------------------------------------------------
+    def _on_active(self, on: bool) -> None:
+        callbacks = self._viewer.mouse_drag_callbacks
+        if on and self._on_click not in callbacks:
+            callbacks.append(self._on_click)
+            self.status.value = "click a neuron"
+        elif not on and self._on_click in callbacks:
+            callbacks.remove(self._on_click)
+            self.status.value = ""
+
+    def _on_click(self, viewer: Any, event: Any):
+        """A press-release without moving is a click; a drag still pans and rotates."""
+        if event.button != 1 or event.modifiers:
+            return
+        yield
+        if event.type == "mouse_move":
+            return  # dragging: leave it to the camera
+        layer = self.image.value
+        if layer is None:
+            return
+        try:
+            point = clicked_voxel(layer, event)
+        except UserInputError as exc:
+            self.status.value = report_error(exc, "Click to segment")
+            return
+        if point is not None:
+            self.grow_at(point)
+
+    # -- growing -------------------------------------------------------------------------------
+    def grow_at(self, point: Any) -> None:
+        """Grow one object from ``point`` (z, y, x voxel of the image layer) in a worker."""
+        from napari.qt.threading import create_worker
+
+        if self.worker is not None:
+            self.worker.quit()  # a new click replaces a growth still running
+        self._clear_preview()
+        try:
+            layer = self.image.value
+            if layer is None:
+                raise UserInputError("open an EM volume first: there is no image layer")
+            data = image_level0(layer)
+            target = self._target_layer(layer, data.shape)
+            size = np.minimum(self.context.value, data.shape)
+            box = box_around(point, size, data.shape)
+        except UserInputError as exc:
+            self.status.value = report_error(exc, "Click to segment")
+            return
+        start = np.array([s.start for s in box])
+        args = {
+            "data": data,
+            "box": box,
+            "seed": np.asarray(point, int) - start,
+            "target": target,
+            "choice": self.model.choice.value,
+            "path": self.model.path_value(),
+            "device": self.device.value,
+            "precision": self.precision.value,
+        }
+        self.pending = {"layer": layer, "box": box, "target": target, "done": False}
+        self.status.value = f"growing from {tuple(int(v) for v in point)}…"
+        worker = create_worker(self._work, args, _start_thread=False, _ignore_errors=True)
+        worker.yielded.connect(self._on_update)
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(lambda w=worker: self._on_finished(w))
+        self.worker = worker
+        worker.start()
+
+    def _work(self, args: dict[str, Any]):
+        model, config, _ = load(args["choice"], args["path"], args["device"])
+        box = args["box"]
+        image = np.asarray(args["data"][box])
+        existing = np.asarray(args["target"].data[box])
+        yield from iter_grow(
+            image,
+            args["seed"],
+            model,
+            config,
+            segmentation=existing,
+            device=args["device"],
+            precision=args["precision"],
+            every=self.every,
+        )
+
+    def _on_update(self, update: GrowUpdate) -> None:
+        pending = self.pending
+        if pending is None:
+            return
+        layer = pending["layer"]
+        start = np.array([s.start for s in pending["box"]]) + np.asarray(update.offset)
+        translate = np.asarray(layer.translate) + start * np.asarray(layer.scale)
+        shown = update.mask.astype(np.float32) if update.done else update.probability
+        preview = self._preview(layer)
+        preview.data = np.nan_to_num(shown, nan=0.0)
+        preview.translate = translate
+        preview.contrast_limits = (0.0, 1.0)
+        self.status.value = f"step {update.steps}"
+        if update.done:
+            pending.update(done=True, start=start, mask=update.mask)
+            if update.status == "ok" and update.mask is not None and update.mask.any():
+                self.status.value = (
+                    f"grown in {update.steps} steps, {int(update.mask.sum()):,} voxels: "
+                    "Accept or Reject"
+                )
+                self.accept_button.enabled = self.reject_button.enabled = True
+            else:
+                why = {"weak_seed": "the FFN is not confident at this voxel (a membrane?)"}
+                reason = why.get(update.status, f"{update.status}: the object is too small")
+                self.status.value = f"no object here: {reason}; click inside a neuron"
+                self._clear_preview()
+                self.pending = None
+
+    def _on_error(self, exc: BaseException) -> None:
+        self.status.value = report_error(exc, "Click to segment")
+        self._clear_preview()
+        self.pending = None
+
+    def _on_finished(self, worker: Any) -> None:
+        if self.worker is worker:
+            self.worker = None
+
+    # -- decisions -----------------------------------------------------------------------------
+    def accept(self) -> int:
+        """Write the grown object as a new segment (undo with Ctrl+Z on the labels layer)."""
+        pending = self.pending
+        if pending is None or not pending.get("done"):
+            return 0
+        target = pending["target"]
+        mask = pending["mask"]
+        box = pending["box"]
+        region = np.asarray(target.data[box])
+        new_id = int(np.max(target.data)) + 1
+        offset = pending["start"] - np.array([s.start for s in box])
+        z, y, x = np.nonzero(mask)
+        z, y, x = z + offset[0], y + offset[1], x + offset[2]
+        free = region[z, y, x] == 0  # never overwrite an existing segment
+        idx = tuple(arr[free] + s.start for arr, s in zip((z, y, x), box))
+        target.data_setitem(idx, new_id)
+        target.selected_label = new_id
+        self._finish_decision(f"accepted as segment {new_id} in {target.name!r}")
+        return new_id
+
+    def reject(self) -> None:
+        """Drop the grown object."""
+        self._finish_decision("rejected")
+
+    def _finish_decision(self, message: str) -> None:
+        self.pending = None
+        self._clear_preview()
+        self.accept_button.enabled = self.reject_button.enabled = False
+        self.status.value = message
+
+    # -- layers --------------------------------------------------------------------------------
+    def _target_layer(self, layer: Any, shape: tuple[int, ...]) -> Any:
+        if self.segments.value is not None:
+            target = self.segments.value
+            if tuple(target.data.shape) != tuple(shape):
+                raise UserInputError(
+                    f"labels layer {target.name!r} has shape {tuple(target.data.shape)}, the image "
+                    f"{tuple(shape)}; choose a labels layer covering the whole image"
+                )
+            return target
+        name = f"{layer.name} segments"
+        if name in self._viewer.layers:
+            return self._viewer.layers[name]
+        if int(np.prod(shape)) > 2**30:
+            raise UserInputError(
+                "the image is too large for an in-memory segments layer; choose a labels layer"
+            )
+        target = self._viewer.add_labels(
+            np.zeros(shape, np.uint32), name=name, scale=layer.scale, translate=layer.translate
+        )
+        self.segments.reset_choices()
+        self.segments.value = target
+        return target
+
+    def _preview(self, layer: Any) -> Any:
+        if PREVIEW in self._viewer.layers:
+            return self._viewer.layers[PREVIEW]
+        return self._viewer.add_image(
+            np.zeros((1, 1, 1), np.float32),
+            name=PREVIEW,
+            scale=layer.scale,
+            colormap="magma",
+            blending="additive",
+            contrast_limits=(0.0, 1.0),
+            opacity=0.7,
+        )
+
+    def _clear_preview(self) -> None:
+        if PREVIEW in self._viewer.layers:
+            self._viewer.layers.remove(PREVIEW)

@@ -1,0 +1,247 @@
+"""The desk widgets (Segment region, Click to segment) driven in a real napari viewer.
+
+Most tests use a tiny "flood" FFN saved as a local model folder: its weights are zero and its output
+bias is large, so every FOV it sees is filled and it moves everywhere. That makes runs fast and
+their outcome known (objects fill the region) while exercising the real canvas, seed policy,
+runner, worker threads and layers. The ``realdata`` tests use Google's published FIB-25 model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_connectome.gui._models import LOCAL
+from napari_connectome.gui.click_segment import PREVIEW, ClickToSegmentWidget
+from napari_connectome.gui.segment_region import SHAPES_BOX, WHOLE, SegmentRegionWidget
+from napari_connectome.samples import synthetic_em
+
+pytestmark = pytest.mark.gui
+
+
+def _flood_model(path, deltas: int):
+    import torch
+
+    from napari_connectome.ffn.checkpoint import save_model
+    from napari_connectome.ffn.config import ModelConfig
+    from napari_connectome.ffn.model import FFNArchitecture, build_model
+
+    arch = FFNArchitecture(depth=1, features=4, fov_size=(9, 9, 9), deltas=(deltas,) * 3)
+    model = build_model(arch)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.conv_lom.bias.fill_(8.0)  # every voxel of every FOV becomes "object"
+    return save_model(path, model, ModelConfig(architecture=arch))
+
+
+@pytest.fixture(scope="module")
+def flood_model(tmp_path_factory):
+    return _flood_model(tmp_path_factory.mktemp("models") / "flood", deltas=4)
+
+
+@pytest.fixture(scope="module")
+def slow_flood_model(tmp_path_factory):
+    """Moves one voxel at a time, so a region takes long enough to cancel."""
+    return _flood_model(tmp_path_factory.mktemp("models") / "flood-slow", deltas=1)
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    viewer = make_napari_viewer(show=True)
+    viewer.window.resize(1400, 900)
+    vol = synthetic_em((48, 48, 48), seed=0)
+    viewer.add_image(vol.image, name="em", scale=(10, 10, 10))
+    return viewer
+
+
+def _region_widget(viewer, model_dir) -> SegmentRegionWidget:
+    widget = SegmentRegionWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Segment region")
+    widget.model.choice.value = LOCAL
+    widget.model.path.value = model_dir
+    return widget
+
+
+def test_segment_region_shows_objects_while_it_runs(viewer, flood_model, qtbot):
+    widget = _region_widget(viewer, flood_model)
+    widget.region.value = WHOLE
+    widget.update_interval_s = 0.0
+    seen: list[int] = []
+    viewer.layers.events.inserted.connect(
+        lambda e: e.value.events.data.connect(
+            lambda _: seen.append(len(np.unique(e.value.data)) - 1)
+        )
+    )
+
+    widget.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
+
+    out = viewer.layers["em FFN"]
+    assert widget.status.value.startswith("done:")
+    n_objects = len(np.unique(out.data)) - 1
+    assert n_objects == widget.last_counters["segments"] >= 2
+    # Objects arrived one after another, not only at the end.
+    assert seen[0] < n_objects
+    assert seen[-1] == n_objects
+    assert out.data.shape == (48, 48, 48)
+    assert tuple(out.scale) == (10, 10, 10)
+    assert widget.progress.value == widget.progress.max
+    assert widget.run_button.enabled
+
+
+def test_segment_region_in_a_shapes_box(viewer, flood_model, qtbot):
+    viewer.dims.set_point(0, 200)  # slice z = 20 (world 200 nm)
+    box = np.array([[200, 50, 60], [200, 50, 400], [200, 420, 400], [200, 420, 60]])
+    shapes = viewer.add_shapes([box], shape_type="rectangle", name="box")
+    widget = _region_widget(viewer, flood_model)
+    widget.region.value = SHAPES_BOX
+    widget.shapes.value = shapes
+
+    widget.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
+
+    out = viewer.layers["em FFN"]
+    # y/x from the rectangle (5..42 voxels), z: 48 slices of context clipped to the volume
+    assert out.metadata["region_zyx"] == [[0, 44], [5, 43], [6, 41]]
+    assert tuple(out.translate) == (0, 50, 60)
+    assert out.data.any()
+
+
+def test_cancel_stops_the_run_and_keeps_the_ui_usable(viewer, slow_flood_model, qtbot):
+    widget = _region_widget(viewer, slow_flood_model)
+    widget.region.value = WHOLE
+
+    widget.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: "seed" in widget.status.value, timeout=60_000)
+    widget.cancel_button.clicked.emit()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+
+    assert widget.status.value == "cancelled"
+    assert widget.run_button.enabled
+    assert not widget.cancel_button.enabled
+    assert widget.progress.value < widget.progress.max
+
+
+def test_bad_inputs_are_notified(make_napari_viewer, flood_model, qtbot):
+    viewer = make_napari_viewer()
+    widget = _region_widget(viewer, flood_model)
+
+    widget.run_button.clicked.emit()  # no image layer at all
+    assert "no image layer" in widget.status.value
+
+    viewer.add_image(np.zeros((64, 64), np.uint8), name="flat")
+    widget.image.reset_choices()
+    widget.run_button.clicked.emit()
+    assert "3D" in widget.status.value
+
+    viewer.add_image(np.zeros((6, 64, 64), np.uint8), name="thin")
+    widget.image.reset_choices()
+    widget.image.value = viewer.layers["thin"]
+    widget.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert "field of view" in widget.status.value
+    assert widget.run_button.enabled
+
+    widget.model.path.value = flood_model.parent / "missing"
+    widget.image.value = viewer.layers["thin"]
+    widget.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert "model folder" in widget.status.value
+
+
+def _click_canvas_centre(viewer, qtbot, world_zyx):
+    """A real left click on the canvas, on the world point ``world_zyx``."""
+    from qtpy.QtCore import QPoint, Qt
+
+    if viewer.dims.ndisplay == 2:
+        viewer.dims.set_point(0, world_zyx[0])
+        viewer.camera.center = world_zyx[1:]
+    else:
+        viewer.camera.center = world_zyx
+    canvas = viewer.window._qt_viewer.canvas.native
+    qtbot.mouseClick(
+        canvas, Qt.LeftButton, Qt.NoModifier, QPoint(canvas.width() // 2, canvas.height() // 2)
+    )
+
+
+def _click_widget(viewer, model_dir) -> ClickToSegmentWidget:
+    widget = ClickToSegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Click to segment")
+    widget.model.choice.value = LOCAL
+    widget.model.path.value = model_dir
+    widget.context.value = 40
+    widget.active.value = True
+    return widget
+
+
+def test_click_grows_an_object_live_then_accept_and_undo(viewer, flood_model, qtbot):
+    widget = _click_widget(viewer, flood_model)
+    updates: list[int] = []
+    viewer.layers.events.inserted.connect(
+        lambda e: (
+            e.value.name == PREVIEW
+            and e.value.events.data.connect(lambda _: updates.append(int(e.value.data.size)))
+        )
+    )
+
+    _click_canvas_centre(viewer, qtbot, (240, 240, 240))
+    qtbot.waitUntil(lambda: widget.accept_button.enabled, timeout=60_000)
+
+    assert len(updates) >= 2  # the preview showed the object growing, then the result
+    segments = viewer.layers["em segments"]
+    assert not segments.data.any()
+    new_id = widget.accept()
+    assert new_id == 1
+    grown = segments.data == 1
+    assert grown[24, 24, 24]  # the clicked voxel is in the object
+    assert grown.sum() > 1000
+    assert PREVIEW not in viewer.layers
+    segments.undo()
+    assert not segments.data.any()
+
+
+def test_click_never_claims_an_existing_segment_and_reject(viewer, flood_model, qtbot):
+    widget = _click_widget(viewer, flood_model)
+    existing = np.zeros((48, 48, 48), np.uint32)
+    existing[:, :, :20] = 7
+    viewer.add_labels(existing, name="proofread", scale=(10, 10, 10))
+    widget.segments.reset_choices()
+    widget.segments.value = viewer.layers["proofread"]
+    widget.active.value = True
+
+    _click_canvas_centre(viewer, qtbot, (240, 240, 300))
+    qtbot.waitUntil(lambda: widget.accept_button.enabled, timeout=60_000)
+    widget.accept()
+    data = viewer.layers["proofread"].data
+    assert (data[:, :, :20] == 7).all()
+    assert (data == 8).sum() > 1000
+
+    _click_canvas_centre(viewer, qtbot, (240, 100, 400))
+    qtbot.waitUntil(lambda: widget.accept_button.enabled, timeout=60_000)
+    widget.reject()
+    assert set(np.unique(viewer.layers["proofread"].data)) == {0, 7, 8}
+    assert widget.status.value == "rejected"
+
+
+def test_click_in_the_3d_view(viewer, flood_model, qtbot):
+    widget = _click_widget(viewer, flood_model)
+    viewer.dims.ndisplay = 3
+    viewer.camera.angles = (0, 0, 90)
+
+    _click_canvas_centre(viewer, qtbot, (240, 240, 240))
+    qtbot.waitUntil(lambda: widget.accept_button.enabled, timeout=60_000)
+
+    assert widget.accept() == 1
+    assert (viewer.layers["em segments"].data == 1).sum() > 1000
+
+
+def test_tool_off_means_clicks_do_nothing(viewer, flood_model, qtbot):
+    widget = _click_widget(viewer, flood_model)
+    widget.active.value = False
+
+    _click_canvas_centre(viewer, qtbot, (240, 240, 240))
+    qtbot.wait(300)
+
+    assert widget.worker is None
+    assert PREVIEW not in viewer.layers
