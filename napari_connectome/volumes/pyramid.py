@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from napari_connectome.volumes.volume import SPATIAL_AXES
@@ -52,22 +54,6 @@ def plan_levels(
     return out
 
 
-def _blocks(data: np.ndarray, factors: tuple[int, ...]) -> np.ndarray:
-    """View ``data`` (edge-padded to a multiple of ``factors``) as (..., out, factor, ...) then
-    move the factor axes to the end: shape out_shape + (prod(factors),)."""
-    pad = [(0, (-s) % f) for s, f in zip(data.shape, factors)]
-    if any(p[1] for p in pad):
-        data = np.pad(data, pad, mode="edge")
-    out_shape = [s // f for s, f in zip(data.shape, factors)]
-    split = []
-    for o, f in zip(out_shape, factors):
-        split += [o, f]
-    view = data.reshape(split)
-    nd = data.ndim
-    order = [2 * i for i in range(nd)] + [2 * i + 1 for i in range(nd)]
-    return view.transpose(order).reshape([*out_shape, -1])
-
-
 def downsample_mean(data: np.ndarray, factors: tuple[int, ...]) -> np.ndarray:
     """Mean of each block (edge voxels repeated at odd borders), rounded back to the input dtype.
 
@@ -109,22 +95,32 @@ def downsample_mean(data: np.ndarray, factors: tuple[int, ...]) -> np.ndarray:
     return mean.astype(data.dtype)
 
 
+def _strided_views(data: np.ndarray, factors: tuple[int, ...]) -> list[np.ndarray]:
+    """One view per position inside a block (edge-padded): views[j][p] is voxel j of block p."""
+    pad = [(0, (-s) % f) for s, f in zip(data.shape, factors)]
+    if any(p[1] for p in pad):
+        data = np.pad(data, pad, mode="edge")
+    offsets = itertools.product(*(range(f) for f in factors))
+    return [data[tuple(slice(o, None, f) for o, f in zip(off, factors))] for off in offsets]
+
+
 def downsample_mode(data: np.ndarray, factors: tuple[int, ...]) -> np.ndarray:
     """Most frequent label of each block (ties: the first in block order), so small segments survive
     better than with striding and no id is ever invented."""
     if all(f == 1 for f in factors):
         return data
-    blocks = _blocks(data, factors)
-    out = blocks[..., 0].copy()
-    flat = blocks.reshape(-1, blocks.shape[-1])
+    views = _strided_views(data, factors)
+    out = views[0].copy()
     # most blocks of a segmentation hold one id: count votes only where they differ
-    mixed = np.flatnonzero((flat != flat[:, :1]).any(axis=1))
-    if mixed.size:
-        sub = flat[mixed]
-        k = sub.shape[1]
+    mixed = np.zeros(out.shape, dtype=bool)
+    for view in views[1:]:
+        mixed |= view != out
+    where = np.nonzero(mixed)
+    if where[0].size:
+        sub = np.stack([view[where] for view in views], axis=1)
         counts = np.zeros(sub.shape, dtype=np.uint8)
-        for j in range(k):
+        for j in range(sub.shape[1]):
             counts[:, j] = (sub == sub[:, j : j + 1]).sum(axis=1, dtype=np.uint8)
         best = counts.argmax(axis=1)
-        out.reshape(-1)[mixed] = sub[np.arange(sub.shape[0]), best]
+        out[where] = sub[np.arange(sub.shape[0]), best]
     return out
