@@ -107,11 +107,19 @@ def test_corrupt_hdf5_chunk_is_named(tmp_path):
         vol.data.compute()
 
 
-def test_hdf5_volume_survives_pickling_for_dask_workers(tmp_path):
-    import pickle
+def test_damaged_tiff_slice_is_named(tmp_path):
+    import tifffile
 
-    path = tmp_path / "v.h5"
-    with h5py.File(path, "w") as f:
-        f["raw"] = np.arange(64, dtype=np.uint8).reshape(4, 4, 4)
-    data = pickle.loads(pickle.dumps(open_volume(f"{path}:raw").data))
-    np.testing.assert_array_equal(data.compute(), np.arange(64).reshape(4, 4, 4))
+    folder = tmp_path / "slices"
+    folder.mkdir()
+    for i in range(5):
+        tifffile.imwrite(folder / f"s_{i}.tif", np.full((16, 16), i, np.uint8), compression="zlib")
+    with tifffile.TiffFile(folder / "s_3.tif") as tif:
+        offset, size = tif.pages[0].dataoffsets[0], tif.pages[0].databytecounts[0]
+    with open(folder / "s_3.tif", "r+b") as fh:
+        fh.seek(offset)
+        fh.write(b"\x00" * size)
+    vol = open_volume(folder)
+    np.testing.assert_array_equal(vol.data[2].compute(), 2)
+    with pytest.raises(UserInputError, match=r"slice file s_3\.tif of .*slices cannot be decoded"):
+        vol.data.compute()

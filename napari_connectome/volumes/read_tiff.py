@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_connectome.errors import UserInputError
-from napari_connectome.volumes.lazy import GuardedZarrArray, to_dask
+from napari_connectome.volumes.lazy import first_bad_chunk, to_dask
 from napari_connectome.volumes.read_zarr import default_axes
 from napari_connectome.volumes.sources import TIFF_SUFFIXES
 from napari_connectome.volumes.units import unit_to_nm
@@ -63,21 +63,16 @@ def _voxel_size(first: Path, ndim: int) -> tuple[float, ...]:
     return tuple(float(v) for v in size)
 
 
-def open_tiff(path: Path) -> Volume:
-    """A multi-page TIFF file or a folder of single-page slices (sorted by natural name order)."""
+def _open_as_zarr(path: Path) -> Any:
+    """The TIFF pages as a read-only zarr array (tifffile's zarr store, one page per chunk)."""
     import tifffile
     import zarr
 
     try:
         if path.is_dir():
-            files = slice_files(path)
-            store = tifffile.TiffSequence([str(f) for f in files]).aszarr()
-            first = files[0]
-            fmt = "tiff-folder"
+            store = tifffile.TiffSequence([str(f) for f in slice_files(path)]).aszarr()
         else:
             store = tifffile.imread(str(path), aszarr=True)
-            first = path
-            fmt = "tiff"
         array = zarr.open(store, mode="r")
     except (OSError, ValueError, tifffile.TiffFileError, IndexError) as exc:
         raise UserInputError(
@@ -86,9 +81,52 @@ def open_tiff(path: Path) -> Volume:
         ) from exc
     if isinstance(array, zarr.Group):  # pyramidal TIFF: take full resolution
         array = array["0"]
+    return array
+
+
+class TiffArray:
+    """TIFF pages for dask: reopened by path in each process (tifffile handles cannot be pickled),
+    and a page that fails to decode is named in the error."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._array: Any = _open_as_zarr(path)
+        self.shape = tuple(self._array.shape)
+        self.dtype = self._array.dtype
+        self.ndim = len(self.shape)
+        self.chunks = tuple(self._array.chunks)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_array": None}
+
+    def __getitem__(self, key: Any) -> Any:
+        if self._array is None:
+            self._array = _open_as_zarr(self.path)
+        try:
+            return self._array[key]
+        except (UserInputError, KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as exc:
+            bad = first_bad_chunk(self._array.__getitem__, key, self.chunks, self.shape)
+            if bad is None:
+                raise
+            where = f"page {bad[0]}"
+            if self.path.is_dir():
+                where = f"slice file {slice_files(self.path)[bad[0]].name}"
+            raise UserInputError(
+                f"{where} of {self.path} cannot be decoded ({type(exc).__name__}: {exc}); "
+                "re-export or replace it."
+            ) from exc
+
+
+def open_tiff(path: Path) -> Volume:
+    """A multi-page TIFF file or a folder of single-page slices (sorted by natural name order)."""
+    array = TiffArray(path)
+    first = slice_files(path)[0] if path.is_dir() else path
+    fmt = "tiff-folder" if path.is_dir() else "tiff"
     ndim = array.ndim
     size = _voxel_size(first, ndim)
-    data = to_dask(GuardedZarrArray(array, str(path)))
+    data = to_dask(array)
     return Volume(
         name=path.name.split(".")[0],
         data=data,
@@ -100,5 +138,5 @@ def open_tiff(path: Path) -> Volume:
         source=str(path),
         level_voxel_sizes=[size],
         format=fmt,
-        storage_chunks=tuple(array.chunks),
+        storage_chunks=array.chunks,
     )
