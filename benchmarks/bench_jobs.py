@@ -30,12 +30,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from napari_connectome.jobs.events import split_lines  # noqa: E402
-from napari_connectome.jobs.pipeline import run_job  # noqa: E402
-from napari_connectome.jobs.spec import parse_spec  # noqa: E402
-from napari_connectome.jobs.stream import stream_into  # noqa: E402
-from napari_connectome.jobs.transport import LocalTransport, SSHTransport  # noqa: E402
-from tests.test_jobs_helpers import write_cells_volume  # noqa: E402
+from napari_connectome.jobs.events import split_lines
+from napari_connectome.jobs.pipeline import run_job
+from napari_connectome.jobs.spec import parse_spec
+from napari_connectome.jobs.stream import stream_into
+from napari_connectome.jobs.transport import LocalTransport, SSHTransport
+from tests.test_jobs_helpers import write_cells_volume
 
 
 def emit(**fig) -> None:

@@ -1,5 +1,6 @@
 """Shared pieces for the jobs tests: a small synthetic volume and block segmenters used as plugins
-(``segmenter: {kind: plugin, factory: tests.test_jobs_helpers:...}``) by Dask workers and Slurm jobs."""
+(``segmenter: {kind: plugin, factory: tests.test_jobs_helpers:...}``) by Dask workers and Slurm
+jobs."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 def write_cells_volume(
     path: Path, shape=(40, 64, 64), n_cells: int = 30, seed: int = 0
 ) -> np.ndarray:
-    """Voronoi cells (bright) with dark 2-voxel membranes, as ``path:raw`` (HDF5, 10 nm); returns labels."""
+    """Voronoi cells (bright) with dark 2-voxel membranes, as ``path:raw`` (HDF5, 10 nm); returns
+    labels."""
     import h5py
     from scipy.spatial import cKDTree
 
@@ -41,7 +43,8 @@ def write_cells_volume(
 
 
 class SlowWatershed:
-    """The watershed segmenter, slowed down, recording each start (block hash, pid) in ``marker_dir``."""
+    """The watershed segmenter, slowed down, recording each start (block hash, pid) in
+    ``marker_dir``."""
 
     def __init__(self, delay_s: float = 0.5, marker_dir: str | None = None, min_shape=(1, 1, 1)):
         self.delay_s = delay_s

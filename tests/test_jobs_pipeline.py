@@ -1,4 +1,5 @@
-"""Blockwise jobs on a real Dask LocalCluster: same result as one canvas, resumable, worker faults."""
+"""Blockwise jobs on a real Dask LocalCluster: same result as one canvas, resumable, worker
+faults."""
 
 from __future__ import annotations
 
@@ -78,7 +79,8 @@ def test_blockwise_job_matches_one_canvas_and_is_an_ome_zarr(volume, tmp_path, d
     # a complete OME-Zarr 0.5 labels image with a strided pyramid
     group = zarr.open_group(str(out), mode="r")
     ome = group.attrs["ome"]
-    assert ome["version"] == "0.5" and "image-label" in ome
+    assert ome["version"] == "0.5"
+    assert "image-label" in ome
     assert [d["path"] for d in ome["multiscales"][0]["datasets"]] == ["0", "1"]
     np.testing.assert_array_equal(zarr.open_array(str(out / "1"))[:], seg[::2, ::2, ::2])
     lines = (out / "progress.jsonl").read_text().splitlines()
@@ -165,7 +167,8 @@ def test_empty_mask_skips_blocks(volume, tmp_path, dask_client):
     out = tmp_path / "seg.ome.zarr"
     run_job(parse_spec(job(volume, out, mask=f"{mask_path}:mask")), client=dask_client)
     seg = labels_of(out)
-    assert seg[20:].max() == 0 and seg[:20].max() > 0
+    assert seg[20:].max() == 0
+    assert seg[:20].max() > 0
 
 
 def test_cli_run_job_and_bad_inputs(volume, tmp_path, capsys):

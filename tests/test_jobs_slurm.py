@@ -113,7 +113,8 @@ def test_submit_over_ssh_streams_the_same_result_as_local(
     out = parent / "seg.ome.zarr"
     job_id = submit(tmp_path, slurm_spec(volume, out, slurm_login_node), capsys)
     record = load_record(job_id)
-    assert record.scheduler_id.isdigit() and record.ssh["host"] == "127.0.0.1"
+    assert record.scheduler_id.isdigit()
+    assert record.ssh["host"] == "127.0.0.1"
 
     cache = tmp_path / "cache.ome.zarr"
     assert main(["stream", job_id, str(cache), "--poll", "0.2", "--timeout", "240"]) == 0
@@ -169,7 +170,8 @@ def test_scancel_half_way_then_resume_runs_only_missing_blocks(
     )
     events = [json.loads(line) for line in progress.read_text().splitlines()]
     starts = [i for i, e in enumerate(events) if e["event"] == "start"]
-    assert len(starts) == 2 and events[starts[1]]["already_done"] == len(done_first)
+    assert len(starts) == 2
+    assert events[starts[1]]["already_done"] == len(done_first)
     rerun = {
         "_".join(map(str, e["block"]))
         for e in events[starts[1] :]
@@ -198,9 +200,12 @@ def test_stream_resumes_after_the_ssh_connection_drops(
 
     cache = tmp_path / "cache.ome.zarr"
     result = stream_job(load_record(job_id), cache, on_block=on_block, poll_s=0.2, timeout_s=240)
-    assert dropped and result.state == "done" and result.reconnects >= 1
+    assert dropped
+    assert result.state == "done"
+    assert result.reconnects >= 1
     # nothing missed, nothing twice: every block of both phases exactly once
-    assert sorted(seen) == sorted({(p, b) for p, b in seen}) and len(seen) == 16
+    assert sorted(seen) == sorted({(p, b) for p, b in seen})
+    assert len(seen) == 16
     np.testing.assert_array_equal(zarr.open_array(str(cache / "0"))[:], reference)
 
 
@@ -223,7 +228,8 @@ def test_scheduler_rejection_and_ssh_faults_are_clear(volume, slurm_login_node, 
     spec["backend"]["resources"]["partition"] = "no-such-partition"
     assert main(["submit", write_spec(tmp_path, spec)]) == 2
     err = capsys.readouterr().err
-    assert "sbatch rejected the job" in err and "partition" in err.lower()
+    assert "sbatch rejected the job" in err
+    assert "partition" in err.lower()
     assert not out.exists()  # a refused submission leaves nothing behind
 
     # a changed host key: refuse and explain

@@ -76,8 +76,10 @@ def test_pbs_polaris_command_line_and_script():
     )
     assert argv[0] == "qsub"
     assert argv[argv.index("-l") + 1] == "select=1:ngpus=4"
-    assert "walltime=00:30:00" in argv and "filesystems=home:eagle" in argv
-    assert argv[argv.index("-q") + 1] == "debug" and argv[argv.index("-A") + 1] == "MyProject"
+    assert "walltime=00:30:00" in argv
+    assert "filesystems=home:eagle" in argv
+    assert argv[argv.index("-q") + 1] == "debug"
+    assert argv[argv.index("-A") + 1] == "MyProject"
     assert argv[-1] == "/lus/x/_job/scheduler/job.sh"
     script = batch_script(spec, "/lus/x/_job/spec.yaml")
     assert "module load conda" in script
@@ -184,10 +186,12 @@ def test_local_backend_submit_status_stream_cancel(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["state"] == "done"
     assert main(["status", job_id[:12]]) == 0  # a unique prefix is enough
     status = json.loads(capsys.readouterr().out)
-    assert status["state"] == "done" and status["blocks_done"] == status["blocks_total"] == 8
+    assert status["state"] == "done"
+    assert status["blocks_done"] == status["blocks_total"] == 8
     out = zarr.open_array(str(tmp_path / "seg.ome.zarr" / "0"))[:]
     np.testing.assert_array_equal(zarr.open_array(str(cache / "0"))[:], out)
-    assert main(["jobs"]) == 0 and job_id in capsys.readouterr().out
+    assert main(["jobs"]) == 0
+    assert job_id in capsys.readouterr().out
 
     # a slow job, cancelled while it runs
     slow = {"kind": "plugin", "factory": "tests.test_jobs_helpers:slow_watershed"}
@@ -204,6 +208,7 @@ def test_local_backend_submit_status_stream_cancel(tmp_path, capsys):
         if status["state"] != "running":
             break
         time.sleep(0.3)
-    assert status["state"] == "cancelled" and status["blocks_done"] < 8
+    assert status["state"] == "cancelled"
+    assert status["blocks_done"] < 8
     assert main(["status", "no-such-job"]) == 2
     assert "no submitted job" in capsys.readouterr().err

@@ -1,1 +1,2 @@
-"""Full-volume jobs: block grid, per-block FFN, reconciliation, backends (local/dask/slurm/pbs), streaming."""
+"""Full-volume jobs: block grid, per-block FFN, reconciliation, backends (local/dask/slurm/pbs),
+streaming."""

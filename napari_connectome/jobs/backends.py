@@ -1,13 +1,15 @@
 """Submit, watch and cancel jobs: one interface for the local, dask, slurm and pbs backends.
 
 ``local`` and ``dask`` start ``napari-connectome run-job`` as a detached process on this machine
-(it makes a LocalCluster on 127.0.0.1, or connects to the scheduler). ``slurm`` and ``pbs`` stage the
-spec and a batch script inside the output folder on the cluster (over SFTP, or directly when there is
+(it makes a LocalCluster on 127.0.0.1, or connects to the scheduler). ``slurm`` and ``pbs`` stage
+the spec and a batch script inside the output folder on the cluster (over SFTP, or directly when
+there is
 no ``ssh`` section, i.e. on the login node itself) and hand the script to ``sbatch`` / ``qsub``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -54,14 +56,16 @@ def stage(transport: Transport, spec: JobSpec) -> str:
             old = parse_spec(yaml.safe_load(text), spec_path)
             if old.fingerprint() != spec.fingerprint():
                 raise UserInputError(
-                    f"output {out} belongs to a different job (input, ROI, blocks or segmenter differ): "
+                    f"output {out} belongs to a different job (input, ROI, blocks or segmenter "
+                    "differ): "
                     "choose another output, or overwrite it"
                 )
         elif spec.overwrite:
             transport.remove_tree(out)
         else:
             raise UserInputError(
-                f"output {out} already exists on {transport.label}: set resume: true to continue that job, "
+                f"output {out} already exists on {transport.label}: set resume: true to continue "
+                "that job, "
                 "or pass --overwrite to replace it"
             )
     transport.makedirs(_p(out, "_job", "scheduler"))
@@ -115,14 +119,16 @@ def submit(spec: JobSpec) -> JobRecord:
         if check.returncode != 0:
             msg = (check.stderr.strip() or check.stdout.strip()).splitlines()
             raise UserInputError(
-                f"the job does not pass its check on {transport.label}: {msg[-1] if msg else 'exit ' + str(check.returncode)}"
+                f"the job does not pass its check on {transport.label}: "
+                f"{msg[-1] if msg else 'exit ' + str(check.returncode)}"
             )
         sched = Scheduler(kind)
         log_pattern = _p(workdir, "job-%j.out" if kind == "slurm" else "job.out")
         res = transport.run(sched.submit_argv(spec, script, log_pattern, workdir), env=env)
         if res.returncode != 0 or not res.stdout.strip():
             raise UserInputError(
-                f"{'sbatch' if kind == 'slurm' else 'qsub'} rejected the job: {res.stderr.strip() or res.stdout.strip()}"
+                f"{'sbatch' if kind == 'slurm' else 'qsub'} rejected the job: "
+                f"{res.stderr.strip() or res.stdout.strip()}"
             )
         sched_id = sched.parse_submit(res.stdout)
     except BaseException:
@@ -148,10 +154,8 @@ def submit(spec: JobSpec) -> JobRecord:
 
 
 def _pid_alive(pid: int) -> bool:
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # reap it if it is our own finished child
-    except ChildProcessError:
-        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -186,7 +190,8 @@ def log_tail(transport: Transport, path: str | None, lines: int = 20) -> str:
 
 
 def job_status(record: JobRecord, transport: Transport | None = None) -> dict:
-    """State (pending/running/done/failed/cancelled), blocks done/total, rate, ETA; failed: log tail."""
+    """State (pending/running/done/failed/cancelled), blocks done/total, rate, ETA; failed: log
+    tail."""
     own = transport is None
     transport = transport or open_transport(record.ssh)
     try:
@@ -241,7 +246,8 @@ def cancel(record: JobRecord) -> None:
             save_record(record)
         if res.returncode != 0:
             raise UserInputError(
-                f"cancel of job {record.scheduler_id} failed: {res.stderr.strip() or res.stdout.strip()}"
+                f"cancel of job {record.scheduler_id} failed: "
+                f"{res.stderr.strip() or res.stdout.strip()}"
             )
     finally:
         transport.close()

@@ -1,4 +1,5 @@
-"""Reading ``progress.jsonl``: the job's own account of what is done, shared by status and stream."""
+"""Reading ``progress.jsonl``: the job's own account of what is done, shared by status and
+stream."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from dataclasses import dataclass, field
 
 
 def split_lines(buffer: bytes) -> tuple[list[dict], int]:
-    """Complete JSON lines in ``buffer`` and how many bytes they span (a partial last line waits)."""
+    """Complete JSON lines in ``buffer`` and how many bytes they span (a partial last line
+    waits)."""
     end = buffer.rfind(b"\n") + 1
     events = []
     for raw in buffer[:end].splitlines():

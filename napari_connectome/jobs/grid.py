@@ -1,7 +1,8 @@
-"""The block grid: write regions tile the ROI (one block = one output chunk), read regions add context.
+"""The block grid: write regions tile the ROI (one block = one output chunk), read regions add
+context.
 
-Blocks are named by their chunk index ``(bz, by, bx)`` and numbered in C order; every id and file name
-derives from that index, so results never depend on which worker finished first.
+Blocks are named by their chunk index ``(bz, by, bx)`` and numbered in C order; every id and file
+name derives from that index, so results never depend on which worker finished first.
 """
 
 from __future__ import annotations

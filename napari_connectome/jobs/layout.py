@@ -12,8 +12,8 @@ OUT.ome.zarr/          the result (OME-Zarr 0.5 labels, level 0 chunk = one bloc
   _job/relabel/B.done  the block's final ids are written
   _job/scheduler/      batch script and scheduler log (slurm/pbs)
 ```
-Every file is written to a temporary name and renamed, so a killed worker never leaves a half file that
-a rerun would trust.
+Every file is written to a temporary name and renamed, so a killed worker never leaves a half file
+that a rerun would trust.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Level 0 has one chunk per block write region, so each block writes exactly one chunk file and a
 streaming client can copy that file as soon as the block's progress line appears. Levels 1.. are
-strided (every second voxel), which keeps label ids intact, and are filled blockwise after relabelling.
+strided (every second voxel), which keeps label ids intact, and are filled blockwise after
+relabelling.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def create_output(
     levels: int,
     name: str,
 ) -> None:
-    """Write group metadata and every (empty) level array in ``dest`` (which may already hold ``_job``)."""
+    """Write group metadata and every (empty) level array in ``dest`` (which may already hold
+    ``_job``)."""
     import zarr
 
     shapes = level_shapes(shape, levels)
@@ -53,7 +55,8 @@ def create_output(
         )
         factor = 2**level
         scale = [float(v) * factor for v in voxel_size_nm]
-        # the centre of voxel 0 of level n sits half a coarse voxel minus half a fine voxel further in
+        # the centre of voxel 0 of level n sits half a coarse voxel minus half a fine voxel further
+        # in
         translation = [o + (factor - 1) * v / 2 for o, v in zip(offset_nm, voxel_size_nm)]
         datasets.append(
             {

@@ -1,8 +1,9 @@
 """The job driver: check the spec, create the output, then run the phases on Dask.
 
-Phases: segment every missing block -> match every face -> one lookup table -> relabel every block ->
-pyramid. The driver is the only writer of ``progress.jsonl`` (workers return, the driver appends), so
-lines never interleave, even with workers on many nodes of a shared file system.
+Phases: segment every missing block -> match every face -> one lookup table -> relabel every block
+->
+pyramid. The driver is the only writer of ``progress.jsonl`` (workers return, the driver appends),
+so lines never interleave, even with workers on many nodes of a shared file system.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def make_grid(spec: JobSpec) -> BlockGrid:
         shape = tuple(b - a for a, b in zip(block.read_start, block.read_stop))
         if any(s < f for s, f in zip(shape, fov)):
             raise UserInputError(
-                f"block {list(block.index)} reads a region of {list(shape)} voxels, smaller than the "
+                f"block {list(block.index)} reads a region of {list(shape)} voxels, smaller than "
+                "the "
                 f"segmenter's field of view {list(fov)}: use a larger block_shape or overlap"
             )
     return grid
@@ -83,7 +85,8 @@ def prepare_output(spec: JobSpec, grid: BlockGrid) -> JobLayout:
             old = load_spec(layout.spec)
             if old.fingerprint() != spec.fingerprint():
                 raise UserInputError(
-                    f"output {root} belongs to a different job (input, ROI, blocks or segmenter differ): "
+                    f"output {root} belongs to a different job (input, ROI, blocks or segmenter "
+                    "differ): "
                     "choose another output, or use --overwrite to replace it"
                 )
             return layout
@@ -201,7 +204,8 @@ def run_job(
     client=None,
     progress: ProgressCallback | None = None,
 ) -> JobResult:
-    """Run (or resume) a job to completion. ``client``: an existing Dask client; default from the spec."""
+    """Run (or resume) a job to completion. ``client``: an existing Dask client; default from the
+    spec."""
     from napari_connectome.jobs import tasks
 
     progress = progress or no_progress

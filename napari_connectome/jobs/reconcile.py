@@ -2,8 +2,8 @@
 
 Fragment ids are global and compact: block k's local id i becomes ``offset[k] + i`` where ``offset``
 is the running sum of segment counts in block order. Matched pairs are edges of a graph over
-fragments; its connected components (scipy) are the final objects, numbered 1.. in the order of their
-smallest fragment, so the table is the same whatever order blocks finished in.
+fragments; its connected components (scipy) are the final objects, numbered 1.. in the order of
+their smallest fragment, so the table is the same whatever order blocks finished in.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import numpy as np
 def match_overlap(a: np.ndarray, b: np.ndarray, min_fraction: float, min_voxels: int) -> np.ndarray:
     """Pairs (id in a, id in b) of segments that are the same object in a region both labelled.
 
-    A pair counts when the voxels they share are at least ``min_voxels`` and at least ``min_fraction``
-    of each segment's voxels in the region.
+    A pair counts when the voxels they share are at least ``min_voxels`` and at least
+    ``min_fraction`` of each segment's voxels in the region.
     """
     a = a.ravel().astype(np.uint64)
     b = b.ravel().astype(np.uint64)

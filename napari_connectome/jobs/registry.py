@@ -1,5 +1,6 @@
-"""The local list of submitted jobs, so ``status``/``cancel``/``stream`` (and the GUI after a restart)
-find a job by its id. One JSON file per job in ``$NAPARI_CONNECTOME_CONFIG_DIR/jobs`` (default: the
+"""The local list of submitted jobs, so ``status``/``cancel``/``stream`` (and the GUI after a
+restart) find a job by its id. One JSON file per job in ``$NAPARI_CONNECTOME_CONFIG_DIR/jobs``
+(default: the
 user config dir, e.g. ``~/.config/napari-connectome/jobs``)."""
 
 from __future__ import annotations
@@ -78,5 +79,6 @@ def load_record(job: str) -> JobRecord:
             f"no submitted job {job!r} (recent: {known}); list them with `napari-connectome jobs`"
         )
     raise UserInputError(
-        f"{job!r} matches {len(matches)} jobs: give more of the id ({', '.join(r.id for r in matches)})"
+        f"{job!r} matches {len(matches)} jobs: give more of the id "
+        f"({', '.join(r.id for r in matches)})"
     )

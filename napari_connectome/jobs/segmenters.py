@@ -28,7 +28,8 @@ class BlockSegmenter(Protocol):
 class WatershedSegmenter:
     """Seeded watershed of the distance transform of ``image >= threshold``.
 
-    Deterministic and model-free: cells are bright, membranes dark (as in EM after inversion, and in the
+    Deterministic and model-free: cells are bright, membranes dark (as in EM after inversion, and
+    in the
     synthetic test volumes). Seeds are the connected parts of the foreground deeper than
     ``seed_distance`` voxels, so touching cells joined by a thin bridge come apart.
     """
@@ -108,7 +109,8 @@ def make_segmenter(spec: SegmenterSpec) -> BlockSegmenter:
     seg = factory(**spec.options)
     if not isinstance(seg, BlockSegmenter):
         raise UserInputError(
-            f"segmenter.factory {spec.factory!r} returned {type(seg).__name__}, which is not a block "
+            f"segmenter.factory {spec.factory!r} returned {type(seg).__name__}, which is not a "
+            "block "
             "segmenter (needs min_shape and __call__(image) -> labels)"
         )
     return seg

@@ -65,7 +65,8 @@ def input_info(source: str) -> InputInfo:
     arr, vs, off = _open_array(source)
     if len(arr.shape) != 3:
         raise UserInputError(
-            f"input {source!r} has {len(arr.shape)} dimensions {tuple(arr.shape)}: jobs need a 3D (z, y, x) volume"
+            f"input {source!r} has {len(arr.shape)} dimensions {tuple(arr.shape)}: jobs need a "
+            "3D (z, y, x) volume"
         )
     return InputInfo(tuple(int(s) for s in arr.shape), str(arr.dtype), vs, off)
 

@@ -41,9 +41,11 @@ class SegmenterSpec(_Strict):
     """How one block is segmented.
 
     ``ffn``: flood-filling network (``model`` = a model folder, or ``default`` for the shipped one;
-    ``inference`` = FFN inference options). ``watershed``: seeded watershed of the distance transform of
+    ``inference`` = FFN inference options). ``watershed``: seeded watershed of the distance
+    transform of
     ``image >= threshold`` (deterministic, no model; for tests and bright-cell/dark-membrane data).
-    ``plugin``: ``factory`` = ``"package.module:function"`` returning a block segmenter (your own code).
+    ``plugin``: ``factory`` = ``"package.module:function"`` returning a block segmenter (your own
+    code).
     """
 
     kind: Literal["ffn", "watershed", "plugin"] = "ffn"
@@ -68,9 +70,9 @@ class MatchSpec(_Strict):
     """When two segments of face-neighbouring blocks are the same object.
 
     In the region both blocks segmented, segments a and b are joined when they share at least
-    ``min_voxels`` voxels and the shared voxels are at least ``min_fraction`` of a's and of b's voxels
-    there. With ``min_fraction > 0.5`` a segment joins at most one partner per face, so a disagreement
-    between blocks never fuses two neurons.
+    ``min_voxels`` voxels and the shared voxels are at least ``min_fraction`` of a's and of b's
+    voxels there. With ``min_fraction > 0.5`` a segment joins at most one partner per face, so a
+    disagreement between blocks never fuses two neurons.
     """
 
     min_fraction: float = Field(0.6, gt=0.0, le=1.0)
@@ -115,7 +117,8 @@ class Resources(_Strict):
 
 class BackendSpec(_Strict):
     """Where blocks run. ``local``: a Dask LocalCluster on 127.0.0.1 with ``workers`` processes;
-    ``dask``: an existing scheduler at ``scheduler``; ``slurm`` / ``pbs``: a batch job (over ``ssh`` or,
+    ``dask``: an existing scheduler at ``scheduler``; ``slurm`` / ``pbs``: a batch job (over
+    ``ssh`` or,
     without it, on this machine) that runs ``napari-connectome run-job`` inside the allocation."""
 
     kind: Literal["local", "dask", "slurm", "pbs"] = "local"
@@ -138,7 +141,7 @@ class JobSpec(_Strict):
     """A full-volume segmentation job."""
 
     name: str = "segmentation"
-    input: str  # source string accepted by napari_connectome.volumes.open_volume (file.h5:raw, x.zarr/...)
+    input: str  # any source open_volume reads: file.h5:raw, store.zarr/array, ...
     output: str  # OME-Zarr folder to create (on the machine where the job runs)
     roi: ROI | None = None
     mask: str | None = (
@@ -181,7 +184,8 @@ class JobSpec(_Strict):
         return self
 
     def fingerprint(self) -> str:
-        """Hash of everything that determines the result, so a resume never mixes two different jobs."""
+        """Hash of everything that determines the result, so a resume never mixes two different
+        jobs."""
         keys = (
             "input",
             "mask",

@@ -9,6 +9,7 @@ client resumes where it stopped and misses nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -52,7 +53,8 @@ def _init_cache(transport: Transport, output: str, cache: Path) -> dict:
         state = json.loads(state_path.read_text())
         if state.get("source") != output:
             raise UserInputError(
-                f"{cache} caches another job's output ({state.get('source')}): choose another folder"
+                f"{cache} caches another job's output ({state.get('source')}): choose another "
+                "folder"
             )
         return state
     if cache.exists() and any(cache.iterdir()):
@@ -174,10 +176,8 @@ def stream_into(
                 if reconnects > max_reconnects:
                     raise
                 time.sleep(min(5.0, 0.2 * 2**reconnects))
-                try:
+                with contextlib.suppress(Exception):
                     transport.close()
-                except Exception:
-                    pass
                 try:
                     transport = transport_factory()
                 except UserInputError:

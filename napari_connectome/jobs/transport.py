@@ -1,4 +1,5 @@
-"""Running commands and moving files on the machine where a job runs: here, or a login node over SSH.
+"""Running commands and moving files on the machine where a job runs: here, or a login node over
+SSH.
 
 Commands are argv lists. Locally they go to ``subprocess`` without a shell; over SSH the remote
 shell receives ``shlex.join(argv)``, so every argument arrives as one word, whatever spaces,
@@ -95,7 +96,8 @@ class LocalTransport:
 
 
 class SSHTransport:
-    """A login node over SSH (asyncssh on a private event-loop thread; the API stays synchronous)."""
+    """A login node over SSH (asyncssh on a private event-loop thread; the API stays
+    synchronous)."""
 
     def __init__(self, spec: SSHSpec):
         self.spec = spec
@@ -118,7 +120,8 @@ class SSHTransport:
         known_hosts = spec.known_hosts or os.path.expanduser("~/.ssh/known_hosts")
         if not os.path.isfile(known_hosts):
             raise UserInputError(
-                f"known_hosts file {known_hosts} not found: host keys must be verified; add the login "
+                f"known_hosts file {known_hosts} not found: host keys must be verified; add the "
+                "login "
                 f"node's key (ssh-keyscan -p {spec.port} {spec.host}, then check its fingerprint)"
             )
         kwargs = {"known_hosts": known_hosts, "connect_timeout": spec.connect_timeout_s}
@@ -137,13 +140,16 @@ class SSHTransport:
             return await asyncssh.connect(spec.host, spec.port, **kwargs)
         except asyncssh.HostKeyNotVerifiable as exc:
             raise UserInputError(
-                f"host key of {where} is not trusted ({exc.reason}): it is missing from {known_hosts} or "
-                "has CHANGED. Refusing to connect. If the key really changed, confirm the new fingerprint "
+                f"host key of {where} is not trusted ({exc.reason}): it is missing from "
+                f"{known_hosts} or "
+                "has CHANGED. Refusing to connect. If the key really changed, confirm the new "
+                "fingerprint "
                 "with the cluster's admins, then update known_hosts"
             ) from None
         except asyncssh.PermissionDenied:
             raise UserInputError(
-                f"SSH login to {where} was refused: wrong user or key (check ssh.user and ssh.key, or "
+                f"SSH login to {where} was refused: wrong user or key (check ssh.user and "
+                "ssh.key, or "
                 "load the key into your agent)"
             ) from None
         except (TimeoutError, OSError) as exc:
