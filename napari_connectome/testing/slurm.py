@@ -201,6 +201,7 @@ def write_slurm_conf(
         "MailProg=/bin/true",
         "ReturnToService=2",
         "SchedulerType=sched/backfill",
+        "SchedulerParameters=batch_sched_delay=0",  # start jobs at once, not up to 3 s later
         "MinJobAge=600",
         "KillWait=5",
         "InactiveLimit=0",
