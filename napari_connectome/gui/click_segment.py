@@ -271,7 +271,11 @@ class ClickToSegmentWidget(Container):
                 "the image is too large for an in-memory segments layer; choose a labels layer"
             )
         target = self._viewer.add_labels(
-            np.zeros(shape, np.uint32), name=name, scale=layer.scale, translate=layer.translate
+            np.zeros(shape, np.uint32),
+            name=name,
+            scale=layer.scale,
+            translate=layer.translate,
+            units=layer.units,
         )
         self.segments.reset_choices()
         self.segments.value = target
@@ -284,6 +288,7 @@ class ClickToSegmentWidget(Container):
             np.zeros((1, 1, 1), np.float32),
             name=PREVIEW,
             scale=layer.scale,
+            units=layer.units,
             colormap="magma",
             blending="additive",
             contrast_limits=(0.0, 1.0),

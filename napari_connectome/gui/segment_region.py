@@ -223,6 +223,7 @@ class SegmentRegionWidget(Container):
             name=f"{layer.name} FFN",
             scale=layer.scale,
             translate=translate,
+            units=layer.units,
             metadata={"region_zyx": [[int(s.start), int(s.stop)] for s in box]},
         )
         self._napari_progress = progress(total=1, desc="FFN")
