@@ -238,3 +238,13 @@ def test_float_or_signed_labels_are_refused_before_writing(tmp_path, dtype):
     with pytest.raises(UserInputError, match=f"dtype {np.dtype(dtype)}.*unsigned"):
         write_ome_zarr(np.zeros((4, 4, 4), dtype), dest, voxel_size_nm=(1, 1, 1), labels=True)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_2d_image_gets_yx_axes_and_larger_chunks(tmp_path):
+    image = np.random.default_rng(5).random((300, 200)).astype(np.float32)
+    write_ome_zarr(image, tmp_path / "plane.ome.zarr", voxel_size_nm=(4, 4))
+    vol = open_volume(tmp_path / "plane.ome.zarr")
+    assert vol.axes == "yx"
+    assert vol.storage_chunks == (256, 200)
+    assert vol.level_voxel_sizes[1] == (8.0, 8.0)
+    np.testing.assert_array_equal(vol.data.compute(), image)

@@ -26,7 +26,8 @@ from napari_connectome.volumes.atomic import (
 from napari_connectome.volumes.pyramid import downsample_mean, downsample_mode, plan_levels
 from napari_connectome.volumes.volume import SPATIAL_AXES, Volume, check_label_dtype
 
-DEFAULT_CHUNK = 64
+DEFAULT_CHUNK = 64  # 64^3 voxels: 256 KiB of uint8, 2 MiB of uint64 labels
+DEFAULT_CHUNK_2D = 256  # the same order of bytes for a 2D image
 BLOCK_BYTES = 32 * 2**20  # a block read/written at once, per worker thread
 _AXIS_TYPES = {"t": "time", "c": "channel"}
 
@@ -36,12 +37,14 @@ def _threads() -> int:
 
 
 def default_chunks(shape: Sequence[int], axes: str, chunk: int | Sequence[int] | None) -> tuple:
-    """Storage chunks: ``chunk`` voxels along spatial axes, 1 along channel/time axes."""
+    """Storage chunks: ``chunk`` voxels along spatial axes, 1 along channel/time axes (default 64,
+    or 256 for 2D images)."""
     if chunk is not None and not isinstance(chunk, int):
         if len(chunk) != len(shape):
             raise UserInputError(f"chunks {tuple(chunk)} must have one entry per axis ({axes}).")
         return tuple(max(1, min(int(c), int(s))) for c, s in zip(chunk, shape))
-    size = DEFAULT_CHUNK if chunk is None else int(chunk)
+    n_spatial = sum(a in SPATIAL_AXES for a in axes)
+    size = (DEFAULT_CHUNK if n_spatial > 2 else DEFAULT_CHUNK_2D) if chunk is None else int(chunk)
     if size < 1:
         raise UserInputError(f"chunk size must be a positive number of voxels, not {size}.")
     return tuple(max(1, min(size, int(s))) if a in SPATIAL_AXES else 1 for a, s in zip(axes, shape))
