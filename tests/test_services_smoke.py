@@ -241,3 +241,22 @@ def test_required_services_turn_skips_into_failures(tmp_path):
     assert "1 failed, 1 skipped" in result.stdout
     assert "NAPARI_CONNECTOME_REQUIRE_SERVICES=1 forbids skips" in result.stdout
     assert "frobd not found: apt-get install frob" in result.stdout
+
+
+@pytest.mark.ssh
+def test_ssh_through_a_jump_host(sshd_server):
+    import asyncssh
+
+    from napari_connectome.testing.services import start_sshd
+
+    with start_sshd() as target:
+
+        async def main() -> str:
+            async with (
+                asyncssh.connect(**sshd_server.connect_kwargs()) as jump,
+                asyncssh.connect(tunnel=jump, **target.connect_kwargs()) as conn,
+            ):
+                return (await conn.run("printf '%s' \"$SSH_CONNECTION\"", check=True)).stdout
+
+        connection = asyncio.run(main())
+    assert connection.split()[2:] == ["127.0.0.1", str(target.port)]

@@ -3,6 +3,7 @@
 Test services must never outlive the run that started them, so every daemon runs in the foreground
 as a child, gets SIGTERM from the kernel if its parent dies (``PR_SET_PDEATHSIG``), and is stopped
 by pid (never by name: other people's daemons may run on the same machine).
+Start services from the main thread: the kernel sends that signal when the starting *thread* exits.
 """
 
 from __future__ import annotations
