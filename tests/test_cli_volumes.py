@@ -149,3 +149,16 @@ def test_info_on_shared_fib25_via_the_installed_command(fib25_h5):
     assert info["dtype"] == "uint8"
     assert info["voxel_size_nm"] == [10.0, 10.0, 10.0]
     assert info["is_labels"] is False
+
+
+def test_info_on_an_ome_zarr_lists_the_image_and_its_labels(tmp_path, capsys):
+    from ome_zarr.writer import write_image, write_labels
+
+    root = zarr.open_group(tmp_path / "img.ome.zarr", mode="w", zarr_format=3)
+    image = np.zeros((8, 16, 16), np.uint8)
+    write_image(image, root, axes="zyx", scale_factors=[])
+    write_labels(image.astype(np.uint32), root, name="cells", axes="zyx", scale_factors=[])
+
+    assert main(["info", str(tmp_path / "img.ome.zarr")]) == 0
+    infos = json.loads(capsys.readouterr().out)
+    assert [(i["name"], i["is_labels"]) for i in infos] == [("img", False), ("cells", True)]

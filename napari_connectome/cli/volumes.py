@@ -17,8 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info = subparsers.add_parser(
         "info",
         help="print shape, dtype, chunks, voxel size and scales of a volume as JSON",
-        description="Print what napari-connectome sees in SOURCE as JSON (one object per array; a "
-        "list when SOURCE holds several, e.g. an HDF5 file without :dataset).",
+        description="Print what napari-connectome sees in SOURCE as JSON: one object, or a list "
+        "when SOURCE holds several arrays (an HDF5 file without :dataset, an OME-Zarr image with "
+        "labels).",
     )
     info.add_argument("source", metavar="SOURCE", help=SOURCE_HELP)
     info.set_defaults(func=run_info)
@@ -57,16 +58,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_info(args: argparse.Namespace) -> int:
     from napari_connectome.volumes import discover_volumes, open_volume
-    from napari_connectome.volumes.sources import parse_source
 
-    src = parse_source(args.source)
     try:
-        volumes = [open_volume(args.source)]
-    except UserInputError:
-        # a file or group holding several arrays: describe each of them
-        if src.inner or src.format not in ("hdf5", "zarr", "n5"):
-            raise
+        # every layer SOURCE holds: an OME-Zarr image and its labels, each 3D dataset of a file
         volumes = discover_volumes(args.source)
+    except UserInputError:
+        volumes = [open_volume(args.source)]  # e.g. a file holding only a 2D image
     described = [v.describe() for v in volumes]
     print(json.dumps(described[0] if len(described) == 1 else described, indent=2))
     return 0
