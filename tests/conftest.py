@@ -27,6 +27,7 @@ def pytest_collection_modifyitems(config, items):
     else:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+
 REQUIRE_SERVICES = os.environ.get("NAPARI_CONNECTOME_REQUIRE_SERVICES", "") not in ("", "0")
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("NAPARI_CONNECTOME_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -35,8 +36,6 @@ GOOGLE_FFN = SHARED_DATA / "google-ffn-fib25"
 
 # Session fixtures starting Slurm and sshd on loopback: slurm_cluster, sshd_server, slurm_login_node.
 pytest_plugins = ["tests.services"]
-
-
 
 
 @pytest.hookimpl(hookwrapper=True)

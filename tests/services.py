@@ -28,10 +28,15 @@ fail), and skips with the apt-get command to run when a program is missing; with
 
 ``slurm_login_node`` -> ``SshServer`` whose sessions see ``slurm_cluster`` (SLURM_CONF, PATH):
     use it for "submit over SSH to Slurm" tests; the cluster itself is ``slurm_cluster``.
+
+A jump host is one more ``napari_connectome.testing.services.start_sshd()`` (see the smoke tests).
+``NAPARI_CONNECTOME_KEEP_SERVICES=1`` keeps the services' temp dirs (configs, daemon logs) after the
+session, for debugging.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -45,12 +50,14 @@ from napari_connectome.testing.services import (
     start_sshd,
 )
 
+KEEP = os.environ.get("NAPARI_CONNECTOME_KEEP_SERVICES", "") not in ("", "0")
+
 
 @pytest.fixture(scope="session")
 def slurm_cluster() -> Iterator[SlurmCluster]:
     """A one-node Slurm cluster on loopback for the whole session."""
     try:
-        cluster = start_slurm_cluster()
+        cluster = start_slurm_cluster(keep=KEEP)
     except ServiceUnavailable as exc:
         pytest.skip(str(exc))
     try:
@@ -63,7 +70,7 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
 def sshd_server() -> Iterator[SshServer]:
     """An OpenSSH server on 127.0.0.1 accepting ``client_key`` for the current user."""
     try:
-        server = start_sshd()
+        server = start_sshd(keep=KEEP)
     except ServiceUnavailable as exc:
         pytest.skip(str(exc))
     try:
@@ -76,7 +83,7 @@ def sshd_server() -> Iterator[SshServer]:
 def slurm_login_node(slurm_cluster: SlurmCluster) -> Iterator[SshServer]:
     """An sshd in front of ``slurm_cluster``: ``sbatch`` over SSH reaches that cluster."""
     try:
-        server = start_slurm_login_node(slurm_cluster)
+        server = start_slurm_login_node(slurm_cluster, keep=KEEP)
     except ServiceUnavailable as exc:
         pytest.skip(str(exc))
     try:

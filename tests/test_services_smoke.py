@@ -260,3 +260,25 @@ def test_ssh_through_a_jump_host(sshd_server):
 
         connection = asyncio.run(main())
     assert connection.split()[2:] == ["127.0.0.1", str(target.port)]
+
+
+@pytest.mark.ssh
+def test_a_port_taken_between_choosing_and_binding_is_retried(monkeypatch):
+    from napari_connectome.testing import sshd
+    from napari_connectome.testing.processes import free_port
+
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        ports = iter([taken])
+        # The first port handed to sshd is already bound by someone else, as when parallel test
+        # runs race for a port; the start must retry with a fresh one.
+        monkeypatch.setattr(sshd, "free_port", lambda host: next(ports, None) or free_port(host))
+        try:
+            server = sshd.start_sshd()
+        except sshd.ServiceUnavailable as exc:
+            pytest.skip(str(exc))
+        with server:
+            assert server.port != taken
+            assert _asyncssh_run(server, "echo ok") == "ok\n"

@@ -20,8 +20,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 _PR_SET_PDEATHSIG = 1
+T = TypeVar("T")
 
 
 class ServiceUnavailable(RuntimeError):
@@ -149,3 +151,18 @@ def stop_all(daemons: Sequence[Daemon], timeout: float = 10.0) -> None:
             errors.append(exc)
     if errors:
         raise errors[0]
+
+
+def retry_on_port_clash(start: Callable[[], T], attempts: int = 3) -> T:
+    """Call ``start`` again (with new free ports) when a daemon lost its port to another process.
+
+    ``free_port`` can only say a port was free a moment ago; with several test runs on one machine
+    another daemon may bind it first, and the loser exits with "Address already in use".
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return start()
+        except ServiceError as exc:
+            if attempt == attempts or "Address already in use" not in str(exc):
+                raise
+    raise AssertionError("unreachable")

@@ -28,7 +28,11 @@ __all__ = [
 
 
 def start_slurm_login_node(
-    cluster: SlurmCluster, parent: Path | None = None, *, extra_env: Mapping[str, str] | None = None
+    cluster: SlurmCluster,
+    parent: Path | None = None,
+    *,
+    extra_env: Mapping[str, str] | None = None,
+    keep: bool = False,
 ) -> SshServer:
     """An sshd whose sessions use ``cluster``: ``SLURM_CONF`` and ``PATH`` as in ``cluster.env``.
 
@@ -38,4 +42,4 @@ def start_slurm_login_node(
     """
     env = {"SLURM_CONF": cluster.env["SLURM_CONF"], "PATH": cluster.env["PATH"]}
     env.update(extra_env or {})
-    return start_sshd(parent, env=env)
+    return start_sshd(parent, env=env, keep=keep)

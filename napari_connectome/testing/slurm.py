@@ -33,9 +33,11 @@ from pathlib import Path
 from napari_connectome.testing.processes import (
     Daemon,
     ServiceError,
+    ServiceUnavailable,
     free_port,
     make_workdir,
     require_binary,
+    retry_on_port_clash,
     spawn,
     stop_all,
     wait_until,
@@ -232,6 +234,15 @@ def start_slurm_cluster(
     unix socket lives there). ``keep``: leave the directory (logs) after ``stop()``.
     Raises ``ServiceUnavailable`` when a program is missing, ``ServiceError`` when a daemon fails.
     """
+    if os.geteuid() != 0:
+        raise ServiceUnavailable(
+            "the one-node test Slurm cluster runs slurmd as root (it launches the jobs): "
+            "run these tests as root, e.g. in a container or CI"
+        )
+    return retry_on_port_clash(lambda: _start(parent, timeout=timeout, keep=keep))
+
+
+def _start(parent: Path | None, *, timeout: float, keep: bool) -> SlurmCluster:
     munged = require_binary("munged", INSTALL_HINT)
     mungekey = require_binary("mungekey", INSTALL_HINT)
     slurmctld = require_binary("slurmctld", INSTALL_HINT)

@@ -27,6 +27,7 @@ from napari_connectome.testing.processes import (
     free_port,
     make_workdir,
     require_binary,
+    retry_on_port_clash,
     spawn,
     stop_all,
     wait_until,
@@ -186,6 +187,12 @@ def start_sshd(
     ``env``: variables every session gets (sshd ``SetEnv``). Raises ``ServiceUnavailable`` when
     openssh is missing, ``ServiceError`` (with sshd's log) when it does not start.
     """
+    return retry_on_port_clash(lambda: _start(parent, env=env, timeout=timeout, keep=keep))
+
+
+def _start(
+    parent: Path | None, *, env: Mapping[str, str] | None, timeout: float, keep: bool
+) -> SshServer:
     sshd = require_binary("sshd", INSTALL_HINT)
     ssh_keygen = require_binary("ssh-keygen", INSTALL_HINT)
     _ensure_privsep_dir()
