@@ -104,6 +104,8 @@ def test_convert_overwrite(em_h5, tmp_path, capsys):
         ("{tmp}/sample.h5:prob", ["--labels"], r"dtype float32, but labels must be unsigned"),
         ("{tmp}/sample.h5:signed", ["--labels"], r"dtype int64, but labels must be unsigned"),
         ("{tmp}/broken.zarr", [], r"chunk '.*broken\.zarr/c/0/1/0' .* cannot be decoded"),
+        ("{tmp}/sample.h5:raw", ["--chunks", "0"], r"chunk size must be a positive number"),
+        ("{tmp}/sample.h5:raw", ["--levels", "0"], r"levels must be 1 or more"),
     ],
 )
 def test_convert_bad_input_exits_2_and_writes_nothing(
@@ -162,3 +164,15 @@ def test_info_on_an_ome_zarr_lists_the_image_and_its_labels(tmp_path, capsys):
     assert main(["info", str(tmp_path / "img.ome.zarr")]) == 0
     infos = json.loads(capsys.readouterr().out)
     assert [(i["name"], i["is_labels"]) for i in infos] == [("img", False), ("cells", True)]
+
+
+@pytest.mark.realdata
+def test_convert_shared_fib25_labels_keeps_every_id(fib25_h5, tmp_path):
+    dest = tmp_path / "fib25_labels.ome.zarr"
+    assert main(["convert", f"{fib25_h5}:labels", str(dest), "--levels", "2"]) == 0
+    vol = open_volume(dest)
+    assert vol.is_labels
+    assert vol.voxel_size_nm == (10.0, 10.0, 10.0)
+    with h5py.File(fib25_h5) as f:
+        np.testing.assert_array_equal(vol.data.compute(), f["labels"][:])
+    assert vol.multiscale[1].shape == (125, 125, 125)
