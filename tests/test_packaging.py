@@ -19,20 +19,11 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DIST = "napari-connectome"
-# Build from a copy of the working tree without build outputs, so stale files in build/ (setuptools
-# reuses it) cannot slip into the wheel and parallel builds do not share a directory.
-BUILD_OUTPUTS = shutil.ignore_patterns(
-    ".git",
-    ".venv",
-    "build",
-    "dist",
-    "*.egg-info",
-    "__pycache__",
-    ".pytest_cache",
-    ".ruff_cache",
-    "tmp",
-    "out",
-)
+# Build from a copy of what the build reads, so stale files in build/ (setuptools reuses it) cannot
+# slip into the wheel, parallel builds share nothing, and data lying in the checkout is not copied.
+BUILD_INPUTS = ("pyproject.toml", "README.md", "napari.yaml", "resources", "napari_connectome")
+BUILD_INPUT_GLOBS = ("LICEN[CS]E*", "COPYING*", "NOTICE*", "AUTHORS*", "MANIFEST.in", "setup.*")
+BUILD_OUTPUTS = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc")
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -52,7 +43,14 @@ def dists(tmp_path_factory) -> dict[str, Path]:
     """``python -m build`` on a copy of the checkout: an sdist, and a wheel built from it."""
     tmp = tmp_path_factory.mktemp("packaging")
     src = tmp / "src"
-    shutil.copytree(ROOT, src, symlinks=True, ignore=BUILD_OUTPUTS)
+    src.mkdir()
+    inputs = [ROOT / name for name in BUILD_INPUTS]
+    inputs += [path for pattern in BUILD_INPUT_GLOBS for path in ROOT.glob(pattern)]
+    for path in inputs:
+        if path.is_symlink() or path.is_file():
+            shutil.copy2(path, src / path.name, follow_symlinks=False)
+        elif path.is_dir():
+            shutil.copytree(path, src / path.name, symlinks=True, ignore=BUILD_OUTPUTS)
     out = tmp / "dist"
     result = _run([sys.executable, "-m", "build", "--outdir", out, src], cwd=tmp)
     assert result.returncode == 0, _explain(result)
