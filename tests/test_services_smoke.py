@@ -9,6 +9,7 @@ import shlex
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,17 @@ def test_sbatch_runs_a_job_and_writes_its_output(slurm_cluster, tmp_path):
     # Finished jobs stay visible to scontrol (the jobs code polls it; sacct needs slurmdbd).
     show = slurm_cluster.run("scontrol", "show", "job", "--oneliner", job).stdout
     assert "ExitCode=0:0" in show
+    # ... and every finished job is logged by jobcomp/filetxt (written as the job completes).
+    deadline = time.monotonic() + 10
+    while True:
+        log = slurm_cluster.jobcomp_log
+        lines = log.read_text().splitlines() if log.exists() else []
+        finished = [line for line in lines if line.startswith(f"JobId={job} ")]
+        if finished or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert len(finished) == 1
+    assert " JobState=COMPLETED " in finished[0]
 
 
 @pytest.mark.slurm
