@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
+from napari_connectome.proofread.graph import FragmentGraph
 from napari_connectome.proofread.table import FragmentTable
 
 
@@ -21,6 +22,7 @@ class EditState(Protocol):
     """What an operation may touch: the table, and (for split patches) the fragment volume."""
 
     table: FragmentTable
+    graph: FragmentGraph
 
     def write_patch(self, lo: tuple[int, ...], mask: np.ndarray, value: int) -> None: ...
 
@@ -181,6 +183,9 @@ class SplitOp(Operation):
 
     kind = "split"
 
+    def _edges(self, when: str) -> dict[str, np.ndarray]:
+        return {k: self.arrays[f"{when}_{k}"] for k in ("u", "v", "area", "weight")}
+
     def execute(self, state: EditState) -> None:
         t = state.table
         for i, p in enumerate(self.params["patches"]):
@@ -192,12 +197,16 @@ class SplitOp(Operation):
                 p["old_after"][2],
             )
             t.append_fragment(p["new"], self.params["segment"], *p["new_stats"])
+            state.graph.remove(state.graph.touching([p["old"]]))
+            state.graph.add(self._edges("after"))
         t.assign(_rows(t, self.arrays["side_b"]), self.params["new_segment"])
 
     def invert(self, state: EditState) -> None:
         t = state.table
         t.assign(_rows(t, self.arrays["side_b"]), self.params["segment"])
         for i, p in reversed(list(enumerate(self.params["patches"]))):
+            state.graph.remove(state.graph.touching([p["old"], p["new"]]))
+            state.graph.add(self._edges("before"))
             t.pop_fragment(p["new"])
             row = t.index_of(np.array([p["old"]]))[0]
             t.counts[row], t.lo[row], t.hi[row] = (

@@ -10,6 +10,7 @@ and a fingerprint of the volume in the same single pass. Layout::
     its undo restores)
     PROJECT/image.zarr          optional EM image, the boundary evidence for splits
     PROJECT/initial_table.npz   fragment ids, voxel counts, bounding boxes at creation
+    PROJECT/initial_graph.npz   supervoxel adjacency with boundary evidence at creation (graph.py)
     PROJECT/edits.sqlite        the durable edit log (see log.py)
 """
 
@@ -29,12 +30,15 @@ import numpy as np
 
 from napari_connectome.errors import UserInputError
 from napari_connectome.progress import ProgressCallback, no_progress
+from napari_connectome.proofread.graph import FragmentGraph, reduce_edges, region_edges
 from napari_connectome.proofread.table import FragmentTable
 
 FORMAT_VERSION = 1
 FRAGMENTS = "fragments.zarr"
 IMAGE = "image.zarr"
 TABLE = "initial_table.npz"
+GRAPH = "initial_graph.npz"
+EDGE_KEYS = ("u", "v", "area", "weight")
 LOG = "edits.sqlite"
 PROJECT_JSON = "project.json"
 
@@ -181,19 +185,29 @@ def create_project(
                 tmp / IMAGE, shape=shape, chunks=ch, dtype=np.dtype(image.dtype), fill_value=0
             )
         slices = list(_chunk_slices(shape, ch))
-        parts = []
+        parts, edges = [], []
         for i, sl in enumerate(slices):
-            block = np.asarray(fragments[sl])
-            if block.size and int(block.min()) < 0:
+            # one voxel more on the high side, so contacts across chunk faces are seen once
+            ext = tuple(slice(x.start, min(x.stop + 1, n)) for x, n in zip(sl, shape))
+            core = tuple(x.stop - x.start for x in sl)
+            core_sl = tuple(slice(0, c) for c in core)
+            big = np.asarray(fragments[ext])
+            if big.size and int(big.min()) < 0:
                 raise UserInputError("fragment ids must not be negative")
-            block = block.astype(np.uint64, copy=False)
+            big = big.astype(np.uint64, copy=False)
+            block = big[core_sl]
             frag_z[sl] = block
-            parts.append(_block_stats(block, [s.start for s in sl]))
+            parts.append(_block_stats(block, [x.start for x in sl]))
+            img = None
             if img_z is not None:
-                img_z[sl] = np.asarray(image[sl])
+                img = np.asarray(image[ext])
+                img_z[sl] = img[core_sl]
+            edges.append(region_edges(big, img, core))
             progress(i + 1, len(slices), "copying fragments")
         stats = _reduce_stats(*(np.concatenate(x) for x in zip(*parts)))
         np.savez(tmp / TABLE, **stats)
+        graph = reduce_edges(*(np.concatenate([e[k] for e in edges]) for k in EDGE_KEYS))
+        np.savez(tmp / GRAPH, **graph)
         meta = {
             "format_version": FORMAT_VERSION,
             "voxel_size_nm": [float(v) for v in voxel_size_nm],
@@ -225,3 +239,8 @@ def load_initial_table(project: Path) -> FragmentTable:
     with np.load(Path(project) / TABLE, allow_pickle=False) as z:
         ids = z["frag_ids"].astype(np.uint64)
         return FragmentTable(ids, ids.copy(), z["counts"].astype(np.int64), z["lo"], z["hi"])
+
+
+def load_initial_graph(project: Path) -> FragmentGraph:
+    with np.load(Path(project) / GRAPH, allow_pickle=False) as z:
+        return FragmentGraph.from_arrays({k: z[k] for k in EDGE_KEYS})

@@ -81,6 +81,7 @@ class ProofreadSession:
             )
             self.voxel_size_nm = tuple(self.meta["voxel_size_nm"])
             self.table: FragmentTable = proj.load_initial_table(self.project)
+            self.graph = proj.load_initial_graph(self.project)
             self.ops: dict[int, Operation] = {}
             self.undo_stack: list[int] = []
             self.redo_stack: list[int] = []
@@ -256,7 +257,13 @@ class ProofreadSession:
         """Plan a split without changing anything (for the preview); commit it with
         :meth:`commit_split`."""
         self._require(int(segment))
-        return plan_split(self.table, self.fragments, self.image, int(segment), seeds_a, seeds_b)
+        return plan_split(
+            self.table, self.graph, self.fragments, self.image, int(segment), seeds_a, seeds_b
+        )
+
+    def preview_labels(self, plan: SplitPlan) -> np.ndarray:
+        """The preview image of a plan over the segment's bounding box (1 keeps, 2 is new)."""
+        return plan.preview_labels(self.fragments, self.table)
 
     def commit_split(self, plan: SplitPlan) -> Operation:
         self._writable()
@@ -272,6 +279,7 @@ class ProofreadSession:
             )
         params = {"segment": plan.segment, "new_segment": plan.new_segment, "patches": plan.patches}
         arrays = {"side_b": plan.side_b} | {f"mask{i}": m for i, m in enumerate(plan.masks)}
+        arrays |= plan.edges
         return self._commit(SplitOp(params, arrays))
 
     def split(self, segment: int, seeds_a: Sequence[Point], seeds_b: Sequence[Point]) -> Operation:

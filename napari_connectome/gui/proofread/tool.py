@@ -231,7 +231,7 @@ class ProofreadTool:
                     raise UserInputError("select a segment and ctrl+click split seeds first")
                 plan = self.session.preview_split(self.active, self.seeds["a"], self.seeds["b"])
                 self.plan = plan
-                self.preview_layer.data = plan.preview
+                self.preview_layer.data = self.session.preview_labels(plan)
                 self.preview_layer.translate = np.asarray(plan.bbox_lo) * np.asarray(
                     self.session.voxel_size_nm
                 )
