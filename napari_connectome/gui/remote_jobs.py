@@ -1,0 +1,475 @@
+"""The "Remote jobs" dock widget: cluster profiles, submit the open volume as a full-volume job,
+watch every submitted job, and see the result fill in block by block.
+
+Everything slow (SSH logins, ``sbatch``, status polls, streaming) runs in napari thread workers;
+the Qt thread only reads form fields and updates the table and layers. Jobs come from the jobs
+registry (the same list ``napari-connectome jobs`` prints), so after a restart the table shows
+them again and Attach resumes streaming into the same local cache.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    Label,
+    LineEdit,
+    PushButton,
+    SpinBox,
+    Table,
+    create_widget,
+)
+
+from napari_connectome.errors import UserInputError
+from napari_connectome.gui._notify import report_error
+from napari_connectome.gui.remote_profile import ProfileEditor
+from napari_connectome.gui.remote_stream import JobStream, cache_level0_transform
+from napari_connectome.jobs.registry import JobRecord, list_records
+
+if TYPE_CHECKING:
+    import napari
+
+COLUMNS = ["job", "where", "state", "blocks", "rate (blocks/s)", "ETA", "output"]
+FINAL = ("done", "failed", "cancelled")
+SEGMENTERS = ["ffn", "watershed", "plugin"]
+
+
+def layer_source(layer: Any) -> str | None:
+    """The source string a job can open for an image layer (set by our reader), or its file."""
+    source = (layer.metadata or {}).get("source")
+    if source:
+        return str(source)
+    return str(layer.source.path) if layer.source.path else None
+
+
+def _triple(text: str, what: str) -> list[int]:
+    parts = [p for p in text.replace("x", ",").replace(" ", ",").split(",") if p]
+    if len(parts) == 1:
+        parts = parts * 3
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) != 3:
+        raise UserInputError(f"{what} must be one number or three (z, y, x), got {text!r}")
+    return values
+
+
+def _yaml_mapping(text: str, what: str) -> dict:
+    import yaml
+
+    if not text.strip():
+        return {}
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise UserInputError(f"{what} must be a YAML mapping such as {{a: 1}}: {exc}") from None
+    if not isinstance(value, dict):
+        raise UserInputError(f"{what} must be a YAML mapping such as {{a: 1}}, got {text!r}")
+    return value
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    return time.strftime("%H:%M:%S", time.gmtime(seconds)) if seconds < 86400 else ">1 day"
+
+
+def poll_statuses(records: list[JobRecord]) -> dict[str, dict]:
+    """Status of every job, one SSH login per cluster; a cluster that cannot be reached marks its
+    jobs 'unreachable' with the reason instead of failing the whole poll."""
+    import json
+
+    from napari_connectome.jobs.backends import job_status
+    from napari_connectome.jobs.transport import open_transport
+
+    groups: dict[str, list[JobRecord]] = {}
+    for r in records:
+        groups.setdefault(json.dumps(r.ssh, sort_keys=True), []).append(r)
+    out: dict[str, dict] = {}
+    for group in groups.values():
+        try:
+            transport = open_transport(group[0].ssh)
+        except UserInputError as exc:
+            for r in group:
+                out[r.id] = {"id": r.id, "state": "unreachable", "error": str(exc)}
+            continue
+        try:
+            for r in group:
+                try:
+                    out[r.id] = job_status(r, transport)
+                except UserInputError as exc:
+                    out[r.id] = {"id": r.id, "state": "unknown", "error": str(exc)}
+        finally:
+            transport.close()
+    return out
+
+
+class RemoteJobsWidget(Container):
+    """Cluster profiles, job submission, the job list and streamed result layers."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, poll_interval_ms: int = 3000) -> None:
+        from napari.layers import Image
+        from qtpy.QtCore import QTimer
+        from qtpy.QtWidgets import QAbstractItemView
+
+        self._viewer = viewer
+        self.profiles = ProfileEditor()
+        self.test_button = PushButton(text="Test connection")
+        self.connection = Label(value="")
+        self.image = create_widget(label="image", annotation=Image | None, value=None)
+        self.input_path = LineEdit(label="or path on cluster")
+        self.input_path.tooltip = (
+            "a source the cluster can open, e.g. /scratch/em.zarr/raw or /data/v.h5:raw; "
+            "empty: the image layer's file (it must be visible to the cluster)"
+        )
+        self.job_name = LineEdit(label="job name", value="segmentation")
+        self.segmenter = ComboBox(label="segmenter", choices=SEGMENTERS)
+        self.model = LineEdit(label="model", value="default")
+        self.model.tooltip = "ffn: 'default' (shipped model) or a model folder on the cluster"
+        self.factory = LineEdit(label="factory")
+        self.factory.tooltip = "plugin: package.module:function returning a block segmenter"
+        self.factory.visible = False
+        self.options = LineEdit(label="options")
+        self.options.tooltip = "plugin: keyword arguments for the factory, as YAML: {delay_s: 0.5}"
+        self.options.visible = False
+        self.block = LineEdit(label="block", value="128")
+        self.overlap = LineEdit(label="overlap", value="16")
+        self.workers = SpinBox(label="workers per node", value=0, min=0, max=1024)
+        self.workers.tooltip = "0: one per GPU, else one per 2 cores"
+        self.submit_button = PushButton(text="Submit job")
+        self.table = Table(value={"data": [], "columns": COLUMNS})
+        self.attach_button = PushButton(text="Attach (show result)")
+        self.cancel_button = PushButton(text="Cancel job")
+        self.refresh_button = PushButton(text="Refresh")
+        self.status = Label(value="")
+        super().__init__(
+            widgets=[
+                self.profiles,
+                Container(widgets=[self.test_button, self.connection], layout="horizontal"),
+                self.image,
+                self.input_path,
+                self.job_name,
+                self.segmenter,
+                self.model,
+                self.factory,
+                self.options,
+                self.block,
+                self.overlap,
+                self.workers,
+                self.submit_button,
+                self.table,
+                Container(
+                    widgets=[self.attach_button, self.cancel_button, self.refresh_button],
+                    layout="horizontal",
+                ),
+                self.status,
+            ]
+        )
+        self.table.native.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.native.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.native.setSelectionMode(QAbstractItemView.SingleSelection)
+        self.table.native.setMinimumHeight(140)
+
+        self.records: dict[str, JobRecord] = {}
+        self.statuses: dict[str, dict] = {}
+        self.streams: dict[str, JobStream] = {}
+        self.layers: dict[str, Any] = {}
+        self._layer_hints: dict[str, Any] = {}  # job id -> image layer it was submitted from
+        self._busy: dict[str, Any] = {}  # what -> running worker (one of each at a time)
+
+        self.profiles.save_button.changed.connect(self.save_profile)
+        self.profiles.delete_button.changed.connect(self.profiles.delete)
+        self.test_button.changed.connect(self.test_connection)
+        self.segmenter.changed.connect(self._on_segmenter)
+        self.submit_button.changed.connect(self.submit)
+        self.attach_button.changed.connect(self.attach_selected)
+        self.cancel_button.changed.connect(self.cancel_selected)
+        self.refresh_button.changed.connect(self.poll)
+        self._timer = QTimer(self.native)
+        self._timer.setInterval(poll_interval_ms)
+        self._timer.timeout.connect(self.poll)
+        self._timer.start()
+        self.native.destroyed.connect(self._on_destroyed)
+        self.reload_jobs()
+        self.poll()
+
+    # -- workers -----------------------------------------------------------------------------------
+    def _run(self, what: str, func: Any, *args: Any, on_done: Any = None) -> bool:
+        """Run ``func(*args)`` in a thread worker unless one for ``what`` is still running."""
+        from napari.qt.threading import create_worker
+
+        if what in self._busy:
+            return False
+        worker = create_worker(func, *args, _start_thread=False, _ignore_errors=True)
+        if on_done is not None:
+            worker.returned.connect(on_done)
+        worker.errored.connect(lambda exc: self._on_error(what, exc))
+        worker.finished.connect(lambda: self._busy.pop(what, None))
+        self._busy[what] = worker
+        worker.start()
+        return True
+
+    def _on_error(self, what: str, exc: BaseException) -> None:
+        self.status.value = report_error(exc, what)
+        if what == "Test connection":
+            self.connection.value = "failed"
+        self.submit_button.enabled = True
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._busy)
+
+    # -- profiles ----------------------------------------------------------------------------------
+    def save_profile(self) -> None:
+        try:
+            profile = self.profiles.save()
+        except UserInputError as exc:
+            self.status.value = report_error(exc, "Save profile")
+            return
+        self.status.value = f"saved profile {profile.name}"
+
+    def test_connection(self) -> None:
+        """Log in with the form's profile (host key verified) and ask the scheduler, off the Qt
+        thread."""
+        from napari_connectome.jobs.profiles import check_connection
+
+        try:
+            profile = self.profiles.profile()
+        except UserInputError as exc:
+            self.status.value = report_error(exc, "Test connection")
+            return
+        self.connection.value = f"connecting to {profile.label}…"
+        self._run("Test connection", check_connection, profile, on_done=self._on_connected)
+
+    def _on_connected(self, found: dict[str, str]) -> None:
+        from napari.utils.notifications import show_info
+
+        self.connection.value = "connected"
+        self.status.value = "connected: " + "; ".join(f"{k}: {v}" for k, v in found.items())
+        show_info(f"Test connection: {self.status.value}")
+
+    # -- submit ------------------------------------------------------------------------------------
+    def _on_segmenter(self, kind: str) -> None:
+        self.model.visible = kind == "ffn"
+        self.factory.visible = kind == "plugin"
+        self.options.visible = kind == "plugin"
+
+    def job_spec(self) -> Any:
+        """The job spec the form describes (checked; nothing is created yet)."""
+        from napari_connectome.jobs.spec import parse_spec
+
+        profile = self.profiles.profile()
+        layer = self.image.value
+        source = self.input_path.value.strip()
+        if not source:
+            if layer is None:
+                raise UserInputError(
+                    "choose an image layer opened from a file, or type the input's path on the "
+                    "cluster"
+                )
+            source = layer_source(layer)
+            if not source:
+                raise UserInputError(
+                    f"layer {layer.name!r} was not opened from a file: save it where the cluster "
+                    "can read it and type that path"
+                )
+        kind = self.segmenter.value
+        segmenter: dict[str, Any] = {"kind": kind}
+        if kind == "ffn":
+            segmenter["model"] = self.model.value.strip() or "default"
+        if kind == "plugin":
+            segmenter["factory"] = self.factory.value.strip()
+            segmenter["options"] = _yaml_mapping(self.options.value, "plugin options")
+        name = self.job_name.value.strip() or "segmentation"
+        spec = {
+            "name": name,
+            "input": source,
+            "output": profile.output_path(name),
+            "block_shape": _triple(self.block.value, "block"),
+            "overlap": _triple(self.overlap.value, "overlap"),
+            "segmenter": segmenter,
+            "backend": profile.backend(self.workers.value or None).model_dump(mode="json"),
+        }
+        return parse_spec(spec, "from the Remote jobs form")
+
+    def submit(self) -> None:
+        """Check the form, then stage and submit the job off the Qt thread."""
+        from napari_connectome.jobs.backends import submit
+
+        try:
+            spec = self.job_spec()
+        except UserInputError as exc:
+            self.status.value = report_error(exc, "Submit job")
+            return
+        hint = self.image.value
+        if self._run("Submit job", submit, spec, on_done=lambda r: self._on_submitted(r, hint)):
+            self.submit_button.enabled = False
+            self.status.value = f"submitting {spec.name} to {spec.backend.kind}…"
+
+    def _on_submitted(self, record: JobRecord, image_layer: Any) -> None:
+        from napari.utils.notifications import show_info
+
+        self.submit_button.enabled = True
+        self.records[record.id] = record
+        if image_layer is not None:
+            self._layer_hints[record.id] = image_layer
+        where = f" ({record.backend} job {record.scheduler_id})" if record.scheduler_id else ""
+        self.status.value = f"submitted {record.id}{where}"
+        show_info(f"Remote jobs: submitted {record.id}{where}; output {record.output}")
+        self._fill_table()
+        self.attach(record.id)
+
+    # -- job list ----------------------------------------------------------------------------------
+    def reload_jobs(self) -> None:
+        """Every job in the registry (also those submitted before napari was restarted)."""
+        self.records = {r.id: r for r in list_records()}
+        self._fill_table()
+
+    def _row(self, record: JobRecord) -> list[str]:
+        st = self.statuses.get(record.id, {})
+        where = record.ssh["host"] if record.ssh else "this machine"
+        if record.scheduler_id:
+            where += f" #{record.scheduler_id}"
+        state = st.get("state", "…")
+        if record.id in self.streams and self.streams[record.id].running:
+            state += " (streaming)"
+        total = st.get("blocks_total")
+        blocks = f"{st.get('blocks_done', 0)}/{total}" if total else ""
+        rate = st.get("rate_blocks_per_s")
+        eta = _eta(st.get("eta_s")) if st.get("state") == "running" else ""
+        return [record.id, where, state, blocks, f"{rate:.2f}" if rate else "", eta, record.output]
+
+    def _fill_table(self) -> None:
+        selected = self.selected_job()
+        rows = [self._row(r) for r in sorted(self.records.values(), key=lambda r: -r.submitted)]
+        self.table.value = {"data": rows, "columns": COLUMNS}
+        if selected:
+            self.select_job(selected)
+
+    def select_job(self, job_id: str) -> None:
+        """Select a job's row (what a click on it does)."""
+        for row in range(self.table.native.rowCount()):
+            item = self.table.native.item(row, 0)
+            if item is not None and item.text() == job_id:
+                self.table.native.selectRow(row)
+                return
+
+    def selected_job(self) -> str | None:
+        rows = self.table.native.selectionModel().selectedRows()
+        if not rows:
+            return None
+        item = self.table.native.item(rows[0].row(), 0)
+        return item.text() if item is not None else None
+
+    def poll(self) -> None:
+        """Ask for the state of every job not known to be finished (in a worker)."""
+        pending = [
+            r
+            for r in self.records.values()
+            if self.statuses.get(r.id, {}).get("state") not in FINAL
+        ]
+        if pending:
+            self._run("Job status", poll_statuses, pending, on_done=self._on_statuses)
+
+    def _on_statuses(self, statuses: dict[str, dict]) -> None:
+        self.statuses.update(statuses)
+        self._fill_table()
+
+    # -- attach / cancel ---------------------------------------------------------------------------
+    def _selected_record(self, what: str) -> JobRecord | None:
+        job = self.selected_job()
+        if job is None:
+            self.status.value = report_error(UserInputError("select a job in the list first"), what)
+            return None
+        return self.records[job]
+
+    def attach_selected(self) -> None:
+        record = self._selected_record("Attach")
+        if record is not None:
+            self.attach(record.id)
+
+    def attach(self, job_id: str) -> None:
+        """Stream a job's result into its local cache and show it as a labels layer."""
+        old = self.streams.get(job_id)
+        if old is not None and old.running:
+            return
+        stream = JobStream(
+            self.records[job_id], self._on_block, self._on_stream_end, self._on_stream_error
+        )
+        self.streams[job_id] = stream
+        stream.start()
+        self.status.value = f"streaming {job_id} into {stream.cache}"
+        self._fill_table()
+
+    def _layer_for(self, job_id: str) -> Any:
+        layer = self.layers.get(job_id)
+        if layer is not None and layer in self._viewer.layers:
+            return layer
+        import zarr
+
+        cache = self.streams[job_id].cache
+        data = zarr.open_array(str(cache / "0"), mode="r")
+        scale, translate = cache_level0_transform(cache)
+        image = self._layer_hints.get(job_id)
+        if image is not None and image in self._viewer.layers:
+            scale, translate = list(image.scale), list(image.translate)
+        layer = self._viewer.add_labels(
+            data,
+            name=f"{self.records[job_id].name} [{job_id[-4:]}]",
+            scale=scale,
+            translate=translate,
+            metadata={"job": job_id, "cache": str(cache)},
+        )
+        self.layers[job_id] = layer
+        return layer
+
+    def _on_block(self, job_id: str, event: dict) -> None:
+        """Qt thread: a block's chunk is in the cache; show it."""
+        layer = self._layer_for(job_id)
+        layer.refresh()
+        stream = self.streams[job_id]
+        self.status.value = f"{job_id}: {stream.blocks} blocks streamed ({event.get('phase', '')})"
+
+    def _on_stream_end(self, job_id: str, state: str) -> None:
+        from napari.utils.notifications import show_info, show_warning
+
+        if job_id in self.layers or (self.streams[job_id].cache / "0").exists():
+            self._layer_for(job_id).refresh()
+        message = f"{job_id}: stream ended, job {state}"
+        (show_info if state in ("done", "detached") else show_warning)(f"Remote jobs: {message}")
+        self.status.value = message
+        self.poll()
+        self._fill_table()
+
+    def _on_stream_error(self, job_id: str, exc: BaseException) -> None:
+        self.status.value = report_error(exc, f"Streaming {job_id}")
+        self._fill_table()
+
+    def cancel_selected(self) -> None:
+        from napari_connectome.jobs.backends import cancel
+
+        record = self._selected_record("Cancel job")
+        if record is None:
+            return
+        self.status.value = f"cancelling {record.id}…"
+        self._run("Cancel job", cancel, record, on_done=lambda _: self._on_cancelled(record.id))
+
+    def _on_cancelled(self, job_id: str) -> None:
+        from napari.utils.notifications import show_info
+
+        self.status.value = f"cancel sent for {job_id}"
+        show_info(f"Remote jobs: cancel sent for {job_id}")
+        self.poll()
+
+    # -- teardown ----------------------------------------------------------------------------------
+    def detach_all(self) -> None:
+        """Stop following every job (the jobs themselves keep running on the cluster)."""
+        for stream in self.streams.values():
+            stream.stop()
+
+    def _on_destroyed(self, *_: Any) -> None:
+        self.detach_all()

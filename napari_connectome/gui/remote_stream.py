@@ -1,0 +1,142 @@
+"""Following one submitted job from the viewer: its blocks stream into a local cache zarr and a
+labels layer over that cache is refreshed on the Qt thread after each block.
+
+The stream itself is the jobs core's :func:`~napari_connectome.jobs.stream.stream_into` (it tails
+``progress.jsonl``, copies each finished chunk, resumes from its saved offset), run in a napari
+thread worker. Its per-block callback fires on that worker thread, so it only emits a Qt signal;
+the slot on the Qt thread touches the layer. Re-attaching after a restart reuses the same cache
+folder, so nothing already copied is fetched again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from qtpy.QtCore import QObject, Signal
+
+from napari_connectome.jobs.registry import JobRecord
+
+
+def cache_root() -> Path:
+    """Where stream caches live: ``$NAPARI_CONNECTOME_CONFIG_DIR/stream-cache`` in tests, else the
+    user cache dir (a cache can be large and can always be fetched again)."""
+    base = os.environ.get("NAPARI_CONNECTOME_CONFIG_DIR")
+    if base:
+        return Path(base) / "stream-cache"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("napari-connectome")) / "streams"
+
+
+def cache_path(record: JobRecord) -> Path:
+    return cache_root() / f"{record.id}.ome.zarr"
+
+
+def cache_level0_transform(cache: Path) -> tuple[list[float], list[float]]:
+    """Scale and translation (nm) of level 0, as the job wrote them in the OME metadata."""
+    meta = json.loads((cache / "zarr.json").read_text())
+    ds = meta["attributes"]["ome"]["multiscales"][0]["datasets"][0]
+    scale, translate = [1.0, 1.0, 1.0], [0.0, 0.0, 0.0]
+    for t in ds.get("coordinateTransformations", []):
+        if t.get("type") == "scale":
+            scale = [float(v) for v in t["scale"]]
+        elif t.get("type") == "translation":
+            translate = [float(v) for v in t["translation"]]
+    return scale, translate
+
+
+class _Bridge(QObject):
+    """Carries stream events from the worker thread to the Qt thread (queued connection)."""
+
+    block = Signal(str, object)  # job id, the block's progress line
+    ended = Signal(str, str)  # job id, final state (done/failed/cancelled/detached/timeout)
+    error = Signal(str, object)  # job id, the exception
+
+
+class JobStream:
+    """One job being streamed into its cache. ``stop()`` detaches (the job keeps running)."""
+
+    def __init__(
+        self,
+        record: JobRecord,
+        on_block: Callable[[str, dict], None],
+        on_end: Callable[[str, str], None],
+        on_error: Callable[[str, BaseException], None],
+        poll_s: float = 0.5,
+    ) -> None:
+        self.record = record
+        self.cache = cache_path(record)
+        self.poll_s = poll_s
+        self.blocks = 0
+        self.final: str | None = None
+        self._stop = threading.Event()
+        self._bridge = _Bridge()
+        self._bridge.block.connect(on_block)
+        self._bridge.ended.connect(on_end)
+        self._bridge.error.connect(on_error)
+        self.worker: Any = None
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None and self.final is None
+
+    def start(self) -> None:
+        from napari.qt.threading import create_worker
+
+        self.worker = create_worker(self._run, _start_thread=False, _ignore_errors=True)
+        self.worker.errored.connect(lambda exc: self._bridge.error.emit(self.record.id, exc))
+        self.worker.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _ended(self, transport: Any) -> str | None:
+        """A final state once the job stopped and every line of its log has been handled."""
+        from napari_connectome.jobs.backends import scheduler_state
+        from napari_connectome.jobs.events import split_lines, summarize
+        from napari_connectome.jobs.stream import STATE_FILE
+
+        if self._stop.is_set():
+            return "detached"
+        state = scheduler_state(self.record, transport)
+        if state in ("pending", "running", "unknown"):
+            return None
+        data = transport.read_file(f"{self.record.output}/progress.jsonl") or b""
+        events, used = split_lines(data)
+        if summarize(events).done:
+            # a stream re-attached after the end: done once its saved offset reached the end
+            state_file = self.cache / STATE_FILE
+            offset = (
+                json.loads(state_file.read_text()).get("offset", 0) if state_file.is_file() else 0
+            )
+            return "done" if offset >= used else None
+        return "cancelled" if state == "cancelled" else "failed"
+
+    def _run(self) -> str:
+        from napari_connectome.jobs.stream import stream_into
+        from napari_connectome.jobs.transport import open_transport
+
+        def block(ev: dict) -> None:
+            self.blocks += 1
+            self._bridge.block.emit(self.record.id, ev)
+
+        try:
+            result = stream_into(
+                lambda: open_transport(self.record.ssh),
+                self.record.output,
+                self.cache,
+                on_block=block,
+                is_finished=self._ended,
+                poll_s=self.poll_s,
+            )
+            self.final = result.state
+        except BaseException:
+            self.final = "error"
+            raise
+        self._bridge.ended.emit(self.record.id, result.state)
+        return result.state
