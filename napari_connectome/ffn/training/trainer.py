@@ -269,6 +269,8 @@ def train(
     log = log or (lambda msg: None)
     out = Path(out)
     rank, world = _dist_info()
+    if rank != 0:  # one progress bar and one log for the whole job
+        progress, log = no_progress, (lambda msg: None)
     if cfg.world_size != world:
         cfg.world_size = world
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
