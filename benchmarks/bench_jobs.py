@@ -71,12 +71,55 @@ def spec_for(volume: Path, output: Path, block: int, workers: int, **extra) -> d
     return parse_spec(spec)
 
 
+def reconcile_cost() -> None:
+    """Face matching for a 128^3 block with 16 voxels of overlap (shared slab 32 x 160 x 160), and
+    the global table for 10^6 / 10^7 fragments: what reconciliation costs per block at scale."""
+    from napari_connectome.jobs.reconcile import global_lut, match_overlap
+
+    rng = np.random.default_rng(0)
+    shape = (32, 160, 160)
+    pts = rng.integers(0, 160, (400, 3)) * np.array([0.2, 1, 1])
+    from scipy.spatial import cKDTree
+
+    _, a = cKDTree(pts).query(np.indices(shape).reshape(3, -1).T)
+    a = (a.reshape(shape) + 1).astype(np.uint32)
+    b = a.copy()
+    b[:, :, 150:] = 0  # the neighbour's context ends earlier
+    t0 = time.perf_counter()
+    reps = 5
+    for _ in range(reps):
+        pairs = match_overlap(a, b, 0.6, 10)
+    emit(
+        figure="jobs_face_match",
+        voxels=int(np.prod(shape)),
+        pairs=len(pairs),
+        seconds=round((time.perf_counter() - t0) / reps, 4),
+    )
+    for n in (10**6, 10**7):
+        edges = np.stack([rng.integers(1, n, n // 2), rng.integers(1, n, n // 2)], axis=1)
+        t0 = time.perf_counter()
+        lut = global_lut(n, edges)
+        emit(
+            figure="jobs_global_lut",
+            fragments=n,
+            edges=len(edges),
+            seconds=round(time.perf_counter() - t0, 3),
+            objects=int(lut.max()),
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", type=int, nargs=3, default=(96, 128, 128))
     ap.add_argument("--block", type=int, default=32)
     ap.add_argument("--ssh", action="store_true", help="also stream over SSH (needs sshd)")
+    ap.add_argument(
+        "--reconcile-only", action="store_true", help="only the reconcile micro-figures"
+    )
     args = ap.parse_args()
+    reconcile_cost()
+    if args.reconcile_only:
+        return
     tmp = Path(tempfile.mkdtemp(prefix="bench-jobs-"))
     volume = tmp / "cells.h5"
     write_cells_volume(volume, shape=tuple(args.shape), n_cells=int(np.prod(args.shape) / 6000))

@@ -54,7 +54,11 @@ def global_lut(n_fragments: int, edges: np.ndarray) -> np.ndarray:
     edges = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
     graph = coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])), shape=(n, n))
     _, comp = connected_components(graph, directed=False)
-    # number components by their smallest member: independent of how scipy numbers them
+    # number components by their smallest member. scipy already does (it labels while scanning
+    # nodes in order); check that in O(n) and only sort when it does not hold.
+    running = np.maximum.accumulate(comp)
+    if running[0] == 0 and np.all(np.diff(running) <= 1):
+        return comp.astype(np.uint64)
     _, first = np.unique(comp, return_index=True)
     order = np.argsort(first)
     rank = np.empty_like(order)
