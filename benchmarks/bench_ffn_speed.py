@@ -1,0 +1,168 @@
+"""FFN inference speed versus the model's raw forward rate, measured side by side in one run.
+
+For each precision: (a) raw forward throughput of the model (FOVs/s) at the batch size inference
+uses, and (b) FOV steps/s achieved by full inference (google semantics, PolicyPeaks seeds) on a real
+FIB-25 region, alternating a/b/a/b so machine noise hits both; then (b)/(a). With ``--regions N``
+(N > 1) (b) runs ``segment_many`` over N regions batched N-wide, against (a) at batch N.
+
+voxels_per_hour assumes Google's density on FIB-25: 250^3 voxels took 25,799 FOV steps.
+
+    .venv/bin/python benchmarks/bench_ffn_speed.py --precision fp32 bf16 --seconds 60 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+H5 = DATA / "fib25-training-sample2" / "fib25_training_sample2.h5"
+GOOGLE = DATA / "google-ffn-fib25"
+VOXELS_PER_STEP = 250**3 / 25799  # Google's full-volume run on this data
+
+
+def emit(**kw) -> None:
+    print(json.dumps(kw), flush=True)
+
+
+class Budget(Exception):
+    pass
+
+
+def raw_forward(runner, batch: int, seconds: float, rng) -> tuple[int, float]:
+    import torch
+
+    fov = runner.model.arch.fov_size
+    img = torch.from_numpy(rng.standard_normal((batch, *fov), dtype=np.float32)).to(runner.device)
+    lg = torch.full((batch, *fov), -2.9, device=runner.device)
+    with torch.inference_mode():
+        runner.predict(img, lg)  # warm-up
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            runner.predict(img, lg).sum().item()  # .item(): wait for the device
+            n += batch
+    return n, time.perf_counter() - t0
+
+
+def inference_steps(runner, canvases, seeds, seconds: float) -> tuple[int, float]:
+    """FOV steps of full inference in ``seconds`` (the object in flight at the end is dropped)."""
+    from napari_connectome.ffn.canvas import FovRequest, segment_all
+
+    t0 = time.perf_counter()
+    steps = [0]
+
+    def limited(driver):
+        reply = None
+        while True:
+            try:
+                request = driver.send(reply)
+            except StopIteration:
+                return
+            if time.perf_counter() - t0 > seconds:
+                raise Budget
+            if isinstance(request, FovRequest):
+                steps[0] += 1
+            reply = yield request
+
+    with contextlib.suppress(Budget):
+        runner.run([limited(segment_all(c, s)) for c, s in zip(canvases, seeds)])
+    return steps[0], time.perf_counter() - t0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", help="model dir (default: import Google's FIB-25 checkpoint)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", nargs="+", default=["fp32", "bf16"])
+    ap.add_argument("--regions", type=int, default=1, help="regions segmented concurrently")
+    ap.add_argument("--region-size", type=int, default=100)
+    ap.add_argument("--seconds", type=float, default=30, help="per measurement (2 of each kind)")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--compile", action="store_true")
+    args = ap.parse_args()
+
+    import h5py
+    import torch
+
+    from napari_connectome.ffn.canvas import Canvas
+    from napari_connectome.ffn.checkpoint import import_google_checkpoint, load_model
+    from napari_connectome.ffn.options import options_for_model
+    from napari_connectome.ffn.runner import LockstepRunner
+    from napari_connectome.ffn.seeds import peaks_seeds
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tmp = tempfile.TemporaryDirectory()
+    model_dir = args.model
+    if model_dir is None:
+        model_dir = Path(tmp.name) / "google-fib25"
+        import_google_checkpoint(GOOGLE / "model.ckpt-27465036", model_dir)
+    with h5py.File(H5, "r") as f:
+        raw = f["raw"][:]
+    s = args.region_size
+    corners = [(0, 0, 0), (0, 0, 125), (0, 125, 0), (125, 0, 0), (125, 125, 125), (0, 125, 125)]
+    corners = (corners * (args.regions // len(corners) + 1))[: args.regions]
+    regions = [raw[z : z + s, y : y + s, x : x + s] for z, y, x in corners]
+    region_seeds = [peaks_seeds(r) for r in regions]
+    rng = np.random.default_rng(0)
+    for precision in args.precision:
+        model, config = load_model(model_dir)
+        runner = LockstepRunner(
+            model,
+            device=args.device,
+            precision=precision,
+            batch=args.regions,
+            compile=args.compile,
+        )
+        options = options_for_model(config)
+        canvases = [
+            Canvas(
+                r,
+                fov_size=config.architecture.fov_size,
+                deltas=config.architecture.deltas,
+                image_mean=config.image_mean,
+                image_stddev=config.image_stddev,
+                options=options,
+                device=runner.device,
+            )
+            for r in regions
+        ]
+        fw_n = fw_t = inf_n = inf_t = 0.0
+        for _ in range(2):
+            n, t = raw_forward(runner, args.regions, args.seconds, rng)
+            fw_n, fw_t = fw_n + n, fw_t + t
+            n, t = inference_steps(runner, canvases, region_seeds, args.seconds)
+            inf_n, inf_t = inf_n + n, inf_t + t
+        raw_rate, inf_rate = fw_n / fw_t, inf_n / inf_t
+        common = dict(
+            device=str(runner.device),
+            precision=precision,
+            channels_last=True,
+            compile=args.compile,
+            batch=args.regions,
+            threads=torch.get_num_threads(),
+        )
+        emit(figure="ffn_raw_forward", fovs_per_s=round(raw_rate, 2), fovs=int(fw_n), **common)
+        emit(
+            figure="ffn_inference",
+            steps_per_s=round(inf_rate, 2),
+            steps=int(inf_n),
+            ratio_to_raw_forward=round(inf_rate / raw_rate, 3),
+            voxels_per_hour=round(inf_rate * VOXELS_PER_STEP * 3600),
+            peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            **common,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
