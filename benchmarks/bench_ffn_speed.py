@@ -112,7 +112,10 @@ def main() -> int:
     corners = [(0, 0, 0), (0, 0, 125), (0, 125, 0), (125, 0, 0), (125, 125, 125), (0, 125, 125)]
     corners = (corners * (args.regions // len(corners) + 1))[: args.regions]
     regions = [raw[z : z + s, y : y + s, x : x + s] for z, y, x in corners]
-    region_seeds = [peaks_seeds(r) for r in regions]
+    by_corner = {
+        c: peaks_seeds(raw[c[0] : c[0] + s, c[1] : c[1] + s, c[2] : c[2] + s]) for c in set(corners)
+    }
+    region_seeds = [by_corner[c] for c in corners]
     rng = np.random.default_rng(0)
     for precision in args.precision:
         model, config = load_model(model_dir)
