@@ -294,3 +294,39 @@ def test_a_port_taken_between_choosing_and_binding_is_retried(monkeypatch):
         with server:
             assert server.port != taken
             assert _asyncssh_run(server, "echo ok") == "ok\n"
+
+
+@pytest.mark.ssh
+def test_daemons_die_with_a_killed_test_run(tmp_path):
+    """A test run killed with SIGKILL runs no finalizer; the kernel still stops its daemons."""
+    script = (
+        "from napari_connectome.testing.services import start_sshd\n"
+        "server = start_sshd()\n"
+        "print(server.pid, flush=True)\n"
+        "import time; time.sleep(120)\n"
+    )
+    run = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=tmp_path
+    )
+    try:
+        line = run.stdout.readline()
+        if not line.strip().isdigit():
+            pytest.skip(f"sshd did not start in the child: {line!r}")
+        pid = int(line)
+        assert Path(f"/proc/{pid}").exists()
+    finally:
+        run.kill()
+        run.wait()
+    deadline = time.monotonic() + 10
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _running(pid), f"sshd {pid} outlived the killed run"
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie waiting for init to reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
