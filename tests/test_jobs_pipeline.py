@@ -60,6 +60,12 @@ def job(volume, output, **extra) -> dict:
     return spec
 
 
+def events_of(output) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in (output / "progress.jsonl").read_text().splitlines()]
+
+
 def labels_of(output) -> np.ndarray:
     return zarr.open_array(str(output / "0"), mode="r")[:]
 
@@ -152,6 +158,35 @@ def test_killed_worker_block_is_retried(volume, tmp_path, dask_client):
     starts = [m.name.split("-")[0] for m in markers.iterdir()]
     assert starts.count(block_hash) >= 2  # the block was run again on another worker
     np.testing.assert_array_equal(labels_of(out), labels_of(ref))
+
+
+def test_dask_backend_uses_an_existing_scheduler(
+    volume, tmp_path, dask_client, monkeypatch, capsys
+):
+    """`submit` with backend dask: the job process connects to the running scheduler."""
+    import json
+
+    import yaml
+
+    monkeypatch.setenv("NAPARI_CONNECTOME_CONFIG_DIR", str(tmp_path / "config"))
+    ref = tmp_path / "ref.ome.zarr"
+    run_job(parse_spec(job(volume, ref)), client=dask_client)
+    address = dask_client.scheduler.address
+    out = tmp_path / "seg.ome.zarr"
+    path = tmp_path / "job.yaml"
+    path.write_text(
+        yaml.safe_dump(job(volume, out, backend={"kind": "dask", "scheduler": address}))
+    )
+    assert main(["submit", str(path)]) == 0
+    job_id = capsys.readouterr().out.strip()
+    assert (
+        main(["stream", job_id, str(tmp_path / "cache"), "--poll", "0.2", "--timeout", "120"]) == 0
+    )
+    assert json.loads(capsys.readouterr().out)["state"] == "done"
+    np.testing.assert_array_equal(labels_of(out), labels_of(ref))
+    pids = {int(e["worker"].rsplit(":", 1)[1]) for e in events_of(out) if e.get("worker")}
+    assert pids
+    assert pids <= set(dask_client.run(os.getpid).values())  # the existing cluster's workers
 
 
 def test_empty_mask_skips_blocks(volume, tmp_path, dask_client):
