@@ -105,18 +105,20 @@ def main() -> int:
 
     def on_object(out) -> None:
         state["seeds_done"] += 1
-        now = time.perf_counter()
-        if now - state["last_log"] >= args.log_every:
-            state["last_log"] = now
-            emit(
-                figure="ffn_full_progress",
-                seconds=round(now - t_start, 1),
-                seeds_done=state["seeds_done"],
-                seeds_total=len(seeds),
-                segments=int(canvas.counters["segments"]),
-                steps=int(canvas.counters["steps"]),
-                steps_per_s=round(canvas.counters["steps"] / (now - t_start), 3),
-            )
+
+    def log_progress(now: float) -> None:
+        state["last_log"] = now
+        calls = int(runner.counters["predict_calls"])
+        emit(
+            figure="ffn_full_progress",
+            seconds=round(now - t_start, 1),
+            seeds_done=state["seeds_done"],
+            seeds_total=len(seeds),
+            segments=int(canvas.counters["segments"]),
+            ffn_steps=calls,
+            google_predict_calls=25799,
+            steps_per_s=round(calls / (now - t_start), 3),
+        )
 
     def stoppable(driver):
         """Forward the canvas' requests; stop (dropping the object in flight) at the time limit."""
@@ -126,7 +128,10 @@ def main() -> int:
                 request = driver.send(reply)
             except StopIteration:
                 return
-            if args.max_seconds and time.perf_counter() - t_start > args.max_seconds:
+            now = time.perf_counter()
+            if now - state["last_log"] >= args.log_every:
+                log_progress(now)
+            if args.max_seconds and now - t_start > args.max_seconds:
                 raise Stop
             reply = yield request
 
@@ -151,8 +156,10 @@ def main() -> int:
         segments=int(c["segments"]),
         google_segments=len(origins),
         steps=int(c["steps"]),
+        ffn_steps_incl_unfinished_object=int(runner.counters["predict_calls"]),
+        google_predict_calls=25799,
         google_steps_in_segments=int(sum(o["iters"] for o in origins.values())),
-        steps_per_s=round(c["steps"] / elapsed, 3),
+        steps_per_s=round(runner.counters["predict_calls"] / elapsed, 3),
         voxels_per_hour=round(labels.size * 3600 / elapsed) if complete else None,
         peak_rss_mb=round(peak_rss_mb(), 1),
     )
