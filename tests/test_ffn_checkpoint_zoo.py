@@ -94,3 +94,12 @@ def test_default_model_is_the_shipped_one_else_google(offline_zoo):
     expected = shipped[0] if shipped else offline_zoo / "models" / "google-fib25"
     assert default_model() == expected
     load_model(default_model())
+
+
+def test_every_shipped_model_loads_and_names_its_origin():
+    for model_dir in shipped_models():
+        _model, cfg = load_model(model_dir)
+        assert cfg.provenance.get("attribution"), f"{model_dir.name} lacks an attribution"
+        assert cfg.provenance.get("license"), f"{model_dir.name} lacks a licence"
+        readme = (model_dir.parents[1] / "README.md").read_text()
+        assert model_dir.name in readme
