@@ -16,6 +16,8 @@ PYEOF
 timeout 240 "$PY" benchmarks/bench_ffn_speed.py --device cuda --precision fp32 bf16 fp16 --seconds 8
 timeout 240 "$PY" benchmarks/bench_ffn_speed.py --device cuda --precision bf16 --regions 64 --seconds 10
 timeout 300 "$PY" benchmarks/bench_ffn_speed.py --device cuda --precision bf16 --regions 256 --seconds 10 --compile
+# training: Google's architecture, sampler alone vs optimiser steps (fp32)
+timeout 180 "$PY" benchmarks/bench_train.py --device cuda --fov 33 --deltas 8 --depth 12 --features 32 --batch 16 --steps 30 --threads 4
 if [ "${QUICK:-0}" != "1" ]; then
   timeout 420 "$PY" benchmarks/ffn_full_volume.py --device cuda --precision fp32 --log-every 60 --out "$OUT/fp32"
   timeout 420 "$PY" benchmarks/ffn_full_volume.py --device cuda --precision bf16 --log-every 60 --out "$OUT/bf16"
