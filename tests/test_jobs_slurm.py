@@ -261,3 +261,22 @@ def test_scheduler_rejection_and_ssh_faults_are_clear(volume, slurm_login_node, 
     assert main(["submit", write_spec(tmp_path, spec)]) == 2
     assert "outside the input volume" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_status_through_a_jump_host(volume, slurm_login_node, sshd_server, tmp_path, capsys):
+    """The login node reached through a bastion (asyncssh tunnel), host keys verified on both."""
+    out = tmp_path / "seg.ome.zarr"
+    spec = slurm_spec(volume, out, slurm_login_node)
+    spec["backend"]["ssh"]["jump_host"] = {
+        "host": sshd_server.host,
+        "port": sshd_server.port,
+        "user": sshd_server.user,
+        "key": str(sshd_server.client_key),
+        "known_hosts": str(sshd_server.known_hosts),
+    }
+    job_id = submit(tmp_path, spec, capsys)
+    status = wait_for(
+        lambda: (s := job_status(load_record(job_id)))["state"] not in ("pending", "running") and s
+    )
+    assert status["state"] == "done"
+    assert status["blocks_done"] == 8

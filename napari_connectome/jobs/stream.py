@@ -20,7 +20,7 @@ from napari_connectome.errors import UserInputError
 from napari_connectome.jobs.events import split_lines, summarize
 from napari_connectome.jobs.layout import atomic_write_bytes, atomic_write_json
 from napari_connectome.jobs.registry import JobRecord
-from napari_connectome.jobs.transport import Transport, open_transport
+from napari_connectome.jobs.transport import Transport, open_transport, transient_errors
 from napari_connectome.progress import ProgressCallback, no_progress
 
 STATE_FILE = ".stream.json"
@@ -168,9 +168,7 @@ def stream_into(
                         return StreamResult("failed", handled, reconnects, cache)
                 if summary.done:
                     return StreamResult("done", handled, reconnects, cache)
-            except UserInputError:
-                raise
-            except Exception:
+            except transient_errors():
                 # dropped connection, SFTP error: reconnect and resume from the saved offset
                 reconnects += 1
                 if reconnects > max_reconnects:

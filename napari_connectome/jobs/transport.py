@@ -117,7 +117,7 @@ class SSHTransport:
         import asyncssh
 
         where = f"{spec.user + '@' if spec.user else ''}{spec.host}:{spec.port}"
-        known_hosts = spec.known_hosts or os.path.expanduser("~/.ssh/known_hosts")
+        known_hosts = os.path.expanduser(spec.known_hosts or "~/.ssh/known_hosts")
         if not os.path.isfile(known_hosts):
             raise UserInputError(
                 f"known_hosts file {known_hosts} not found: host keys must be verified; add the "
@@ -233,6 +233,13 @@ class SSHTransport:
 
     def remove_tree(self, path: str) -> None:
         self._call(self._sftp.rmtree(path))
+
+
+def transient_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean "the connection dropped": worth reconnecting for, unlike bad input."""
+    import asyncssh
+
+    return (OSError, EOFError, TimeoutError, asyncssh.Error)
 
 
 def open_transport(ssh: SSHSpec | dict | None) -> Transport:
