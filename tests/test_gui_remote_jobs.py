@@ -115,7 +115,7 @@ def _widget(viewer):
 
 def _type_profile(widget, login, workdir: Path, name="loopback", **changes):
     form = widget.profiles
-    form.name.value = name
+    form.profile_name.value = name
     form.host.value = login.host
     form.port.value = changes.get("port", login.port)
     form.user.value = login.user
@@ -138,7 +138,7 @@ def _type_job(widget, layer, delay_s: float):
     widget.block.value = "20, 32, 32"
     widget.overlap.value = "6"
     widget.workers.value = 1
-    widget.options.value = f"{{delay_s: {delay_s}}}"
+    widget.plugin_options.value = f"{{delay_s: {delay_s}}}"
 
 
 def _notes_since(start: int) -> list[str]:
@@ -162,6 +162,14 @@ def _filled_blocks(layer, block=(20, 32, 32)) -> int:
         for y in grid[1]
         for x in grid[2]
     )
+
+
+def _alive(widget, job_id: str) -> bool:
+    """For waits: a stream that failed ends the test at once, with the widget's message."""
+    stream = widget.streams.get(job_id)
+    if stream is not None and stream.final == "error":
+        raise RuntimeError(f"streaming failed: {widget.status.value}")
+    return True
 
 
 def _screenshot(viewer, tmp_path: Path, name: str) -> Path:
@@ -204,7 +212,9 @@ def test_submit_watch_blocks_arrive_restart_and_reattach(
     stream._bridge.block.connect(
         lambda *_: seen.append((_filled_blocks(widget.layers[job_id]), stream.final))
     )
-    qtbot.waitUntil(lambda: any(0 < n < 8 for n, _ in seen), timeout=120_000)
+    qtbot.waitUntil(
+        lambda: _alive(widget, job_id) and any(0 < n < 8 for n, _ in seen), timeout=120_000
+    )
     out_layer = widget.layers[job_id]
     assert out_layer.scale.tolist() == layer.scale.tolist()
     qtbot.waitUntil(
@@ -226,7 +236,7 @@ def test_submit_watch_blocks_arrive_restart_and_reattach(
     assert widget2.selected_job() == job_id
     widget2.attach_button.clicked.emit()
     stream2 = widget2.streams[job_id]
-    qtbot.waitUntil(lambda: stream2.final is not None, timeout=180_000)
+    qtbot.waitUntil(lambda: _alive(widget2, job_id) and stream2.final, timeout=180_000)
     assert stream2.final == "done"
     qtbot.waitUntil(lambda: widget2.statuses.get(job_id, {}).get("state") == "done", timeout=30_000)
 
@@ -256,7 +266,9 @@ def test_cancel_a_running_job(make_napari_viewer, volume, slurm_login_node, tmp_
     widget.submit_button.clicked.emit()
     qtbot.waitUntil(lambda: len(widget.streams) == 1, timeout=60_000)
     (job_id,) = widget.streams
-    qtbot.waitUntil(lambda: widget.streams[job_id].blocks >= 1, timeout=120_000)
+    qtbot.waitUntil(
+        lambda: _alive(widget, job_id) and widget.streams[job_id].blocks >= 1, timeout=120_000
+    )
 
     start = _n_notes()
     widget.select_job(job_id)

@@ -133,15 +133,17 @@ class RemoteJobsWidget(Container):
         self.factory = LineEdit(label="factory")
         self.factory.tooltip = "plugin: package.module:function returning a block segmenter"
         self.factory.visible = False
-        self.options = LineEdit(label="options")
-        self.options.tooltip = "plugin: keyword arguments for the factory, as YAML: {delay_s: 0.5}"
-        self.options.visible = False
+        self.plugin_options = LineEdit(label="options")
+        self.plugin_options.tooltip = (
+            "plugin: keyword arguments for the factory, as YAML: {delay_s: 0.5}"
+        )
+        self.plugin_options.visible = False
         self.block = LineEdit(label="block", value="128")
         self.overlap = LineEdit(label="overlap", value="16")
         self.workers = SpinBox(label="workers per node", value=0, min=0, max=1024)
         self.workers.tooltip = "0: one per GPU, else one per 2 cores"
         self.submit_button = PushButton(text="Submit job")
-        self.table = Table(value={"data": [], "columns": COLUMNS})
+        self.table = Table()
         self.attach_button = PushButton(text="Attach (show result)")
         self.cancel_button = PushButton(text="Cancel job")
         self.refresh_button = PushButton(text="Refresh")
@@ -156,7 +158,7 @@ class RemoteJobsWidget(Container):
                 self.segmenter,
                 self.model,
                 self.factory,
-                self.options,
+                self.plugin_options,
                 self.block,
                 self.overlap,
                 self.workers,
@@ -173,6 +175,15 @@ class RemoteJobsWidget(Container):
         self.table.native.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.native.setSelectionMode(QAbstractItemView.SingleSelection)
         self.table.native.setMinimumHeight(140)
+        self.table.native.horizontalHeader().setStretchLastSection(True)
+        self.status.native.setWordWrap(True)  # a long message must not widen the dock
+        self.connection.native.setWordWrap(True)
+        images = [ly for ly in viewer.layers if isinstance(ly, Image)]
+        if images:
+            self.image.value = images[-1]
+        self.table.native.setColumnCount(len(COLUMNS))
+        self.table.native.setHorizontalHeaderLabels(COLUMNS)
+        self._closed = False
 
         self.records: dict[str, JobRecord] = {}
         self.statuses: dict[str, dict] = {}
@@ -246,6 +257,8 @@ class RemoteJobsWidget(Container):
         self._run("Test connection", check_connection, profile, on_done=self._on_connected)
 
     def _on_connected(self, found: dict[str, str]) -> None:
+        if self._closed:
+            return
         from napari.utils.notifications import show_info
 
         self.connection.value = "connected"
@@ -256,7 +269,7 @@ class RemoteJobsWidget(Container):
     def _on_segmenter(self, kind: str) -> None:
         self.model.visible = kind == "ffn"
         self.factory.visible = kind == "plugin"
-        self.options.visible = kind == "plugin"
+        self.plugin_options.visible = kind == "plugin"
 
     def job_spec(self) -> Any:
         """The job spec the form describes (checked; nothing is created yet)."""
@@ -283,7 +296,7 @@ class RemoteJobsWidget(Container):
             segmenter["model"] = self.model.value.strip() or "default"
         if kind == "plugin":
             segmenter["factory"] = self.factory.value.strip()
-            segmenter["options"] = _yaml_mapping(self.options.value, "plugin options")
+            segmenter["options"] = _yaml_mapping(self.plugin_options.value, "plugin options")
         name = self.job_name.value.strip() or "segmentation"
         spec = {
             "name": name,
@@ -311,6 +324,8 @@ class RemoteJobsWidget(Container):
             self.status.value = f"submitting {spec.name} to {spec.backend.kind}…"
 
     def _on_submitted(self, record: JobRecord, image_layer: Any) -> None:
+        if self._closed:
+            return
         from napari.utils.notifications import show_info
 
         self.submit_button.enabled = True
@@ -345,8 +360,18 @@ class RemoteJobsWidget(Container):
 
     def _fill_table(self) -> None:
         selected = self.selected_job()
+        from qtpy.QtWidgets import QTableWidgetItem
+
+        if self._closed:
+            return
         rows = [self._row(r) for r in sorted(self.records.values(), key=lambda r: -r.submitted)]
-        self.table.value = {"data": rows, "columns": COLUMNS}
+        table = self.table.native
+        table.setRowCount(len(rows))
+        for i, row in enumerate(rows):
+            for j, text in enumerate(row):
+                table.setItem(i, j, QTableWidgetItem(text))
+        for j in range(len(COLUMNS) - 1):
+            table.resizeColumnToContents(j)
         if selected:
             self.select_job(selected)
 
@@ -376,6 +401,8 @@ class RemoteJobsWidget(Container):
             self._run("Job status", poll_statuses, pending, on_done=self._on_statuses)
 
     def _on_statuses(self, statuses: dict[str, dict]) -> None:
+        if self._closed:
+            return
         self.statuses.update(statuses)
         self._fill_table()
 
@@ -429,12 +456,16 @@ class RemoteJobsWidget(Container):
 
     def _on_block(self, job_id: str, event: dict) -> None:
         """Qt thread: a block's chunk is in the cache; show it."""
+        if self._closed:
+            return
         layer = self._layer_for(job_id)
         layer.refresh()
         stream = self.streams[job_id]
         self.status.value = f"{job_id}: {stream.blocks} blocks streamed ({event.get('phase', '')})"
 
     def _on_stream_end(self, job_id: str, state: str) -> None:
+        if self._closed:
+            return
         from napari.utils.notifications import show_info, show_warning
 
         if job_id in self.layers or (self.streams[job_id].cache / "0").exists():
@@ -446,6 +477,8 @@ class RemoteJobsWidget(Container):
         self._fill_table()
 
     def _on_stream_error(self, job_id: str, exc: BaseException) -> None:
+        if self._closed:
+            return
         self.status.value = report_error(exc, f"Streaming {job_id}")
         self._fill_table()
 
@@ -459,6 +492,8 @@ class RemoteJobsWidget(Container):
         self._run("Cancel job", cancel, record, on_done=lambda _: self._on_cancelled(record.id))
 
     def _on_cancelled(self, job_id: str) -> None:
+        if self._closed:
+            return
         from napari.utils.notifications import show_info
 
         self.status.value = f"cancel sent for {job_id}"
@@ -472,4 +507,5 @@ class RemoteJobsWidget(Container):
             stream.stop()
 
     def _on_destroyed(self, *_: Any) -> None:
+        self._closed = True
         self.detach_all()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from magicgui.widgets import ComboBox, Container, LineEdit, PushButton, SpinBox, TextEdit
+from magicgui.widgets import CheckBox, ComboBox, Container, LineEdit, PushButton, SpinBox, TextEdit
 
 from napari_connectome.jobs.profiles import (
     ClusterProfile,
@@ -26,12 +26,18 @@ def _opt(text: str) -> str | None:
     return text.strip() or None
 
 
+def _saved_choices(_widget: Any = None) -> list[str]:
+    return [NEW, *list_profiles()]
+
+
 class ProfileEditor(Container):
     """Pick, edit and save cluster profiles."""
 
     def __init__(self) -> None:
-        self.choice = ComboBox(label="profile", choices=[NEW])
-        self.name = LineEdit(label="name", value="my-cluster")
+        # choices are read from the config dir each time: napari calls reset_choices() on docked
+        # widgets whenever layers change, which would otherwise reset a fixed list
+        self.choice = ComboBox(label="profile", choices=_saved_choices)
+        self.profile_name = LineEdit(label="name", value="my-cluster")
         self.host = LineEdit(label="login host")
         self.host.tooltip = "empty: submit on this machine (it is the login node)"
         self.port = SpinBox(label="port", value=22, min=1, max=65535)
@@ -56,10 +62,10 @@ class ProfileEditor(Container):
         self.python.tooltip = "Python on the cluster that has napari-connectome installed"
         self.save_button = PushButton(text="Save profile")
         self.delete_button = PushButton(text="Delete")
-        super().__init__(
+        self.editing = CheckBox(text="edit profile", value=True)
+        self.fields = Container(
             widgets=[
-                self.choice,
-                self.name,
+                self.profile_name,
                 self.host,
                 self.port,
                 self.user,
@@ -79,14 +85,20 @@ class ProfileEditor(Container):
             ],
             labels=True,
         )
+        self.fields.margins = (0, 0, 0, 0)
+        super().__init__(widgets=[self.choice, self.editing, self.fields], labels=True)
+        self.margins = (0, 0, 0, 0)
+        self.editing.changed.connect(lambda on: setattr(self.fields, "visible", on))
         self._extra: dict[str, Any] = {}  # fields the form does not show (submit_env)
         self.reload()
         self.choice.changed.connect(self._on_choice)
+        self._on_choice(self.choice.value)
+        self.editing.value = self.choice.value == NEW  # a saved profile starts folded away
 
     def reload(self, select: str | None = None) -> None:
         """Refill the picker from the config dir."""
         names = list_profiles()
-        self.choice.choices = [NEW, *names]
+        self.choice.reset_choices()
         if select is not None and select in names:
             self.choice.value = select
         elif names and self.choice.value == NEW:
@@ -94,11 +106,11 @@ class ProfileEditor(Container):
 
     def _on_choice(self, name: str) -> None:
         if name and name != NEW:
-            self.show(load_profile(name))
+            self.fill(load_profile(name))
 
-    def show(self, profile: ClusterProfile) -> None:
+    def fill(self, profile: ClusterProfile) -> None:
         """Fill the form from a profile."""
-        self.name.value = profile.name
+        self.profile_name.value = profile.name
         self.host.value = profile.host
         self.port.value = profile.port
         self.user.value = profile.user or ""
@@ -120,7 +132,7 @@ class ProfileEditor(Container):
         """The profile the form describes (validated; a bad field raises UserInputError)."""
         return make_profile(
             {
-                "name": self.name.value.strip(),
+                "name": self.profile_name.value.strip(),
                 "host": self.host.value.strip(),
                 "port": self.port.value,
                 "user": _opt(self.user.value),

@@ -77,7 +77,11 @@ class JobStream:
         self._stop = threading.Event()
         self._bridge = _Bridge()
         self._bridge.block.connect(on_block)
+        # ``final`` is set on the Qt thread just before the widget hears of the end, so what the
+        # widget shows and what ``final`` says never disagree
+        self._bridge.ended.connect(self._set_final)
         self._bridge.ended.connect(on_end)
+        self._bridge.error.connect(lambda job, exc: self._set_final(job, "error"))
         self._bridge.error.connect(on_error)
         self.worker: Any = None
 
@@ -91,6 +95,9 @@ class JobStream:
         self.worker = create_worker(self._run, _start_thread=False, _ignore_errors=True)
         self.worker.errored.connect(lambda exc: self._bridge.error.emit(self.record.id, exc))
         self.worker.start()
+
+    def _set_final(self, _job: str, state: str) -> None:
+        self.final = state
 
     def stop(self) -> None:
         self._stop.set()
@@ -125,18 +132,13 @@ class JobStream:
             self.blocks += 1
             self._bridge.block.emit(self.record.id, ev)
 
-        try:
-            result = stream_into(
-                lambda: open_transport(self.record.ssh),
-                self.record.output,
-                self.cache,
-                on_block=block,
-                is_finished=self._ended,
-                poll_s=self.poll_s,
-            )
-            self.final = result.state
-        except BaseException:
-            self.final = "error"
-            raise
+        result = stream_into(
+            lambda: open_transport(self.record.ssh),
+            self.record.output,
+            self.cache,
+            on_block=block,
+            is_finished=self._ended,
+            poll_s=self.poll_s,
+        )
         self._bridge.ended.emit(self.record.id, result.state)
         return result.state
