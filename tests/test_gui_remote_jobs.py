@@ -236,7 +236,7 @@ def test_submit_watch_blocks_arrive_restart_and_reattach(
     assert widget2.selected_job() == job_id
     widget2.attach_button.clicked.emit()
     stream2 = widget2.streams[job_id]
-    qtbot.waitUntil(lambda: _alive(widget2, job_id) and stream2.final, timeout=180_000)
+    qtbot.waitUntil(lambda: _alive(widget2, job_id) and stream2.final is not None, timeout=180_000)
     assert stream2.final == "done"
     qtbot.waitUntil(lambda: widget2.statuses.get(job_id, {}).get("state") == "done", timeout=30_000)
 
