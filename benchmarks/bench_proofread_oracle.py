@@ -84,20 +84,18 @@ def next_edit(session, body_of: dict[int, int], tried: set):
     first = np.r_[True, seg_sorted[1:] != seg_sorted[:-1]]
     major = dict(zip(seg_sorted[first].tolist(), uniq[order][first][:, 1].tolist()))
     # splits: the second-largest body inside a segment
-    second = np.r_[False, ~first[1:]] & np.r_[True, ~first[1:]][:]
     for i in np.flatnonzero(~first):
         if i > 0 and first[i - 1]:  # the runner-up in its segment
             s, b2 = int(seg_sorted[i]), int(uniq[order][i, 1])
             gain = float(over[order][i])
             if ("split", s, b2) not in tried and (best is None or gain > best[0]):
                 best = (gain, ("split", s, major[s], b2))
-    del second
     # merges: the two largest segments whose majority is the same body
     cand = [(b, s, o) for (s, b), o in zip(uniq.tolist(), over.tolist()) if major.get(s) == b]
     by_body: dict[int, list[tuple[float, int]]] = {}
     for b, s, o in cand:
         by_body.setdefault(b, []).append((o, s))
-    for b, lst in by_body.items():
+    for lst in by_body.values():
         if len(lst) > 1:
             lst.sort(reverse=True)
             gain = lst[1][0]
@@ -109,9 +107,9 @@ def next_edit(session, body_of: dict[int, int], tried: set):
     if edit[0] == "split":
         _, s, b1, b2 = edit
         in_seg = seg == s
-        fa = frag[in_seg & (bod == b1)][np.argsort(-cnt[in_seg & (bod == b1)])][:3]
-        fb = frag[in_seg & (bod == b2)][np.argsort(-cnt[in_seg & (bod == b2)])][:3]
-        return ("split", s, b2, fa, fb)
+        fa = frag[in_seg & (bod == b1)][np.argsort(-cnt[in_seg & (bod == b1)])]
+        fb = frag[in_seg & (bod == b2)][np.argsort(-cnt[in_seg & (bod == b2)])]
+        return ("split", s, b1, b2, fa, fb)
     return edit
 
 
@@ -164,7 +162,7 @@ def main() -> int:
                       "check_evaluate_vi": round(full["vi"], 4),
                       "check_evaluate_arand": round(full["arand"], 4)}), flush=True)  # fmt: skip
     tried: set = set()
-    edits = merges = splits = refused = 0
+    edits = merges = splits = refused = rejected = 0
     reached = None
     t0 = time.perf_counter()
     split_time = merge_time = 0.0
@@ -179,11 +177,23 @@ def main() -> int:
                 merges += 1
                 merge_time += time.perf_counter() - a
             else:
-                _, seg, b2, fa, fb = edit
+                _, seg, b1, b2, fa, fb = edit
                 tried.add(("split", seg, b2))
-                seeds_a = [voxel_in(s, int(f)) for f in fa]
-                seeds_b = [voxel_in(s, int(f)) for f in fb]
-                s.split(seg, seeds_a, seeds_b)
+                # like a proofreader: a few seed clicks, look at the preview, add seeds if the
+                # preview cuts the wrong way; give up on this error after 10 a side
+                plan = None
+                for n in (3, 10):
+                    seeds_a = [voxel_in(s, int(f)) for f in fa[:n]]
+                    seeds_b = [voxel_in(s, int(f)) for f in fb[:n]]
+                    cand = s.preview_split(seg, seeds_a, seeds_b)
+                    got_b = [body_of.get(int(f), 0) for f in cand.side_b]
+                    if got_b.count(b2) * 2 > len(got_b) and b1 not in got_b[:1]:
+                        plan = cand
+                        break
+                if plan is None:
+                    rejected += 1
+                    continue
+                s.commit_split(plan)
                 splits += 1
                 split_time += time.perf_counter() - a
         except EditRefused:
@@ -205,7 +215,7 @@ def main() -> int:
     full = evaluate_segmentation(s.labels(), labels)
     print(json.dumps({"figure": "oracle_result", "edits_to_vi_target": reached,
                       "target_vi": args.target_vi, "edits": edits, "merges": merges,
-                      "splits": splits, "refused": refused, "setup_merges": setup_ops,
+                      "splits": splits, "refused": refused, "previews_rejected": rejected, "setup_merges": setup_ops,
                       **{k: round(v, 4) for k, v in end.items()},
                       "check_evaluate_vi": round(full["vi"], 4),
                       "check_evaluate_arand": round(full["arand"], 4),

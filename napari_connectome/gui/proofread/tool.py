@@ -47,6 +47,9 @@ class ProofreadTool:
             self.image_layer = viewer.add_image(session.image, name="EM", scale=scale)
         else:
             self.image_layer = None
+        self.layer = viewer.add_labels(
+            SegmentView(session), name="segments", scale=scale, opacity=0.5
+        )
         self.selection_layer = viewer.add_labels(
             SegmentView(session, keep=lambda: np.array(self.selected, np.uint64)),
             name="selected segments", scale=scale, opacity=0.9, blending="translucent_no_depth",
@@ -58,12 +61,9 @@ class ProofreadTool:
             visible=False, colormap=DirectLabelColormap(color_dict=sides),
         )  # fmt: skip
         self.seed_layer = viewer.add_points(
-            np.zeros((0, 3)), name="split seeds", scale=scale, size=4, face_color=SEED_COLORS["a"],
+            np.zeros((0, 3)), name="split seeds", scale=scale, size=6, face_color=SEED_COLORS["a"],
             ndim=3,
         )  # fmt: skip
-        self.layer = viewer.add_labels(
-            SegmentView(session), name="segments", scale=scale, opacity=0.5
-        )
         self.layer.mode = "pan_zoom"
         self.layer.mouse_drag_callbacks.append(self._on_mouse)
         self._bind_keys()
@@ -345,9 +345,7 @@ class ProofreadTool:
         outlined."""
         three_d = self.viewer.dims.ndisplay == 3
         self.selection_layer.contour = 0 if three_d else 2
-        self.layer.opacity = (
-            0.1 if three_d else 0.5
-        )  # still pickable: clicks go to the active layer
+        self.layer.visible = not three_d  # hidden, it still gets the clicks (the active layer)
 
     def close(self) -> None:
         for lyr in (
