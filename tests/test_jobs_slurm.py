@@ -280,3 +280,26 @@ def test_status_through_a_jump_host(volume, slurm_login_node, sshd_server, tmp_p
     )
     assert status["state"] == "done"
     assert status["blocks_done"] == 8
+
+
+def test_workers_started_on_every_node_of_the_allocation(
+    volume, reference, slurm_login_node, tmp_path, capsys
+):
+    """launch: srun starts the node launcher in the allocation (TLS scheduler on the first node);
+    the blocks run on its workers and the result equals the local backend's."""
+    out = tmp_path / "seg.ome.zarr"
+    spec = slurm_spec(volume, out, slurm_login_node)
+    spec["backend"].update({"launch": "srun", "workers": 2})
+    job_id = submit(tmp_path, spec, capsys)
+    status = wait_for(
+        lambda: (s := job_status(load_record(job_id)))["state"] not in ("pending", "running") and s,
+        timeout=180,
+    )
+    assert status["state"] == "done", status
+    events = [json.loads(line) for line in (out / "progress.jsonl").read_text().splitlines()]
+    names = {e["worker_name"] for e in events if e.get("worker_name")}
+    host = __import__("socket").gethostname()
+    assert names
+    assert names <= {f"{host}-0", f"{host}-1"}  # the node launcher's workers, not a LocalCluster's
+    np.testing.assert_array_equal(zarr.open_array(str(out / "0"))[:], reference)
+    assert not list((out / "_job" / "scheduler").glob("tls-*"))  # the throwaway certificate is gone

@@ -91,6 +91,22 @@ def test_pbs_polaris_command_line_and_script():
     assert Scheduler("pbs").status_argvs("7")[0] == ["qstat", "-x", "-f", "-F", "json", "7"]
 
 
+def test_multi_node_launch_commands():
+    from napari_connectome.jobs.pipeline import launch_mode
+    from napari_connectome.jobs.schedulers import node_launch_argv
+
+    polaris = load_spec(REPO / "examples" / "jobs" / "pbs-polaris.yaml")
+    assert launch_mode(polaris) == "local"  # one node: a LocalCluster with one worker per GPU
+    two = polaris.model_copy(deep=True)
+    two.backend.resources.nodes = 2
+    assert launch_mode(two) == "mpiexec"
+    argv = node_launch_argv("mpiexec", 2, "/env/bin/python", "tls://10.0.0.1:8786", 4, 1, "/o/t")
+    assert argv[:5] == ["mpiexec", "-n", "2", "--ppn", "1"]
+    assert argv[5:8] == ["/env/bin/python", "-m", "napari_connectome.jobs.node"]
+    argv = node_launch_argv("srun", 3, "py", "tls://h:1", 4, 2, "/o/t")
+    assert argv[:4] == ["srun", "--overlap", "--nodes=3", "--ntasks-per-node=1"]
+
+
 def test_slurm_command_line():
     spec = load_spec(REPO / "examples" / "jobs" / "slurm-ssh.yaml")
     argv = Scheduler("slurm").submit_argv(spec, "/s/job.sh", "/s/job-%j.out", "/s")

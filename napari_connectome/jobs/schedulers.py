@@ -190,3 +190,14 @@ def parse_qstat(text: str) -> str | None:
             else ("cancelled" if int(exit_status) in (271, -3) else "failed")
         )
     return _PBS_STATES.get(state, "unknown")
+
+
+def node_launch_argv(
+    launch: str, nodes: int, python: str, address: str, workers: int, threads: int, tls_dir: str
+) -> list[str]:
+    """Start ``napari_connectome.jobs.node`` once per node of the current allocation."""
+    node = [python, "-m", "napari_connectome.jobs.node", address, "--workers", str(workers)]
+    node += ["--threads", str(threads), "--tls-dir", tls_dir]
+    if launch == "srun":
+        return ["srun", "--overlap", f"--nodes={nodes}", "--ntasks-per-node=1", *node]
+    return ["mpiexec", "-n", str(nodes), "--ppn", "1", *node]

@@ -8,6 +8,7 @@ renumbers them. ``min_shape`` is the smallest region it can work on (the FFN fie
 from __future__ import annotations
 
 import importlib
+import re
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -87,11 +88,23 @@ class FFNSegmenter:
 
 
 def _pick_device(device: str) -> str:
+    """``auto``: CPU without CUDA; else worker k of a node takes GPU k (mod the GPUs it sees), so
+    ``workers: 4`` on a 4-GPU node uses every GPU once."""
     if device != "auto":
         return device
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        return "cpu"
+    index = 0
+    try:
+        from distributed import get_worker
+
+        match = re.search(r"(\d+)$", str(get_worker().name))
+        index = int(match.group(1)) if match else 0
+    except (ImportError, ValueError):
+        pass
+    return f"cuda:{index % torch.cuda.device_count()}"
 
 
 def make_segmenter(spec: SegmenterSpec) -> BlockSegmenter:

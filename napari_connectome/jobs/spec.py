@@ -125,6 +125,9 @@ class BackendSpec(_Strict):
     workers: int | None = Field(None, ge=1)  # per node; default: one per GPU, else one per 2 cores
     threads_per_worker: int = Field(1, ge=1)
     scheduler: str | None = None
+    # slurm/pbs: how workers start inside the allocation. "local": a LocalCluster on the first node
+    # only; "srun" / "mpiexec": workers on every node (default when nodes > 1)
+    launch: Literal["auto", "local", "srun", "mpiexec"] = "auto"
     resources: Resources = Field(default_factory=Resources)
     ssh: SSHSpec | None = None
 

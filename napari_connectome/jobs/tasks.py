@@ -26,6 +26,15 @@ def _segmenter(spec: JobSpec):
     return _SEGMENTERS[key]
 
 
+def _worker_name() -> str | None:
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().name)
+    except (ImportError, ValueError):
+        return None
+
+
 def segment_block(spec_json: str, grid: BlockGrid, index: tuple[int, int, int]) -> dict:
     """Segment one block's read region, store it with local ids 1..n, and write its provisional ids
     (unique per block) into the output chunk so viewers see it before reconciliation."""
@@ -70,6 +79,7 @@ def segment_block(spec_json: str, grid: BlockGrid, index: tuple[int, int, int]) 
         "n_segments": n,
         "seconds": round(time.perf_counter() - t0, 4),
         "worker": f"{socket.gethostname()}:{os.getpid()}",
+        "worker_name": _worker_name(),
     }
     layout.save_block(block, labels, info)
     return info
