@@ -221,6 +221,7 @@ def test_submit_watch_blocks_arrive_restart_and_reattach(
         lambda: widget.statuses.get(job_id, {}).get("blocks_done", 0) >= 2, timeout=60_000
     )
     widget.select_job(job_id)
+    viewer.dims.order = (2, 0, 1)  # a z-y view: finished blocks above, the rest still empty
     _screenshot(viewer, tmp_path, "remote-jobs-streaming.png")
 
     # 3. napari is closed while the job runs; a new session lists the job and re-attaches
@@ -246,8 +247,8 @@ def test_submit_watch_blocks_arrive_restart_and_reattach(
     assert final.max() > 1
     np.testing.assert_array_equal(np.asarray(widget2.layers[job_id].data[:]), final)
     row = widget2._row(record)
-    assert row[2] == "done"
-    assert row[3] == "8/8"
+    assert row[0] == "done"
+    assert row[1] == "8/8"
     widget2.select_job(job_id)
     _screenshot(viewer2, tmp_path, "remote-jobs-done.png")
 
@@ -325,3 +326,29 @@ def test_a_cluster_that_cannot_be_reached_is_a_notification(
     assert widget.records == {}
     assert widget.streams == {}
     assert list(tmp_path.glob("*.ome.zarr")) == []
+
+
+@pytest.mark.gui
+def test_opened_from_the_plugins_menu_and_bad_input_is_a_notification(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer(show=False)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Remote jobs")
+    assert widget.profiles.choice.value == "<new profile>"
+
+    start = _n_notes()
+    widget.profiles.profile_name.value = "has space"
+    widget.profiles.save_button.clicked.emit()
+    assert any("name" in m for m in _notes_since(start))
+    assert list_profiles() == []
+
+    widget.profiles.profile_name.value = "here"
+    widget.profiles.workdir.value = str(tmp_path)
+    start = _n_notes()
+    widget.submit_button.clicked.emit()  # no image layer, no path on the cluster
+    assert any("choose an image layer" in m for m in _notes_since(start))
+    widget.input_path.value = f"{tmp_path}/em.h5:raw"
+    widget.block.value = "64, 64"
+    start = _n_notes()
+    widget.submit_button.clicked.emit()
+    assert any("three (z, y, x)" in m for m in _notes_since(start))
+    assert not widget.busy
+    assert widget.records == {}

@@ -32,7 +32,7 @@ from napari_connectome.jobs.registry import JobRecord, list_records
 if TYPE_CHECKING:
     import napari
 
-COLUMNS = ["job", "where", "state", "blocks", "rate (blocks/s)", "ETA", "output"]
+COLUMNS = ["state", "blocks", "blocks/s", "ETA", "job", "where", "output"]
 FINAL = ("done", "failed", "cancelled")
 SEGMENTERS = ["ffn", "watershed", "plugin"]
 
@@ -356,20 +356,23 @@ class RemoteJobsWidget(Container):
         blocks = f"{st.get('blocks_done', 0)}/{total}" if total else ""
         rate = st.get("rate_blocks_per_s")
         eta = _eta(st.get("eta_s")) if st.get("state") == "running" else ""
-        return [record.id, where, state, blocks, f"{rate:.2f}" if rate else "", eta, record.output]
+        return [state, blocks, f"{rate:.2f}" if rate else "", eta, record.id, where, record.output]
 
     def _fill_table(self) -> None:
         selected = self.selected_job()
+        from qtpy.QtCore import Qt
         from qtpy.QtWidgets import QTableWidgetItem
 
         if self._closed:
             return
-        rows = [self._row(r) for r in sorted(self.records.values(), key=lambda r: -r.submitted)]
+        records = sorted(self.records.values(), key=lambda r: -r.submitted)
         table = self.table.native
-        table.setRowCount(len(rows))
-        for i, row in enumerate(rows):
-            for j, text in enumerate(row):
-                table.setItem(i, j, QTableWidgetItem(text))
+        table.setRowCount(len(records))
+        for i, record in enumerate(records):
+            for j, text in enumerate(self._row(record)):
+                item = QTableWidgetItem(text)
+                item.setData(Qt.UserRole, record.id)
+                table.setItem(i, j, item)
         for j in range(len(COLUMNS) - 1):
             table.resizeColumnToContents(j)
         if selected:
@@ -377,18 +380,22 @@ class RemoteJobsWidget(Container):
 
     def select_job(self, job_id: str) -> None:
         """Select a job's row (what a click on it does)."""
+        from qtpy.QtCore import Qt
+
         for row in range(self.table.native.rowCount()):
             item = self.table.native.item(row, 0)
-            if item is not None and item.text() == job_id:
+            if item is not None and item.data(Qt.UserRole) == job_id:
                 self.table.native.selectRow(row)
                 return
 
     def selected_job(self) -> str | None:
+        from qtpy.QtCore import Qt
+
         rows = self.table.native.selectionModel().selectedRows()
         if not rows:
             return None
         item = self.table.native.item(rows[0].row(), 0)
-        return item.text() if item is not None else None
+        return item.data(Qt.UserRole) if item is not None else None
 
     def poll(self) -> None:
         """Ask for the state of every job not known to be finished (in a worker)."""
@@ -449,6 +456,7 @@ class RemoteJobsWidget(Container):
             name=f"{self.records[job_id].name} [{job_id[-4:]}]",
             scale=scale,
             translate=translate,
+            units="nm",  # the job writes OME-Zarr in nanometres, as our reader shows images
             metadata={"job": job_id, "cache": str(cache)},
         )
         self.layers[job_id] = layer
