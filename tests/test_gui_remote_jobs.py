@@ -203,7 +203,7 @@ def test_submit_watch_blocks_arrive_restart_and_reattach(
     assert "debug" in widget.status.value  # sinfo's answer: the partition is up
 
     # 2. submit the open volume; the labels layer fills in block by block while the job runs
-    _type_job(widget, layer, delay_s=0.7)
+    _type_job(widget, layer, delay_s=1.5)
     seen: list[tuple[int, str | None]] = []
     widget.submit_button.clicked.emit()
     qtbot.waitUntil(lambda: len(widget.streams) == 1, timeout=60_000)
@@ -251,6 +251,16 @@ def test_submit_watch_blocks_arrive_restart_and_reattach(
     assert row[1] == "8/8"
     widget2.select_job(job_id)
     _screenshot(viewer2, tmp_path, "remote-jobs-done.png")
+
+    # 5. attaching again to the finished job fetches nothing more and ends at once
+    viewer2.layers.remove(widget2.layers[job_id])
+    widget2.attach_button.clicked.emit()
+    stream3 = widget2.streams[job_id]
+    assert stream3 is not stream2
+    qtbot.waitUntil(lambda: _alive(widget2, job_id) and stream3.final is not None, timeout=60_000)
+    assert stream3.final == "done"
+    assert stream3.blocks == 0
+    np.testing.assert_array_equal(np.asarray(widget2.layers[job_id].data[:]), final)
 
 
 @pytest.mark.gui
