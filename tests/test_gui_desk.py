@@ -245,3 +245,91 @@ def test_tool_off_means_clicks_do_nothing(viewer, flood_model, qtbot):
 
     assert widget.worker is None
     assert PREVIEW not in viewer.layers
+
+
+# --------------------------------------------------------------------------------------------------
+# With Google's published FIB-25 model on the real FIB-25 volume
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def google_default_model(google_ffn_dir, tmp_path_factory, monkeypatch):
+    """The default model, offline: the zoo's google-fib25 entry served from the shared copy."""
+    monkeypatch.setenv("NAPARI_CONNECTOME_ZOO_URL", google_ffn_dir.as_uri())
+    monkeypatch.setenv("NAPARI_CONNECTOME_CACHE", str(tmp_path_factory.mktemp("zoo-cache")))
+    return google_ffn_dir
+
+
+def _google_segment(google_ffn_dir, segment_id: str):
+    import json
+
+    origins = json.loads((google_ffn_dir / "sample-training2.origins.json").read_text())
+    with np.load(google_ffn_dir / "sample-training2.npz", allow_pickle=False) as npz:
+        seg = npz["segmentation"]
+    return tuple(origins[segment_id]["start_zyx"]), seg, int(segment_id)
+
+
+def _iou_vs_google(ours: np.ndarray, google: np.ndarray, gid: int) -> float:
+    """Google's segment could not claim voxels of earlier segments: leave those out of ours."""
+    ours = ours & ((google == gid) | (google == 0))
+    theirs = google == gid
+    return float((ours & theirs).sum() / (ours | theirs).sum())
+
+
+@pytest.mark.realdata
+def test_click_a_fib25_neuron_with_the_default_model(
+    make_napari_viewer, fib25_h5, google_default_model, qtbot
+):
+    from napari_connectome.gui._ffn_tasks import box_around
+
+    seed, google, gid = _google_segment(google_default_model, "12")  # an early, 23-step object
+    viewer = make_napari_viewer(show=True)
+    viewer.window.resize(1400, 900)
+    viewer.open(str(fib25_h5), plugin="napari-connectome")
+    widget = ClickToSegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Click to segment")
+    widget.image.value = viewer.layers["raw"]
+    widget.context.value = 96
+    widget.active.value = True
+
+    _click_canvas_centre(viewer, qtbot, tuple(10 * v for v in seed))
+    qtbot.waitUntil(lambda: PREVIEW in viewer.layers, timeout=120_000)
+    qtbot.waitUntil(lambda: widget.accept_button.enabled, timeout=300_000)
+    new_id = widget.accept()
+
+    box = box_around(seed, (96, 96, 96), google.shape)
+    ours = viewer.layers["raw segments"].data[box] == new_id
+    assert viewer.layers["raw segments"].data[seed] == new_id
+    assert _iou_vs_google(ours, google[box], gid) > 0.8
+
+
+@pytest.mark.realdata
+def test_segment_a_fib25_box_from_seed_points_with_the_default_model(
+    make_napari_viewer, fib25_h5, google_default_model, qtbot
+):
+    seed, google, gid = _google_segment(google_default_model, "60")
+    viewer = make_napari_viewer(show=True)
+    viewer.open(str(fib25_h5), plugin="napari-connectome")
+    z, y, x = (10 * v for v in seed)
+    box = [
+        [z, y - 500, x - 500],
+        [z, y - 500, x + 500],
+        [z, y + 500, x + 500],
+        [z, y + 500, x - 500],
+    ]
+    shapes = viewer.add_shapes([np.array(box)], shape_type="rectangle", name="box")
+    points = viewer.add_points([[z, y, x]], name="seeds")
+    widget = SegmentRegionWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Segment region")
+    widget.image.value = viewer.layers["raw"]
+    widget.region.value = SHAPES_BOX
+    widget.shapes.value = shapes
+    widget.seeds.value = points
+
+    widget.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=300_000)
+
+    out = viewer.layers["raw FFN"]
+    (z0, z1), (y0, y1), (x0, x1) = out.metadata["region_zyx"]
+    assert widget.last_counters["segments"] == 1
+    assert _iou_vs_google(out.data == 1, google[z0:z1, y0:y1, x0:x1], gid) > 0.8
