@@ -68,7 +68,19 @@ def voxel_in(session, frag: int) -> tuple[int, int, int]:
     return tuple(int(v) for v in mid + lo)
 
 
-def next_edit(session, body_of: dict[int, int], tried: set):
+def purity(session, frags: np.ndarray, body: int) -> float:
+    """Fraction of the voxels of these supervoxels that belong to ``body``."""
+    t = session.table
+    known = frags[np.isin(frags, t.frag_ids)]
+    counts = t.counts[t.index_of(known)]
+    hit = np.array([body_of_global.get(int(f), 0) == body for f in known])
+    return float(counts[hit].sum() / max(counts.sum(), 1))
+
+
+body_of_global: dict[int, int] = {}
+
+
+def next_edit(session, body_of: dict[int, int], tried: set, separated: set):
     """The edit fixing the most voxels: ('merge', [a, b]) or ('split', seg, frags_a, frags_b)."""
     t = session.table
     body = np.array([body_of.get(int(f), 0) for f in t.frag_ids], np.uint64)
@@ -96,11 +108,12 @@ def next_edit(session, body_of: dict[int, int], tried: set):
     for b, s, o in cand:
         by_body.setdefault(b, []).append((o, s))
     for lst in by_body.values():
-        if len(lst) > 1:
-            lst.sort(reverse=True)
-            gain = lst[1][0]
+        lst.sort(reverse=True)
+        pairs = [(lst[0], o) for o in lst[1:] if frozenset((lst[0][1], o[1])) not in separated]
+        if pairs:
+            (_, s1), (gain, s2) = pairs[0]
             if best is None or gain > best[0]:
-                best = (gain, ("merge", [lst[0][1], lst[1][1]]))
+                best = (gain, ("merge", [s1, s2]))
     if best is None:
         return None
     edit = best[1]
@@ -145,6 +158,7 @@ def main() -> int:
         return dict(zip(p[first, 0].tolist(), p[first, 1].tolist()))
 
     body_of = majority(labels)
+    body_of_global.update(body_of)
     ffn_of = majority(ffn)
     groups: dict[int, list[int]] = {}
     for fr in t.frag_ids.tolist():
@@ -162,12 +176,13 @@ def main() -> int:
                       "check_evaluate_vi": round(full["vi"], 4),
                       "check_evaluate_arand": round(full["arand"], 4)}), flush=True)  # fmt: skip
     tried: set = set()
+    separated: set = set()  # pairs this proofreader split apart: never merged back
     edits = merges = splits = refused = rejected = 0
     reached = None
     t0 = time.perf_counter()
     split_time = merge_time = 0.0
     while edits < args.max_edits:
-        edit = next_edit(s, body_of, tried)
+        edit = next_edit(s, body_of, tried, separated)
         if edit is None:
             break
         try:
@@ -177,7 +192,7 @@ def main() -> int:
                 merges += 1
                 merge_time += time.perf_counter() - a
             else:
-                _, seg, b1, b2, fa, fb = edit
+                _, seg, _b1, b2, fa, fb = edit
                 tried.add(("split", seg, b2))
                 # like a proofreader: a few seed clicks, look at the preview, add seeds if the
                 # preview cuts the wrong way; give up on this error after 10 a side
@@ -186,14 +201,15 @@ def main() -> int:
                     seeds_a = [voxel_in(s, int(f)) for f in fa[:n]]
                     seeds_b = [voxel_in(s, int(f)) for f in fb[:n]]
                     cand = s.preview_split(seg, seeds_a, seeds_b)
-                    got_b = [body_of.get(int(f), 0) for f in cand.side_b]
-                    if got_b.count(b2) * 2 > len(got_b) and b1 not in got_b[:1]:
+                    # accept when most of side B's voxels are body b2 and most of side A's are not
+                    if purity(s, cand.side_b, b2) > 0.5 and purity(s, cand.side_a, b2) < 0.5:
                         plan = cand
                         break
                 if plan is None:
                     rejected += 1
                     continue
                 s.commit_split(plan)
+                separated.add(frozenset((plan.segment, plan.new_segment)))
                 splits += 1
                 split_time += time.perf_counter() - a
         except EditRefused:

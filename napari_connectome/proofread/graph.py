@@ -16,10 +16,14 @@ import numpy as np
 
 
 def region_edges(
-    block: np.ndarray, image: np.ndarray | None, core: tuple[int, ...] | None = None
+    block: np.ndarray,
+    image: np.ndarray | None,
+    core: tuple[int, ...] | None = None,
+    touching: tuple[int, ...] | None = None,
 ) -> dict[str, np.ndarray]:
     """Contacts of a block. With ``core``, only faces whose first voxel lies in ``block[:core]``
-    count, so blocks read with a one-voxel overlap on their high side tile without double counts."""
+    count, so blocks read with a one-voxel overlap on their high side tile without double counts.
+    With ``touching``, only contacts of those supervoxels are kept (a local update)."""
     core = tuple(block.shape) if core is None else core
     scale = 1.0
     if image is not None and np.issubdtype(image.dtype, np.integer):
@@ -35,6 +39,11 @@ def region_edges(
         sl_v[ax] = slice(1, n + 1)
         u, v = block[tuple(sl_u)], block[tuple(sl_v)]
         sel = (u != v) & (u != 0) & (v != 0)
+        if touching is not None:
+            near = np.zeros(u.shape, bool)
+            for t in touching:
+                near |= (u == t) | (v == t)
+            sel &= near
         u, v = u[sel], v[sel]
         if image is not None:
             w = (image[tuple(sl_u)][sel].astype(np.float32) + image[tuple(sl_v)][sel]) * (

@@ -153,20 +153,19 @@ def plan_split(
         in_b = [p for p in sb if frag_at[p] == frag]
         side_b, plo, region, inner, img = _watershed_cut(fragments, image, table, frag, in_a, in_b)
         region[inner][side_b] = new_id
-        after = region_edges(region, img)
-        keep_after = np.isin(after["u"], [frag, new_id]) | np.isin(after["v"], [frag, new_id])
-        after = {k: v[keep_after] for k, v in after.items()}
+        after = region_edges(region, img, touching=(frag, new_id))
         touching = graph.touching([frag])
         before = graph.as_arrays(touching)
         row = table.index_of(np.array([frag]))[0]
         rest = np.argwhere(region[inner] == frag)
         wb = np.argwhere(side_b)
+        bmin, bmax = wb.min(0), wb.max(0) + 1
         new_count = len(wb)
         patches.append(
             {
                 "old": frag,
                 "new": new_id,
-                "lo": list(plo),
+                "lo": (np.asarray(plo) + bmin).tolist(),
                 "old_before": [
                     int(table.counts[row]), table.lo[row].tolist(), table.hi[row].tolist()
                 ],
@@ -176,7 +175,7 @@ def plan_split(
                 "new_stats": [len(wb), (wb.min(0) + plo).tolist(), (wb.max(0) + 1 + plo).tolist()],
             }
         )  # fmt: skip
-        masks.append(side_b)
+        masks.append(side_b[tuple(slice(a, b) for a, b in zip(bmin, bmax))])  # tight box
         edges = {f"before_{k}": v for k, v in before.items()} | {
             f"after_{k}": v for k, v in after.items()
         }
