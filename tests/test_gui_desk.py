@@ -108,6 +108,21 @@ def test_segment_region_in_a_shapes_box(viewer, flood_model, qtbot):
     assert out.data.any()
 
 
+def test_seed_points_grow_one_object_each_and_border_points_are_skipped(viewer, flood_model, qtbot):
+    points = viewer.add_points(np.array([[240, 240, 240], [10, 240, 240]]), name="seeds")
+    widget = _region_widget(viewer, flood_model)
+    widget.region.value = WHOLE
+    widget.seeds.value = points
+
+    widget.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
+
+    out = viewer.layers["em FFN"]
+    assert widget.status.value.startswith("done: 1 objects")
+    assert set(np.unique(out.data)) == {0, 1}
+    assert out.data[24, 24, 24] == 1
+
+
 def test_cancel_stops_the_run_and_keeps_the_ui_usable(viewer, slow_flood_model, qtbot):
     widget = _region_widget(viewer, slow_flood_model)
     widget.region.value = WHOLE

@@ -111,6 +111,7 @@ def run_demo(args: argparse.Namespace) -> int:
         state["error"] = str(exc)
 
     def save_and_quit() -> None:
+        dismiss_toasts(viewer)
         tmp = shot.with_name(f".{shot.stem}.tmp.png")
         viewer.screenshot(str(tmp), canvas_only=False)
         os.replace(tmp, shot)
@@ -165,3 +166,12 @@ def dock_every_tool(viewer: Any) -> list[Any]:
 
         QTimer.singleShot(0, docks[0].raise_)
     return widgets
+
+
+def dismiss_toasts(viewer: Any) -> None:
+    """Close napari's pop-up notifications (e.g. its PyQt5 notice) before a screenshot."""
+    from qtpy.QtWidgets import QWidget
+
+    for widget in viewer.window._qt_window.findChildren(QWidget):
+        if type(widget).__name__ == "NapariQtNotification":
+            widget.close()

@@ -48,6 +48,7 @@ def volume_layer_data(volume: Any, *, name: str | None = None) -> LayerData:
     }
     if volume.is_labels:
         layer_type = "labels"
+        meta["opacity"] = 0.5  # the EM underneath stays readable
     else:
         layer_type = "image"
         if np.dtype(volume.dtype) == np.uint8:

@@ -171,10 +171,20 @@ class SegmentRegionWidget(Container):
             )
         image = np.asarray(image_level0(layer)[box])
         seeds = None
+        skipped = 0
         if args["seed_points"] is not None and len(args["seed_points"]):
+            # Points where the model's FOV does not fit inside the region cannot start an object.
             start = np.array([s.start for s in box])
-            seeds = np.round(args["seed_points"]).astype(int) - start
-        yield ("region", box)
+            points = np.round(args["seed_points"]).astype(int) - start
+            margin = np.asarray(config.fov_size) // 2
+            usable = np.all((points >= margin) & (points < np.asarray(image.shape) - margin), 1)
+            seeds, skipped = points[usable], int((~usable).sum())
+            if not len(seeds):
+                raise UserInputError(
+                    f"none of the {len(points)} seed points lies inside the region with room for "
+                    f"the model's field of view {tuple(config.fov_size)}; move them or the region"
+                )
+        yield ("region", box, skipped)
         yield from iter_segment_region(
             image,
             model,
@@ -190,6 +200,10 @@ class SegmentRegionWidget(Container):
             return  # updates already queued when Cancel was pressed
         if isinstance(update, tuple):  # the region is known: make its output layer
             self._make_output(update[1])
+            if update[2]:
+                from napari.utils.notifications import show_warning
+
+                show_warning(f"{update[2]} seed point(s) too close to the region's border skipped")
             return
         assert isinstance(update, RegionUpdate)
         self.progress.max = max(update.seeds_total, 1)
@@ -226,8 +240,8 @@ class SegmentRegionWidget(Container):
             units=layer.units,
             metadata={"region_zyx": [[int(s.start), int(s.stop)] for s in box]},
         )
-        self._napari_progress = progress(total=1, desc="FFN")
         self.status.value = f"segmenting region {[(s.start, s.stop) for s in box]}…"
+        self._napari_progress = progress(total=1, desc="FFN")  # (processes pending Qt events)
 
     def _on_error(self, exc: BaseException) -> None:
         self.status.value = report_error(exc, "Segment region")
