@@ -111,7 +111,12 @@ def poll_statuses(records: list[JobRecord]) -> dict[str, dict]:
 class RemoteJobsWidget(Container):
     """Cluster profiles, job submission, the job list and streamed result layers."""
 
-    def __init__(self, viewer: napari.viewer.Viewer, poll_interval_ms: int = 3000) -> None:
+    def __init__(
+        self,
+        viewer: napari.viewer.Viewer,
+        poll_interval_ms: int = 3000,
+        refresh_interval_ms: int = 250,
+    ) -> None:
         from napari.layers import Image
         from qtpy.QtCore import QTimer
         from qtpy.QtWidgets import QAbstractItemView
@@ -204,6 +209,11 @@ class RemoteJobsWidget(Container):
         self._timer.setInterval(poll_interval_ms)
         self._timer.timeout.connect(self.poll)
         self._timer.start()
+        self._dirty: set[str] = set()
+        self._redraw = QTimer(self.native)
+        self._redraw.setSingleShot(True)
+        self._redraw.setInterval(refresh_interval_ms)
+        self._redraw.timeout.connect(self._refresh_dirty)
         self.native.destroyed.connect(self._on_destroyed)
         self.reload_jobs()
         self.poll()
@@ -466,10 +476,23 @@ class RemoteJobsWidget(Container):
         """Qt thread: a block's chunk is in the cache; show it."""
         if self._closed:
             return
-        layer = self._layer_for(job_id)
-        layer.refresh()
+        self._layer_for(job_id)
+        self._dirty.add(job_id)
+        if not self._redraw.isActive():
+            self._redraw.start()
         stream = self.streams[job_id]
         self.status.value = f"{job_id}: {stream.blocks} blocks streamed ({event.get('phase', '')})"
+
+    def _refresh_dirty(self) -> None:
+        """Redraw layers that got blocks since the last redraw: one redraw per interval, however
+        many blocks arrived (a uint64 labels redraw costs tenths of a second on a busy CPU)."""
+        if self._closed:
+            return
+        for job_id in list(self._dirty):
+            layer = self.layers.get(job_id)
+            if layer is not None and layer in self._viewer.layers:
+                layer.refresh()
+        self._dirty.clear()
 
     def _on_stream_end(self, job_id: str, state: str) -> None:
         if self._closed:
@@ -478,6 +501,7 @@ class RemoteJobsWidget(Container):
 
         if job_id in self.layers or (self.streams[job_id].cache / "0").exists():
             self._layer_for(job_id).refresh()
+            self._dirty.discard(job_id)
         message = f"{job_id}: stream ended, job {state}"
         (show_info if state in ("done", "detached") else show_warning)(f"Remote jobs: {message}")
         self.status.value = message
