@@ -190,3 +190,27 @@ def test_bad_options_and_missing_cuda_are_user_errors():
     if not torch.cuda.is_available():
         with pytest.raises(UserInputError, match="CUDA"):
             segment_region(volume(), bright_painter(), CONFIG, OPTS, device="cuda")
+
+
+def test_several_objects_of_one_region_in_flight_give_the_sequential_labels():
+    rng = np.random.default_rng(7)
+    img = volume((40, 40, 96))
+    img[18:23, 18:23, 4:92] = 255  # a rod: seeds along it collide when grown at once
+    for _ in range(8):
+        z, y, x = rng.integers(6, 30), rng.integers(6, 30), rng.integers(6, 80)
+        img[z : z + 5, y : y + 5, x : x + rng.integers(4, 14)] = 255
+    model = bright_painter()
+    seeds = [(20, 20, 10), (20, 20, 50), (20, 20, 80)]
+    grid = OPTS.updated(seed_policy="grid", seed_policy_args={"step": 8, "offsets": [8]})
+    for opts, pts in ((OPTS, seeds), (grid, None)):
+        one = segment_region(img, model, CONFIG, opts, seeds=pts)
+        four = segment_region(img, model, CONFIG, opts, seeds=pts, batch=4)
+        np.testing.assert_array_equal(four.labels, one.labels)
+        assert four.counters["segments"] == one.counters["segments"]
+        assert [o.status for o in four.outcomes] == [o.status for o in one.outcomes]
+        assert four.counters["forward_batches"] < four.counters["batch_predict_calls"]
+        if pts is seeds:
+            # seeds 2 and 3 grew alongside seed 1, then lay inside its object: dropped
+            statuses = [o.status for o in four.outcomes]
+            assert statuses == ["ok", "skipped_invalid", "skipped_invalid"]
+            assert four.counters["speculative_restarts"] >= 2

@@ -106,6 +106,22 @@ class Canvas:
         self.counters: Counter[str] = Counter()
         self.origins: dict[int, dict[str, Any]] = {}
         self._dirty: tuple[np.ndarray, np.ndarray] | None = None  # bbox of the last object's logits
+        self.reads: list[tuple[int, int, int]] | None = (
+            None  # see napari_connectome.ffn.speculative
+        )
+
+    def fork(self) -> Canvas:
+        """A canvas for one more object in flight: own logits, shared image and segmentation."""
+        import copy
+
+        import torch
+
+        twin = copy.copy(self)
+        twin.seed = torch.full(self.shape, float("nan"), dtype=torch.float32, device=self.device)
+        twin._seed_flat = twin.seed.view(-1)
+        twin._dirty = None
+        twin.reads = []
+        return twin
 
     # -- geometry -----------------------------------------------------------------------------
     def fov_slices(self, pos) -> tuple[slice, slice, slice]:
@@ -175,6 +191,8 @@ def _next_position(
         if not canvas.in_bounds(pos) or canvas.segmentation[pos] > 0:
             c["skip_invalid_pos"] += 1
             continue
+        if canvas.reads is not None:  # speculative runs: this decision assumed pos was free
+            canvas.reads.append(pos)
         return pos
     return None
 
@@ -292,8 +310,8 @@ def commit_object(
     return out
 
 
-def seed_is_usable(canvas: Canvas, pos: tuple[int, int, int]) -> str | None:
-    """Why google's ``segment_all`` would skip this seed, or None if it is tried."""
+def seed_blocked(canvas: Canvas, pos: tuple[int, int, int]) -> str | None:
+    """Why google's ``segment_all`` would skip this seed now, or None if it is tried."""
     seg = canvas.segmentation
     if not canvas.in_bounds(pos) or seg[pos] > 0:
         return "skipped_invalid"
@@ -303,9 +321,16 @@ def seed_is_usable(canvas: Canvas, pos: tuple[int, int, int]) -> str | None:
     lo = np.maximum(np.asarray(pos) - mbd, 0)
     hi = np.asarray(pos) + mbd + 1
     if np.any(seg[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] > 0):
-        seg[pos] = -1
         return "skipped_near_segment"
     return None
+
+
+def seed_is_usable(canvas: Canvas, pos: tuple[int, int, int]) -> str | None:
+    """:func:`seed_blocked`, marking a seed next to a segment as tried (-1), as google does."""
+    why = seed_blocked(canvas, pos)
+    if why == "skipped_near_segment":
+        canvas.segmentation[pos] = -1
+    return why
 
 
 def segment_all(

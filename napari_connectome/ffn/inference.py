@@ -27,6 +27,7 @@ from napari_connectome.ffn.canvas import Canvas, ObjectOutcome, commit_object, g
 from napari_connectome.ffn.options import InferenceOptions, options_for_model
 from napari_connectome.ffn.runner import LockstepRunner
 from napari_connectome.ffn.seeds import check_points, policy_seeds
+from napari_connectome.ffn.speculative import segment_all_speculative
 from napari_connectome.progress import ProgressCallback
 
 if TYPE_CHECKING:
@@ -203,6 +204,7 @@ def segment_many(
     progress: ProgressCallback | None = None,
     on_object: Callable[[int, ObjectOutcome], None] | None = None,
     runner: LockstepRunner | None = None,
+    speculate: bool = True,
 ) -> list[SegmentationResult]:
     """Segment several independent regions concurrently, one batched forward pass per round.
 
@@ -210,6 +212,9 @@ def segment_many(
     hold inside a region); ``batch`` regions advance together. ``seeds[i]`` are explicit points for
     region i (object k from point k) or None for the seed policy. ``on_object(i, outcome)``
     reports every seed's fate as it happens; ``progress(done, total, message)`` counts seeds.
+    When ``batch`` exceeds the number of regions, each region grows ``batch // len(images)``
+    objects at once (:mod:`.speculative`; same labels as one at a time) unless
+    ``speculate=False``.
     """
     options = options or options_for_model(config)
     n = len(images)
@@ -250,8 +255,15 @@ def segment_many(
 
         return cb
 
+    # Spare batch width beyond one object per region grows several objects of a region at once
+    # (speculatively, committed in seed order: the same labels as one at a time).
+    width = max(1, run.batch // n) if speculate else 1
     drivers = [
         segment_all(c, s, explicit_ids=seeds[i] is not None, on_object=report(i))
+        if width == 1
+        else segment_all_speculative(
+            c, s, width=width, explicit_ids=seeds[i] is not None, on_object=report(i)
+        )
         for i, (c, s) in enumerate(zip(canvases, seed_lists))
     ]
     if progress is not None:
@@ -292,11 +304,13 @@ def segment_region(
     progress: ProgressCallback | None = None,
     on_object: Callable[[ObjectOutcome], None] | None = None,
     runner: LockstepRunner | None = None,
+    speculate: bool = True,
 ) -> SegmentationResult:
     """Segment every object in ``image`` with google/ffn's rules; see :func:`segment_many`.
 
     ``seeds``: explicit (z, y, x) points (segment k grows from the k-th point) or None for the
-    options' seed policy (default: google's PolicyPeaks).
+    options' seed policy (default: google's PolicyPeaks). ``batch`` > 1 grows that many objects
+    at once, committed in seed order (same labels as ``batch=1``; pays on GPUs).
     """
     cb = None if on_object is None else (lambda _i, out: on_object(out))
     (res,) = segment_many(
@@ -313,5 +327,6 @@ def segment_region(
         progress=progress,
         on_object=cb,
         runner=runner,
+        speculate=speculate,
     )
     return res

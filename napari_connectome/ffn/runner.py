@@ -21,6 +21,7 @@ import numpy as np
 from napari_connectome.errors import UserInputError
 from napari_connectome.ffn.canvas import FovRequest, FovResult, ProbeRequest
 from napari_connectome.ffn.movement import face_maxima
+from napari_connectome.ffn.speculative import RequestBatch, resolve_batch
 
 if TYPE_CHECKING:
     import torch
@@ -117,12 +118,18 @@ class LockstepRunner:
                 self._advance(d, None, pending)
             while pending:
                 probes = [(d, r) for d, r in pending if isinstance(r, ProbeRequest)]
-                if probes:
-                    rest = [(d, r) for d, r in pending if not isinstance(r, ProbeRequest)]
-                    pending = deque(rest)
-                    values = self._read_probes([r for _, r in probes])
-                    for (d, _), v in zip(probes, values):
-                        self._advance(d, v, pending)
+                groups = [(d, r) for d, r in pending if isinstance(r, RequestBatch)]
+                if probes or groups:
+                    special = (ProbeRequest, RequestBatch)
+                    pending = deque((d, r) for d, r in pending if not isinstance(r, special))
+                    if probes:
+                        values = self._read_probes([r for _, r in probes])
+                        for (d, _), v in zip(probes, values):
+                            self._advance(d, v, pending)
+                    for d, r in groups:  # several objects of one region (speculative.py)
+                        self._advance(d, resolve_batch(self, r.items), pending)
+                    if groups:
+                        yield int(self.counters["predict_calls"])
                     continue
                 take = [pending.popleft() for _ in range(min(self.batch, len(pending)))]
                 t0 = time.perf_counter()
@@ -143,14 +150,22 @@ class LockstepRunner:
             return
         pending.append((driver, req))
 
+    def _gather(self, reqs: list[FovRequest | ProbeRequest]) -> list[torch.Tensor]:
+        """Canvas values at every request's probes; all indices travel in one host->device copy."""
+        import torch
+
+        idx = [r.canvas.flat_index(r.probes) for r in reqs]
+        dev = torch.from_numpy(np.concatenate(idx)).to(self.device, non_blocking=True)
+        parts, i = [], 0
+        for r, ix in zip(reqs, idx):
+            parts.append(r.canvas._seed_flat[dev[i : i + len(ix)]])
+            i += len(ix)
+        return parts
+
     def _read_probes(self, reqs: list[ProbeRequest]) -> list[np.ndarray]:
         import torch
 
-        parts = [
-            r.canvas._seed_flat[torch.from_numpy(r.canvas.flat_index(r.probes)).to(self.device)]
-            for r in reqs
-        ]
-        flat = torch.cat(parts).cpu().numpy()
+        flat = torch.cat(self._gather(reqs)).cpu().numpy()
         self.counters["probe_syncs"] += 1
         out, i = [], 0
         for r in reqs:
@@ -167,7 +182,19 @@ class LockstepRunner:
         fed = old
         if any(r.feed is not None for r in reqs):
             fed = torch.stack([old[i] if r.feed is None else r.feed for i, r in enumerate(reqs)])
-        pads = torch.tensor([float(r.canvas.th.pad_value) for r in reqs], device=self.device)
+        # per-request settings (canvases may differ): one small host->device copy per round
+        settings = torch.tensor(
+            [
+                [
+                    float(r.canvas.th.pad_value),
+                    float(r.canvas.th.move_threshold),
+                    float(r.canvas.options.disco_seed_threshold),
+                ]
+                for r in reqs
+            ],
+            dtype=torch.float32,
+        ).to(self.device, non_blocking=True)
+        pads, mt, disco = settings[:, 0], settings[:, 1], settings[:, 2]
         fed_in = torch.where(torch.isnan(fed), pads.view(-1, 1, 1, 1), fed)
         logits = self.predict(image, fed_in)
         self.counters["predict_calls"] += len(reqs)
@@ -176,10 +203,6 @@ class LockstepRunner:
         results: list[Any] = [None] * len(reqs)
         repeat = self._consistency(reqs, fed_in, logits, results)
 
-        mt = torch.tensor([float(r.canvas.th.move_threshold) for r in reqs], device=self.device)
-        disco = torch.tensor(
-            [float(r.canvas.options.disco_seed_threshold) for r in reqs], device=self.device
-        )
         mt4 = mt.view(-1, 1, 1, 1)
         active = ((logits >= mt4).float().mean(dim=(1, 2, 3)) > disco) & (disco >= 0)
         # google: "bias towards oversegmentation by making it impossible to reverse
@@ -190,10 +213,7 @@ class LockstepRunner:
             if i not in repeat:
                 r.canvas.seed[s] = logits[i]
         scores, offsets = face_maxima(logits, self.deltas or reqs[0].canvas.deltas)
-        probe_parts = [
-            r.canvas._seed_flat[torch.from_numpy(r.canvas.flat_index(r.probes)).to(self.device)]
-            for r in reqs
-        ]
+        probe_parts = self._gather(reqs)
         n_f = scores.shape[1]
         host = (
             torch.cat([scores.reshape(-1), offsets.reshape(-1).float(), *probe_parts]).cpu().numpy()
