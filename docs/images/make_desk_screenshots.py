@@ -126,7 +126,7 @@ def main() -> None:
     target = next(
         v["start_zyx"]
         for v in origins.values()
-        if 40 <= v["iters"] <= 120
+        if 60 <= v["iters"] <= 200
         and all(50 <= c <= 200 for c in v["start_zyx"])
         and not (60 <= v["start_zyx"][1] <= 190 and 60 <= v["start_zyx"][2] <= 190)
     )
@@ -144,11 +144,17 @@ def main() -> None:
     click.accept()
     viewer.layers[PREVIEW if PREVIEW in viewer.layers else "raw"].visible = True
 
-    # 3D: the accepted neuron and the region's objects, shown as surfaces over the volume.
-    viewer.layers["raw"].visible = False
+    # 3D: the accepted neuron and the region's objects, the EM as a plane behind them.
+    ids = np.argwhere(viewer.layers["raw segments"].data == 1)
+    centre = (ids.min(0) + ids.max(0)) / 2 * 10.0
+    raw = viewer.layers["raw"]
+    raw.depiction = "plane"
+    raw.plane.position = (target[0], 125, 125)
+    raw.plane.normal = (1, 0, 0)
     viewer.dims.ndisplay = 3
-    viewer.camera.angles = (-20, 35, 130)
-    viewer.reset_view()
+    viewer.camera.angles = (-15, 30, 120)
+    viewer.camera.center = tuple(centre)
+    viewer.camera.zoom = 2.5
     shot("click-to-segment-3d.png")
     viewer.close()
 

@@ -82,6 +82,7 @@ class ClickToSegmentWidget(Container):
         self.accept_button = PushButton(text="Accept", enabled=False)
         self.reject_button = PushButton(text="Reject", enabled=False)
         self.status = Label(value="")
+        self.status.native.setWordWrap(True)  # long messages must not widen the dock
         super().__init__(
             widgets=[
                 self.image,

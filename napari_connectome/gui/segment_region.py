@@ -91,6 +91,7 @@ class SegmentRegionWidget(Container):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="seeds", min=0, max=1, value=0)
         self.status = Label(value="")
+        self.status.native.setWordWrap(True)  # long messages must not widen the dock
         super().__init__(
             widgets=[
                 self.image,
