@@ -3,7 +3,8 @@
 For each precision: (a) raw forward throughput of the model (FOVs/s) at the batch size inference
 uses, and (b) FOV steps/s achieved by full inference (google semantics, PolicyPeaks seeds) on a real
 FIB-25 region, alternating a/b/a/b so machine noise hits both; then (b)/(a). With ``--regions N``
-(N > 1) (b) runs ``segment_many`` over N regions batched N-wide, against (a) at batch N.
+(b) runs N regions batched N-wide, and with ``--width W`` W objects of each region grow at once
+(speculative, google's sequential labels); (a) then runs at batch N * W.
 
 voxels_per_hour assumes Google's density on FIB-25: 250^3 voxels took 25,799 FOV steps.
 
@@ -53,9 +54,10 @@ def raw_forward(runner, batch: int, seconds: float, rng) -> tuple[int, float]:
     return n, time.perf_counter() - t0
 
 
-def inference_steps(runner, canvases, seeds, seconds: float) -> tuple[int, float]:
-    """FOV steps of full inference in ``seconds`` (the object in flight at the end is dropped)."""
+def inference_steps(runner, canvases, seeds, seconds: float, width: int) -> tuple[int, float]:
+    """FOV steps of full inference in ``seconds`` (the objects in flight at the end are dropped)."""
     from napari_connectome.ffn.canvas import FovRequest, segment_all
+    from napari_connectome.ffn.speculative import RequestBatch, segment_all_speculative
 
     t0 = time.perf_counter()
     steps = [0]
@@ -69,12 +71,16 @@ def inference_steps(runner, canvases, seeds, seconds: float) -> tuple[int, float
                 return
             if time.perf_counter() - t0 > seconds:
                 raise Budget
-            if isinstance(request, FovRequest):
-                steps[0] += 1
+            items = request.items if isinstance(request, RequestBatch) else [request]
+            steps[0] += sum(isinstance(r, FovRequest) for r in items)
             reply = yield request
 
     with contextlib.suppress(Budget):
-        runner.run([limited(segment_all(c, s)) for c, s in zip(canvases, seeds)])
+        if width > 1:
+            drivers = [segment_all_speculative(c, s, width=width) for c, s in zip(canvases, seeds)]
+        else:
+            drivers = [segment_all(c, s) for c, s in zip(canvases, seeds)]
+        runner.run([limited(d) for d in drivers])
     return steps[0], time.perf_counter() - t0
 
 
@@ -84,6 +90,7 @@ def main() -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", nargs="+", default=["fp32", "bf16"])
     ap.add_argument("--regions", type=int, default=1, help="regions segmented concurrently")
+    ap.add_argument("--width", type=int, default=1, help="objects in flight per region")
     ap.add_argument("--region-size", type=int, default=100)
     ap.add_argument("--seconds", type=float, default=30, help="per measurement (2 of each kind)")
     ap.add_argument("--threads", type=int, default=0)
@@ -123,7 +130,7 @@ def main() -> int:
             model,
             device=args.device,
             precision=precision,
-            batch=args.regions,
+            batch=args.regions * args.width,
             compile=args.compile,
         )
         options = options_for_model(config)
@@ -141,9 +148,9 @@ def main() -> int:
         ]
         fw_n = fw_t = inf_n = inf_t = 0.0
         for _ in range(2):
-            n, t = raw_forward(runner, args.regions, args.seconds, rng)
+            n, t = raw_forward(runner, args.regions * args.width, args.seconds, rng)
             fw_n, fw_t = fw_n + n, fw_t + t
-            n, t = inference_steps(runner, canvases, region_seeds, args.seconds)
+            n, t = inference_steps(runner, canvases, region_seeds, args.seconds, args.width)
             inf_n, inf_t = inf_n + n, inf_t + t
         raw_rate, inf_rate = fw_n / fw_t, inf_n / inf_t
         common = dict(
@@ -151,7 +158,9 @@ def main() -> int:
             precision=precision,
             channels_last=True,
             compile=args.compile,
-            batch=args.regions,
+            batch=args.regions * args.width,
+            regions=args.regions,
+            objects_in_flight_per_region=args.width,
             threads=torch.get_num_threads(),
         )
         emit(figure="ffn_raw_forward", fovs_per_s=round(raw_rate, 2), fovs=int(fw_n), **common)

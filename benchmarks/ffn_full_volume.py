@@ -48,6 +48,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    ap.add_argument("--width", type=int, default=1, help="objects in flight at once (GPU)")
     ap.add_argument("--max-seconds", type=float, default=0, help="stop early and score partially")
     ap.add_argument("--log-every", type=float, default=120)
     ap.add_argument("--out", default=None, help="directory for labels .npy and the JSON summary")
@@ -62,6 +63,7 @@ def main() -> int:
     from napari_connectome.ffn.options import options_for_model
     from napari_connectome.ffn.runner import LockstepRunner
     from napari_connectome.ffn.seeds import peaks_seeds
+    from napari_connectome.ffn.speculative import segment_all_speculative
 
     torch.set_num_threads(args.threads)
     tmp = None
@@ -90,7 +92,7 @@ def main() -> int:
         google_origins_not_in_our_seeds=len(missing),
     )
 
-    runner = LockstepRunner(model, device=args.device, precision=args.precision, batch=1)
+    runner = LockstepRunner(model, device=args.device, precision=args.precision, batch=args.width)
     canvas = Canvas(
         raw,
         fov_size=config.architecture.fov_size,
@@ -137,7 +139,11 @@ def main() -> int:
 
     complete = True
     try:
-        runner.run([stoppable(segment_all(canvas, seeds, on_object=on_object))])
+        if args.width > 1:
+            driver = segment_all_speculative(canvas, seeds, width=args.width, on_object=on_object)
+        else:
+            driver = segment_all(canvas, seeds, on_object=on_object)
+        runner.run([stoppable(driver)])
     except Stop:
         complete = False
     elapsed = time.perf_counter() - t_start
@@ -150,6 +156,7 @@ def main() -> int:
         precision=args.precision,
         device=str(runner.device),
         threads=args.threads,
+        objects_in_flight=args.width,
         seconds=round(elapsed, 1),
         seeds_done=done_seeds,
         seeds_total=len(seeds),
