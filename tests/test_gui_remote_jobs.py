@@ -362,3 +362,33 @@ def test_opened_from_the_plugins_menu_and_bad_input_is_a_notification(make_napar
     assert any("three (z, y, x)" in m for m in _notes_since(start))
     assert not widget.busy
     assert widget.records == {}
+
+
+@pytest.mark.gui
+@pytest.mark.slurm
+@pytest.mark.ssh
+@pytest.mark.timeout(180)
+def test_a_job_the_scheduler_rejects_is_a_notification(
+    make_napari_viewer, volume, slurm_login_node, tmp_path, qtbot
+):
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    viewer, layer = _open_viewer(make_napari_viewer, volume)
+    widget = _widget(viewer)
+    _type_profile(widget, slurm_login_node, workdir)
+    widget.profiles.partition.value = "nonexistent"
+
+    start = _n_notes()
+    widget.test_button.clicked.emit()
+    qtbot.waitUntil(lambda: widget.connection.value == "failed", timeout=60_000)
+    assert any("no partition 'nonexistent'" in m for m in _notes_since(start))
+
+    _type_job(widget, layer, delay_s=0.1)
+    start = _n_notes()
+    widget.submit_button.clicked.emit()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
+    notes = _notes_since(start)
+    assert any("sbatch rejected the job" in m and "partition" in m for m in notes), notes
+    assert widget.records == {}
+    assert list(workdir.iterdir()) == []  # the staged output was removed again
+    assert widget.submit_button.enabled

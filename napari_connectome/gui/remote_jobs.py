@@ -205,6 +205,7 @@ class RemoteJobsWidget(Container):
         self.attach_button.changed.connect(self.attach_selected)
         self.cancel_button.changed.connect(self.cancel_selected)
         self.refresh_button.changed.connect(self.poll)
+        self.table.native.doubleClicked.connect(lambda _index: self.attach_selected())
         self._timer = QTimer(self.native)
         self._timer.setInterval(poll_interval_ms)
         self._timer.timeout.connect(self.poll)
