@@ -27,7 +27,7 @@ def membrane_image(shape=(16, 32, 32), x=16) -> np.ndarray:
 def proofreading(make_napari_viewer, tmp_path, qtbot):
     from napari_connectome.gui.proofread import ProofreadWidget
 
-    viewer = make_napari_viewer()
+    viewer = make_napari_viewer(show=True)
     session = ProofreadSession.create(
         tmp_path / "proj", cube_fragments(), image=membrane_image(), chunks=8
     )
@@ -169,3 +169,26 @@ def test_picking_in_3d_selects_the_first_segment_along_the_ray(proofreading):
     click(tool, (8, 20, 20))
     assert tool.active is not None
     assert tool.selection_layer.contour == 0
+
+
+def test_real_mouse_clicks_on_the_canvas_select_and_merge(proofreading, qtbot):
+    """Qt mouse events on the canvas widget, through vispy and napari, to the tool."""
+    from qtpy.QtCore import QPoint, Qt
+    from qtpy.QtTest import QTest
+
+    viewer, widget, tool = proofreading
+    canvas = viewer.window._qt_viewer.canvas.native
+    centre = QPoint(canvas.width() // 2, canvas.height() // 2)
+
+    def click_at(zyx, modifiers=Qt.NoModifier):
+        world = tool.layer.data_to_world(np.asarray(zyx, float))
+        viewer.dims.set_point(0, world[0])
+        viewer.camera.center = tuple(world[1:])  # the canvas centre now shows this voxel
+        QTest.mouseClick(canvas, Qt.LeftButton, modifiers, centre)
+        qtbot.wait(50)
+
+    click_at((4, 4, 4))
+    assert tool.active == 1
+    click_at((4, 4, 12), Qt.ShiftModifier)
+    assert shown(tool, (4, 4, 12)) == 1
+    assert "merge 2 into 1" in widget.history.item(0).text()

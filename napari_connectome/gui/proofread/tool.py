@@ -87,7 +87,7 @@ class ProofreadTool:
             self.layer.bind_key(self.keys[name], lambda _layer, fn=fn: fn(), overwrite=True)
 
     def _gesture_for(self, modifiers: Sequence[str]) -> str | None:
-        held = {str(m) for m in modifiers} - {"Meta"}
+        held = {getattr(m, "name", str(m)) for m in modifiers} - {"Meta"}  # vispy Key or str
         for name in MOUSE_GESTURES:
             want = {m for m in self.keys[name].split("-") if m}
             if want == held:
