@@ -392,3 +392,44 @@ def test_a_job_the_scheduler_rejects_is_a_notification(
     assert widget.records == {}
     assert list(workdir.iterdir()) == []  # the staged output was removed again
     assert widget.submit_button.enabled
+
+
+@pytest.mark.gui
+@pytest.mark.slurm
+@pytest.mark.ssh
+@pytest.mark.timeout(180)
+def test_a_job_submitted_from_the_command_line_that_dies_is_listed_with_its_reason(
+    make_napari_viewer, volume, slurm_login_node, tmp_path, qtbot
+):
+    import yaml
+
+    from napari_connectome.cli import main
+
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    viewer, _ = _open_viewer(make_napari_viewer, volume)
+    widget = _widget(viewer)
+    _type_profile(widget, slurm_login_node, workdir)
+    spec = {
+        "name": "dies",
+        "input": f"{volume}:raw",
+        "output": str(workdir / "dies.ome.zarr"),
+        "block_shape": [20, 32, 32],
+        "segmenter": {"kind": "plugin", "factory": "tests.test_jobs_helpers:failing_segmenter"},
+        "backend": widget.profiles.profile().backend(workers=1).model_dump(mode="json"),
+    }
+    spec_file = tmp_path / "dies.yaml"
+    spec_file.write_text(yaml.safe_dump(spec))
+    assert main(["submit", str(spec_file)]) == 0
+
+    start = _n_notes()
+    widget.refresh_button.clicked.emit()
+    assert len(widget.records) == 1
+    (job_id,) = widget.records
+    qtbot.waitUntil(
+        lambda: widget.statuses.get(job_id, {}).get("state") == "failed", timeout=120_000
+    )
+    notes = _notes_since(start)
+    assert any(f"{job_id} failed" in m and "exploded on purpose" in m for m in notes), notes
+    assert widget._row(widget.records[job_id])[0] == "failed"
+    assert widget.submit_button.enabled

@@ -204,7 +204,7 @@ class RemoteJobsWidget(Container):
         self.submit_button.changed.connect(self.submit)
         self.attach_button.changed.connect(self.attach_selected)
         self.cancel_button.changed.connect(self.cancel_selected)
-        self.refresh_button.changed.connect(self.poll)
+        self.refresh_button.changed.connect(self.refresh)
         self.table.native.doubleClicked.connect(lambda _index: self.attach_selected())
         self._timer = QTimer(self.native)
         self._timer.setInterval(poll_interval_ms)
@@ -383,6 +383,9 @@ class RemoteJobsWidget(Container):
             for j, text in enumerate(self._row(record)):
                 item = QTableWidgetItem(text)
                 item.setData(Qt.UserRole, record.id)
+                error = self.statuses.get(record.id, {}).get("error")
+                if error:
+                    item.setToolTip(str(error))
                 table.setItem(i, j, item)
         for j in range(len(COLUMNS) - 1):
             table.resizeColumnToContents(j)
@@ -408,6 +411,11 @@ class RemoteJobsWidget(Container):
         item = self.table.native.item(rows[0].row(), 0)
         return item.data(Qt.UserRole) if item is not None else None
 
+    def refresh(self) -> None:
+        """Re-read the registry (jobs submitted meanwhile from the command line) and poll."""
+        self.reload_jobs()
+        self.poll()
+
     def poll(self) -> None:
         """Ask for the state of every job not known to be finished (in a worker)."""
         pending = [
@@ -421,6 +429,16 @@ class RemoteJobsWidget(Container):
     def _on_statuses(self, statuses: dict[str, dict]) -> None:
         if self._closed:
             return
+        from napari.utils.notifications import show_warning
+
+        for job_id, status in statuses.items():
+            state = status.get("state")
+            before = self.statuses.get(job_id, {}).get("state")
+            if state in ("failed", "unreachable") and state != before:
+                # a job that died, or a cluster gone: say why once, not on every poll
+                tail = (status.get("log_tail") or "").strip().splitlines()
+                reason = status.get("error") or (tail[-1] if tail else "no message")
+                show_warning(f"Remote jobs: {job_id} {state}: {reason}")
         self.statuses.update(statuses)
         self._fill_table()
 
