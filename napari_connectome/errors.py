@@ -6,4 +6,6 @@ notification. Anything else is a bug and keeps its traceback.
 
 
 class UserInputError(ValueError):
-    """Bad input (missing file, wrong format, bad option): the message says what is wrong and what to do."""
+    """Bad input (missing file, wrong format, bad option): the message says what is wrong and what
+    to do.
+    """

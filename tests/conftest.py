@@ -1,9 +1,9 @@
 """Project-wide test set-up.
 
-* Qt runs headless (``QT_QPA_PLATFORM=offscreen``) unless a display is available (e.g. under xvfb-run).
+* Qt runs headless (``QT_QPA_PLATFORM=offscreen``) unless a display is available.
 * A test that needs a service or data skips with a reason when it is missing; with
-  ``NAPARI_CONNECTOME_REQUIRE_SERVICES=1`` (set by CI) every skip except those of ``gpu`` tests becomes a
-  failure, so CI proves that Slurm, sshd, napari and the shared data really ran.
+  ``NAPARI_CONNECTOME_REQUIRE_SERVICES=1`` (set by CI) every skip except those of ``gpu`` tests
+  becomes a failure, so CI proves that Slurm, sshd, napari and the shared data really ran.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ SHARED_DATA = Path(os.environ.get("NAPARI_CONNECTOME_SHARED_DATA", ROOT.parent /
 FIB25_H5 = SHARED_DATA / "fib25-training-sample2" / "fib25_training_sample2.h5"
 GOOGLE_FFN = SHARED_DATA / "google-ffn-fib25"
 
-# Session fixtures starting Slurm and sshd on loopback: slurm_cluster, sshd_server, slurm_login_node.
+# Session fixtures starting Slurm and sshd on loopback (slurm_cluster, sshd_server, ...).
 pytest_plugins = ["tests.services"]
 
 

@@ -1,8 +1,8 @@
 """The ``napari-connectome`` command line: the same operations as the GUI, no napari needed.
 
 Each sub-module of this package registers its sub-commands with ``register(subparsers)``; a command
-function receives the parsed arguments and returns an exit code. A :class:`UserInputError` becomes its
-message on stderr and exit code 2, the same code argparse uses for a bad command line.
+function receives the parsed arguments and returns an exit code. A :class:`UserInputError`
+becomes its message on stderr and exit code 2, the same code argparse uses for a bad command line.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ COMMAND_MODULES = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="napari-connectome",
-        description="Connectomics from the desk: EM volumes, FFN segmentation, HPC jobs, proofreading.",
+        description="Connectomics at the desk: EM volumes, FFN, HPC jobs, proofreading.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -1,1 +1,3 @@
-"""Flood-filling networks in PyTorch: model, checkpoints (incl. google/ffn import), inference, training."""
+"""Flood-filling networks in PyTorch: model, checkpoints (incl. google/ffn import), inference,
+training.
+"""

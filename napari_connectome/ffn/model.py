@@ -1,10 +1,10 @@
 """The conv-stack flood-filling network (google/ffn ``ConvStack3DFFNModel``) in PyTorch.
 
-Input: a batch of field-of-view (FOV) patches with two channels, the normalised image and the current
-object-mask *logits* (the "seed"); output: updated logits, ``seed + delta``. Layout is NCDHW with the
-spatial axes in z, y, x order. The layer names mirror google/ffn's variable scopes (``conv0_a``,
-``conv0_b``, ``conv{i}_a``/``conv{i}_b`` for the residual modules, ``conv_lom``) so that a TensorFlow
-checkpoint maps onto this module one to one.
+Input: a batch of field-of-view (FOV) patches with two channels, the normalised image and the
+current object-mask *logits* (the "seed"); output: updated logits, ``seed + delta``. Layout is NCDHW
+with the spatial axes in z, y, x order. The layer names mirror google/ffn's variable scopes
+(``conv0_a``, ``conv0_b``, ``conv{i}_a``/``conv{i}_b`` for the residual modules, ``conv_lom``) so
+that a TensorFlow checkpoint maps onto this module one to one.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class FFNArchitecture:
             if f % 2 == 0:
                 raise ValueError(f"fov_size must be odd along every axis, got {self.fov_size}")
             if d < 0 or d > f // 2:
-                raise ValueError(f"deltas {self.deltas} must lie within half the FOV {self.fov_size}")
+                raise ValueError(f"deltas {self.deltas} exceed half the FOV {self.fov_size}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -1,1 +1,3 @@
-"""The napari layer: readers, writers, sample data and dock widgets. The only package importing napari/Qt."""
+"""The napari layer: readers, writers, sample data and dock widgets. The only package importing
+napari/Qt.
+"""
