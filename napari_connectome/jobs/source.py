@@ -24,8 +24,22 @@ class InputInfo:
     offset_nm: tuple[float, float, float]
 
 
+_OPEN: dict[str, tuple] = {}
+
+
 def _open_array(source: str):
-    """(lazy array, voxel size, offset) of ``source``."""
+    """(lazy array, voxel size, offset) of ``source``, opened once per process.
+
+    Opening once matters twice: every block of a worker reuses the handle (no per-block open cost),
+    and an HDF5 file opened and closed again in the same process invalidates handles that earlier
+    openings still hold (h5py closes every object of the shared file).
+    """
+    if source not in _OPEN:
+        _OPEN[source] = _open_uncached(source)
+    return _OPEN[source]
+
+
+def _open_uncached(source: str):
     try:
         from napari_connectome.volumes import open_volume
     except ImportError:
