@@ -214,3 +214,20 @@ def test_several_objects_of_one_region_in_flight_give_the_sequential_labels():
             statuses = [o.status for o in four.outcomes]
             assert statuses == ["ok", "skipped_invalid", "skipped_invalid"]
             assert four.counters["speculative_restarts"] >= 2
+
+
+def test_existing_uint64_segments_are_respected_by_a_click():
+    img = volume()
+    img[18:23, 18:23, 4:92] = 255
+    existing = np.zeros(img.shape, np.uint64)
+    existing[18:23, 18:23, 60:92] = 2**40  # an id beyond int32, already proofread
+    *_, final = grow_object(
+        img, (20, 20, 30), bright_painter(), CONFIG, OPTS, segmentation=existing
+    )
+    ours = np.zeros(img.shape, bool)
+    z, y, x = final.offset
+    dz, dy, dx = final.mask.shape
+    ours[z : z + dz, y : y + dy, x : x + dx] = final.mask
+    np.testing.assert_array_equal(ours, (img > 0) & (existing == 0))
+    with pytest.raises(UserInputError, match="existing segment"):
+        list(grow_object(img, (20, 20, 70), bright_painter(), CONFIG, OPTS, segmentation=existing))

@@ -101,7 +101,13 @@ class Canvas:
         if segmentation is None:
             self.segmentation = np.zeros(self.shape, dtype=np.int32)
         else:
-            self.segmentation = np.asarray(segmentation, dtype=np.int32).copy()
+            # int32 like google's canvas; larger ids (uint64 volumes) only need to stay > 0
+            seg, top = np.asarray(segmentation), np.iinfo(np.int32).max - 1
+            if seg.dtype.kind == "u":
+                seg = np.minimum(seg, top)
+            elif seg.dtype.kind == "i":
+                seg = np.clip(seg, -1, top)
+            self.segmentation = seg.astype(np.int32)
         self.max_id = int(self.segmentation.max(initial=0))
         self.counters: Counter[str] = Counter()
         self.origins: dict[int, dict[str, Any]] = {}
