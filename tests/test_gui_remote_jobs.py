@@ -90,6 +90,37 @@ def test_a_missing_profile_names_the_saved_ones():
         load_profile("b")
 
 
+def test_upload_refuses_an_existing_destination_and_leaves_nothing_when_it_fails(tmp_path):
+    from napari_connectome.jobs.transport import LocalTransport
+    from napari_connectome.jobs.upload import upload_volume
+
+    data = np.arange(4 * 5 * 6, dtype=np.uint8).reshape(4, 5, 6)
+    (tmp_path / "taken.ome.zarr").mkdir()
+    with pytest.raises(UserInputError, match="already exists"):
+        upload_volume(
+            data, LocalTransport(), str(tmp_path / "taken.ome.zarr"), voxel_size_nm=(1,) * 3
+        )
+    with pytest.raises(UserInputError, match="3D volume"):
+        upload_volume(
+            data[0], LocalTransport(), str(tmp_path / "a.ome.zarr"), voxel_size_nm=(1,) * 3
+        )
+
+    class Breaks(LocalTransport):
+        def write_file(self, path, payload):
+            if path.endswith("zarr.json") and "/0/" in path:
+                raise OSError("connection dropped")
+            super().write_file(path, payload)
+
+    with pytest.raises(OSError, match="dropped"):
+        upload_volume(data, Breaks(), str(tmp_path / "b.ome.zarr"), voxel_size_nm=(1,) * 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.ome.zarr"]
+
+    src = upload_volume(
+        data, LocalTransport(), str(tmp_path / "c.ome.zarr"), voxel_size_nm=(8,) * 3
+    )
+    np.testing.assert_array_equal(zarr.open_array(f"{src}/0", mode="r")[:], data)
+
+
 # -- the widget --
 @pytest.fixture(scope="module")
 def volume(tmp_path_factory) -> Path:
@@ -433,3 +464,48 @@ def test_a_job_submitted_from_the_command_line_that_dies_is_listed_with_its_reas
     assert any(f"{job_id} failed" in m and "exploded on purpose" in m for m in notes), notes
     assert widget._row(widget.records[job_id])[0] == "failed"
     assert widget.submit_button.enabled
+
+
+@pytest.mark.gui
+@pytest.mark.slurm
+@pytest.mark.ssh
+@pytest.mark.timeout(180)
+def test_a_layer_made_in_memory_is_uploaded_and_segmented(
+    make_napari_viewer, volume, slurm_login_node, tmp_path, qtbot
+):
+    import h5py
+
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    with h5py.File(volume, "r") as f:
+        raw = f["raw"][:]
+    viewer = make_napari_viewer(show=False)
+    layer = viewer.add_image(raw, name="in memory", scale=(10, 10, 10))
+    widget = _widget(viewer)
+    _type_profile(widget, slurm_login_node, workdir)
+    widget.image.value = layer
+    widget.segmenter.value = "watershed"
+    widget.block.value, widget.overlap.value, widget.workers.value = "20,32,32", "6", 1
+
+    start = _n_notes()
+    widget.submit_button.clicked.emit()  # the cluster cannot read a layer made in memory
+    assert any("was not opened from a file" in m for m in _notes_since(start))
+
+    widget.upload.value = True
+    widget.submit_button.clicked.emit()
+    qtbot.waitUntil(lambda: len(widget.streams) == 1, timeout=120_000)
+    (job_id,) = widget.streams
+    stream = widget.streams[job_id]
+    qtbot.waitUntil(lambda: _alive(widget, job_id) and stream.final is not None, timeout=120_000)
+    assert stream.final == "done"
+
+    record = widget.records[job_id]
+    uploaded = record.spec["input"]
+    assert uploaded.endswith("-input.ome.zarr")
+    np.testing.assert_array_equal(zarr.open_array(f"{uploaded}/0", mode="r")[:], raw)
+    final = zarr.open_array(str(Path(record.output) / "0"), mode="r")[:]
+    assert final.max() > 1
+    np.testing.assert_array_equal(np.asarray(widget.layers[job_id].data[:]), final)
+    assert sorted(p.name for p in workdir.iterdir()) == sorted(
+        [Path(uploaded).name, Path(record.output).name]
+    )

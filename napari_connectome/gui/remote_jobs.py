@@ -9,10 +9,12 @@ them again and Attach resumes streaming into the same local cache.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import (
+    CheckBox,
     ComboBox,
     Container,
     Label,
@@ -108,6 +110,33 @@ def poll_statuses(records: list[JobRecord]) -> dict[str, dict]:
     return out
 
 
+def submit_job(spec: Any, upload: tuple[Any, tuple[float, ...]] | None = None) -> JobRecord:
+    """Worker thread: copy the layer to ``spec.input`` on the cluster when asked, then submit.
+    A submission that fails removes the copy again, so a refused job leaves nothing behind."""
+    from napari_connectome.jobs.backends import submit
+    from napari_connectome.jobs.transport import open_transport
+    from napari_connectome.jobs.upload import upload_volume
+
+    if upload is None:
+        return submit(spec)
+    data, voxel_size = upload
+    transport = open_transport(spec.backend.ssh)
+    try:
+        upload_volume(data, transport, spec.input, voxel_size_nm=voxel_size)
+    finally:
+        transport.close()
+    try:
+        return submit(spec)
+    except BaseException:
+        with contextlib.suppress(Exception):  # the submission's own error is the one to show
+            transport = open_transport(spec.backend.ssh)
+            try:
+                transport.remove_tree(spec.input)
+            finally:
+                transport.close()
+        raise
+
+
 class RemoteJobsWidget(Container):
     """Cluster profiles, job submission, the job list and streamed result layers."""
 
@@ -131,6 +160,8 @@ class RemoteJobsWidget(Container):
             "a source the cluster can open, e.g. /scratch/em.zarr/raw or /data/v.h5:raw; "
             "empty: the image layer's file (it must be visible to the cluster)"
         )
+        self.upload = CheckBox(text="upload the layer to the work dir")
+        self.upload.tooltip = "for a layer the cluster cannot read: copy it there (OME-Zarr) first"
         self.job_name = LineEdit(label="job name", value="segmentation")
         self.segmenter = ComboBox(label="segmenter", choices=SEGMENTERS)
         self.model = LineEdit(label="model", value="default")
@@ -159,6 +190,7 @@ class RemoteJobsWidget(Container):
                 Container(widgets=[self.test_button, self.connection], layout="horizontal"),
                 self.image,
                 self.input_path,
+                self.upload,
                 self.job_name,
                 self.segmenter,
                 self.model,
@@ -289,7 +321,13 @@ class RemoteJobsWidget(Container):
         profile = self.profiles.profile()
         layer = self.image.value
         source = self.input_path.value.strip()
-        if not source:
+        name = self.job_name.value.strip() or "segmentation"
+        output = profile.output_path(name)
+        if self.upload.value:
+            if layer is None:
+                raise UserInputError("choose the image layer to upload")
+            source = output.removesuffix(".ome.zarr") + "-input.ome.zarr"
+        elif not source:
             if layer is None:
                 raise UserInputError(
                     "choose an image layer opened from a file, or type the input's path on the "
@@ -308,11 +346,10 @@ class RemoteJobsWidget(Container):
         if kind == "plugin":
             segmenter["factory"] = self.factory.value.strip()
             segmenter["options"] = _yaml_mapping(self.plugin_options.value, "plugin options")
-        name = self.job_name.value.strip() or "segmentation"
         spec = {
             "name": name,
             "input": source,
-            "output": profile.output_path(name),
+            "output": output,
             "block_shape": _triple(self.block.value, "block"),
             "overlap": _triple(self.overlap.value, "overlap"),
             "segmenter": segmenter,
@@ -321,18 +358,30 @@ class RemoteJobsWidget(Container):
         return parse_spec(spec, "from the Remote jobs form")
 
     def submit(self) -> None:
-        """Check the form, then stage and submit the job off the Qt thread."""
-        from napari_connectome.jobs.backends import submit
-
+        """Check the form, then (upload and) submit the job off the Qt thread."""
         try:
             spec = self.job_spec()
         except UserInputError as exc:
             self.status.value = report_error(exc, "Submit job")
             return
         hint = self.image.value
-        if self._run("Submit job", submit, spec, on_done=lambda r: self._on_submitted(r, hint)):
+        upload = None
+        if self.upload.value:
+            data = hint.data[0] if hint.multiscale else hint.data
+            if hint.rgb or data.ndim != 3:
+                exc = UserInputError(
+                    f"layer {hint.name!r} has shape {tuple(data.shape)}; a job needs a 3D "
+                    "grayscale volume (z, y, x)"
+                )
+                self.status.value = report_error(exc, "Submit job")
+                return
+            upload = (data, tuple(float(v) for v in hint.scale[-3:]))
+        if self._run(
+            "Submit job", submit_job, spec, upload, on_done=lambda r: self._on_submitted(r, hint)
+        ):
             self.submit_button.enabled = False
-            self.status.value = f"submitting {spec.name} to {spec.backend.kind}…"
+            verb = "uploading the layer and submitting" if upload else "submitting"
+            self.status.value = f"{verb} {spec.name} to {spec.backend.kind}…"
 
     def _on_submitted(self, record: JobRecord, image_layer: Any) -> None:
         if self._closed:
