@@ -86,7 +86,8 @@ def run(name: str, frags, raw, bodies_of_tile: dict[int, list[int]], workdir: Pa
     emit(name, "merge", 1000 * statistics.median(merge_ms), voxels=big.size + second.size)
     emit(name, "undo_merge", 1000 * statistics.median(undo_ms))
 
-    # split the largest segment between two of its supervoxels far apart
+    # split the segment closest to 10^6 voxels between two of its supervoxels far apart
+    big = min(segs, key=lambda i: abs(i.size - 1_000_000))
     rows = s.table.rows_of(big.id)
     centres = (s.table.lo[rows] + s.table.hi[rows]) / 2
     fa = rows[np.argmin(centres[:, 2])]

@@ -137,11 +137,13 @@ class ProofreadTool:
     # ---- feedback
     # ----------------------------------------------------------------------------------------
     def _say(self, message: str, *, error: bool = False) -> None:
-        from napari.utils.notifications import show_info, show_warning
-
+        """Status bar for every message; a notification as well when an edit was refused."""
         self.last_message = message
         self.viewer.status = message
-        (show_warning if error else show_info)(message)
+        if error:
+            from napari.utils.notifications import show_warning
+
+            show_warning(message)
 
     def _guard(self, fn: Callable[[], Any]) -> Any:
         try:
