@@ -238,3 +238,10 @@ def test_cli_run_job_and_bad_inputs(volume, tmp_path, capsys):
     assert main(["run-job", write(small)]) == 2
     assert "already exists" in capsys.readouterr().err
     assert main(["run-job", "--resume", write(small)]) == 0
+    assert main(["run-job", "--overwrite", write(small)]) == 0
+    # --overwrite never deletes a folder that is not a zarr or a job's output
+    precious = tmp_path / "thesis"
+    (precious / "chapters").mkdir(parents=True)
+    assert main(["run-job", "--overwrite", write(job(volume, precious))]) == 2
+    assert "refusing to delete" in capsys.readouterr().err
+    assert (precious / "chapters").is_dir()

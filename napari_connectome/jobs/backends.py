@@ -61,6 +61,11 @@ def stage(transport: Transport, spec: JobSpec) -> str:
                     "choose another output, or overwrite it"
                 )
         elif spec.overwrite:
+            if not (transport.exists(_p(out, "zarr.json")) or transport.exists(spec_path)):
+                raise UserInputError(
+                    f"output {out} exists and is not a zarr or a job's output: refusing to delete "
+                    "it even with --overwrite; choose another output"
+                )
             transport.remove_tree(out)
         else:
             raise UserInputError(

@@ -91,6 +91,11 @@ def prepare_output(spec: JobSpec, grid: BlockGrid) -> JobLayout:
                 )
             return layout
         if spec.overwrite and not staged:
+            if not ((root / "zarr.json").is_file() or layout.spec.is_file()):
+                raise UserInputError(
+                    f"output {root} exists and is not a zarr or a job's output: refusing to delete "
+                    "it even with --overwrite; choose another output"
+                )
             shutil.rmtree(root)
         elif not staged:
             raise UserInputError(
