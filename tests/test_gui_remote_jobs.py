@@ -509,3 +509,38 @@ def test_a_layer_made_in_memory_is_uploaded_and_segmented(
     assert sorted(p.name for p in workdir.iterdir()) == sorted(
         [Path(uploaded).name, Path(record.output).name]
     )
+
+
+@pytest.mark.gui
+@pytest.mark.ssh
+@pytest.mark.timeout(120)
+def test_a_listed_job_on_a_cluster_gone_says_unreachable_once(
+    make_napari_viewer, sshd_server, tmp_path, qtbot
+):
+    import time
+
+    from napari_connectome.jobs.registry import JobRecord, save_record
+    from napari_connectome.testing.processes import free_port
+
+    ssh = {
+        "host": sshd_server.host,
+        "port": free_port(),  # the login node is down
+        "user": sshd_server.user,
+        "key": str(sshd_server.client_key),
+        "known_hosts": str(sshd_server.known_hosts),
+    }
+    save_record(
+        JobRecord("old-job-1", "old", "slurm", "/x/out.ome.zarr", time.time(), "42", ssh=ssh)
+    )
+    viewer = make_napari_viewer(show=False)
+    start = _n_notes()
+    widget = _widget(viewer)  # lists the job and polls it at once
+    assert list(widget.records) == ["old-job-1"]
+    qtbot.waitUntil(
+        lambda: widget.statuses.get("old-job-1", {}).get("state") == "unreachable", timeout=60_000
+    )
+    qtbot.wait(1500)  # a few more polls (every 0.5 s)
+    notes = [m for m in _notes_since(start) if "old-job-1 unreachable" in m]
+    assert len(notes) == 1
+    assert "cannot reach" in notes[0]
+    assert widget._row(widget.records["old-job-1"])[0] == "unreachable"

@@ -105,8 +105,12 @@ def poll_statuses(records: list[JobRecord]) -> dict[str, dict]:
                     out[r.id] = job_status(r, transport)
                 except UserInputError as exc:
                     out[r.id] = {"id": r.id, "state": "unknown", "error": str(exc)}
+                except Exception as exc:  # connection lost mid-poll: said once, retried next poll
+                    reason = f"{type(exc).__name__}: {exc}"
+                    out[r.id] = {"id": r.id, "state": "unreachable", "error": reason}
         finally:
-            transport.close()
+            with contextlib.suppress(Exception):
+                transport.close()
     return out
 
 
