@@ -305,22 +305,25 @@ def test_export_equals_table_applied_and_never_overwrites(tmp_path):
             s.export(tmp_path / "p" / "x.zarr")
 
 
+def unique_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Distinct (a, b) voxel pairs, via one 1D key (faster than np.unique(axis=0))."""
+    a, b = a.ravel().astype(np.uint64), b.ravel().astype(np.uint64)
+    base = np.uint64(int(b.max()) + 1)
+    key = np.unique(a * base + b)
+    return np.stack([key // base, key % base], 1)
+
+
 @pytest.mark.realdata
 def test_fib25_fragments_merged_by_body_table_reproduce_labels(tmp_path, fib25_h5):
     import h5py
 
     with h5py.File(fib25_h5, "r") as f:
-        frags, labels = f["fragments"], f["labels"]
-        s = ProofreadSession.create(
-            tmp_path / "fib", frags, image=f["raw"], voxel_size_nm=(10, 10, 10)
-        )
-        fa, la = frags[:], labels[:]
+        s = ProofreadSession.create(tmp_path / "fib", f["fragments"], voxel_size_nm=(10, 10, 10))
+        fa, la = f["fragments"][:], f["labels"][:]
     with s:
         assert len(s.table.frag_ids) == len(np.unique(fa[fa > 0])) > 21000
-        pairs = np.unique(np.stack([fa.ravel(), la.ravel()], 1), axis=0)
-        body_of = dict(pairs.tolist())
         bodies: dict[int, list[int]] = {}
-        for frag, body in body_of.items():
+        for frag, body in unique_pairs(fa, la).tolist():
             if frag:
                 bodies.setdefault(body, []).append(frag)
         for body, members in bodies.items():
@@ -330,6 +333,5 @@ def test_fib25_fragments_merged_by_body_table_reproduce_labels(tmp_path, fib25_h
                 s.delete(members[0])
         seg = s.labels()
         # one-to-one relabelling: every body is exactly one segment and vice versa
-        both = np.unique(np.stack([seg.ravel(), la.ravel()], 1), axis=0)
-        assert len(both) == len(np.unique(la)) == len(np.unique(seg))
+        assert len(unique_pairs(seg, la)) == len(np.unique(la)) == len(np.unique(seg))
         assert ((seg == 0) == (la == 0)).all()
