@@ -27,6 +27,7 @@ def main() -> None:
     ap.add_argument(
         "--model", default=None, help="zoo name or model folder (default model if unset)"
     )
+    ap.add_argument("--only-click", action="store_true", help="skip the first two screenshots")
     args = ap.parse_args()
     if "NAPARI_CONNECTOME_ZOO_URL" not in os.environ and (SHARED / "google-ffn-fib25").is_dir():
         os.environ["NAPARI_CONNECTOME_ZOO_URL"] = (SHARED / "google-ffn-fib25").as_uri()
@@ -46,7 +47,6 @@ def main() -> None:
 
     from napari_connectome.gui._models import DEFAULT, LOCAL
     from napari_connectome.gui.click_segment import PREVIEW, ClickToSegmentWidget
-    from napari_connectome.gui.segment_region import SHAPES_BOX, SegmentRegionWidget
 
     app = QApplication.instance() or QApplication([])
     viewer = napari.Viewer(title="napari-connectome")
@@ -78,9 +78,63 @@ def main() -> None:
 
     viewer.open(str(h5), plugin="napari-connectome")
     viewer.layers["fragments"].visible = False
+    labels = np.asarray(viewer.layers["labels"].data)
     viewer.dims.set_point(0, 1250)
-    shot("open-fib25.png")
+    if not args.only_click:
+        shot("open-fib25.png")
     viewer.layers["labels"].visible = False
+    origins = json.loads(
+        (SHARED / "google-ffn-fib25" / "sample-training2.origins.json").read_text()
+    )
+    if not args.only_click:
+        segment_region_shot(viewer, origins, choose_model, wait, shot)
+
+    # Click to segment: click one of Google's seeds outside the box, screenshot before Accept.
+    click = ClickToSegmentWidget(viewer)
+    viewer.window.add_dock_widget(click, name="Click to segment", tabify=True)
+    choose_model(click.model)
+    click.image.value = viewer.layers["raw"]
+    click.active.value = True
+    from scipy import ndimage
+    from skimage.segmentation import find_boundaries
+
+    z = 150  # a slice away from the region's box (z 101..149)
+    depth = ndimage.distance_transform_edt(~find_boundaries(labels[z]) & (labels[z] > 0))
+    depth[:40], depth[-40:], depth[:, :40], depth[:, -40:] = 0, 0, 0, 0
+    # a neurite rather than a cell body: the most central point of a body 12-20 voxels across
+    depth[depth > 10] = 0
+    target = (z, *np.unravel_index(int(np.argmax(depth)), depth.shape))
+    viewer.dims.set_point(0, target[0] * 10)
+    viewer.camera.center = (target[1] * 10, target[2] * 10)
+    viewer.camera.zoom = viewer.camera.zoom * 1.6
+    canvas = viewer.window._qt_viewer.canvas.native
+    app.processEvents()
+    QTest.mouseClick(
+        canvas, Qt.LeftButton, Qt.NoModifier, QPoint(canvas.width() // 2, canvas.height() // 2)
+    )
+    wait(lambda: click.accept_button.enabled or (click.worker is None and click.pending is None))
+    print("click:", click.status.value, flush=True)
+    shot("click-to-segment.png")
+    click.accept()
+    viewer.layers[PREVIEW if PREVIEW in viewer.layers else "raw"].visible = True
+
+    # 3D: the accepted neuron and the region's objects, the EM as a plane behind them.
+    ids = np.argwhere(viewer.layers["raw segments"].data == 1)
+    centre = (ids.min(0) + ids.max(0)) / 2 * 10.0 if len(ids) else np.array(target) * 10.0
+    raw = viewer.layers["raw"]
+    raw.depiction = "plane"
+    raw.plane.position = (target[0], 125, 125)
+    raw.plane.normal = (1, 0, 0)
+    viewer.dims.ndisplay = 3
+    viewer.camera.angles = (-15, 30, 120)
+    viewer.camera.center = tuple(centre)
+    viewer.camera.zoom = 2.5
+    shot("click-to-segment-3d.png")
+    viewer.close()
+
+
+def segment_region_shot(viewer, origins, choose_model, wait, shot) -> None:
+    from napari_connectome.gui.segment_region import SHAPES_BOX, SegmentRegionWidget
 
     # Segment region: a box around the middle of slice 125, seeds at four of Google's seeds.
     origins = json.loads(
@@ -95,6 +149,7 @@ def main() -> None:
         edge_color="yellow",
         face_color="transparent",
         edge_width=20,
+        units="nm",
     )
     seeds = [
         v["start_zyx"]
@@ -114,49 +169,8 @@ def main() -> None:
     wait(lambda: region.worker is None)
     print("segment region:", region.status.value, flush=True)
     shot("segment-region.png")
-
-    # Click to segment: click one of Google's seeds outside the box, screenshot before Accept.
     for layer in ("box", "seeds"):
         viewer.layers[layer].visible = False
-    click = ClickToSegmentWidget(viewer)
-    viewer.window.add_dock_widget(click, name="Click to segment", tabify=True)
-    choose_model(click.model)
-    click.image.value = viewer.layers["raw"]
-    click.active.value = True
-    target = next(
-        v["start_zyx"]
-        for v in origins.values()
-        if 60 <= v["iters"] <= 200
-        and all(50 <= c <= 200 for c in v["start_zyx"])
-        and not (60 <= v["start_zyx"][1] <= 190 and 60 <= v["start_zyx"][2] <= 190)
-    )
-    viewer.dims.set_point(0, target[0] * 10)
-    viewer.camera.center = (target[1] * 10, target[2] * 10)
-    viewer.camera.zoom = viewer.camera.zoom * 1.6
-    canvas = viewer.window._qt_viewer.canvas.native
-    app.processEvents()
-    QTest.mouseClick(
-        canvas, Qt.LeftButton, Qt.NoModifier, QPoint(canvas.width() // 2, canvas.height() // 2)
-    )
-    wait(lambda: click.accept_button.enabled or (click.worker is None and click.pending is None))
-    print("click:", click.status.value, flush=True)
-    shot("click-to-segment.png")
-    click.accept()
-    viewer.layers[PREVIEW if PREVIEW in viewer.layers else "raw"].visible = True
-
-    # 3D: the accepted neuron and the region's objects, the EM as a plane behind them.
-    ids = np.argwhere(viewer.layers["raw segments"].data == 1)
-    centre = (ids.min(0) + ids.max(0)) / 2 * 10.0
-    raw = viewer.layers["raw"]
-    raw.depiction = "plane"
-    raw.plane.position = (target[0], 125, 125)
-    raw.plane.normal = (1, 0, 0)
-    viewer.dims.ndisplay = 3
-    viewer.camera.angles = (-15, 30, 120)
-    viewer.camera.center = tuple(centre)
-    viewer.camera.zoom = 2.5
-    shot("click-to-segment-3d.png")
-    viewer.close()
 
 
 if __name__ == "__main__":

@@ -28,7 +28,11 @@ def ensure_display(size: str = "1920x1200x24", timeout: float = 10.0) -> str:
     read_fd, write_fd = os.pipe()
     argv = [xvfb, "-displayfd", str(write_fd), "-screen", "0", size, "-nolisten", "tcp"]
     proc = subprocess.Popen(
-        argv, pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        argv,
+        pass_fds=(write_fd,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent,
     )
     os.close(write_fd)
     number = b""
@@ -49,6 +53,16 @@ def ensure_display(size: str = "1920x1200x24", timeout: float = 10.0) -> str:
     os.environ.pop("QT_QPA_PLATFORM", None)
     atexit.register(_stop, proc)
     return "xvfb"
+
+
+def _die_with_parent() -> None:
+    """In the child: ask Linux to end Xvfb if this process is killed (atexit would not run)."""
+    import contextlib
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _stop(proc: subprocess.Popen) -> None:
