@@ -11,6 +11,7 @@ import sys
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from napari_connectome.cli import main
 from napari_connectome.ffn.checkpoint import load_model, save_model
@@ -254,3 +255,12 @@ def test_torchrun_two_processes(sample_h5, tmp_path):
     assert config["world_size"] == 2
     load_model(run / "model")
     assert [r["step"] for r in _rows(run) if r["split"] == "train"] == ["2", "4"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_says_so(sample_h5, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", f"{sample_h5}:raw", f"{sample_h5}:labels", str(out), *TINY, *QUICK]
+    assert main([*args, "--device", "cuda", "--steps", "1"]) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err
+    assert not out.exists()
