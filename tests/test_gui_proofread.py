@@ -192,3 +192,19 @@ def test_real_mouse_clicks_on_the_canvas_select_and_merge(proofreading, qtbot):
     click_at((4, 4, 12), Qt.ShiftModifier)
     assert shown(tool, (4, 4, 12)) == 1
     assert "merge 2 into 1" in widget.history.item(0).text()
+
+
+def test_plugin_menu_widget_opens_a_project_and_refuses_a_second_session(
+    make_napari_viewer, tmp_path
+):
+    """Plugins > Connectome > Proofreading, then Open project... (the docs' steps)."""
+    ProofreadSession.create(tmp_path / "proj", cube_fragments(), chunks=8).close()
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-connectome", "Proofreading")
+    widget.open_project(tmp_path / "proj")
+    assert widget.tool is not None and "segments" in viewer.layers
+    other = make_napari_viewer()
+    _, second = other.window.add_plugin_dock_widget("napari-connectome", "Proofreading")
+    second.open_project(tmp_path / "proj")  # the first viewer still has it open
+    assert second.tool is None and "another session" in second.message.text()
+    widget.tool.close()
