@@ -202,9 +202,11 @@ def test_plugin_menu_widget_opens_a_project_and_refuses_a_second_session(
     viewer = make_napari_viewer()
     _, widget = viewer.window.add_plugin_dock_widget("napari-connectome", "Proofreading")
     widget.open_project(tmp_path / "proj")
-    assert widget.tool is not None and "segments" in viewer.layers
+    assert widget.tool is not None
+    assert "segments" in viewer.layers
     other = make_napari_viewer()
     _, second = other.window.add_plugin_dock_widget("napari-connectome", "Proofreading")
     second.open_project(tmp_path / "proj")  # the first viewer still has it open
-    assert second.tool is None and "another session" in second.message.text()
+    assert second.tool is None
+    assert "another session" in second.message.text()
     widget.tool.close()
