@@ -209,6 +209,27 @@ def test_local_backend_submit_status_stream_cancel(tmp_path, capsys):
     assert main(["jobs"]) == 0
     assert job_id in capsys.readouterr().out
 
+    # a viewer that closes mid-stream stops it; the next call resumes from the saved offset
+    import threading
+
+    from napari_connectome.jobs import load_record, stream_job
+
+    stop, seen = threading.Event(), []
+
+    def close_after_three(event):
+        seen.append(event["block"])
+        if len(seen) == 3:
+            stop.set()
+
+    second = tmp_path / "second-cache.ome.zarr"
+    first = stream_job(load_record(job_id), second, on_block=close_after_three, stop=stop)
+    assert first.state == "stopped"
+    assert first.blocks == 3
+    rest = stream_job(load_record(job_id), second, on_block=lambda ev: seen.append(ev["block"]))
+    assert rest.state == "done"
+    assert len(seen) == 16  # 8 blocks x (segment, relabel), none twice, none missed
+    np.testing.assert_array_equal(zarr.open_array(str(second / "0"))[:], out)
+
     # a slow job, cancelled while it runs
     slow = {"kind": "plugin", "factory": "tests.test_jobs_helpers:slow_watershed"}
     slow["options"] = {"delay_s": 2.0}

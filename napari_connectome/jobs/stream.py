@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ STATE_FILE = ".stream.json"
 
 @dataclass
 class StreamResult:
-    state: str  # done | failed | cancelled | timeout
+    state: str  # done | failed | cancelled | timeout | stopped
     blocks: int  # block lines handled by this call
     reconnects: int
     cache: Path
@@ -101,12 +102,14 @@ def stream_into(
     poll_s: float = 0.5,
     timeout_s: float | None = None,
     max_reconnects: int = 20,
+    stop: threading.Event | None = None,
 ) -> StreamResult:
     """Follow the job writing ``output`` until it is done (or ``is_finished`` says it ended).
 
     ``transport_factory`` opens the connection; it is called again after a dropped connection.
     ``is_finished(transport)`` returns a final state (failed/cancelled) when the job stopped without
-    finishing, else None; it is asked only while the log has nothing new.
+    finishing, else None; it is asked only while the log has nothing new. Setting ``stop`` (e.g.
+    when the viewer closes) ends the stream with state ``stopped``; a later call resumes it.
     """
     progress = progress or no_progress
     cache = Path(cache)
@@ -116,6 +119,8 @@ def stream_into(
     summary = summarize([])
     try:
         while True:
+            if stop is not None and stop.is_set():
+                return StreamResult("stopped", handled, reconnects, cache)
             try:
                 state = _init_cache(transport, output, cache)
                 if not state:  # the job has not created its output yet (pending)
@@ -166,6 +171,8 @@ def stream_into(
                         progress(len(summary.segmented), total, ev.get("phase", ""))
                     if ev.get("event") == "failed":
                         return StreamResult("failed", handled, reconnects, cache)
+                    if stop is not None and stop.is_set() and not summary.done:
+                        return StreamResult("stopped", handled, reconnects, cache)
                 if summary.done:
                     return StreamResult("done", handled, reconnects, cache)
             except transient_errors():
@@ -193,8 +200,9 @@ def stream_job(
     progress: ProgressCallback | None = None,
     poll_s: float = 0.5,
     timeout_s: float | None = None,
+    stop: threading.Event | None = None,
 ) -> StreamResult:
-    """Stream a submitted job (from the registry) into ``cache``."""
+    """Stream a submitted job (from the registry) into ``cache``; see :func:`stream_into`."""
     from napari_connectome.jobs.backends import scheduler_state
 
     def ended(transport: Transport) -> str | None:
@@ -218,4 +226,5 @@ def stream_job(
         is_finished=ended,
         poll_s=poll_s,
         timeout_s=timeout_s,
+        stop=stop,
     )
