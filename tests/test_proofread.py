@@ -194,6 +194,10 @@ def test_reopen_restores_state_undo_and_redo_stacks(tmp_path):
         assert (s.labels() == labels).all()
         assert (s.undo_stack, s.redo_stack) == (undo, redo)
         assert s.segment_table() == table
+        cols = s.segment_columns()  # the widget's view of the same table
+        assert cols["id"].tolist() == [i.id for i in table]
+        assert cols["size"].tolist() == [i.size for i in table]
+        assert cols["last_op"].tolist() == [i.last_op for i in table]
         s.redo()
         assert s.segment_info(1).size == 4 * 512
 

@@ -41,31 +41,32 @@ class SegmentTableModel(QAbstractTableModel):
         super().__init__()
         self.ids = np.zeros(0, np.int64)
         self.sizes = np.zeros(0, np.int64)
-        self.status: list[str] = []
+        self.status = np.zeros(0, dtype=object)
         self.edited = np.zeros(0, float)
-        self.edit_text: list[str] = []
+        self.last_op = np.zeros(0, dtype=object)
         self.order = np.zeros(0, np.int64)
         self._sort = (1, Qt.DescendingOrder)
 
     def load(self, session: ProofreadSession) -> None:
         self.beginResetModel()
-        rows = session.segment_table()
-        self.ids = np.array([r.id for r in rows], np.int64)
-        self.sizes = np.array([r.size for r in rows], np.int64)
-        self.status = [("locked " if r.locked else "") + ("done" if r.done else "") for r in rows]
-        self.edited = np.array([r.last_edit for r in rows], float)
-        self.edit_text = [
-            time.strftime("%H:%M:%S", time.localtime(r.last_edit)) + " " + r.last_op
-            if r.last_edit
-            else ""
-            for r in rows
-        ]
+        cols = session.segment_columns()
+        self.ids, self.sizes, self.edited = cols["id"], cols["size"], cols["last_edit"]
+        status = np.full(len(self.ids), "", dtype=object)
+        status[cols["locked"]] = "locked "
+        status[cols["done"]] = status[cols["done"]] + "done"
+        self.status = status
+        self.last_op = cols["last_op"]
         self._apply_sort()
         self.endResetModel()
 
+    def _edit_text(self, i: int) -> str:
+        if not self.edited[i]:
+            return ""
+        return time.strftime("%H:%M:%S", time.localtime(self.edited[i])) + " " + self.last_op[i]
+
     def _apply_sort(self) -> None:
         col, order = self._sort
-        key = [self.ids, self.sizes, np.array(self.status, dtype=object), self.edited][col]
+        key = [self.ids, self.sizes, self.status.astype(str), self.edited][col]
         idx = np.argsort(key, kind="stable")
         self.order = idx[::-1] if order == Qt.DescendingOrder else idx
 
@@ -90,9 +91,10 @@ class SegmentTableModel(QAbstractTableModel):
         if role != Qt.DisplayRole or not index.isValid():
             return None
         i = int(self.order[index.row()])
-        return [str(self.ids[i]), str(self.sizes[i]), self.status[i], self.edit_text[i]][
-            index.column()
-        ]
+        col = index.column()
+        if col == 3:
+            return self._edit_text(i)
+        return [str(self.ids[i]), str(self.sizes[i]), str(self.status[i]).strip()][col]
 
     def row_of(self, segment: int) -> int | None:
         hit = np.flatnonzero(self.ids[self.order] == segment)
