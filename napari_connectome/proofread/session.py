@@ -82,6 +82,7 @@ class ProofreadSession:
             self.voxel_size_nm = tuple(self.meta["voxel_size_nm"])
             self.table: FragmentTable = proj.load_initial_table(self.project)
             self.graph = proj.load_initial_graph(self.project)
+            self.volume_version = 0
             self.ops: dict[int, Operation] = {}
             self.undo_stack: list[int] = []
             self.redo_stack: list[int] = []
@@ -144,9 +145,8 @@ class ProofreadSession:
     # ----------------------------------------------------------------------
     def write_patch(self, lo: Sequence[int], mask: np.ndarray, value: int) -> None:
         """Rewrite the masked voxels; idempotent, so replaying a half-written patch completes it."""
-        if (
-            self.read_only
-        ):  # replay of a read-only view: the writer session already wrote the voxels
+        self.volume_version += 1  # readers caching fragment blocks must re-read
+        if self.read_only:  # replaying a read-only view: the writer already wrote the voxels
             return
         sl = tuple(slice(int(a), int(a) + m) for a, m in zip(lo, mask.shape))
         region = np.asarray(self.fragments[sl])

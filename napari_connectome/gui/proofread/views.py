@@ -2,9 +2,9 @@
 
 The volume is never rewritten for display: napari asks for the slice it shows (a 2D plane, or the
 volume in 3D), the view reads those fragment ids and maps them through the table's lookup array.
-After a merge only the visible slice is re-read, so a merge on a 1024^3 volume shows as fast as one
-on a small one. A ``DirectLabelColormap`` with one entry per fragment would instead cost
-O(fragments) per edit.
+The fragment ids of the last few slices are cached (only a watershed split changes them), so after
+a merge redrawing a plane is one lookup per voxel, on a 1024^3 volume as on a small one. A
+``DirectLabelColormap`` with one entry per fragment would instead cost O(fragments) per edit.
 """
 
 from __future__ import annotations
@@ -29,9 +29,23 @@ class SegmentView:
         self.dtype = np.dtype(np.uint64)
         self.ndim = 3
         self.size = int(np.prod(self.shape))
+        self.cache_slices = 4
+        self._cache: dict[tuple[str, int], np.ndarray] = {}
+
+    def _fragments(self, key: Any) -> np.ndarray:
+        tag = (repr(key), self.session.volume_version)
+        hit = self._cache.pop(tag, None)
+        if hit is None:
+            hit = np.asarray(self.session.fragments[key])
+        self._cache[tag] = hit  # most recent last
+        while len(self._cache) > self.cache_slices or (
+            len(self._cache) > 1 and sum(a.nbytes for a in self._cache.values()) > 1 << 30
+        ):
+            self._cache.pop(next(iter(self._cache)))
+        return hit
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        seg = self.session.table.apply(np.asarray(self.session.fragments[key]))
+        seg = self.session.table.apply(self._fragments(key))
         if self.keep is not None:
             ids = self.keep()
             if len(ids) == 0:
