@@ -143,7 +143,8 @@ def plan_split(
         )
     new_segment = table.next_id()
     patches, masks, edges = [], [], {}
-    eu, ev, ew = graph.u, graph.v, graph.weight
+    near = graph.incident(table.frag_ids, table.rows_of(segment))  # edges of the segment only
+    eu, ev, ew = graph.u[near], graph.v[near], graph.weight[near]
     extra_frags = np.zeros(0, np.uint64)
     new_count = 0
     if shared:
@@ -154,8 +155,7 @@ def plan_split(
         side_b, plo, region, inner, img = _watershed_cut(fragments, image, table, frag, in_a, in_b)
         region[inner][side_b] = new_id
         after = region_edges(region, img, touching=(frag, new_id))
-        touching = graph.touching([frag])
-        before = graph.as_arrays(touching)
+        before = graph.as_arrays(graph.touching([frag]))
         row = table.index_of(np.array([frag]))[0]
         rest = np.argwhere(region[inner] == frag)
         wb = np.argwhere(side_b)
@@ -179,9 +179,10 @@ def plan_split(
         edges = {f"before_{k}": v for k, v in before.items()} | {
             f"after_{k}": v for k, v in after.items()
         }
-        eu = np.concatenate([graph.u[~touching], after["u"]])
-        ev = np.concatenate([graph.v[~touching], after["v"]])
-        ew = np.concatenate([graph.weight[~touching], after["weight"]])
+        other = (eu != frag) & (ev != frag)
+        eu = np.concatenate([eu[other], after["u"]])
+        ev = np.concatenate([ev[other], after["v"]])
+        ew = np.concatenate([ew[other], after["weight"]])
         fb = (fb - {frag}) | {new_id}
         extra_frags = np.array([new_id], np.uint64)
 
