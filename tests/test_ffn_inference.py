@@ -231,3 +231,6 @@ def test_existing_uint64_segments_are_respected_by_a_click():
     np.testing.assert_array_equal(ours, (img > 0) & (existing == 0))
     with pytest.raises(UserInputError, match="existing segment"):
         list(grow_object(img, (20, 20, 70), bright_painter(), CONFIG, OPTS, segmentation=existing))
+    small = (existing > 0).astype(np.uint8)  # e.g. Google's uint8 segmentation
+    *_, same = grow_object(img, (20, 20, 30), bright_painter(), CONFIG, OPTS, segmentation=small)
+    np.testing.assert_array_equal(same.mask, final.mask)

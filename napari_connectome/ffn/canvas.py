@@ -103,9 +103,9 @@ class Canvas:
         else:
             # int32 like google's canvas; larger ids (uint64 volumes) only need to stay > 0
             seg, top = np.asarray(segmentation), np.iinfo(np.int32).max - 1
-            if seg.dtype.kind == "u":
-                seg = np.minimum(seg, top)
-            elif seg.dtype.kind == "i":
+            if seg.dtype.kind == "u" and seg.dtype.itemsize >= 4:
+                seg = np.minimum(seg, np.asarray(top, seg.dtype))
+            elif seg.dtype.kind == "i" and seg.dtype.itemsize >= 8:
                 seg = np.clip(seg, -1, top)
             self.segmentation = seg.astype(np.int32)
         self.max_id = int(self.segmentation.max(initial=0))
