@@ -78,7 +78,6 @@ def main() -> None:
 
     viewer.open(str(h5), plugin="napari-connectome")
     viewer.layers["fragments"].visible = False
-    labels = np.asarray(viewer.layers["labels"].data)
     viewer.dims.set_point(0, 1250)
     if not args.only_click:
         shot("open-fib25.png")
@@ -95,15 +94,14 @@ def main() -> None:
     choose_model(click.model)
     click.image.value = viewer.layers["raw"]
     click.active.value = True
-    from scipy import ndimage
-    from skimage.segmentation import find_boundaries
-
-    z = 150  # a slice away from the region's box (z 101..149)
-    depth = ndimage.distance_transform_edt(~find_boundaries(labels[z]) & (labels[z] > 0))
-    depth[:40], depth[-40:], depth[:, :40], depth[:, -40:] = 0, 0, 0, 0
-    # a neurite rather than a cell body: the most central point of a body 12-20 voxels across
-    depth[depth > 10] = 0
-    target = (z, *np.unravel_index(int(np.argmax(depth)), depth.shape))
+    target = next(
+        v["start_zyx"]
+        for v in origins.values()
+        if 40 <= v["iters"] <= 120
+        and all(50 <= c <= 200 for c in v["start_zyx"])
+        and not (60 <= v["start_zyx"][1] <= 190 and 60 <= v["start_zyx"][2] <= 190)
+    )
+    print("click target", target, flush=True)
     viewer.dims.set_point(0, target[0] * 10)
     viewer.camera.center = (target[1] * 10, target[2] * 10)
     viewer.camera.zoom = viewer.camera.zoom * 1.6
