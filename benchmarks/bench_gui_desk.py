@@ -118,9 +118,9 @@ def main() -> None:
             emit(figure="click_latency_cold", seconds=round(latency, 3), note="includes model load")
         else:
             latencies.append(latency)
-        wait(
-            lambda: click.accept_button.enabled or (click.worker is None and click.pending is None)
-        )
+        if click.worker is not None:  # only the first growth matters here: stop the rest
+            click.worker.quit()
+        wait(lambda: click.worker is None, timeout=60)
         click.reject()
     model, config, _ = load(DEFAULT, None, "cpu")
     fov = config.fov_size
