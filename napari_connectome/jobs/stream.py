@@ -63,8 +63,10 @@ def _init_cache(transport: Transport, output: str, cache: Path) -> dict:
     group = transport.read_file(_rp(output, "zarr.json"))
     if group is None:
         return {}
-    meta = json.loads(group)
-    datasets = meta["attributes"]["ome"]["multiscales"][0]["datasets"]
+    try:
+        datasets = json.loads(group)["attributes"]["ome"]["multiscales"][0]["datasets"]
+    except (json.JSONDecodeError, KeyError, IndexError):
+        return {}  # the job is still writing the output's metadata: look again later
     files = {"zarr.json": group}
     for ds in datasets:
         arr = transport.read_file(_rp(output, ds["path"], "zarr.json"))
