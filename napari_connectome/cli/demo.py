@@ -29,7 +29,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--screenshot", metavar="PNG", help="save the window when done, then exit")
     p.add_argument("--overwrite", action="store_true", help="replace an existing screenshot file")
     p.add_argument("--model", help="model folder or zoo name (default: the default model)")
-    p.add_argument("--size", type=int, default=96, help="edge of the synthetic volume (voxels)")
+    p.add_argument("--size", type=int, default=64, help="edge of the synthetic volume (voxels)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic volume")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
@@ -98,11 +98,11 @@ def run_demo(args: argparse.Namespace) -> int:
     state: dict[str, Any] = {"rc": None, "error": None}
 
     def finished() -> None:
-        if region.last_counters:  # the run reached its end
+        if region.last_counters and state["rc"] is None:  # the run reached its end
             viewer.layers.selection.active = region.output
             if shot is not None:
                 QTimer.singleShot(800, save_and_quit)
-        elif state["rc"] is None:
+        elif state["rc"] is None or state["error"]:
             state["rc"] = 1
             if shot is not None:
                 QTimer.singleShot(0, viewer.close)
@@ -123,8 +123,9 @@ def run_demo(args: argparse.Namespace) -> int:
             state["rc"] = 1
             state["error"] = f"segmentation did not finish within {args.timeout:.0f} s"
             if region.worker is not None:
-                region.cancel()
-            viewer.close()
+                region.cancel()  # the window closes when the worker has stopped
+            else:
+                viewer.close()
 
     def start() -> None:
         region.start()

@@ -249,7 +249,10 @@ class SegmentRegionWidget(Container):
 
     def _on_finished(self) -> None:
         self.worker = None
-        self.run_button.enabled, self.cancel_button.enabled = True, False
+        try:
+            self.run_button.enabled, self.cancel_button.enabled = True, False
+        except RuntimeError:  # the window was closed while the worker ran
+            return
         if self._napari_progress is not None:
             self._napari_progress.close()
             self._napari_progress = None
