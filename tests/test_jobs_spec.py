@@ -229,6 +229,9 @@ def test_local_backend_submit_status_stream_cancel(tmp_path, capsys):
     assert rest.state == "done"
     assert len(seen) == 16  # 8 blocks x (segment, relabel), none twice, none missed
     np.testing.assert_array_equal(zarr.open_array(str(second / "0"))[:], out)
+    again = stream_job(load_record(job_id), second, timeout_s=30)
+    # a finished stream ends at once and copies nothing
+    assert (again.state, again.blocks) == ("done", 0)
 
     # a slow job, cancelled while it runs
     slow = {"kind": "plugin", "factory": "tests.test_jobs_helpers:slow_watershed"}

@@ -119,6 +119,7 @@ def stream_into(
     transport = transport_factory()
     reconnects = handled = 0
     summary = summarize([])
+    primed = False
     try:
         while True:
             if stop is not None and stop.is_set():
@@ -133,6 +134,12 @@ def stream_into(
                         return StreamResult("timeout", handled, reconnects, cache)
                     time.sleep(poll_s)
                     continue
+                if not primed:
+                    # a resumed stream: what was read before counts (a finished log stays finished)
+                    primed = True
+                    if state["offset"]:
+                        seen = transport.read_file(_rp(output, "progress.jsonl")) or b""
+                        summary = summarize(split_lines(seen[: state["offset"]])[0])
                 data = transport.read_file(_rp(output, "progress.jsonl"), state["offset"]) or b""
                 events, used = split_lines(data)
                 if not events and used == 0:
