@@ -58,6 +58,7 @@ def zoo_mirror(google_ffn_dir, tmp_path_factory):
 
 @pytest.mark.gui
 @pytest.mark.realdata
+@pytest.mark.slow  # minutes on a busy 2-core CPU; the local-model run above is the CI twin
 def test_demo_with_the_default_model_on_a_small_volume(tmp_path, zoo_mirror):
     shot = tmp_path / "demo.png"
 
