@@ -269,7 +269,7 @@ def test_tool_off_means_clicks_do_nothing(viewer, flood_model, qtbot):
 
 @pytest.fixture
 def google_default_model(google_ffn_dir, tmp_path_factory, monkeypatch):
-    """The default model, offline: the zoo's google-fib25 entry served from the shared copy."""
+    """Google's model, offline: the zoo's google-fib25 entry served from the shared copy."""
     monkeypatch.setenv("NAPARI_CONNECTOME_ZOO_URL", google_ffn_dir.as_uri())
     monkeypatch.setenv("NAPARI_CONNECTOME_CACHE", str(tmp_path_factory.mktemp("zoo-cache")))
     return google_ffn_dir
@@ -292,7 +292,7 @@ def _iou_vs_google(ours: np.ndarray, google: np.ndarray, gid: int) -> float:
 
 
 @pytest.mark.realdata
-def test_click_a_fib25_neuron_with_the_default_model(
+def test_click_a_fib25_neuron_with_googles_model(
     make_napari_viewer, fib25_h5, google_default_model, qtbot
 ):
     from napari_connectome.gui._ffn_tasks import box_around
@@ -304,6 +304,7 @@ def test_click_a_fib25_neuron_with_the_default_model(
     widget = ClickToSegmentWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Click to segment")
     widget.image.value = viewer.layers["raw"]
+    widget.model.choice.value = "google-fib25"  # from the zoo, served offline from the shared copy
     widget.context.value = 96
     widget.active.value = True
 
@@ -319,7 +320,7 @@ def test_click_a_fib25_neuron_with_the_default_model(
 
 
 @pytest.mark.realdata
-def test_segment_a_fib25_box_from_seed_points_with_the_default_model(
+def test_segment_a_fib25_box_from_seed_points_with_googles_model(
     make_napari_viewer, fib25_h5, google_default_model, qtbot
 ):
     seed, google, gid = _google_segment(google_default_model, "60")
@@ -337,6 +338,7 @@ def test_segment_a_fib25_box_from_seed_points_with_the_default_model(
     widget = SegmentRegionWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Segment region")
     widget.image.value = viewer.layers["raw"]
+    widget.model.choice.value = "google-fib25"
     widget.region.value = SHAPES_BOX
     widget.shapes.value = shapes
     widget.seeds.value = points
