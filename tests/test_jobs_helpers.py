@@ -60,6 +60,22 @@ class SlowWatershed:
         return self._ws(image)
 
 
+def cells_job_spec(volume, output, *, workers: int = 2, **extra) -> dict:
+    """A small watershed job over ``write_cells_volume``'s output; ``extra`` overrides fields."""
+    spec = {
+        "name": "cells",
+        "input": f"{volume}:raw",
+        "output": str(output),
+        "block_shape": [20, 32, 32],
+        "overlap": [6, 6, 6],
+        "segmenter": {"kind": "watershed"},
+        "backend": {"kind": "local", "workers": workers},
+        "pyramid_levels": 2,
+    }
+    spec.update(extra)
+    return spec
+
+
 def slow_watershed(**options) -> SlowWatershed:
     return SlowWatershed(**options)
 

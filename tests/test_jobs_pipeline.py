@@ -18,7 +18,7 @@ from napari_connectome.errors import UserInputError
 from napari_connectome.jobs.pipeline import run_job
 from napari_connectome.jobs.segmenters import WatershedSegmenter
 from napari_connectome.jobs.spec import parse_spec
-from tests.test_jobs_helpers import write_cells_volume
+from tests.test_jobs_helpers import cells_job_spec, write_cells_volume
 
 
 @pytest.fixture(scope="module")
@@ -46,18 +46,7 @@ def dask_client():
 
 
 def job(volume, output, **extra) -> dict:
-    spec = {
-        "name": "cells",
-        "input": f"{volume}:raw",
-        "output": str(output),
-        "block_shape": [20, 32, 32],
-        "overlap": [6, 6, 6],
-        "segmenter": {"kind": "watershed"},
-        "backend": {"kind": "local", "workers": 2},
-        "pyramid_levels": 2,
-    }
-    spec.update(extra)
-    return spec
+    return cells_job_spec(volume, output, **extra)
 
 
 def events_of(output) -> list[dict]:

@@ -22,7 +22,7 @@ from napari_connectome.jobs.pipeline import run_job
 from napari_connectome.jobs.registry import load_record
 from napari_connectome.jobs.spec import parse_spec
 from napari_connectome.jobs.stream import stream_job
-from tests.test_jobs_helpers import REPO, write_cells_volume
+from tests.test_jobs_helpers import REPO, cells_job_spec, write_cells_volume
 
 pytestmark = [pytest.mark.slurm, pytest.mark.ssh, pytest.mark.timeout(300)]
 
@@ -50,18 +50,7 @@ def reference(volume, tmp_path_factory):
 
 
 def local_spec(volume, output, **extra) -> dict:
-    spec = {
-        "name": "cells",
-        "input": f"{volume}:raw",
-        "output": str(output),
-        "block_shape": [20, 32, 32],
-        "overlap": [6, 6, 6],
-        "segmenter": {"kind": "watershed"},
-        "backend": {"kind": "local", "workers": 1},
-        "pyramid_levels": 2,
-    }
-    spec.update(extra)
-    return spec
+    return cells_job_spec(volume, output, workers=1, **extra)
 
 
 def slurm_spec(volume, output, login, **extra) -> dict:
