@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _qt_timing import run_events, tick_gaps
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "google-ffn-fib25"
 
@@ -48,7 +49,7 @@ def main() -> None:
     ensure_display()
     import napari
     import torch
-    from qtpy.QtCore import QElapsedTimer, QPoint, Qt, QTimer
+    from qtpy.QtCore import QPoint, Qt
     from qtpy.QtTest import QTest
     from qtpy.QtWidgets import QApplication
 
@@ -71,10 +72,7 @@ def main() -> None:
     canvas = viewer.window._qt_viewer.canvas.native
 
     def wait(cond, timeout=300.0) -> None:
-        t0 = time.perf_counter()
-        while not cond() and time.perf_counter() - t0 < timeout:
-            app.processEvents()
-            time.sleep(0.001)
+        run_events(app, cond, timeout)
 
     # Click targets: centres of ground-truth objects far from the volume border.
     from scipy import ndimage
@@ -147,29 +145,7 @@ def main() -> None:
     )
 
     # Event-loop stall: a 10 ms timer idle, then while Segment region runs.
-    def tick_gaps(seconds: float, running=lambda: True) -> list[float]:
-        gaps: list[float] = []
-        clock = QElapsedTimer()
-        clock.start()
-        last = [clock.elapsed()]
-
-        def tick() -> None:
-            now = clock.elapsed()
-            gaps.append((now - last[0]) / 1000)
-            last[0] = now
-
-        timer = QTimer()
-        timer.setInterval(10)
-        timer.timeout.connect(tick)
-        timer.start()
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < seconds and running():
-            app.processEvents()
-            time.sleep(0.001)
-        timer.stop()
-        return gaps
-
-    idle = tick_gaps(min(5.0, args.stall_seconds))
+    idle = tick_gaps(app, min(5.0, args.stall_seconds))
     region = SegmentRegionWidget(viewer)
     viewer.window.add_dock_widget(region, name="Segment region")
     region.model.choice.value = DEFAULT
@@ -177,7 +153,7 @@ def main() -> None:
     region.region.value = WHOLE
     region.start()
     wait(lambda: region.output is not None)
-    busy = tick_gaps(args.stall_seconds, lambda: region.worker is not None)
+    busy = tick_gaps(app, args.stall_seconds, until=lambda: region.worker is None)
     region.cancel()
     wait(lambda: region.worker is None)
 

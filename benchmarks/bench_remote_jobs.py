@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _qt_timing import run_events, tick_gaps
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -73,7 +75,7 @@ def main() -> None:
     os.environ["NAPARI_CONNECTOME_CONFIG_DIR"] = str(work / "config")
 
     import napari
-    from qtpy.QtCore import QElapsedTimer, QTimer
+    from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication
 
     from napari_connectome.gui.remote_jobs import RemoteJobsWidget, poll_statuses
@@ -86,32 +88,13 @@ def main() -> None:
     write_cells_volume(volume, shape=(80, 64, 64))  # 16 blocks of 20 x 32 x 32
 
     def pump(cond, timeout=300.0) -> None:
-        t0 = time.perf_counter()
-        while not cond() and time.perf_counter() - t0 < timeout:
-            app.processEvents()
-            time.sleep(0.001)
-        if not cond():
+        if not run_events(app, cond, timeout):
             raise TimeoutError("benchmark step timed out")
 
     def stall(seconds: float, until=None) -> dict:
         """Gaps between ticks of a 10 ms timer while the event loop runs for ``seconds``."""
-        gaps: list[float] = []
-        clock = QElapsedTimer()
-        clock.start()
-        last = [clock.elapsed()]
-
-        def tick() -> None:
-            now = clock.elapsed()
-            gaps.append((now - last[0]) / 1000)
-            last[0] = now
-
-        timer = QTimer()
-        timer.setInterval(10)
-        timer.timeout.connect(tick)
-        timer.start()
         t0 = time.perf_counter()
-        pump(lambda: time.perf_counter() - t0 > seconds or (until is not None and until()))
-        timer.stop()
+        gaps = tick_gaps(app, seconds, until)
         gaps.sort()
         return {
             "max_gap_s": round(gaps[-1], 4),
