@@ -53,6 +53,7 @@ def main() -> None:
     from qtpy.QtTest import QTest
     from qtpy.QtWidgets import QApplication
 
+    from napari_connectome.gui._camera import camera
     from napari_connectome.gui._models import DEFAULT, load
     from napari_connectome.gui.click_segment import PREVIEW, ClickToSegmentWidget
     from napari_connectome.gui.segment_region import WHOLE, SegmentRegionWidget
@@ -97,7 +98,7 @@ def main() -> None:
     latencies = []
     for i, p in enumerate(targets):
         viewer.dims.set_point(0, p[0] * 10)
-        viewer.camera.center = (p[1] * 10, p[2] * 10)
+        camera(viewer).center = (p[1] * 10, p[2] * 10)
         app.processEvents()
         shown: list[float] = []
         hook = viewer.layers.events.inserted.connect(

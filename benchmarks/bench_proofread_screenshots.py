@@ -26,6 +26,7 @@ def main(out: Path) -> int:
     import napari
     from imageio.v3 import imwrite
 
+    from napari_connectome.gui._camera import camera
     from napari_connectome.gui.proofread import ProofreadWidget
     from napari_connectome.proofread import ProofreadSession
 
@@ -77,7 +78,7 @@ def main(out: Path) -> int:
     tool.refresh("selection")
     viewer.dims.ndisplay = 3
     viewer.reset_view()
-    viewer.camera.angles = (0, -35, 60)
+    camera(viewer).angles = (0, -35, 60)
     if tool.image_layer is not None:
         tool.image_layer.visible = False
     napari.qt.get_qapp().processEvents()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_connectome.gui._camera import camera
 from napari_connectome.gui._models import LOCAL
 from napari_connectome.gui.click_segment import PREVIEW, ClickToSegmentWidget
 from napari_connectome.gui.segment_region import SHAPES_BOX, WHOLE, SegmentRegionWidget
@@ -171,9 +172,9 @@ def _click_canvas_centre(viewer, qtbot, world_zyx):
 
     if viewer.dims.ndisplay == 2:
         viewer.dims.set_point(0, world_zyx[0])
-        viewer.camera.center = world_zyx[1:]
+        camera(viewer).center = world_zyx[1:]
     else:
-        viewer.camera.center = world_zyx
+        camera(viewer).center = world_zyx
     canvas = viewer.window._qt_viewer.canvas.native
     qtbot.mouseClick(
         canvas, Qt.LeftButton, Qt.NoModifier, QPoint(canvas.width() // 2, canvas.height() // 2)
@@ -242,7 +243,7 @@ def test_click_never_claims_an_existing_segment_and_reject(viewer, flood_model, 
 def test_click_in_the_3d_view(viewer, flood_model, qtbot):
     widget = _click_widget(viewer, flood_model)
     viewer.dims.ndisplay = 3
-    viewer.camera.angles = (0, 0, 90)
+    camera(viewer).angles = (0, 0, 90)
 
     _click_canvas_centre(viewer, qtbot, (240, 240, 240))
     qtbot.waitUntil(lambda: widget.accept_button.enabled, timeout=60_000)

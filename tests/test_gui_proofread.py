@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_connectome.gui._camera import camera
 from napari_connectome.proofread import ProofreadSession
 
 pytestmark = pytest.mark.gui
@@ -49,7 +50,7 @@ def click(tool, zyx, modifiers=()):
         viewer.dims.set_point(0, world[0])
     kw = dict(
         modifiers=list(modifiers), position=tuple(world), button=1,
-        view_direction=list(viewer.camera.view_direction) if viewer.dims.ndisplay == 3 else None,
+        view_direction=list(camera(viewer).view_direction) if viewer.dims.ndisplay == 3 else None,
         dims_displayed=list(viewer.dims.displayed),
     )  # fmt: skip
     mouse_press_callbacks(layer, read_only_mouse_event(type="mouse_press", **kw))
@@ -165,7 +166,7 @@ def test_delete_done_jump_and_table_sorting(proofreading):
 def test_picking_in_3d_selects_the_first_segment_along_the_ray(proofreading):
     viewer, _widget, tool = proofreading
     viewer.dims.ndisplay = 3
-    viewer.camera.angles = (0, 0, 90)
+    camera(viewer).angles = (0, 0, 90)
     click(tool, (8, 20, 20))
     assert tool.active is not None
     assert tool.selection_layer.contour == 0
@@ -183,7 +184,7 @@ def test_real_mouse_clicks_on_the_canvas_select_and_merge(proofreading, qtbot):
     def click_at(zyx, modifiers=Qt.NoModifier):
         world = tool.layer.data_to_world(np.asarray(zyx, float))
         viewer.dims.set_point(0, world[0])
-        viewer.camera.center = tuple(world[1:])  # the canvas centre now shows this voxel
+        camera(viewer).center = tuple(world[1:])  # the canvas centre now shows this voxel
         QTest.mouseClick(canvas, Qt.LeftButton, modifiers, centre)
         qtbot.wait(50)
 

@@ -16,6 +16,7 @@ import numpy as np
 from psygnal import Signal
 
 from napari_connectome.errors import UserInputError
+from napari_connectome.gui._camera import camera
 from napari_connectome.gui.proofread.settings import DEFAULT_KEYS, MOUSE_GESTURES
 from napari_connectome.gui.proofread.views import SegmentView
 from napari_connectome.proofread import ProofreadSession, SplitPlan
@@ -43,26 +44,28 @@ class ProofreadTool:
         self.request_jump: Callable[[], None] | None = None
         self.last_message = ""
         scale = session.voxel_size_nm
+        units = "nm"  # as our reader and samples label images, so napari sees one world unit
         if session.image is not None:
-            self.image_layer = viewer.add_image(session.image, name="EM", scale=scale)
+            self.image_layer = viewer.add_image(session.image, name="EM", scale=scale, units=units)
         else:
             self.image_layer = None
         self.layer = viewer.add_labels(
-            SegmentView(session), name="segments", scale=scale, opacity=0.5
+            SegmentView(session), name="segments", scale=scale, units=units, opacity=0.5
         )
         self.selection_layer = viewer.add_labels(
             SegmentView(session, keep=lambda: np.array(self.selected, np.uint64)),
-            name="selected segments", scale=scale, opacity=0.9, blending="translucent_no_depth",
+            name="selected segments", scale=scale, units=units, opacity=0.9,
+            blending="translucent_no_depth",
         )  # fmt: skip
         self.selection_layer.contour = 2
         sides = {0: "transparent", 1: SEED_COLORS["a"], 2: SEED_COLORS["b"], None: "transparent"}
         self.preview_layer = viewer.add_labels(
-            np.zeros((1, 1, 1), np.uint8), name="split preview", scale=scale, opacity=0.6,
-            visible=False, colormap=DirectLabelColormap(color_dict=sides),
+            np.zeros((1, 1, 1), np.uint8), name="split preview", scale=scale, units=units,
+            opacity=0.6, visible=False, colormap=DirectLabelColormap(color_dict=sides),
         )  # fmt: skip
         self.seed_layer = viewer.add_points(
-            np.zeros((0, 3)), name="split seeds", scale=scale, size=6, face_color=SEED_COLORS["a"],
-            ndim=3,
+            np.zeros((0, 3)), name="split seeds", scale=scale, units=units, size=6,
+            face_color=SEED_COLORS["a"], ndim=3,
         )  # fmt: skip
         self.layer.mode = "pan_zoom"
         self.layer.mouse_drag_callbacks.append(self._on_mouse)
@@ -337,7 +340,7 @@ class ProofreadTool:
             centre = (np.asarray(info.bbox_lo) + np.asarray(info.bbox_hi) - 1) / 2.0
             world = centre * np.asarray(self.session.voxel_size_nm)
             self.viewer.dims.set_point(range(3), tuple(world))
-            self.viewer.camera.center = tuple(world)
+            camera(self.viewer).center = tuple(world)
             self.select(int(segment))
 
         self._guard(run)
