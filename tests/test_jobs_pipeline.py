@@ -83,6 +83,29 @@ def test_blockwise_job_matches_one_canvas_and_is_an_ome_zarr(volume, tmp_path, d
     assert '"event": "done"' in lines[-1]
 
 
+@pytest.mark.parametrize(("rule", "objects"), [("contained", 1), ("mutual", 3)])
+def test_a_neuron_whose_branches_meet_in_one_block_stays_one_object(
+    rule, objects, tmp_path, dask_client
+):
+    """A U-shaped cell across a face: the lower block sees one segment, the upper block two arms
+    (they meet outside its read region). The default rule joins both arms to it; the strict
+    mutual rule cuts them off."""
+    import h5py
+
+    image = np.full((40, 32, 64), 30, np.uint8)
+    image[2:38, 8:24, 8:20] = image[2:38, 8:24, 44:56] = 200  # two arms along z
+    image[2:8, 8:24, 8:56] = 200  # joined at the bottom, in the lower block only
+    volume = tmp_path / "u.h5"
+    with h5py.File(volume, "w") as f:
+        f["raw"] = image
+    out = tmp_path / f"{rule}.ome.zarr"
+    spec = job(volume, out, block_shape=[20, 32, 64], overlap=[4, 4, 4], match={"rule": rule})
+    run_job(parse_spec(spec), client=dask_client)
+    seg = labels_of(out)
+    assert len(np.unique(seg[image > 128])) == objects
+    assert not seg[image <= 128].any()
+
+
 def test_ids_do_not_depend_on_workers_or_order(volume, tmp_path, dask_client):
     a, b = tmp_path / "a.ome.zarr", tmp_path / "b.ome.zarr"
     run_job(parse_spec(job(volume, a)), client=dask_client)

@@ -161,17 +161,33 @@ def test_batch_script_keeps_nasty_paths_as_data(tmp_path):
     assert shlex.split(script.read_text().splitlines()[-1])[-1] == str(spec_path)
 
 
-def test_matching_joins_the_same_object_and_never_fuses_two():
+def test_mutual_matching_joins_the_same_object_and_never_fuses_two():
     a = np.zeros((4, 10, 10), np.uint32)
     b = np.zeros_like(a)
     a[:, :, :5], a[:, :, 5:] = 1, 2  # block A: two cells
     b[:, :, :5], b[:, :, 5:] = 7, 7  # block B: fused them into one
     b[:, :1, :] = 9
-    pairs = match_overlap(a, b, min_fraction=0.6, min_voxels=5)
+    pairs = match_overlap(a, b, min_fraction=0.6, min_voxels=5, rule="mutual")
     assert pairs.tolist() == []  # disagreement: neither cell is joined to the fused segment
     b[:, :, 5:] = 8
-    pairs = match_overlap(a, b, min_fraction=0.6, min_voxels=5)
+    pairs = match_overlap(a, b, min_fraction=0.6, min_voxels=5, rule="mutual")
     assert sorted(pairs.tolist()) == [[1, 7], [2, 8]]
+
+
+def test_contained_matching_joins_every_branch_of_a_segment():
+    a = np.zeros((4, 10, 10), np.uint32)
+    b = np.zeros_like(a)
+    a[:, :, :4], a[:, :, 6:] = 3, 3  # block A: one neuron, both branches
+    b[:, :, :4], b[:, :, 6:] = 7, 8  # block B: its branches meet outside B, so two segments
+    b[:, 0, 0] = 9  # a few stray voxels join nothing (min_voxels)
+    pairs = match_overlap(a, b, min_fraction=0.7, min_voxels=5)
+    assert sorted(pairs.tolist()) == [[3, 7], [3, 8]]
+    assert match_overlap(a, b, 0.7, 5, rule="mutual").tolist() == []
+    b[:, :, 4:6] = 8  # B's segment 8 now spills into A's background: 2/3 of it lies in 3
+    assert match_overlap(a, b, 0.7, 5).tolist() == [[3, 7]]
+    assert sorted(match_overlap(a, b, 0.6, 5).tolist()) == [[3, 7], [3, 8]]
+    with pytest.raises(ValueError, match="contained"):
+        match_overlap(a, b, 0.7, 5, rule="nearest")
 
 
 def test_lookup_table_is_compact_and_order_free():

@@ -91,3 +91,13 @@ def shared_region(a: Block, b: Block) -> tuple[Triple, Triple]:
     start = tuple(max(x, y) for x, y in zip(a.read_start, b.read_start))
     stop = tuple(min(x, y) for x, y in zip(a.read_stop, b.read_stop))
     return start, stop
+
+
+def seam_region(a: Block, b: Block, axis: int, half_width: int) -> tuple[Triple, Triple]:
+    """The part of the shared region within ``half_width`` voxels of the face between the write
+    regions, along ``axis``: where both blocks had the most context, so where they agree best."""
+    start, stop = shared_region(a, b)
+    seam = b.write_start[axis]
+    start = tuple(max(s, seam - half_width) if k == axis else s for k, s in enumerate(start))
+    stop = tuple(min(e, seam + half_width) if k == axis else e for k, e in enumerate(stop))
+    return start, stop

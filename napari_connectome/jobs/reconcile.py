@@ -11,12 +11,25 @@ from __future__ import annotations
 import numpy as np
 
 
-def match_overlap(a: np.ndarray, b: np.ndarray, min_fraction: float, min_voxels: int) -> np.ndarray:
+def match_overlap(
+    a: np.ndarray,
+    b: np.ndarray,
+    min_fraction: float,
+    min_voxels: int,
+    rule: str = "contained",
+) -> np.ndarray:
     """Pairs (id in a, id in b) of segments that are the same object in a region both labelled.
 
-    A pair counts when the voxels they share are at least ``min_voxels`` and at least
-    ``min_fraction`` of each segment's voxels in the region.
+    A pair needs at least ``min_voxels`` shared voxels, and shared voxels of at least
+    ``min_fraction`` of the *smaller* segment's voxels in the region (``rule="contained"``: one
+    segment lies inside the other there) or of *each* segment's (``rule="mutual"``: one partner
+    at most when ``min_fraction > 0.5``).
+
+    "contained" is what FFN blocks need: a neuron whose branches meet outside one block's read
+    region is one segment in the neighbour but several in that block, and each branch must join it.
     """
+    if rule not in ("contained", "mutual"):
+        raise ValueError(f"unknown matching rule {rule!r}: use 'contained' or 'mutual'")
     a = a.ravel().astype(np.uint64)
     b = b.ravel().astype(np.uint64)
     both = (a > 0) & (b > 0)
@@ -26,17 +39,18 @@ def match_overlap(a: np.ndarray, b: np.ndarray, min_fraction: float, min_voxels:
     ids_b, size_b = np.unique(b[b > 0], return_counts=True)
     if a.max(initial=0) >= 2**32 or b.max(initial=0) >= 2**32:
         pairs, shared = np.unique(np.stack([a[both], b[both]], axis=1), axis=0, return_counts=True)
-        return _keep(pairs, shared, ids_a, size_a, ids_b, size_b, min_fraction, min_voxels)
+        return _keep(pairs, shared, ids_a, size_a, ids_b, size_b, min_fraction, min_voxels, rule)
     # one 64-bit key per voxel pair (local ids are < 2**32): a 1-D unique is far faster than axis=0
     keys, shared = np.unique((a[both] << np.uint64(32)) | b[both], return_counts=True)
     pairs = np.stack([keys >> np.uint64(32), keys & np.uint64(0xFFFFFFFF)], axis=1)
-    return _keep(pairs, shared, ids_a, size_a, ids_b, size_b, min_fraction, min_voxels)
+    return _keep(pairs, shared, ids_a, size_a, ids_b, size_b, min_fraction, min_voxels, rule)
 
 
-def _keep(pairs, shared, ids_a, size_a, ids_b, size_b, min_fraction, min_voxels) -> np.ndarray:
+def _keep(pairs, shared, ids_a, size_a, ids_b, size_b, min_fraction, min_voxels, rule):
     na = size_a[np.searchsorted(ids_a, pairs[:, 0])]
     nb = size_b[np.searchsorted(ids_b, pairs[:, 1])]
-    keep = (shared >= min_voxels) & (shared >= min_fraction * na) & (shared >= min_fraction * nb)
+    need = np.minimum(na, nb) if rule == "contained" else np.maximum(na, nb)
+    keep = (shared >= min_voxels) & (shared >= min_fraction * need)
     return pairs[keep]
 
 

@@ -69,14 +69,22 @@ class SegmenterSpec(_Strict):
 class MatchSpec(_Strict):
     """When two segments of face-neighbouring blocks are the same object.
 
-    In the region both blocks segmented, segments a and b are joined when they share at least
-    ``min_voxels`` voxels and the shared voxels are at least ``min_fraction`` of a's and of b's
-    voxels there. With ``min_fraction > 0.5`` a segment joins at most one partner per face, so a
-    disagreement between blocks never fuses two neurons.
+    Only the slab within ``slab`` voxels of the face between the two write regions is compared
+    (both blocks have the most context there). Segments a and b join when they share at least
+    ``min_voxels`` voxels there and, by ``rule``:
+
+    - ``contained`` (default): the shared voxels are at least ``min_fraction`` of the smaller
+      one's voxels in the slab. A neuron whose branches meet outside one block is several segments
+      there and one in the neighbour; every branch joins it. A merge made by one block is kept.
+    - ``mutual``: at least ``min_fraction`` of each one's voxels. With ``min_fraction > 0.5`` a
+      segment joins at most one partner per face, so a disagreement between blocks never fuses
+      two neurons, at the price of cutting branched neurons at faces.
     """
 
-    min_fraction: float = Field(0.6, gt=0.0, le=1.0)
+    rule: Literal["contained", "mutual"] = "contained"
+    min_fraction: float = Field(0.7, gt=0.0, le=1.0)
     min_voxels: int = Field(10, ge=1)
+    slab: int = Field(8, ge=1)
 
 
 class SSHSpec(_Strict):

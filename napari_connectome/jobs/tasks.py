@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from napari_connectome.jobs.grid import Block, BlockGrid, shared_region
+from napari_connectome.jobs.grid import Block, BlockGrid, seam_region
 from napari_connectome.jobs.layout import JobLayout, atomic_write_bytes
 from napari_connectome.jobs.output import chunk_file, downsample_chunk, open_level
 from napari_connectome.jobs.spec import JobSpec
@@ -100,13 +100,14 @@ def match_face(
     path = layout.face_npy(a, axis)
     if path.exists():
         return np.load(path, allow_pickle=False)
-    start, stop = shared_region(a, b)
+    start, stop = seam_region(a, b, axis, spec.match.slab)
 
     def crop(block: Block) -> np.ndarray:
         sl = tuple(slice(s - r, e - r) for s, e, r in zip(start, stop, block.read_start))
         return layout.load_block(block)[sl]
 
-    pairs = match_overlap(crop(a), crop(b), spec.match.min_fraction, spec.match.min_voxels)
+    m = spec.match
+    pairs = match_overlap(crop(a), crop(b), m.min_fraction, m.min_voxels, m.rule)
     import io
 
     buf = io.BytesIO()
