@@ -173,6 +173,26 @@ def main() -> int:
             peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             **common,
         )
+        conv = getattr(type(runner.model), "conv_class", None)  # None when compiled
+        if precision == "fp32" and runner.device.type == "cpu" and conv is not None:
+            # one FOV per call (a click in the viewer): PyTorch's own kernel choice vs forced oneDNN
+            totals = {False: [0, 0.0], True: [0, 0.0]}
+            for force in (False, True, False, True):
+                conv.force_onednn = force
+                n, t = raw_forward(runner, 1, args.seconds / 4, rng)
+                totals[force][0] += n
+                totals[force][1] += t
+            conv.force_onednn = True
+            native, onednn = (totals[k][0] / totals[k][1] for k in (False, True))
+            emit(
+                figure="ffn_forward_batch1_cpu_fp32",
+                fovs_per_s_pytorch_choice=round(native, 2),
+                fovs_per_s_onednn=round(onednn, 2),
+                ratio_onednn_over_pytorch_choice=round(onednn / native, 2),
+                fov=list(runner.model.arch.fov_size),
+                features=runner.model.arch.features,
+                threads=torch.get_num_threads(),
+            )
     return 0
 
 
