@@ -74,12 +74,14 @@ def test_train_then_resume(sample_h5, tmp_path, capsys):
     assert main([*args, "--steps", "6", "--min-size", "100"]) == 2
     assert "already holds a training run" in capsys.readouterr().err
 
-    # resume with more steps: continues from step 6, options left out keep the saved values
+    # resume with more steps, now in bf16: continues from step 6, options left out keep the saved
+    # values, and precision is a runtime setting that may change
     resume = ["train", f"{sample_h5}:raw", f"{sample_h5}:labels", str(run), "--resume", *QUICK]
-    assert main([*resume, "--steps", "10"]) == 0
+    assert main([*resume, "--steps", "10", "--precision", "bf16"]) == 0
     assert "resumed from step-00000006" in capsys.readouterr().err
-    steps = [int(r["step"]) for r in _rows(run) if r["split"] == "train"]
-    assert steps == [2, 4, 6, 8, 10]
+    train_rows = [r for r in _rows(run) if r["split"] == "train"]
+    assert [int(r["step"]) for r in train_rows] == [2, 4, 6, 8, 10]
+    assert all(np.isfinite(float(r["loss"])) for r in train_rows)
     assert load_model(run / "model")[1].provenance["step"] == 10
 
     # resuming with a different setting names the field and changes nothing

@@ -67,6 +67,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="random seed (0)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--device", help="cpu (default), cuda or cuda:N")
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        help="fp32 (default) or bf16 autocast of the forward pass (~3x faster on bf16 hardware)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
 
@@ -93,6 +98,7 @@ _FIELDS = (
     "seed",
     "threads",
     "device",
+    "precision",
 )
 
 

@@ -19,7 +19,16 @@ from napari_connectome.errors import UserInputError
 DEFAULT_THRESHOLDS = (0.025, 0.05, 0.075, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 RESUMABLE_FIELDS = frozenset(
-    {"steps", "checkpoint_every", "val_every", "log_every", "threads", "device", "keep_checkpoints"}
+    {
+        "steps",
+        "checkpoint_every",
+        "val_every",
+        "log_every",
+        "threads",
+        "device",
+        "precision",
+        "keep_checkpoints",
+    }
 )
 
 
@@ -77,8 +86,13 @@ class TrainConfig:
     keep_checkpoints: int = 3
     threads: int | None = None
     device: str = "cpu"
+    # "bf16": the forward pass under autocast (weights, optimizer and loss stay float32); about 3x
+    # faster on CPUs with bf16 units and on GPUs. Validation always runs in float32.
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16"):
+            raise UserInputError(f"precision must be fp32 or bf16, got {self.precision!r}")
         self.fov_size = [int(v) for v in _triple(self.fov_size, "fov_size")]
         self.deltas = [int(v) for v in _triple(self.deltas, "deltas")]
         if self.lom_radius is None:

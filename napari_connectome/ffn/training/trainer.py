@@ -72,8 +72,8 @@ def prepare_run_dir(out: Path, cfg: TrainConfig, resume: bool) -> TrainConfig | 
             name, was, now = diff
             raise UserInputError(
                 f"--resume: the run in {out} was started with {name}={was!r}, now {name}={now!r}; "
-                "a resumed run must keep its config (only steps, logging, threads and device may "
-                "change). Start a new output folder to train differently"
+                "a resumed run must keep its config (only steps, logging, threads, device and "
+                "precision may change). Start a new output folder to train differently"
             )
         return old
     if out.exists():
@@ -365,7 +365,9 @@ def train(
     while step < cfg.steps:
         positions, image_b, seed_b, target_b, weight_b = stream.batch()
         to = lambda a: torch.from_numpy(a).to(device, non_blocking=True)  # noqa: E731
-        logits = net(to(image_b), to(seed_b))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            logits = net(to(image_b), to(seed_b))
+        logits = logits.float()
         target, weight = to(target_b), to(weight_b)
         loss = _loss(logits, target, weight)
         optimizer.zero_grad(set_to_none=True)
