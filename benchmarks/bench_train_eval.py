@@ -11,6 +11,7 @@ Side by side, against the same ground truth crop (``labels[125:]``):
 Prints one JSON line per segmentation (VI split/merge, ARAND, seconds). Usage::
 
     .venv/bin/python benchmarks/bench_train_eval.py [--model DIR] [--region 125:250,0:250,0:250]
+        [--precision fp32|bf16] [--threads 2] [--batch 1]
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def main() -> None:
     )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--skip-model", action="store_true")
     args = ap.parse_args()
 
@@ -100,12 +102,13 @@ def main() -> None:
         model_dir = args.model or str(default_model())
         model, cfg = load_model(model_dir)
         t = time.perf_counter()
-        result = segment_region(raw, model, cfg, batch=args.batch)
+        result = segment_region(raw, model, cfg, batch=args.batch, precision=args.precision)
         report(
             f"ffn:{Path(model_dir).name}",
             result.labels,
             time.perf_counter() - t,
             steps=result.counters.get("steps"),
+            precision=args.precision,
         )
 
 
