@@ -91,3 +91,25 @@ class FailingSegmenter:
 
 def failing_segmenter() -> FailingSegmenter:
     return FailingSegmenter()
+
+
+class LargeComponents:
+    """Bright connected components of at least ``min_size`` voxels in the block's read region: like
+    FFN's min_segment_size, a cell that only clips a block is dropped there."""
+
+    min_shape = (1, 1, 1)
+
+    def __init__(self, min_size: int):
+        self.min_size = min_size
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        import cc3d
+
+        labels = cc3d.connected_components(image >= 128, connectivity=6).astype(np.uint64)
+        sizes = np.bincount(labels.ravel())
+        labels[sizes[labels] < self.min_size] = 0
+        return labels
+
+
+def large_components(**options) -> LargeComponents:
+    return LargeComponents(**options)

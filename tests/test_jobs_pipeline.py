@@ -106,6 +106,40 @@ def test_a_neuron_whose_branches_meet_in_one_block_stays_one_object(
     assert not seg[image <= 128].any()
 
 
+@pytest.mark.parametrize(("fill_holes", "unlabelled"), [(True, 0), (False, 3 * 16 * 16)])
+def test_voxels_a_block_dropped_take_the_label_its_neighbour_gave_them(
+    fill_holes, unlabelled, tmp_path, dask_client
+):
+    """A cell that clips the upper block by 3 slices is too small there and dropped (as FFN drops
+    small objects); the lower block segmented those slices as context, so they keep the cell."""
+    import h5py
+
+    image = np.full((40, 32, 32), 30, np.uint8)
+    image[4:23, 8:24, 8:24] = 200  # 4864 voxels; 2304 of them in the upper block's read region
+    volume = tmp_path / "clip.h5"
+    with h5py.File(volume, "w") as f:
+        f["raw"] = image
+    out = tmp_path / f"fill-{fill_holes}.ome.zarr"
+    spec = job(
+        volume,
+        out,
+        block_shape=[20, 32, 32],
+        overlap=[6, 6, 6],
+        segmenter={
+            "kind": "plugin",
+            "factory": "tests.test_jobs_helpers:large_components",
+            "options": {"min_size": 3000},
+        },
+        match={"fill_holes": fill_holes},
+    )
+    run_job(parse_spec(spec), client=dask_client)
+    seg = labels_of(out)
+    cell = seg[image > 128]
+    assert int((cell == 0).sum()) == unlabelled
+    assert len(np.unique(cell[cell > 0])) == 1
+    assert not seg[image <= 128].any()
+
+
 def test_ids_do_not_depend_on_workers_or_order(volume, tmp_path, dask_client):
     a, b = tmp_path / "a.ome.zarr", tmp_path / "b.ome.zarr"
     run_job(parse_spec(job(volume, a)), client=dask_client)

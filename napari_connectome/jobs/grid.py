@@ -76,6 +76,17 @@ class BlockGrid:
         for index in itertools.product(*(range(n) for n in self.grid_shape)):
             yield self.block(index)
 
+    def face_neighbours(self, block: Block) -> list[Block]:
+        """The up to six blocks sharing a face with ``block``, in a fixed order."""
+        out = []
+        for axis in range(3):
+            for step in (-1, 1):
+                index = list(block.index)
+                index[axis] += step
+                if 0 <= index[axis] < self.grid_shape[axis]:
+                    out.append(self.block(tuple(index)))
+        return out
+
     def faces(self) -> Iterator[tuple[Block, Block, int]]:
         """Every pair of face neighbours (lower, upper, axis), in a fixed order."""
         for block in self:

@@ -379,6 +379,7 @@ def run_job(
                     block=info["block"],
                     chunk=info["chunk"],
                     written_t=info["written_t"],
+                    filled=info.get("filled", 0),
                 )
 
             todo = [b for b in blocks if not layout.relabel_done(b).exists()]
@@ -386,7 +387,16 @@ def run_job(
                 dask_client,
                 tasks.relabel_block,
                 [
-                    (f"relabel-{fp}-{b.name}", (spec_json, grid, b.index, int(offsets[b.flat])))
+                    (
+                        f"relabel-{fp}-{b.name}",
+                        (
+                            spec_json,
+                            grid,
+                            b.index,
+                            int(offsets[b.flat]),
+                            tuple((n.index, int(offsets[n.flat])) for n in grid.face_neighbours(b)),
+                        ),
+                    )
                     for b in todo
                 ],
                 on_relabel,

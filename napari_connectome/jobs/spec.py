@@ -79,12 +79,17 @@ class MatchSpec(_Strict):
     - ``mutual``: at least ``min_fraction`` of each one's voxels. With ``min_fraction > 0.5`` a
       segment joins at most one partner per face, so a disagreement between blocks never fuses
       two neurons, at the price of cutting branched neurons at faces.
+
+    ``fill_holes``: a voxel its own block left unlabelled (FFN dropped or never reached it) takes
+    the final id a face neighbour gave it while segmenting it as context.
     """
 
     rule: Literal["contained", "mutual"] = "contained"
     min_fraction: float = Field(0.7, gt=0.0, le=1.0)
     min_voxels: int = Field(10, ge=1)
     slab: int = Field(8, ge=1)
+    # a voxel its own block left unlabelled takes the final id a face neighbour gave it in context
+    fill_holes: bool = True
 
 
 class SSHSpec(_Strict):

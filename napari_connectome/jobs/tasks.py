@@ -117,19 +117,37 @@ def match_face(
 
 
 def relabel_block(
-    spec_json: str, grid: BlockGrid, index: tuple[int, int, int], offset: int
+    spec_json: str,
+    grid: BlockGrid,
+    index: tuple[int, int, int],
+    offset: int,
+    neighbours: tuple[tuple[tuple[int, int, int], int], ...] = (),
 ) -> dict:
-    """Write the block's final ids (lookup table applied) into its output chunk."""
+    """Write the block's final ids (lookup table applied) into its output chunk; with
+    ``match.fill_holes``, voxels it left unlabelled take what a face neighbour (``neighbours``:
+    (index, fragment offset), fixed order) labelled there."""
+    from napari_connectome.jobs.reconcile import fill_holes
+
     spec = JobSpec.model_validate_json(spec_json)
     layout = JobLayout(spec.output)
     block = grid.block(index)
     t0 = time.perf_counter()
-    local = layout.load_block(block)[block.write_slices_in_read]
-    n = int(layout.read_block_info(block)["n_segments"])
     lut = np.load(layout.lut, mmap_mode="r", allow_pickle=False)
-    table = np.array(lut[offset : offset + n + 1], dtype=np.uint64)
-    table[0] = 0
-    final = table[local]
+
+    def table(b: Block, off: int) -> np.ndarray:
+        n = int(layout.read_block_info(b)["n_segments"])
+        t = np.array(lut[off : off + n + 1], dtype=np.uint64)
+        t[0] = 0
+        return t
+
+    final = table(block, offset)[layout.load_block(block)[block.write_slices_in_read]]
+    filled = 0
+    if spec.match.fill_holes and neighbours:
+        others = []
+        for nb_index, nb_offset in neighbours:
+            nb = grid.block(nb_index)
+            others.append((nb.read_start, layout.load_block(nb), table(nb, nb_offset)))
+        filled = fill_holes(final, block.write_start, others)
     open_level(spec.output, 0)[block.output_slices(grid.roi_start)] = final
     written_t = time.time()
     atomic_write_bytes(layout.relabel_done(block), b"")
@@ -138,6 +156,7 @@ def relabel_block(
         "written_t": round(written_t, 4),
         "seconds": round(time.perf_counter() - t0, 4),
         "chunk": chunk_file(spec.output, 0, block.index),
+        "filled": filled,
     }
 
 
