@@ -88,7 +88,6 @@ class MatchSpec(_Strict):
     min_fraction: float = Field(0.7, gt=0.0, le=1.0)
     min_voxels: int = Field(10, ge=1)
     slab: int = Field(8, ge=1)
-    # a voxel its own block left unlabelled takes the final id a face neighbour gave it in context
     fill_holes: bool = True
 
 

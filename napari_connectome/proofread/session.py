@@ -209,9 +209,7 @@ class ProofreadSession:
         """The segment table as numpy columns (id, size, locked, done, last_edit, last_op): cheap
         for millions of segments, for widgets that list them all."""
         t = self.table
-        keep = t.seg != 0
-        ids, inv = np.unique(t.seg[keep], return_inverse=True)
-        sizes = np.bincount(inv, weights=t.counts[keep], minlength=len(ids)).astype(np.int64)
+        ids, sizes = t.segment_sizes()
         if t.empty_segments:
             extra = np.array(sorted(t.empty_segments), np.uint64)
             ids = np.concatenate([ids, extra])
@@ -225,10 +223,11 @@ class ProofreadSession:
             "last_edit": np.zeros(n, float),
             "last_op": np.full(n, "", dtype=object),
         }
+        order = np.argsort(ids, kind="stable")  # ids are sorted but for the empty ones appended
         for seg, st in t.status.items():
-            i = np.searchsorted(ids[: n - len(t.empty_segments)], np.uint64(seg))
-            hits = [j for j in (i,) if j < n and ids[j] == seg] or list(np.flatnonzero(ids == seg))
-            for j in hits:
+            k = int(np.searchsorted(ids, np.uint64(seg), sorter=order))
+            if k < n and ids[order[k]] == seg:
+                j = order[k]
                 cols["locked"][j], cols["done"][j] = st.locked, st.done
                 cols["last_edit"][j], cols["last_op"][j] = st.last_edit, st.last_op
         return cols

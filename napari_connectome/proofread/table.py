@@ -158,11 +158,21 @@ class FragmentTable:
             return 0, z, z
         return int(self.counts[rows].sum()), self.lo[rows].min(0), self.hi[rows].max(0)
 
-    def all_segment_stats(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Vectorised (ids, sizes, lo, hi) for every non-empty segment."""
+    def _group(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(rows with a segment, sorted segment ids, each such row's index into ids, sizes)."""
         keep = self.seg != 0
         ids, inv = np.unique(self.seg[keep], return_inverse=True)
         sizes = np.bincount(inv, weights=self.counts[keep], minlength=len(ids)).astype(np.int64)
+        return keep, ids, inv, sizes
+
+    def segment_sizes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Vectorised (ids, sizes) for every non-empty segment, ids sorted."""
+        _, ids, _, sizes = self._group()
+        return ids, sizes
+
+    def all_segment_stats(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Vectorised (ids, sizes, lo, hi) for every non-empty segment."""
+        keep, ids, inv, sizes = self._group()
         lo = np.full((len(ids), 3), np.iinfo(np.int64).max, np.int64)
         hi = np.zeros((len(ids), 3), np.int64)
         np.minimum.at(lo, inv, self.lo[keep])
