@@ -81,6 +81,10 @@ def test_blockwise_job_matches_one_canvas_and_is_an_ome_zarr(volume, tmp_path, d
     lines = (out / "progress.jsonl").read_text().splitlines()
     assert sum('"phase": "segment"' in line for line in lines) == 8
     assert '"event": "done"' in lines[-1]
+    # the seam check: faces cut no cell (the canvas has no boundary there either)
+    assert set(result.seams) == {"z", "y", "x"}
+    assert all(s["face_pairs"] > 0 and s["face_change"] == 0.0 for s in result.seams.values())
+    assert events_of(out)[-1]["seams"] == result.seams
 
 
 @pytest.mark.parametrize(("rule", "objects"), [("contained", 1), ("mutual", 3)])
@@ -100,10 +104,15 @@ def test_a_neuron_whose_branches_meet_in_one_block_stays_one_object(
         f["raw"] = image
     out = tmp_path / f"{rule}.ome.zarr"
     spec = job(volume, out, block_shape=[20, 32, 64], overlap=[4, 4, 4], match={"rule": rule})
-    run_job(parse_spec(spec), client=dask_client)
+    result = run_job(parse_spec(spec), client=dask_client)
     seg = labels_of(out)
     assert len(np.unique(seg[image > 128])) == objects
     assert not seg[image <= 128].any()
+    # the seam check sees the cut: both arms cross the z face (2 x 16 x 12 voxel pairs)
+    z = result.seams["z"]
+    assert z["face_pairs"] == 2 * 16 * 12
+    assert z["face_change"] == (0.0 if rule == "contained" else 1.0)
+    assert z["interior_change"] == 0.0  # inside blocks every arm keeps its id
 
 
 @pytest.mark.parametrize(("fill_holes", "unlabelled"), [(True, 0), (False, 3 * 16 * 16)])

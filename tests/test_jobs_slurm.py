@@ -117,6 +117,7 @@ def test_submit_over_ssh_streams_the_same_result_as_local(
     status = json.loads(capsys.readouterr().out)
     assert status["state"] == "done"
     assert status["blocks_done"] == status["blocks_total"] == 8
+    assert set(status["seams"]) == {"z", "y", "x"}  # the seam check travels with the status
     # the path with quotes, spaces, ';' and $( ) was only ever data
     leaked = [
         p

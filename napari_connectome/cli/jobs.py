@@ -131,6 +131,7 @@ def cmd_run_job(args) -> int:
                 "segmented_now": result.blocks_segmented,
                 "segments": result.n_segments,
                 "seconds": round(result.seconds, 2),
+                "seams": result.seams,
             }
         )
     )

@@ -225,6 +225,7 @@ def job_status(record: JobRecord, transport: Transport | None = None) -> dict:
         }
         if summary.done:
             status["segments"] = summary.done.get("segments")
+            status["seams"] = summary.done.get("seams", {})
         if state == "failed":
             if summary.failed:
                 status["error"] = summary.failed.get("error")

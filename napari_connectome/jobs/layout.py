@@ -4,12 +4,12 @@
 OUT.ome.zarr/          the result (OME-Zarr 0.5 labels, level 0 chunk = one block's write region)
   progress.jsonl       one JSON line per finished block (what clients tail)
   _job/spec.yaml       the spec this output belongs to (a resume must match its fingerprint)
-  _job/state.json      {"state": "running" | "done", ...}
+  _job/state.json      {"state": "running" | "done", ..., "seams": the seam check when done}
   _job/blocks/B.npz    a block's segmentation of its read region (local ids 1..n)
   _job/blocks/B.json   written last: the block is done (n segments, seconds)
   _job/faces/F.npy     matched segment pairs of one face
   _job/lut.npy         fragment -> final id lookup table
-  _job/relabel/B.done  the block's final ids are written
+  _job/relabel/B.done  the block's final ids are written (holds its seam counts)
   _job/scheduler/      batch script and scheduler log (slurm/pbs)
 ```
 Every file is written to a temporary name and renamed, so a killed worker never leaves a half file

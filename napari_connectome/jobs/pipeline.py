@@ -14,7 +14,7 @@ import shutil
 import socket
 import time
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ class JobResult:
     blocks_segmented: int  # segmented by this run (the rest were already done)
     n_segments: int
     seconds: float
+    seams: dict = field(default_factory=dict)  # per axis, see napari_connectome.jobs.seams
 
 
 def make_grid(spec: JobSpec) -> BlockGrid:
@@ -401,6 +402,7 @@ def run_job(
                 ],
                 on_relabel,
             )
+            seams = _seam_report(layout, blocks)
             shapes = level_shapes(grid.roi_shape, spec.pyramid_levels)
             for level in range(1, len(shapes)):
                 log.write(event="phase", phase="pyramid", level=level)
@@ -423,8 +425,22 @@ def run_job(
         log.close()
         raise
     seconds = time.perf_counter() - t_start
-    log.write(event="done", segments=n_final, seconds=round(seconds, 3))
+    log.write(event="done", segments=n_final, seconds=round(seconds, 3), seams=seams)
     log.close()
-    atomic_write_json(layout.state, {"state": "done", "fingerprint": fp, "segments": n_final})
+    atomic_write_json(
+        layout.state, {"state": "done", "fingerprint": fp, "segments": n_final, "seams": seams}
+    )
     progress(len(blocks), len(blocks), "done")
-    return JobResult(layout.root, len(blocks), len(pending), n_final, seconds)
+    return JobResult(layout.root, len(blocks), len(pending), n_final, seconds, seams)
+
+
+def _seam_report(layout: JobLayout, blocks: list) -> dict:
+    """Sum the seam counts the relabel markers hold (markers from older versions hold none)."""
+    from napari_connectome.jobs.seams import SeamCounts
+
+    total = SeamCounts()
+    for b in blocks:
+        text = layout.relabel_done(b).read_text()
+        if text.strip():
+            total.add(json.loads(text)["seams"])
+    return total.report()

@@ -125,8 +125,12 @@ def relabel_block(
 ) -> dict:
     """Write the block's final ids (lookup table applied) into its output chunk; with
     ``match.fill_holes``, voxels it left unlabelled take what a face neighbour (``neighbours``:
-    (index, fragment offset), fixed order) labelled there."""
+    (index, fragment offset), fixed order) labelled there. The seam counts
+    (:mod:`napari_connectome.jobs.seams`) of the block go into its relabel marker."""
+    import json
+
     from napari_connectome.jobs.reconcile import fill_holes
+    from napari_connectome.jobs.seams import face_changes, plane_changes
 
     spec = JobSpec.model_validate_json(spec_json)
     layout = JobLayout(spec.output)
@@ -141,22 +145,40 @@ def relabel_block(
         return t
 
     final = table(block, offset)[layout.load_block(block)[block.write_slices_in_read]]
-    filled = 0
-    if spec.match.fill_holes and neighbours:
-        others = []
-        for nb_index, nb_offset in neighbours:
+    loaded = {}
+    for nb_index, nb_offset in neighbours:
+        lower = [ax for ax in range(3) if nb_index[ax] == index[ax] - 1]
+        if spec.match.fill_holes or lower:
             nb = grid.block(nb_index)
-            others.append((nb.read_start, layout.load_block(nb), table(nb, nb_offset)))
+            loaded[nb_index] = (nb, layout.load_block(nb), table(nb, nb_offset))
+    seams = {"face": [[0, 0] for _ in range(3)], "interior": [[0, 0] for _ in range(3)]}
+    for ax in range(3):
+        seams["interior"][ax] = list(plane_changes(final, ax))
+    for nb, labels, tab in loaded.values():
+        axes = [ax for ax in range(3) if nb.index[ax] == index[ax] - 1]
+        if not axes:
+            continue
+        ax = axes[0]
+        sl = list(nb.write_slices_in_read)
+        last = nb.write_stop[ax] - 1 - nb.read_start[ax]
+        sl[ax] = slice(last, last + 1)
+        theirs = tab[labels[tuple(sl)]]
+        mine = final[tuple(slice(0, 1) if a == ax else slice(None) for a in range(3))]
+        seams["face"][ax] = list(face_changes(theirs, mine))
+    filled = 0
+    if spec.match.fill_holes and loaded:
+        others = [(nb.read_start, labels, tab) for nb, labels, tab in loaded.values()]
         filled = fill_holes(final, block.write_start, others)
     open_level(spec.output, 0)[block.output_slices(grid.roi_start)] = final
     written_t = time.time()
-    atomic_write_bytes(layout.relabel_done(block), b"")
+    atomic_write_bytes(layout.relabel_done(block), json.dumps({"seams": seams}).encode())
     return {
         "block": list(block.index),
         "written_t": round(written_t, 4),
         "seconds": round(time.perf_counter() - t0, 4),
         "chunk": chunk_file(spec.output, 0, block.index),
         "filled": filled,
+        "seams": seams,
     }
 
 
