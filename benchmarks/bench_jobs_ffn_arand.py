@@ -8,8 +8,14 @@ canvas over the whole crop (``ffn.segment_region``), and a job of ``block``^3 bl
 ``overlap`` context (local backend). Prints one JSON line: adapted Rand error and VI of the job
 against the canvas (target ARAND <= 0.02), both against the ground truth, and wall times.
 ``--canvas`` reuses a saved whole-volume canvas (``ffn_full_volume.py --out DIR`` writes
-``DIR/labels.npy``; same model and precision) instead of computing it again. The full figure
-(--crop 250 --block 128) takes about 20 min with 2 workers on 2 CPU cores given the canvas.
+``DIR/labels.npy``; same model and precision) instead of computing it again; ``--job`` scores a
+finished job's output instead of running one. The full figure (--crop 250 --block 128) takes about
+40 min with 2 workers on 2 CPU cores given the canvas.
+
+Google's own single-canvas run of the same volume (fp32, published with the model) is a second
+reference: the line also scores the job against it, and the two single canvases against each other,
+which is how far apart two whole-volume runs of one model are when only the arithmetic differs.
+The job's seam check (face vs interior change rates, see ``docs/hpc.md``) is included.
 """
 
 from __future__ import annotations
@@ -29,6 +35,32 @@ sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared" / "data"
 
 
+def face_cuts(ref: np.ndarray, test: np.ndarray, block: int, margin: int = 16) -> dict:
+    """Per axis: of the neighbouring voxel pairs ``ref`` puts in one object, the fraction ``test``
+    puts in two, at the block faces and on the planes inside blocks (``margin`` or more from a face
+    and from the volume's border): median and worst plane. Faces that cut more than the planes
+    inside blocks cut neurons; faces that cut like them add nothing to the FFN's own variation."""
+    out = {}
+    for ax, name in enumerate("zyx"):
+        r, t = np.moveaxis(ref, ax, 0), np.moveaxis(test, ax, 0)
+        same = (r[:-1] == r[1:]) & (r[:-1] > 0)
+        cut = (same & (t[:-1] != t[1:])).sum(axis=(1, 2))
+        same = same.sum(axis=(1, 2))
+        faces = np.arange(block - 1, r.shape[0] - 1, block)
+        if not len(faces):
+            continue
+        k = np.arange(r.shape[0] - 1)
+        dist = np.min(np.abs(k[:, None] - faces[None, :]), axis=1)
+        inner = (dist >= margin) & (k >= margin) & (k < r.shape[0] - 1 - margin)
+        rate = cut / np.maximum(same, 1)
+        out[name] = {
+            "faces": round(float(cut[faces].sum() / max(same[faces].sum(), 1)), 4),
+            "interior_median": round(float(np.median(rate[inner])), 4) if inner.any() else None,
+            "interior_max": round(float(rate[inner].max()), 4) if inner.any() else None,
+        }
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--crop", type=int, default=250)
@@ -37,6 +69,9 @@ def main() -> None:
     ap.add_argument("--rule", default="contained", choices=["contained", "mutual"])
     ap.add_argument("--slab", type=int, default=8)
     ap.add_argument("--canvas", help="saved canvas labels (.npy) of the same crop")
+    ap.add_argument(
+        "--job", help="score this finished job output (.ome.zarr) instead of running one"
+    )
     ap.add_argument("--model", default=None)
     ap.add_argument("--precision", default="bf16")
     ap.add_argument("--device", default="auto")
@@ -97,12 +132,33 @@ def main() -> None:
             "pyramid_levels": 1,
         }
     )
-    t0 = time.perf_counter()
-    res = run_job(spec)
-    t_job = time.perf_counter() - t0
     import zarr
 
-    job = zarr.open_array(str(tmp / "job.ome.zarr" / "0"))[:]
+    t0 = time.perf_counter()
+    if args.job:
+        out = Path(args.job)
+        state = json.loads((out / "_job" / "state.json").read_text())
+        seams, n_blocks = (
+            state.get("seams", {}),
+            len(list((out / "_job" / "blocks").glob("*.json"))),
+        )
+        from napari_connectome.jobs.spec import load_spec
+
+        spec = load_spec(out / "_job" / "spec.yaml")  # what the line reports is the job's own
+        args.block, args.overlap = spec.block_shape[0], spec.overlap[0]
+        args.rule, args.slab = spec.match.rule, spec.match.slab
+        args.precision = spec.segmenter.precision
+    else:
+        out = tmp / "job.ome.zarr"
+        res = run_job(spec)
+        seams, n_blocks = res.seams, res.blocks_total
+    t_job = time.perf_counter() - t0
+    job = zarr.open_array(str(out / "0"))[:]
+    if job.shape != raw.shape:
+        raise SystemExit(f"the job's output has shape {job.shape}, the crop is {raw.shape}")
+    google = np.load(SHARED / "google-ffn-fib25" / "sample-training2.npz")["segmentation"][
+        :c, :c, :c
+    ]
     a = lambda x: x.astype(np.int64)  # noqa: E731
     arand = adapted_rand_error(a(canvas), a(job))[0]
     vi = variation_of_information(a(canvas), a(job), ignore_labels=(0,))
@@ -116,13 +172,29 @@ def main() -> None:
                 "rule": args.rule,
                 "slab": args.slab,
                 "canvas": args.canvas or "computed",
-                "blocks": res.blocks_total,
+                "job": args.job or "computed",
+                "blocks": n_blocks,
                 "precision": args.precision,
                 "device": device,
                 "arand_job_vs_canvas": round(float(arand), 4),
                 "vi_split_merge_job_vs_canvas": [round(float(v), 4) for v in vi],
+                "arand_job_vs_google_run": round(
+                    float(adapted_rand_error(a(google), a(job))[0]), 4
+                ),
+                "arand_google_run_vs_canvas": round(
+                    float(adapted_rand_error(a(canvas), a(google))[0]), 4
+                ),
+                "arand_canvas_vs_google_run": round(
+                    float(adapted_rand_error(a(google), a(canvas))[0]), 4
+                ),
+                "seams": seams,
+                "face_cuts_job_vs_canvas": face_cuts(a(canvas), a(job), args.block),
+                "face_cuts_google_run_vs_canvas": face_cuts(a(canvas), a(google), args.block),
                 "arand_canvas_vs_gt": round(float(adapted_rand_error(a(gt), a(canvas))[0]), 4),
                 "arand_job_vs_gt": round(float(adapted_rand_error(a(gt), a(job))[0]), 4),
+                "vi_job_vs_gt": round(
+                    float(sum(variation_of_information(a(gt), a(job), ignore_labels=(0,)))), 3
+                ),
                 "segments_canvas": int(len(np.unique(canvas)) - 1),
                 "segments_job": int(len(np.unique(job)) - 1),
                 "canvas_s": round(t_canvas, 1),

@@ -2,7 +2,8 @@
 
 Segmenting is the expensive part of a job; matching is cheap. This reads the blocks a job stored
 (``OUT/_job/blocks``), matches every face again with each rule and slab given, assembles the write
-regions through the new lookup table in memory (the job's output is not touched) and prints one
+regions through the new lookup table in memory (the job's output is not touched), with ``--fill``
+fills holes from face neighbours as the job's relabel does (``match.fill_holes``), and prints one
 JSON line per variant: adapted Rand error and VI against ``--reference`` (a .npy of the ROI, e.g.
 the single canvas ``ffn_full_volume.py --out`` saved) and against ``--gt`` (``file.h5:dataset``).
 
@@ -23,10 +24,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def reconcile(layout, grid, rule: str, min_fraction: float, slab: int, min_voxels: int = 10):
+def reconcile(
+    layout, grid, rule: str, min_fraction: float, slab: int, min_voxels: int = 10, fill=False
+):
     """The job's labels over the ROI, reconciled with these settings (same code as the job)."""
     from napari_connectome.jobs.grid import seam_region
-    from napari_connectome.jobs.reconcile import block_offsets, global_lut, match_overlap
+    from napari_connectome.jobs.reconcile import (
+        block_offsets,
+        fill_holes,
+        global_lut,
+        match_overlap,
+    )
 
     blocks = list(grid)
     counts = [int(layout.read_block_info(b)["n_segments"]) for b in blocks]
@@ -45,12 +53,20 @@ def reconcile(layout, grid, rule: str, min_fraction: float, slab: int, min_voxel
             edges.append(np.stack([p[:, 0] + offsets[a.flat], p[:, 1] + offsets[b.flat]], 1))
     edges = np.concatenate(edges) if edges else np.zeros((0, 2), np.uint64)
     lut = global_lut(int(sum(counts)), edges)
+
+    def table(blk):
+        n = counts[blk.flat]
+        t = np.array(lut[offsets[blk.flat] : offsets[blk.flat] + n + 1], np.uint64)
+        t[0] = 0
+        return t
+
     out = np.zeros(grid.roi_shape, np.uint64)
     for blk in blocks:
-        n = counts[blk.flat]
-        table = np.array(lut[offsets[blk.flat] : offsets[blk.flat] + n + 1], np.uint64)
-        table[0] = 0
-        out[blk.output_slices(grid.roi_start)] = table[cache[blk.flat][blk.write_slices_in_read]]
+        final = table(blk)[cache[blk.flat][blk.write_slices_in_read]]
+        if fill:
+            others = [(n.read_start, cache[n.flat], table(n)) for n in grid.face_neighbours(blk)]
+            fill_holes(final, blk.write_start, others)
+        out[blk.output_slices(grid.roi_start)] = final
     return out
 
 
@@ -61,6 +77,7 @@ def main() -> None:
     ap.add_argument("--gt", help="ground truth as file.h5:dataset (cropped to the ROI)")
     ap.add_argument("--rules", nargs="+", default=["contained:0.7", "mutual:0.6", "mutual:0.5"])
     ap.add_argument("--slabs", nargs="+", type=int, default=[8, 10**6])
+    ap.add_argument("--fill", action="store_true", help="fill holes from face neighbours")
     args = ap.parse_args()
 
     from skimage.metrics import adapted_rand_error, variation_of_information
@@ -84,7 +101,8 @@ def main() -> None:
     for rule_frac in args.rules:
         rule, frac = rule_frac.split(":")
         for slab in args.slabs:
-            out = reconcile(layout, grid, rule, float(frac), slab).astype(np.int64)
+            out = reconcile(layout, grid, rule, float(frac), slab, fill=args.fill)
+            out = out.astype(np.int64)
             row = {
                 "figure": "reconcile_rule",
                 "job": str(args.job),
@@ -92,6 +110,7 @@ def main() -> None:
                 "rule": rule,
                 "min_fraction": float(frac),
                 "slab": slab if slab < 10**6 else "whole shared region",
+                "fill_holes": args.fill,
                 "arand_vs_reference": round(float(adapted_rand_error(ref, out)[0]), 4),
                 "vi_split_merge_vs_reference": [
                     round(float(v), 3)
