@@ -280,6 +280,10 @@ def test_submit_watch_blocks_arrive_restart_and_reattach(
     row = widget2._row(record)
     assert row[0] == "done"
     assert row[1] == "8/8"
+    # the seam check of the finished job: watershed blocks equal one canvas, no face cuts a cell
+    from napari_connectome.gui.remote_jobs import COLUMNS
+
+    assert row[COLUMNS.index("faces")] == "z 0.00 y 0.00 x 0.00"
     widget2.select_job(job_id)
     _screenshot(viewer2, tmp_path, "remote-jobs-done.png")
 

@@ -34,7 +34,7 @@ from napari_connectome.jobs.registry import JobRecord, list_records
 if TYPE_CHECKING:
     import napari
 
-COLUMNS = ["state", "blocks", "blocks/s", "ETA", "job", "where", "output"]
+COLUMNS = ["state", "blocks", "blocks/s", "ETA", "faces", "job", "where", "output"]
 FINAL = ("done", "failed", "cancelled")
 SEGMENTERS = ["ffn", "watershed", "plugin"]
 
@@ -72,6 +72,16 @@ def _yaml_mapping(text: str, what: str) -> dict:
     if not isinstance(value, dict):
         raise UserInputError(f"{what} must be a YAML mapping such as {{a: 1}}, got {text!r}")
     return value
+
+
+def _faces(seams: dict) -> str:
+    """The seam check of a finished job, per axis: change rate at block faces over the rate inside
+    blocks (about 1: faces cut nothing; well above 1: neurons cut at faces, see docs/hpc.md)."""
+    return " ".join(
+        f"{axis} {seams[axis]['ratio']:.2f}"
+        for axis in "zyx"
+        if seams.get(axis, {}).get("ratio") is not None
+    )
 
 
 def _eta(seconds: float | None) -> str:
@@ -420,7 +430,9 @@ class RemoteJobsWidget(Container):
         blocks = f"{st.get('blocks_done', 0)}/{total}" if total else ""
         rate = st.get("rate_blocks_per_s")
         eta = _eta(st.get("eta_s")) if st.get("state") == "running" else ""
-        return [state, blocks, f"{rate:.2f}" if rate else "", eta, record.id, where, record.output]
+        rate_text = f"{rate:.2f}" if rate else ""
+        faces = _faces(st.get("seams") or {})
+        return [state, blocks, rate_text, eta, faces, record.id, where, record.output]
 
     def _fill_table(self) -> None:
         selected = self.selected_job()
@@ -439,6 +451,11 @@ class RemoteJobsWidget(Container):
                 error = self.statuses.get(record.id, {}).get("error")
                 if error:
                     item.setToolTip(str(error))
+                elif COLUMNS[j] == "faces":
+                    item.setToolTip(
+                        "seam check: label changes across block faces over those inside blocks; "
+                        "about 1 = faces cut nothing, well above 1 = neurons cut (docs/hpc.md)"
+                    )
                 table.setItem(i, j, item)
         for j in range(len(COLUMNS) - 1):
             table.resizeColumnToContents(j)
