@@ -43,3 +43,26 @@ def test_report_compares_faces_with_the_planes_inside_blocks():
         "face_pairs": 200,
     }
     assert report["x"]["ratio"] == 1.0
+
+
+def test_a_block_counts_the_face_to_its_lower_neighbour_from_the_neighbours_own_labels():
+    from napari_connectome.jobs.grid import BlockGrid
+    from napari_connectome.jobs.seams import block_seam_counts
+
+    rng = np.random.default_rng(1)
+    volume = rng.integers(0, 3, size=(12, 5, 4))
+    grid = BlockGrid((0, 0, 0), (12, 5, 4), (6, 5, 4), (2, 2, 2), (12, 5, 4))
+    lower, upper = grid.block((0, 0, 0)), grid.block((1, 0, 0))
+
+    def read(b):
+        return volume[tuple(slice(s, e) for s, e in zip(b.read_start, b.read_stop))]
+
+    identity = np.arange(3)
+    final = volume[6:12]
+    counts = block_seam_counts(final, upper, [(lower, read(lower), identity)])
+    assert counts["face"][0] == list(face_changes(volume[5], volume[6]))
+    assert counts["face"][1:] == [[0, 0], [0, 0]]  # no lower neighbour along y or x
+    assert counts["interior"] == [list(plane_changes(final, ax)) for ax in range(3)]
+    # an upper neighbour is not this block's face to count (it counts it itself)
+    faces = block_seam_counts(volume[0:6], lower, [(upper, read(upper), identity)])["face"]
+    assert faces[0] == [0, 0]

@@ -33,6 +33,27 @@ def face_changes(lower: np.ndarray, upper: np.ndarray) -> tuple[int, int]:
     return int(both.sum()), int((both & (lower != upper)).sum())
 
 
+def block_seam_counts(final: np.ndarray, block, neighbours: list) -> dict:
+    """One block's counts: ``final`` is its write region in final ids; ``neighbours`` are
+    (block, local labels of its read region, table local -> final id); the lower ones (index one
+    less along an axis) give the planes facing this block's first planes."""
+    counts = {"face": [[0, 0] for _ in AXES], "interior": [[0, 0] for _ in AXES]}
+    for ax in range(3):
+        counts["interior"][ax] = list(plane_changes(final, ax))
+    for nb, labels, table in neighbours:
+        lower = [ax for ax in range(3) if nb.index[ax] == block.index[ax] - 1]
+        if not lower:
+            continue
+        ax = lower[0]
+        sl = list(nb.write_slices_in_read)
+        last = nb.write_stop[ax] - 1 - nb.read_start[ax]
+        sl[ax] = slice(last, last + 1)
+        theirs = table[labels[tuple(sl)]]
+        mine = final[tuple(slice(0, 1) if a == ax else slice(None) for a in range(3))]
+        counts["face"][ax] = list(face_changes(theirs, mine))
+    return counts
+
+
 @dataclass
 class SeamCounts:
     """Per axis: [pairs, changes] on the faces between blocks and on the planes inside them."""

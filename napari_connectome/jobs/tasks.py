@@ -130,7 +130,7 @@ def relabel_block(
     import json
 
     from napari_connectome.jobs.reconcile import fill_holes
-    from napari_connectome.jobs.seams import face_changes, plane_changes
+    from napari_connectome.jobs.seams import block_seam_counts
 
     spec = JobSpec.model_validate_json(spec_json)
     layout = JobLayout(spec.output)
@@ -145,26 +145,13 @@ def relabel_block(
         return t
 
     final = table(block, offset)[layout.load_block(block)[block.write_slices_in_read]]
-    loaded = {}
+    loaded = {}  # neighbour index -> (block, local labels of its read region, its table)
     for nb_index, nb_offset in neighbours:
-        lower = [ax for ax in range(3) if nb_index[ax] == index[ax] - 1]
-        if spec.match.fill_holes or lower:
+        is_lower = any(nb_index[ax] == index[ax] - 1 for ax in range(3))
+        if spec.match.fill_holes or is_lower:
             nb = grid.block(nb_index)
             loaded[nb_index] = (nb, layout.load_block(nb), table(nb, nb_offset))
-    seams = {"face": [[0, 0] for _ in range(3)], "interior": [[0, 0] for _ in range(3)]}
-    for ax in range(3):
-        seams["interior"][ax] = list(plane_changes(final, ax))
-    for nb, labels, tab in loaded.values():
-        axes = [ax for ax in range(3) if nb.index[ax] == index[ax] - 1]
-        if not axes:
-            continue
-        ax = axes[0]
-        sl = list(nb.write_slices_in_read)
-        last = nb.write_stop[ax] - 1 - nb.read_start[ax]
-        sl[ax] = slice(last, last + 1)
-        theirs = tab[labels[tuple(sl)]]
-        mine = final[tuple(slice(0, 1) if a == ax else slice(None) for a in range(3))]
-        seams["face"][ax] = list(face_changes(theirs, mine))
+    seams = block_seam_counts(final, block, list(loaded.values()))
     filled = 0
     if spec.match.fill_holes and loaded:
         others = [(nb.read_start, labels, tab) for nb, labels, tab in loaded.values()]
