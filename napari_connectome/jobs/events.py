@@ -37,8 +37,8 @@ class Summary:
     def add(self, ev: dict) -> None:
         kind = ev.get("event")
         if kind == "start":
+            # a resume keeps what earlier runs segmented and relabelled (their files stay)
             self.blocks_total = ev.get("blocks_total")
-            self.relabelled = set()
             self.phase, self.done, self.failed = "segment", None, None
             self.run_start_t, self.run_blocks = ev.get("t"), 0
         elif kind == "block":
