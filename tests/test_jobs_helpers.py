@@ -113,3 +113,25 @@ class LargeComponents:
 
 def large_components(**options) -> LargeComponents:
     return LargeComponents(**options)
+
+
+class MergesAtItsLowZBorder:
+    """Bright connected components, except that every component touching the first z plane of the
+    read region becomes one segment: like FFN near the border of what it read, a block can fuse
+    cells in its context that the block owning them keeps apart."""
+
+    min_shape = (1, 1, 1)
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        import cc3d
+
+        labels = cc3d.connected_components(image >= 128, connectivity=6).astype(np.uint64)
+        touching = np.unique(labels[0])
+        touching = touching[touching > 0]
+        if len(touching) > 1:
+            labels[np.isin(labels, touching)] = touching[0]
+        return labels
+
+
+def merges_at_its_low_z_border() -> MergesAtItsLowZBorder:
+    return MergesAtItsLowZBorder()

@@ -115,6 +115,39 @@ def test_a_neuron_whose_branches_meet_in_one_block_stays_one_object(
     assert z["interior_change"] == 0.0  # inside blocks every arm keeps its id
 
 
+def test_a_merge_a_block_made_only_in_its_context_does_not_fuse_cells(tmp_path, dask_client):
+    """Cells P (lower y block) and Q (upper y block) lie below the z face, where the upper z blocks
+    only read context; those blocks fuse P and Q at their read border. The faces between them
+    are compared only across their own write regions, so that fused context segment never links
+    P to Q (comparing the whole shared region chained P - fused - fused - Q into one object)."""
+    import h5py
+
+    image = np.full((64, 40, 24), 30, np.uint8)
+    image[20:32, 10:18, 2:8] = 200  # P: owned by block (0, 0, 0)
+    image[20:32, 20:26, 14:20] = 200  # Q: owned by block (0, 1, 0)
+    volume = tmp_path / "context-merge.h5"
+    with h5py.File(volume, "w") as f:
+        f["raw"] = image
+    out = tmp_path / "context-merge.ome.zarr"
+    spec = job(
+        volume,
+        out,
+        block_shape=[32, 20, 24],
+        overlap=[12, 8, 0],
+        segmenter={
+            "kind": "plugin",
+            "factory": "tests.test_jobs_helpers:merges_at_its_low_z_border",
+        },
+        match={"fill_holes": False},
+    )
+    run_job(parse_spec(spec), client=dask_client)
+    seg = labels_of(out)
+    p, q = seg[20:32, 10:18, 2:8], seg[20:32, 20:26, 14:20]
+    assert len(np.unique(p)) == len(np.unique(q)) == 1
+    assert p.min() > 0
+    assert p.flat[0] != q.flat[0]
+
+
 @pytest.mark.parametrize(("fill_holes", "unlabelled"), [(True, 0), (False, 3 * 16 * 16)])
 def test_voxels_a_block_dropped_take_the_label_its_neighbour_gave_them(
     fill_holes, unlabelled, tmp_path, dask_client
