@@ -268,3 +268,22 @@ def test_local_backend_submit_status_stream_cancel(tmp_path, capsys):
     assert status["blocks_done"] < 8
     assert main(["status", "no-such-job"]) == 2
     assert "no submitted job" in capsys.readouterr().err
+
+
+def test_holes_take_a_neighbours_label_only_for_objects_someone_owns():
+    from napari_connectome.jobs.reconcile import fill_holes
+
+    final = np.zeros((4, 4, 4), np.uint64)
+    final[:, :, :2] = 5  # the block's own object
+    labels = np.zeros((4, 4, 8), np.uint32)  # a neighbour's read region: x 0..8, the block's 2..6
+    labels[:, :2, :] = 1  # local 1 -> final 5: the same object, reached further by the neighbour
+    labels[:, 2:, :] = 2  # local 2 -> final 9: a segment the neighbour saw only in its context
+    table = np.array([0, 5, 9], np.uint64)
+    free = final.copy()
+    assert fill_holes(free, (0, 0, 2), [((0, 0, 0), labels, table)]) == 4 * 4 * 2
+    assert set(np.unique(free[:, :, 2:])) == {5, 9}
+    owned = final.copy()
+    filled = fill_holes(owned, (0, 0, 2), [((0, 0, 0), labels, table)], np.array([5], np.uint64))
+    assert filled == 4 * 2 * 2
+    assert (owned[:, :2, 2:] == 5).all()
+    assert (owned[:, 2:, 2:] == 0).all()  # no stray id from the neighbour's context
