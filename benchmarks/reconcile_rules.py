@@ -34,6 +34,7 @@ def reconcile(
         fill_holes,
         global_lut,
         match_overlap,
+        owned_ids,
     )
 
     blocks = list(grid)
@@ -64,8 +65,10 @@ def reconcile(
     for blk in blocks:
         final = table(blk)[cache[blk.flat][blk.write_slices_in_read]]
         if fill:
-            others = [(n.read_start, cache[n.flat], table(n)) for n in grid.face_neighbours(blk)]
-            fill_holes(final, blk.write_start, others)
+            nbs = grid.face_neighbours(blk)
+            others = [(n.read_start, cache[n.flat], table(n)) for n in nbs]
+            owned = [table(n)[cache[n.flat][n.write_slices_in_read]] for n in nbs]
+            fill_holes(final, blk.write_start, others, owned_ids(final, owned))
         out[blk.output_slices(grid.roi_start)] = final
     return out
 

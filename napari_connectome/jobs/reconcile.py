@@ -91,6 +91,14 @@ def fill_holes(
     return filled
 
 
+def owned_ids(final: np.ndarray, neighbours_owned: list[np.ndarray]) -> np.ndarray:
+    """Sorted final ids that a hole may take: objects with voxels in this block's write region
+    (``final``) or in a neighbour's (its write region through its table). A segment a neighbour
+    saw only in its context and matched to nothing is neither, and would be a stray id."""
+    ids = np.unique(np.concatenate([np.unique(a).ravel() for a in [final, *neighbours_owned]]))
+    return ids[ids > 0]
+
+
 def block_offsets(counts: list[int]) -> np.ndarray:
     """Global fragment id of local id 0 of each block (local ids start at 1)."""
     return np.concatenate([[0], np.cumsum(counts, dtype=np.uint64)[:-1]]).astype(np.uint64)

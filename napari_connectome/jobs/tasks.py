@@ -129,7 +129,7 @@ def relabel_block(
     (:mod:`napari_connectome.jobs.seams`) of the block go into its relabel marker."""
     import json
 
-    from napari_connectome.jobs.reconcile import fill_holes
+    from napari_connectome.jobs.reconcile import fill_holes, owned_ids
     from napari_connectome.jobs.seams import block_seam_counts
 
     spec = JobSpec.model_validate_json(spec_json)
@@ -155,13 +155,8 @@ def relabel_block(
     filled = 0
     if spec.match.fill_holes and loaded:
         others = [(nb.read_start, labels, tab) for nb, labels, tab in loaded.values()]
-        # a hole takes only an object that this block or that neighbour owns voxels of: a segment
-        # a neighbour found only in its context and matched to nothing would be a stray id
-        owned = [np.unique(final)] + [
-            np.unique(tab[labels[nb.write_slices_in_read]]) for nb, labels, tab in loaded.values()
-        ]
-        allowed = np.unique(np.concatenate(owned))
-        filled = fill_holes(final, block.write_start, others, allowed[allowed > 0])
+        owned = [tab[labels[nb.write_slices_in_read]] for nb, labels, tab in loaded.values()]
+        filled = fill_holes(final, block.write_start, others, owned_ids(final, owned))
     open_level(spec.output, 0)[block.output_slices(grid.roi_start)] = final
     written_t = time.time()
     atomic_write_bytes(layout.relabel_done(block), json.dumps({"seams": seams}).encode())
