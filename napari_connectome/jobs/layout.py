@@ -7,9 +7,9 @@ OUT.ome.zarr/          the result (OME-Zarr 0.5 labels, level 0 chunk = one bloc
   _job/state.json      {"state": "running" | "done", ..., "seams": the seam check when done}
   _job/blocks/B.npz    a block's segmentation of its read region (local ids 1..n)
   _job/blocks/B.json   written last: the block is done (n segments, seconds)
-  _job/faces/F.npy     matched segment pairs of one face
+  _job/faces/F.vN.npy  matched segment pairs of one face (N: the matching code's version)
   _job/lut.npy         fragment -> final id lookup table
-  _job/relabel/B.done  the block's final ids are written (holds its seam counts)
+  _job/relabel/B.done  the block's final ids are written (its seam counts, the table digest)
   _job/scheduler/      batch script and scheduler log (slurm/pbs)
 ```
 Every file is written to a temporary name and renamed, so a killed worker never leaves a half file
@@ -65,7 +65,17 @@ class JobLayout:
         return self.blocks / f"{block.name}.npz"
 
     def face_npy(self, a: Block, axis: int) -> Path:
-        return self.faces / f"{a.name}_{'zyx'[axis]}.npy"
+        from napari_connectome.jobs.reconcile import RECONCILE_VERSION
+
+        return self.faces / f"{a.name}_{'zyx'[axis]}.v{RECONCILE_VERSION}.npy"
+
+    def relabel_digest(self, block: Block) -> str | None:
+        """The table digest a block was relabelled with (None: not relabelled, or by a version
+        that did not record it)."""
+        try:
+            return json.loads(self.relabel_done(block).read_text() or "{}").get("lut")
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
 
     def relabel_done(self, block: Block) -> Path:
         return self.relabel / f"{block.name}.done"

@@ -370,6 +370,7 @@ def run_job(
             buf = io.BytesIO()
             np.save(buf, lut, allow_pickle=False)
             atomic_write_bytes(layout.lut, buf.getvalue())
+            digest = _table_digest(lut)
             n_final = int(lut.max(initial=0))
             log.write(event="phase", phase="relabel", fragments=int(sum(counts)), segments=n_final)
 
@@ -383,7 +384,8 @@ def run_job(
                     filled=info.get("filled", 0),
                 )
 
-            todo = [b for b in blocks if not layout.relabel_done(b).exists()]
+            # a block relabelled with another table (a resume by a newer version) is done again
+            todo = [b for b in blocks if layout.relabel_digest(b) != digest]
             _run_all(
                 dask_client,
                 tasks.relabel_block,
@@ -396,6 +398,7 @@ def run_job(
                             b.index,
                             int(offsets[b.flat]),
                             tuple((n.index, int(offsets[n.flat])) for n in grid.face_neighbours(b)),
+                            digest,
                         ),
                     )
                     for b in todo
@@ -432,6 +435,17 @@ def run_job(
     )
     progress(len(blocks), len(blocks), "done")
     return JobResult(layout.root, len(blocks), len(pending), n_final, seconds, seams)
+
+
+def _table_digest(lut: np.ndarray) -> str:
+    """What a relabel depends on besides the stored blocks: the table and the code's version."""
+    import hashlib
+
+    from napari_connectome.jobs.reconcile import RECONCILE_VERSION
+
+    h = hashlib.sha256(f"reconcile-v{RECONCILE_VERSION}".encode())
+    h.update(np.ascontiguousarray(lut, dtype=np.uint64).tobytes())
+    return h.hexdigest()[:32]
 
 
 def _seam_report(layout: JobLayout, blocks: list) -> dict:

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
+# Bumped whenever matching or relabelling changes what they produce, so that a job resumed by a
+# newer version neither reuses face matches cached by an older one nor keeps blocks it relabelled.
+RECONCILE_VERSION = 2
+
 
 def match_overlap(
     a: np.ndarray,

@@ -122,11 +122,12 @@ def relabel_block(
     index: tuple[int, int, int],
     offset: int,
     neighbours: tuple[tuple[tuple[int, int, int], int], ...] = (),
+    digest: str = "",
 ) -> dict:
     """Write the block's final ids (lookup table applied) into its output chunk; with
     ``match.fill_holes``, voxels it left unlabelled take what a face neighbour (``neighbours``:
     (index, fragment offset), fixed order) labelled there. The seam counts
-    (:mod:`napari_connectome.jobs.seams`) of the block go into its relabel marker."""
+    (:mod:`napari_connectome.jobs.seams`) and ``digest`` of the table go into its relabel marker."""
     import json
 
     from napari_connectome.jobs.reconcile import fill_holes, owned_ids
@@ -159,7 +160,8 @@ def relabel_block(
         filled = fill_holes(final, block.write_start, others, owned_ids(final, owned))
     open_level(spec.output, 0)[block.output_slices(grid.roi_start)] = final
     written_t = time.time()
-    atomic_write_bytes(layout.relabel_done(block), json.dumps({"seams": seams}).encode())
+    marker = {"seams": seams, "lut": digest}  # digest: which table (see pipeline._table_digest)
+    atomic_write_bytes(layout.relabel_done(block), json.dumps(marker).encode())
     return {
         "block": list(block.index),
         "written_t": round(written_t, 4),
