@@ -21,6 +21,7 @@ The job's seam check (face vs interior change rates, see ``docs/hpc.md``) is inc
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import tempfile
@@ -61,6 +62,26 @@ def face_cuts(ref: np.ndarray, test: np.ndarray, block: int, margin: int = 16) -
     return out
 
 
+def seam_check_of(labels: np.ndarray, block: int) -> dict:
+    """The job's seam check computed on any labels (e.g. one canvas) at the job's block faces: how
+    much the ratio varies where no face is."""
+    from napari_connectome.jobs.seams import SeamCounts, face_changes, plane_changes
+
+    counts = SeamCounts()
+    for ax in range(3):
+        lab = np.moveaxis(labels, ax, 0)
+        edges = [*range(0, lab.shape[0], block), lab.shape[0]]
+        for lo, hi in itertools.pairwise(edges):
+            p, ch = plane_changes(lab[lo:hi], 0)
+            counts.interior[ax][0] += p
+            counts.interior[ax][1] += ch
+            if lo > 0:
+                p, ch = face_changes(lab[lo - 1], lab[lo])
+                counts.face[ax][0] += p
+                counts.face[ax][1] += ch
+    return {axis: r["ratio"] for axis, r in counts.report().items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--crop", type=int, default=250)
@@ -85,53 +106,35 @@ def main() -> None:
     from napari_connectome.ffn.options import options_for_model
     from napari_connectome.jobs.pipeline import run_job
     from napari_connectome.jobs.segmenters import _pick_device
-    from napari_connectome.jobs.spec import parse_spec
+    from napari_connectome.jobs.spec import load_spec, parse_spec
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-ffn-arand-"))
-    model = args.model
-    if model is None:
-        model = str(tmp / "google-fib25")
-        import_google_checkpoint(SHARED / "google-ffn-fib25" / "model.ckpt-27465036", model)
     c = args.crop
     with h5py.File(SHARED / "fib25-training-sample2" / "fib25_training_sample2.h5") as f:
         raw = f["raw"][:c, :c, :c]
         gt = f["labels"][:c, :c, :c]
-    vol = tmp / "crop.h5"
-    with h5py.File(vol, "w") as f:
-        f["raw"] = raw
-        f["raw"].attrs["resolution_nm_zyx"] = [10, 10, 10]
-
     device = _pick_device(args.device)
-    net, config = load_model(model, device=device)
+
+    def model_dir() -> str:  # imported only when something is segmented here
+        if args.model is None:
+            args.model = str(tmp / "google-fib25")
+            import_google_checkpoint(
+                SHARED / "google-ffn-fib25" / "model.ckpt-27465036", args.model
+            )
+        return args.model
+
     t0 = time.perf_counter()
     if args.canvas:
         canvas = np.load(args.canvas, allow_pickle=False)
         if canvas.shape != raw.shape:
             raise SystemExit(f"--canvas has shape {canvas.shape}, the crop is {raw.shape}")
     else:
+        net, config = load_model(model_dir(), device=device)
         canvas = segment_region(
             raw, net, config, options_for_model(config), device=device, precision=args.precision
         ).labels
     t_canvas = time.perf_counter() - t0
 
-    spec = parse_spec(
-        {
-            "name": "ffn-arand",
-            "input": f"{vol}:raw",
-            "output": str(tmp / "job.ome.zarr"),
-            "block_shape": [args.block] * 3,
-            "overlap": [args.overlap] * 3,
-            "segmenter": {
-                "kind": "ffn",
-                "model": model,
-                "precision": args.precision,
-                "device": device,
-            },
-            "backend": {"kind": "local", "workers": args.workers},
-            "match": {"rule": args.rule, "slab": args.slab},
-            "pyramid_levels": 1,
-        }
-    )
     import zarr
 
     t0 = time.perf_counter()
@@ -142,14 +145,34 @@ def main() -> None:
             state.get("seams", {}),
             len(list((out / "_job" / "blocks").glob("*.json"))),
         )
-        from napari_connectome.jobs.spec import load_spec
-
         spec = load_spec(out / "_job" / "spec.yaml")  # what the line reports is the job's own
         args.block, args.overlap = spec.block_shape[0], spec.overlap[0]
         args.rule, args.slab = spec.match.rule, spec.match.slab
         args.precision = spec.segmenter.precision
     else:
+        vol = tmp / "crop.h5"
+        with h5py.File(vol, "w") as f:
+            f["raw"] = raw
+            f["raw"].attrs["resolution_nm_zyx"] = [10, 10, 10]
         out = tmp / "job.ome.zarr"
+        spec = parse_spec(
+            {
+                "name": "ffn-arand",
+                "input": f"{vol}:raw",
+                "output": str(out),
+                "block_shape": [args.block] * 3,
+                "overlap": [args.overlap] * 3,
+                "segmenter": {
+                    "kind": "ffn",
+                    "model": model_dir(),
+                    "precision": args.precision,
+                    "device": device,
+                },
+                "backend": {"kind": "local", "workers": args.workers},
+                "match": {"rule": args.rule, "slab": args.slab},
+                "pyramid_levels": 1,
+            }
+        )
         res = run_job(spec)
         seams, n_blocks = res.seams, res.blocks_total
     t_job = time.perf_counter() - t0
@@ -188,6 +211,8 @@ def main() -> None:
                     float(adapted_rand_error(a(google), a(canvas))[0]), 4
                 ),
                 "seams": seams,
+                "seam_ratios_canvas": seam_check_of(a(canvas), args.block),
+                "seam_ratios_google_run": seam_check_of(a(google), args.block),
                 "face_cuts_job_vs_canvas": face_cuts(a(canvas), a(job), args.block),
                 "face_cuts_google_run_vs_canvas": face_cuts(a(canvas), a(google), args.block),
                 "arand_canvas_vs_gt": round(float(adapted_rand_error(a(gt), a(canvas))[0]), 4),

@@ -16,6 +16,15 @@ from napari_connectome.jobs.segmenters import WatershedSegmenter
 REPO = Path(__file__).resolve().parents[1]
 
 
+def write_raw(path: Path, image: np.ndarray) -> Path:
+    """``image`` as ``path:raw`` (HDF5), the input of a test job."""
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f["raw"] = image
+    return path
+
+
 def write_cells_volume(
     path: Path, shape=(40, 64, 64), n_cells: int = 30, seed: int = 0
 ) -> np.ndarray:

@@ -18,7 +18,7 @@ from napari_connectome.errors import UserInputError
 from napari_connectome.jobs.pipeline import run_job
 from napari_connectome.jobs.segmenters import WatershedSegmenter
 from napari_connectome.jobs.spec import parse_spec
-from tests.test_jobs_helpers import cells_job_spec, write_cells_volume
+from tests.test_jobs_helpers import cells_job_spec, write_cells_volume, write_raw
 
 
 @pytest.fixture(scope="module")
@@ -94,14 +94,10 @@ def test_a_neuron_whose_branches_meet_in_one_block_stays_one_object(
     """A U-shaped cell across a face: the lower block sees one segment, the upper block two arms
     (they meet outside its read region). The default rule joins both arms to it; the strict
     mutual rule cuts them off."""
-    import h5py
-
     image = np.full((40, 32, 64), 30, np.uint8)
     image[2:38, 8:24, 8:20] = image[2:38, 8:24, 44:56] = 200  # two arms along z
     image[2:8, 8:24, 8:56] = 200  # joined at the bottom, in the lower block only
-    volume = tmp_path / "u.h5"
-    with h5py.File(volume, "w") as f:
-        f["raw"] = image
+    volume = write_raw(tmp_path / "u.h5", image)
     out = tmp_path / f"{rule}.ome.zarr"
     spec = job(volume, out, block_shape=[20, 32, 64], overlap=[4, 4, 4], match={"rule": rule})
     result = run_job(parse_spec(spec), client=dask_client)
@@ -120,14 +116,10 @@ def test_a_merge_a_block_made_only_in_its_context_does_not_fuse_cells(tmp_path, 
     only read context; those blocks fuse P and Q at their read border. The faces between them
     are compared only across their own write regions, so that fused context segment never links
     P to Q (comparing the whole shared region chained P - fused - fused - Q into one object)."""
-    import h5py
-
     image = np.full((64, 40, 24), 30, np.uint8)
     image[20:32, 10:18, 2:8] = 200  # P: owned by block (0, 0, 0)
     image[20:32, 20:26, 14:20] = 200  # Q: owned by block (0, 1, 0)
-    volume = tmp_path / "context-merge.h5"
-    with h5py.File(volume, "w") as f:
-        f["raw"] = image
+    volume = write_raw(tmp_path / "context-merge.h5", image)
     out = tmp_path / "context-merge.ome.zarr"
     spec = job(
         volume,
@@ -154,13 +146,9 @@ def test_voxels_a_block_dropped_take_the_label_its_neighbour_gave_them(
 ):
     """A cell that clips the upper block by 3 slices is too small there and dropped (as FFN drops
     small objects); the lower block segmented those slices as context, so they keep the cell."""
-    import h5py
-
     image = np.full((40, 32, 32), 30, np.uint8)
     image[4:23, 8:24, 8:24] = 200  # 4864 voxels; 2304 of them in the upper block's read region
-    volume = tmp_path / "clip.h5"
-    with h5py.File(volume, "w") as f:
-        f["raw"] = image
+    volume = write_raw(tmp_path / "clip.h5", image)
     out = tmp_path / f"fill-{fill_holes}.ome.zarr"
     spec = job(
         volume,
