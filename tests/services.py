@@ -90,3 +90,27 @@ def slurm_login_node(slurm_cluster: SlurmCluster) -> Iterator[SshServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def read_only_dir(tmp_path) -> Iterator:
+    """An existing folder nothing can be written into (a read-only bind mount, as root)."""
+    from napari_connectome.testing.filesystems import read_only_folder
+
+    try:
+        with read_only_folder(tmp_path / "read-only") as path:
+            yield path
+    except ServiceUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture
+def full_disk_dir(tmp_path) -> Iterator:
+    """An empty folder on a 256 KiB tmpfs: a write of more than that fails with ENOSPC."""
+    from napari_connectome.testing.filesystems import full_filesystem
+
+    try:
+        with full_filesystem(tmp_path / "full-disk") as path:
+            yield path
+    except ServiceUnavailable as exc:
+        pytest.skip(str(exc))
