@@ -51,20 +51,39 @@ def open_array(spec: str) -> tuple[Any, Any]:
     return node, lambda: None
 
 
+def _import_input(spec: str | None) -> tuple[Any, Any]:
+    """What a project refers to: the SOURCE text for volumes we read lazily (HDF5, zarr, OME-Zarr,
+    N5, TIFF, ``ssh://``), or an in-memory array for npy/npz files (copied into the project)."""
+    if spec is None:
+        return None, lambda: None
+    if Path(spec.partition(":")[0]).suffix.lower() in (".npy", ".npz") or spec.endswith(".npy"):
+        return open_array(spec)
+    return spec, lambda: None
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     from napari_connectome.progress import tqdm_progress
     from napari_connectome.proofread import create_project
+    from napari_connectome.volumes.output_safety import refuse_overlap
 
-    seg, close_seg = open_array(args.segmentation)
-    image, close_img = open_array(args.image) if args.image else (None, lambda: None)
-    progress, done = tqdm_progress("import", unit="chunk")
+    refuse_overlap(args.project, [args.segmentation, args.image])  # the project is a new folder
+    seg, close_seg = _import_input(args.segmentation)
+    image, close_img = _import_input(args.image)
+    progress, done = tqdm_progress("import", unit="block")
+    client = None
     try:
+        if args.scheduler:
+            from dask.distributed import Client
+
+            client = Client(args.scheduler, timeout="20s")
         dest = create_project(
             args.project, seg, image=image, voxel_size_nm=args.voxel_size, chunks=args.chunks,
-            progress=progress,
+            region_graph=args.region_graph, client=client, progress=progress,
         )  # fmt: skip
     finally:
         done()
+        if client is not None:
+            client.close()
         close_seg()
         close_img()
     print(f"proofreading project ready: {dest}")
@@ -106,13 +125,26 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mesh(args: argparse.Namespace) -> int:
+    from napari_connectome.proofread import ProofreadSession
+    from napari_connectome.proofread.meshes import export_segment_meshes
+
+    options = {} if args.level is None else {"level": args.level}
+    with ProofreadSession.open(args.project, read_only=True) as s:
+        dest = export_segment_meshes(
+            s, args.segments, args.dest, args.format, overwrite=args.overwrite, **options
+        )
+    print(f"{len(args.segments)} segment mesh(es) written to {dest} ({args.format})")
+    return 0
+
+
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser("proofread", help="proofreading projects: import, info, export")
+    p = subparsers.add_parser("proofread", help="proofreading projects: import, info, export, mesh")
     sub = p.add_subparsers(dest="proofread_command", metavar="ACTION", required=True)
 
     imp = sub.add_parser(
         "import",
-        help="make a proofreading project from fragments or a segmentation (fragments = segments)",
+        help="make a proofreading project that refers to a segmentation (fragments = segments)",
     )
     imp.add_argument(
         "segmentation", help="PATH[:DATASET] of the ids (HDF5, zarr, OME-Zarr, npz, npy)"
@@ -122,10 +154,27 @@ def register(subparsers: Any) -> None:
         "--image", help="PATH[:DATASET] of the EM image (boundary evidence for splits)"
     )
     imp.add_argument(
-        "--voxel-size", type=float, nargs=3, default=(1.0, 1.0, 1.0), metavar=("Z", "Y", "X")
+        "--voxel-size",
+        type=float,
+        nargs=3,
+        default=None,
+        metavar=("Z", "Y", "X"),
+        help="voxel size in nm (default: the segmentation's own metadata)",
     )
     imp.add_argument(
-        "--chunks", type=int, default=64, help="chunk edge of the project's zarr (default 64)"
+        "--chunks",
+        type=int,
+        default=64,
+        help="chunk edge when an npy/npz array is copied into the project (default 64)",
+    )
+    imp.add_argument(
+        "--region-graph",
+        help="an existing region-graph folder of this segmentation (default: the one beside it, "
+        "e.g. a job's OUTPUT/region_graph, else computed blockwise into the project)",
+    )
+    imp.add_argument(
+        "--scheduler",
+        help="Dask scheduler address for the region-graph pass (default: a local cluster)",
     )
     imp.set_defaults(func=cmd_import)
 
@@ -140,3 +189,17 @@ def register(subparsers: Any) -> None:
     exp.add_argument("dest", help="new OME-Zarr folder (never the input)")
     exp.add_argument("--overwrite", action="store_true", help="replace DEST if it exists")
     exp.set_defaults(func=cmd_export)
+
+    mesh = sub.add_parser(
+        "mesh", help="write meshes of segments (PLY, OBJ or neuroglancer precomputed)"
+    )
+    mesh.add_argument("project")
+    mesh.add_argument("segments", type=int, nargs="+", metavar="SEGMENT", help="segment ids")
+    mesh.add_argument("dest", help="new folder for the mesh files")
+    mesh.add_argument("--format", choices=("ply", "obj", "precomputed"), default="ply")
+    mesh.add_argument(
+        "--level", type=int, default=None,
+        help="pyramid level to mesh (default: the coarsest that keeps each segment's shape)",
+    )  # fmt: skip
+    mesh.add_argument("--overwrite", action="store_true", help="replace DEST if it exists")
+    mesh.set_defaults(func=cmd_mesh)
