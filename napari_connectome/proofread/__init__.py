@@ -5,7 +5,7 @@ Start here: :class:`ProofreadSession` (``create`` / ``open``, then ``merge``, ``
 """
 
 from napari_connectome.proofread.errors import EditRefused
-from napari_connectome.proofread.project import create_project
+from napari_connectome.proofread.reference import create_project
 from napari_connectome.proofread.session import HistoryEntry, ProofreadSession, SegmentInfo
 from napari_connectome.proofread.split import SplitPlan
 

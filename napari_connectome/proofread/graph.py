@@ -10,7 +10,9 @@ it cuts, and stores before/after so its inverse is exact.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -141,6 +143,15 @@ class FragmentGraph:
             self.area[keep],
             self.weight[keep],
         )
+
+    def edges_of(self, table: Any, ids: np.ndarray) -> dict[str, np.ndarray]:
+        """Every edge touching these fragments (each edge once)."""
+        return self.as_arrays(self.incident(table.frag_ids, table.index_of(ids)))
+
+    def replace(self, ids: Sequence[int], edges: dict[str, np.ndarray]) -> None:
+        """Drop every edge touching ``ids`` and add ``edges`` (what a watershed patch does)."""
+        self.remove(self.touching(ids))
+        self.add(edges)
 
     def add(self, d: dict[str, np.ndarray]) -> None:
         self.version += 1

@@ -19,12 +19,14 @@ from napari_connectome.proofread.table import FragmentTable
 
 
 class EditState(Protocol):
-    """What an operation may touch: the table, and (for split patches) the fragment volume."""
+    """What an operation may touch: the table, the graph, and (for split patches) the voxels."""
 
     table: FragmentTable
-    graph: FragmentGraph
+    graph: FragmentGraph  # or StoredGraph: edges_of(table, ids) and replace(ids, edges)
 
-    def write_patch(self, lo: tuple[int, ...], mask: np.ndarray, value: int) -> None: ...
+    def apply_patch(self, lo: tuple[int, ...], mask: np.ndarray, old: int, new: int) -> None: ...
+
+    def revert_patch(self, lo: tuple[int, ...], mask: np.ndarray, old: int, new: int) -> None: ...
 
 
 class Operation:
@@ -189,7 +191,7 @@ class SplitOp(Operation):
     def execute(self, state: EditState) -> None:
         t = state.table
         for i, p in enumerate(self.params["patches"]):
-            state.write_patch(tuple(p["lo"]), self.arrays[f"mask{i}"], p["new"])
+            state.apply_patch(tuple(p["lo"]), self.arrays[f"mask{i}"], p["old"], p["new"])
             row = t.index_of(np.array([p["old"]]))[0]
             t.counts[row], t.lo[row], t.hi[row] = (
                 p["old_after"][0],
@@ -197,16 +199,14 @@ class SplitOp(Operation):
                 p["old_after"][2],
             )
             t.append_fragment(p["new"], self.params["segment"], *p["new_stats"])
-            state.graph.remove(state.graph.touching([p["old"]]))
-            state.graph.add(self._edges("after"))
+            state.graph.replace([p["old"]], self._edges("after"))
         t.assign(_rows(t, self.arrays["side_b"]), self.params["new_segment"])
 
     def invert(self, state: EditState) -> None:
         t = state.table
         t.assign(_rows(t, self.arrays["side_b"]), self.params["segment"])
         for i, p in reversed(list(enumerate(self.params["patches"]))):
-            state.graph.remove(state.graph.touching([p["old"], p["new"]]))
-            state.graph.add(self._edges("before"))
+            state.graph.replace([p["old"], p["new"]], self._edges("before"))
             t.pop_fragment(p["new"])
             row = t.index_of(np.array([p["old"]]))[0]
             t.counts[row], t.lo[row], t.hi[row] = (
@@ -214,7 +214,7 @@ class SplitOp(Operation):
                 p["old_before"][1],
                 p["old_before"][2],
             )
-            state.write_patch(tuple(p["lo"]), self.arrays[f"mask{i}"], p["old"])
+            state.revert_patch(tuple(p["lo"]), self.arrays[f"mask{i}"], p["old"], p["new"])
 
     def segments(self) -> list[int]:
         return [self.params["segment"], self.params["new_segment"]]

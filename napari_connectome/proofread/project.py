@@ -1,9 +1,7 @@
-"""A proofreading project folder: its own fragment volume, the image, the initial table and the
-edit log.
+"""Project folders of format 1 (napari-connectome 0.1): a copy of the fragments in the project.
 
-``create_project`` copies the fragments (or a segmentation to import, fragments = segments) into
-the project's own zarr, so the user's input is never written, and computes per-fragment statistics
-and a fingerprint of the volume in the same single pass. Layout::
+Projects are now made by reference (``reference.py``, format 2). Format-1 projects still open and
+edit as before: their fragment copy is written in place by a watershed split. Layout::
 
     PROJECT/project.json        voxel size, format version, fingerprint
     PROJECT/fragments.zarr      uint64 fragment ids (only a watershed split ever writes here, and
@@ -12,6 +10,8 @@ and a fingerprint of the volume in the same single pass. Layout::
     PROJECT/initial_table.npz   fragment ids, voxel counts, bounding boxes at creation
     PROJECT/initial_graph.npz   supervoxel adjacency with boundary evidence at creation (graph.py)
     PROJECT/edits.sqlite        the durable edit log (see log.py)
+
+``create_v1_project`` still writes this format, so that tests prove old projects open.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def _normalise_chunks(shape: Sequence[int], chunks: int | Sequence[int]) -> tupl
     return tuple(max(1, min(int(c), int(s))) for c, s in zip(chunks, shape))
 
 
-def create_project(
+def create_v1_project(
     project: str | os.PathLike,
     fragments: Any,
     *,
@@ -145,7 +145,7 @@ def create_project(
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
 ) -> Path:
-    """Make a new project from a 3D fragment (or segmentation) array; returns its folder.
+    """Make a format-1 project (a copy of a 3D fragment array); returns its folder.
 
     ``fragments`` and ``image`` are anything with ``shape``/``dtype``/slicing (numpy, zarr, h5py,
     dask). The folder is built under a temporary name and renamed at the end, so a failure leaves
@@ -232,15 +232,43 @@ def read_project_meta(project: Path) -> dict[str, Any]:
             f"{project} is not a proofreading project (no {PROJECT_JSON}); "
             "create one with `napari-connectome proofread import`"
         )
-    return json.loads(p.read_text())
+    try:
+        meta = json.loads(p.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserInputError(
+            f"{p} is damaged ({exc}); restore it from a backup or make the project again with "
+            "`napari-connectome proofread import` (the edit log edits.sqlite can be kept)"
+        ) from None
+    if not isinstance(meta, dict) or meta.get("format_version") not in (1, 2):
+        raise UserInputError(
+            f"{p} is not a project description this version reads (format_version "
+            f"{meta.get('format_version') if isinstance(meta, dict) else '?'}); "
+            "update napari-connectome or make the project again"
+        )
+    return meta
+
+
+def _load_npz(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in keys}
+    except FileNotFoundError:
+        raise UserInputError(
+            f"{path} is missing: the project is incomplete; make it again with "
+            "`napari-connectome proofread import`"
+        ) from None
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserInputError(
+            f"{path} is damaged ({exc}); make the project again with "
+            "`napari-connectome proofread import`"
+        ) from None
 
 
 def load_initial_table(project: Path) -> FragmentTable:
-    with np.load(Path(project) / TABLE, allow_pickle=False) as z:
-        ids = z["frag_ids"].astype(np.uint64)
-        return FragmentTable(ids, ids.copy(), z["counts"].astype(np.int64), z["lo"], z["hi"])
+    z = _load_npz(Path(project) / TABLE, ("frag_ids", "counts", "lo", "hi"))
+    ids = z["frag_ids"].astype(np.uint64)
+    return FragmentTable(ids, ids.copy(), z["counts"].astype(np.int64), z["lo"], z["hi"])
 
 
 def load_initial_graph(project: Path) -> FragmentGraph:
-    with np.load(Path(project) / GRAPH, allow_pickle=False) as z:
-        return FragmentGraph.from_arrays({k: z[k] for k in EDGE_KEYS})
+    return FragmentGraph.from_arrays(_load_npz(Path(project) / GRAPH, EDGE_KEYS))

@@ -58,30 +58,25 @@ class ProofreadSession:
     the log lock."""
 
     def __init__(self, project: Path, *, read_only: bool = False) -> None:
-        import zarr
-
         self.project = Path(project)
         self.meta = proj.read_project_meta(self.project)
-        writable = os.access(self.project, os.W_OK) and os.access(
-            self.project / proj.FRAGMENTS, os.W_OK
-        )
-        self.read_only = read_only or not writable
+        self.format_version = int(self.meta["format_version"])
         log_path = self.project / proj.LOG
-        if self.read_only and not log_path.exists():
-            self.log = None
-        else:
-            self.log = EditLog(log_path, read_only=self.read_only)
+        writable = os.access(self.project, os.W_OK) and (
+            not log_path.exists() or os.access(log_path, os.W_OK)
+        )
+        if self.format_version == 1:
+            writable = writable and os.access(self.project / proj.FRAGMENTS, os.W_OK)
+        self.read_only = read_only or not writable
+        self.log = None
         try:
-            mode = "r" if self.read_only else "r+"
-            self.fragments = zarr.open_array(self.project / proj.FRAGMENTS, mode=mode)
-            self.image = (
-                zarr.open_array(self.project / proj.IMAGE, mode="r")
-                if self.meta.get("has_image")
-                else None
-            )
-            self.voxel_size_nm = tuple(self.meta["voxel_size_nm"])
-            self.table: FragmentTable = proj.load_initial_table(self.project)
-            self.graph = proj.load_initial_graph(self.project)
+            if not (self.read_only and not log_path.exists()):
+                self.log = EditLog(log_path, read_only=self.read_only)
+            self.voxel_size_nm = tuple(float(v) for v in self.meta["voxel_size_nm"])
+            if self.format_version == 1:
+                self._open_copied()
+            else:
+                self._open_by_reference()
             self.volume_version = 0
             self.ops: dict[int, Operation] = {}
             self.undo_stack: list[int] = []
@@ -96,13 +91,93 @@ class ProofreadSession:
                 self.log.close()
             raise
 
+    def _open_copied(self) -> None:
+        """Format 1: the project holds a copy of the fragments, written in place by splits."""
+        import zarr
+
+        mode = "r" if self.read_only else "r+"
+        self.fragments = zarr.open_array(self.project / proj.FRAGMENTS, mode=mode)
+        self.image = (
+            zarr.open_array(self.project / proj.IMAGE, mode="r")
+            if self.meta.get("has_image")
+            else None
+        )
+        self.fragment_levels = [(self.fragments, (1, 1, 1))]
+        self.image_levels = [] if self.image is None else [self.image]
+        self.overlay = None
+        self.region_graph = None
+        self.table: FragmentTable = proj.load_initial_table(self.project)
+        self.graph = proj.load_initial_graph(self.project)
+
+    def _open_by_reference(self) -> None:
+        """Format 2: fragments and image read where they live, verified chunk by chunk against
+        the region graph's digests, with the log's watershed patches applied on read."""
+        from napari_connectome.graph import RegionGraph
+        from napari_connectome.proofread import reference as ref
+        from napari_connectome.proofread.overlay import PatchOverlay
+        from napari_connectome.proofread.source import (
+            ChunkCache,
+            CoarseFragments,
+            VerifiedFragments,
+            level_factors,
+            sample_chunks,
+        )
+        from napari_connectome.proofread.stored_graph import StoredGraph
+
+        gpath = ref.graph_path(self.project, self.meta)
+        store = RegionGraph.open(gpath)
+        if store.fingerprint != self.meta["fingerprint"]:
+            raise UserInputError(
+                f"the region graph {gpath} belongs to another segmentation than this project "
+                "(fingerprint differs); restore the project's own one or make the project again"
+            )
+        text = ref.resolve_source(self.project, self.meta["fragments"])
+        vol = ref.open_source_volume(text, "fragments")
+        ref.check_graph_matches(store, vol, gpath)
+        self.overlay = PatchOverlay()
+        self.chunk_cache = ChunkCache()
+        self.fragments = VerifiedFragments(
+            vol.multiscale[0],
+            vol.storage_chunks,
+            source=text,
+            digests=store.chunk_digest,
+            overlay=self.overlay,
+            cache=self.chunk_cache,
+        )
+        grid = [-(-s // c) for s, c in zip(self.fragments.shape, self.fragments.chunks)]
+        self.fragments.verify_sample(sample_chunks(grid))  # a changed source is refused at once
+        self.fragment_levels = [(self.fragments, (1, 1, 1))] + [
+            (CoarseFragments(lv, f, self.overlay), f)
+            for lv in vol.multiscale[1:]
+            for f in [level_factors(vol.shape, lv.shape)]
+        ]
+        self.image = None
+        self.image_levels: list[Any] = []
+        if self.meta.get("image"):
+            img_text = ref.resolve_source(self.project, self.meta["image"])
+            img = ref.open_source_volume(img_text, "image")
+            if tuple(img.shape) != tuple(vol.shape):
+                raise UserInputError(
+                    f"the project's image {img_text} now has shape {img.shape}, not {vol.shape}: "
+                    "it is not the image the project was made with"
+                )
+            self.image = img.multiscale[0]
+            self.image_levels = list(img.multiscale)
+        self.region_graph = store
+        ids = store.fragment_ids
+        counts, lo, hi = store.stats(np.arange(len(ids)))
+        self.table = FragmentTable(ids, ids.copy(), counts, lo, hi)
+        self.graph = StoredGraph(store)
+
     # ---- life cycle
     # ------------------------------------------------------------------------------------------
     @classmethod
     def create(cls, project: str | os.PathLike, fragments: Any, **kw: Any) -> ProofreadSession:
-        """Create a project from a fragment (or segmentation) array and open it; see
-        ``create_project``."""
-        return cls(proj.create_project(project, fragments, **kw))
+        """Create a project referring to ``fragments`` (a source text) or holding a copy of an
+        in-memory array, and open it; see ``proofread.reference.create_project``."""
+        from napari_connectome.proofread.reference import create_project
+
+        return cls(create_project(project, fragments, **kw))
 
     @classmethod
     def open(cls, project: str | os.PathLike, *, read_only: bool = False) -> ProofreadSession:
@@ -122,13 +197,16 @@ class ProofreadSession:
         self.close()
 
     def _check_fingerprint(self, rows: list[LogRow]) -> None:
-        patches = []
-        for r in rows:
-            if r.kind == "split":
-                op = Operation.load(r.kind, r.params, r.arrays)
-                for i, p in enumerate(op.params["patches"]):
-                    patches.append((p["lo"], op.arrays[f"mask{i}"], p["old"]))
-        current = proj.fingerprint(self.fragments, patches)
+        if self.format_version == 1:
+            patches = []
+            for r in rows:
+                if r.kind == "split":
+                    op = Operation.load(r.kind, r.params, r.arrays)
+                    for i, p in enumerate(op.params["patches"]):
+                        patches.append((p["lo"], op.arrays[f"mask{i}"], p["old"]))
+            current = proj.fingerprint(self.fragments, patches)
+        else:  # the region graph's digest of every chunk, checked against the source on read
+            current = self.meta["fingerprint"]
         logged = self.log.get_meta("fingerprint") if self.log else None
         if logged is None:
             if self.log and not self.read_only:
@@ -141,13 +219,25 @@ class ProofreadSession:
                 "(fingerprint mismatch); use the log that was made with this project"
             )
 
-    # ---- the fragment volume as EditState
+    # ---- the fragment voxels as EditState
     # ----------------------------------------------------------------------
-    def write_patch(self, lo: Sequence[int], mask: np.ndarray, value: int) -> None:
-        """Rewrite the masked voxels; idempotent, so replaying a half-written patch completes it."""
+    def apply_patch(self, lo: Sequence[int], mask: np.ndarray, old: int, new: int) -> None:
+        """A watershed split's voxels: an overlay entry (by reference) or, for a format-1 project,
+        written into its own copy (idempotent, so replaying a half-written patch completes it)."""
         self.volume_version += 1  # readers caching fragment blocks must re-read
-        if self.read_only:  # replaying a read-only view: the writer already wrote the voxels
-            return
+        if self.overlay is not None:
+            self.overlay.push(lo, mask, old, new)
+        elif not self.read_only:  # read-only replay: the writer already wrote the voxels
+            self._write_in_place(lo, mask, new)
+
+    def revert_patch(self, lo: Sequence[int], mask: np.ndarray, old: int, new: int) -> None:
+        self.volume_version += 1
+        if self.overlay is not None:
+            self.overlay.pop(lo, new)
+        elif not self.read_only:
+            self._write_in_place(lo, mask, old)
+
+    def _write_in_place(self, lo: Sequence[int], mask: np.ndarray, value: int) -> None:
         sl = tuple(slice(int(a), int(a) + m) for a, m in zip(lo, mask.shape))
         region = np.asarray(self.fragments[sl])
         region[mask] = value
@@ -303,10 +393,6 @@ class ProofreadSession:
             == plan.segment
         ):
             raise EditRefused("the segment changed since this preview; preview the split again")
-        if plan.patches and self.read_only:
-            raise EditRefused(
-                "the fragment volume is read-only; a watershed split cannot be written"
-            )
         params = {"segment": plan.segment, "new_segment": plan.new_segment, "patches": plan.patches}
         arrays = {"side_b": plan.side_b} | {f"mask{i}": m for i, m in enumerate(plan.masks)}
         arrays |= plan.edges

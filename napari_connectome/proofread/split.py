@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from napari_connectome.proofread.errors import EditRefused
-from napari_connectome.proofread.graph import FragmentGraph, region_edges
+from napari_connectome.proofread.graph import region_edges
 from napari_connectome.proofread.table import FragmentTable
 
 Point = Sequence[int]
@@ -104,7 +104,7 @@ def _watershed_cut(fragments, image, table, frag, seeds_a, seeds_b):
 
 def plan_split(
     table: FragmentTable,
-    graph: FragmentGraph,
+    graph: Any,
     fragments: Any,
     image: Any | None,
     segment: int,
@@ -143,8 +143,8 @@ def plan_split(
         )
     new_segment = table.next_id()
     patches, masks, edges = [], [], {}
-    near = graph.incident(table.frag_ids, table.rows_of(segment))  # edges of the segment only
-    eu, ev, ew = graph.u[near], graph.v[near], graph.weight[near]
+    near = graph.edges_of(table, table.frag_ids[table.rows_of(segment)])  # the segment's only
+    eu, ev, ew = near["u"], near["v"], near["weight"]
     extra_frags = np.zeros(0, np.uint64)
     new_count = 0
     if shared:
@@ -155,7 +155,7 @@ def plan_split(
         side_b, plo, region, inner, img = _watershed_cut(fragments, image, table, frag, in_a, in_b)
         region[inner][side_b] = new_id
         after = region_edges(region, img, touching=(frag, new_id))
-        before = graph.as_arrays(graph.touching([frag]))
+        before = graph.edges_of(table, np.array([frag], np.uint64))
         row = table.index_of(np.array([frag]))[0]
         rest = np.argwhere(region[inner] == frag)
         wb = np.argwhere(side_b)

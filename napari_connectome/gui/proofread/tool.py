@@ -17,6 +17,7 @@ from psygnal import Signal
 
 from napari_connectome.errors import UserInputError
 from napari_connectome.gui._camera import camera
+from napari_connectome.gui.proofread.meshes_layer import SegmentMeshes
 from napari_connectome.gui.proofread.settings import DEFAULT_KEYS, MOUSE_GESTURES
 from napari_connectome.gui.proofread.views import SegmentView
 from napari_connectome.proofread import ProofreadSession, SplitPlan
@@ -45,15 +46,26 @@ class ProofreadTool:
         self.last_message = ""
         scale = session.voxel_size_nm
         units = "nm"  # as our reader and samples label images, so napari sees one world unit
-        if session.image is not None:
-            self.image_layer = viewer.add_image(session.image, name="EM", scale=scale, units=units)
+        images = getattr(session, "image_levels", None) or (
+            [session.image] if session.image is not None else []
+        )
+        if images:
+            self.image_layer = viewer.add_image(
+                images if len(images) > 1 else images[0], multiscale=len(images) > 1,
+                name="EM", scale=scale, units=units,
+            )  # fmt: skip
         else:
             self.image_layer = None
+        levels = range(len(session.fragment_levels))
+        segs = [SegmentView(session, level=i) for i in levels]
         self.layer = viewer.add_labels(
-            SegmentView(session), name="segments", scale=scale, units=units, opacity=0.5
-        )
+            segs if len(segs) > 1 else segs[0], multiscale=len(segs) > 1, name="segments",
+            scale=scale, units=units, opacity=0.5,
+        )  # fmt: skip
+        keep = [SegmentView(session, keep=lambda: np.array(self.selected, np.uint64), level=i)
+                for i in levels]  # fmt: skip
         self.selection_layer = viewer.add_labels(
-            SegmentView(session, keep=lambda: np.array(self.selected, np.uint64)),
+            keep if len(keep) > 1 else keep[0], multiscale=len(keep) > 1,
             name="selected segments", scale=scale, units=units, opacity=0.9,
             blending="translucent_no_depth",
         )  # fmt: skip
@@ -72,6 +84,10 @@ class ProofreadTool:
         self._bind_keys()
         viewer.dims.events.ndisplay.connect(self._on_ndisplay)
         viewer.layers.selection.active = self.layer
+        self.meshes = SegmentMeshes(self)  # 3D: the selection as meshes (meshes_layer.py)
+        self._visible_2d: dict[str, bool] = {}
+        if viewer.dims.ndisplay == 3:
+            self._on_ndisplay()
 
     # ---- input map
     # ---------------------------------------------------------------------------------------
@@ -346,13 +362,43 @@ class ProofreadTool:
         self._guard(run)
 
     def _on_ndisplay(self, event: Any = None) -> None:
-        """In 3D the selected segments are drawn solid and the rest hidden; in 2D they are
-        outlined."""
+        """In 3D the selected segments are drawn as meshes and the labels layers hidden (napari
+        would read and render them as whole volumes), as is a single-scale EM layer; in 2D they
+        come back as they were and the selection is outlined.
+
+        Connected after napari's own slicing handler, but napari calls the newest connection first,
+        so the layers are hidden before the 3D slice is taken and are never read in 3D."""
         three_d = self.viewer.dims.ndisplay == 3
         self.selection_layer.contour = 0 if three_d else 2
-        self.layer.visible = not three_d  # hidden, it still gets the clicks (the active layer)
+        volume_layers = [self.layer, self.selection_layer]  # hidden, self.layer still gets clicks
+        if self.image_layer is not None and not self.image_layer.multiscale:
+            volume_layers.append(self.image_layer)
+        if three_d:
+            if not self._visible_2d:
+                self._visible_2d = {lyr.name: lyr.visible for lyr in volume_layers}
+            for lyr in volume_layers:
+                lyr.visible = False
+        else:
+            for lyr in volume_layers:
+                lyr.visible = self._visible_2d.get(lyr.name, True)
+            self._visible_2d = {}
+        self.meshes.update()
+
+    def export_meshes(self, dest: str, fmt: str = "ply") -> Any:
+        """Write the selected segments' meshes into a new folder (PLY, OBJ or precomputed)."""
+        from napari_connectome.proofread.meshes import export_segment_meshes
+
+        def run() -> Any:
+            if not self.selected:
+                raise UserInputError("select the segments to export first (click on them)")
+            out = export_segment_meshes(self.session, list(self.selected), dest, fmt)
+            self._say(f"meshes of segment(s) {', '.join(map(str, self.selected))} written to {out}")
+            return out
+
+        return self._guard(run)
 
     def close(self) -> None:
+        self.meshes.close()
         for lyr in (
             self.layer,
             self.selection_layer,

@@ -1,5 +1,8 @@
 """Array views napari displays: the fragment volume with the segment table applied on read.
 
+One view per pyramid level of the fragments, so napari shows the segments as a multiscale layer and
+reads only the chunks on screen, at the level the zoom needs.
+
 The volume is never rewritten for display: napari asks for the slice it shows (a 2D plane, or the
 volume in 3D), the view reads those fragment ids and maps them through the table's lookup array.
 The fragment ids of the last few slices are cached (only a watershed split changes them), so after
@@ -21,11 +24,16 @@ class SegmentView:
     """Segment ids, lazily: ``view[key]`` = table applied to ``fragments[key]``."""
 
     def __init__(
-        self, session: ProofreadSession, keep: Callable[[], np.ndarray] | None = None
+        self,
+        session: ProofreadSession,
+        keep: Callable[[], np.ndarray] | None = None,
+        level: int = 0,
     ) -> None:
         self.session = session
         self.keep = keep  # when set, only these segment ids are shown (the selection layer)
-        self.shape = tuple(session.fragments.shape)
+        self.level = level  # pyramid level of the fragments (0 = full resolution)
+        self.source = session.fragment_levels[level][0]
+        self.shape = tuple(self.source.shape)
         self.dtype = np.dtype(np.uint64)
         self.ndim = 3
         self.size = int(np.prod(self.shape))
@@ -36,7 +44,7 @@ class SegmentView:
         tag = (repr(key), self.session.volume_version)
         hit = self._cache.pop(tag, None)
         if hit is None:
-            hit = np.asarray(self.session.fragments[key])
+            hit = np.asarray(self.source[key])
         self._cache[tag] = hit  # most recent last
         while len(self._cache) > self.cache_slices or (
             len(self._cache) > 1 and sum(a.nbytes for a in self._cache.values()) > 1 << 30
