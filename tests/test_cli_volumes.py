@@ -89,9 +89,17 @@ def test_convert_overwrite(em_h5, tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
     assert zarr.open_group(dest, mode="r").attrs["mine"] == "precious"
 
-    assert main(["convert", f"{em_h5}:raw", str(dest), "--overwrite"]) == 0
-    assert open_volume(dest).shape == (40, 50, 60)
-    assert _entries(tmp_path) == ["out.ome.zarr", "sample.h5"]
+    # a zarr we did not write is not replaced even with --overwrite (see test_output_safety.py)
+    assert main(["convert", f"{em_h5}:raw", str(dest), "--overwrite"]) == 2
+    assert "refusing to replace" in capsys.readouterr().err
+    assert zarr.open_group(dest, mode="r").attrs["mine"] == "precious"
+
+    ours = tmp_path / "ours.ome.zarr"
+    assert main(["convert", f"{em_h5}:seg", str(ours), "--levels", "1"]) == 0
+    assert main(["convert", f"{em_h5}:raw", str(ours), "--overwrite"]) == 0
+    assert open_volume(ours).shape == (40, 50, 60)
+    assert not open_volume(ours).is_labels
+    assert _entries(tmp_path) == ["ours.ome.zarr", "out.ome.zarr", "sample.h5"]
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from napari_connectome.cli._args import chunk_edge, nonnegative_int, positive_finite_float
 from napari_connectome.errors import UserInputError
 
 
@@ -23,19 +24,24 @@ def open_array(spec: str) -> tuple[Any, Any]:
     if suffix in (".h5", ".hdf5", ".hdf"):
         import h5py
 
-        f = h5py.File(p, "r")
+        try:
+            f = h5py.File(p, "r")
+        except OSError as exc:
+            raise UserInputError(
+                f"{path} cannot be opened as HDF5 ({exc}); check that it is a complete .h5 file"
+            ) from None
         if not inner or inner not in f:
             names = [k for k in f if hasattr(f[k], "shape")]
             f.close()
             raise UserInputError(f"name the dataset: {path}:DATASET, one of {names}")
         return f[inner], f.close
     if suffix == ".npz":
-        z = np.load(p, allow_pickle=False)
+        z = _load_numpy(p, np.load, allow_pickle=False)
         if inner not in z.files:
             raise UserInputError(f"name the array: {path}:NAME, one of {z.files}")
-        return z[inner], z.close
+        return _load_numpy(p, z.__getitem__, inner), z.close
     if suffix == ".npy":
-        return np.load(p, mmap_mode="r", allow_pickle=False), lambda: None
+        return _load_numpy(p, np.load, mmap_mode="r", allow_pickle=False), lambda: None
     import zarr
 
     try:
@@ -49,6 +55,20 @@ def open_array(spec: str) -> tuple[Any, Any]:
     if not hasattr(node, "shape"):
         raise UserInputError(f"{spec} is a zarr group; name the array as {path}:ARRAY")
     return node, lambda: None
+
+
+def _load_numpy(path: Path, load: Any, *args: Any, **kwargs: Any) -> Any:
+    """``load(*args)``, with what numpy says about a damaged or pickled file as a message
+    (object arrays are pickles: never loaded, see docs/architecture.md, trust boundaries)."""
+    import zipfile
+
+    try:
+        return load(*args, **kwargs) if args else load(path, **kwargs)
+    except (ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise UserInputError(
+            f"{path} cannot be read as a numpy array ({exc}); save the ids as a plain integer "
+            "array (np.save) or give an HDF5/zarr volume"
+        ) from None
 
 
 def _import_input(spec: str | None) -> tuple[Any, Any]:
@@ -155,17 +175,17 @@ def register(subparsers: Any) -> None:
     )
     imp.add_argument(
         "--voxel-size",
-        type=float,
+        type=positive_finite_float,
         nargs=3,
         default=None,
         metavar=("Z", "Y", "X"),
-        help="voxel size in nm (default: the segmentation's own metadata)",
+        help="voxel size in nm, each > 0 (default: the segmentation's own metadata)",
     )
     imp.add_argument(
         "--chunks",
-        type=int,
+        type=chunk_edge,
         default=64,
-        help="chunk edge when an npy/npz array is copied into the project (default 64)",
+        help="chunk edge when an npy/npz array is copied into the project, 8 to 4096 (default 64)",
     )
     imp.add_argument(
         "--region-graph",
@@ -180,8 +200,8 @@ def register(subparsers: Any) -> None:
 
     info = sub.add_parser("info", help="segments and edit history of a project (read-only)")
     info.add_argument("project")
-    info.add_argument("--top", type=int, default=10, help="largest segments to list")
-    info.add_argument("--last", type=int, default=10, help="last edits to list")
+    info.add_argument("--top", type=nonnegative_int, default=10, help="largest segments to list")
+    info.add_argument("--last", type=nonnegative_int, default=10, help="last edits to list")
     info.set_defaults(func=cmd_info)
 
     exp = sub.add_parser("export", help="apply the segment table and write a new OME-Zarr")
@@ -198,7 +218,7 @@ def register(subparsers: Any) -> None:
     mesh.add_argument("dest", help="new folder for the mesh files")
     mesh.add_argument("--format", choices=("ply", "obj", "precomputed"), default="ply")
     mesh.add_argument(
-        "--level", type=int, default=None,
+        "--level", type=nonnegative_int, default=None,
         help="pyramid level to mesh (default: the coarsest that keeps each segment's shape)",
     )  # fmt: skip
     mesh.add_argument("--overwrite", action="store_true", help="replace DEST if it exists")

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from napari_connectome.cli._args import nonnegative_int, positive_int, probability, thread_count
 from napari_connectome.errors import UserInputError
 
 COUNTERS_FILE = "ffn_counters.json"
@@ -44,10 +45,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument(
-        "--batch", type=int, default=1, help="max FOVs per forward pass (concurrent canvases)"
+        "--batch",
+        type=positive_int,
+        default=1,
+        help="max FOVs per forward pass (concurrent canvases)",
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the model (GPU)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = default)")
+    p.add_argument(
+        "--threads", type=thread_count, default=None, help="CPU threads for torch (default: all)"
+    )
     p.add_argument("--seed-policy", choices=["peaks", "grid"], help="seed policy without --seed")
     for name, what in (
         ("init-activation", "probability at the seed"),
@@ -55,9 +61,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ("move-threshold", "probability needed to move the FOV"),
         ("segment-threshold", "probability for a voxel to join the object"),
     ):
-        p.add_argument(f"--{name}", type=float, help=f"{what} (default: the model's)")
-    p.add_argument("--min-segment-size", type=int, help="drop smaller objects (voxels)")
-    p.add_argument("--max-steps", type=int, help="stop an object after this many FFN steps")
+        p.add_argument(f"--{name}", type=probability, help=f"{what} (default: the model's)")
+    p.add_argument("--min-segment-size", type=nonnegative_int, help="drop smaller objects (voxels)")
+    p.add_argument(
+        "--max-steps", type=positive_int, help="stop an object after this many FFN steps"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing DEST")
     p.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
     p.set_defaults(func=_segment)
@@ -110,8 +118,11 @@ def _segment(args: argparse.Namespace) -> int:
         remove_path,
         temp_sibling,
     )
+    from napari_connectome.volumes.output_safety import refuse_overlap
 
     dest = Path(args.dest).expanduser()
+    model_path = args.model if args.model and Path(args.model).expanduser().exists() else None
+    refuse_overlap(dest, [args.source, args.mask, model_path])
     check_destination(dest, args.overwrite)
     device = resolve_device(args.device)
     if args.threads:
@@ -123,6 +134,11 @@ def _segment(args: argparse.Namespace) -> int:
     vol = require_3d(open_volume(args.source), "FFN segmentation")
     if vol.axes != "zyx":
         raise UserInputError(f"{args.source} has axes '{vol.axes}'; segment needs a zyx volume")
+    if vol.is_labels and vol.format.startswith("ome-zarr"):
+        raise UserInputError(
+            f"{args.source} is an OME-Zarr label image (a segmentation), not EM; give the EM "
+            "image as SOURCE"
+        )
     roi = parse_roi(args.roi, vol.shape)
     start = np.array([s.start for s in roi])
     if seeds is not None:
@@ -164,7 +180,8 @@ def _segment(args: argparse.Namespace) -> int:
             f"the model's field of view {fov} (z, y, x) is larger than the region {roi_shape}; "
             "choose a larger --roi"
         )
-    image = check_image(np.asarray(vol.data[roi]), fov, what=f"{args.source} (region {roi_shape})")
+    what = f"{args.source} (region {roi_shape})"
+    image = check_image(np.asarray(vol.data[roi]), fov, what=what, config=config)
     mask = None
     if args.mask:
         mvol = open_volume(args.mask)

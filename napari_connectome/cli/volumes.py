@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from napari_connectome.cli._args import check_chunk_grid, chunk_edge, positive_int
 from napari_connectome.errors import UserInputError
 
 SOURCE_HELP = (
@@ -44,11 +45,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     conv.add_argument("--overwrite", action="store_true", help="replace DEST if it exists")
     conv.add_argument(
-        "--chunks", type=int, default=None, metavar="N", help="chunk edge in voxels (default 64)"
+        "--chunks",
+        type=chunk_edge,
+        default=None,
+        metavar="N",
+        help="chunk edge in voxels, 8 to 4096 (default 64)",
     )
     conv.add_argument(
         "--levels",
-        type=int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="number of resolution levels including full resolution (default: until one chunk)",
@@ -75,15 +80,18 @@ def run_convert(args: argparse.Namespace) -> int:
     from napari_connectome.progress import tqdm_progress
     from napari_connectome.volumes import check_label_dtype, open_volume, require_3d, write_ome_zarr
     from napari_connectome.volumes.atomic import check_destination
+    from napari_connectome.volumes.output_safety import refuse_overlap
 
     dest = Path(args.dest).expanduser()
+    refuse_overlap(dest, [args.source])  # DEST is not SOURCE, not inside it, does not contain it
     check_destination(dest, args.overwrite)  # before opening anything large
     volume = require_3d(open_volume(args.source), "convert")
     labels = args.labels or (volume.is_labels and not args.image)
     if labels:
         check_label_dtype(volume.dtype, volume.source)
-    if args.levels is not None and args.levels < 1:
-        raise UserInputError(f"--levels must be 1 or more, not {args.levels}.")
+    if args.chunks is not None:
+        spatial = tuple(s for a, s in zip(volume.axes, volume.shape) if a in "zyx")
+        check_chunk_grid(spatial, volume.dtype.itemsize, args.chunks, f"--chunks {args.chunks}")
     progress, close = tqdm_progress(f"convert {Path(args.source).name}")
     try:
         out = write_ome_zarr(

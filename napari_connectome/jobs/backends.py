@@ -9,7 +9,6 @@ no ``ssh`` section, i.e. on the login node itself) and hand the script to ``sbat
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -18,6 +17,7 @@ import time
 from pathlib import PurePosixPath
 
 from napari_connectome.errors import UserInputError
+from napari_connectome.jobs import procinfo
 from napari_connectome.jobs.events import split_lines, summarize
 from napari_connectome.jobs.registry import JobRecord, new_job_id, save_record
 from napari_connectome.jobs.schedulers import Scheduler, batch_script
@@ -41,19 +41,18 @@ def stage(transport: Transport, spec: JobSpec) -> str:
         raise UserInputError(
             f"output folder {parent} does not exist on {transport.label}: create it or fix 'output'"
         )
+    _refuse_output_over_inputs(transport, spec)  # before anything there is deleted
     spec_path = _p(out, "_job", "spec.yaml")
     if transport.exists(out):
         if spec.resume:
-            from napari_connectome.jobs.spec import parse_spec
+            from napari_connectome.jobs.spec import parse_spec_text
 
             text = transport.read_file(spec_path)
             if text is None:
                 raise UserInputError(
                     f"output {out} exists but is not a job's output: cannot resume it"
                 )
-            import yaml
-
-            old = parse_spec(yaml.safe_load(text), spec_path)
+            old = parse_spec_text(text, spec_path)
             if old.fingerprint() != spec.fingerprint():
                 raise UserInputError(
                     f"output {out} belongs to a different job (input, ROI, blocks or segmenter "
@@ -61,10 +60,11 @@ def stage(transport: Transport, spec: JobSpec) -> str:
                     "choose another output, or overwrite it"
                 )
         elif spec.overwrite:
-            if not (transport.exists(_p(out, "zarr.json")) or transport.exists(spec_path)):
+            if not _ours_on(transport, out):
                 raise UserInputError(
-                    f"output {out} exists and is not a zarr or a job's output: refusing to delete "
-                    "it even with --overwrite; choose another output"
+                    f"output {out} exists and napari-connectome did not write it (no "
+                    "napari_connectome marker in its zarr.json, not a job's output): refusing to "
+                    "delete it even with --overwrite; choose another output"
                 )
             transport.remove_tree(out)
         else:
@@ -78,6 +78,34 @@ def stage(transport: Transport, spec: JobSpec) -> str:
     return spec_path
 
 
+def _refuse_output_over_inputs(transport: Transport, spec: JobSpec) -> None:
+    """The output may not be, lie inside or contain the input or the mask: real paths here, paths
+    resolved by ``realpath -m`` on a cluster (as written when it has none)."""
+    from napari_connectome.jobs.transport import LocalTransport
+    from napari_connectome.volumes.output_safety import refuse_overlap, refuse_overlap_posix
+
+    if isinstance(transport, LocalTransport):
+        refuse_overlap(spec.output, [spec.input, spec.mask])
+        return
+
+    def resolve(paths: list[str]) -> list[str]:
+        res = transport.run(["realpath", "-m", "--", *paths], timeout=60)
+        lines = res.stdout.splitlines()
+        return lines if res.returncode == 0 and len(lines) == len(paths) else paths
+
+    refuse_overlap_posix(spec.output, [spec.input, spec.mask], resolve)
+
+
+def _ours_on(transport: Transport, out: str) -> bool:
+    """Whether napari-connectome wrote the folder ``out`` on the cluster: our marker in its
+    ``zarr.json``, or a job's ``_job/spec.yaml`` in it (jobs always wrote one)."""
+    from napari_connectome.volumes.output_safety import has_marker
+
+    if transport.exists(_p(out, "_job", "spec.yaml")):
+        return True
+    return has_marker(transport.read_file(_p(out, "zarr.json")))
+
+
 def submit(spec: JobSpec) -> JobRecord:
     """Start the job where its backend says; returns the record saved in the local job registry."""
     kind = spec.backend.kind
@@ -88,6 +116,7 @@ def submit(spec: JobSpec) -> JobRecord:
         spec = spec.model_copy(update={"output": os.path.abspath(spec.output)})
         make_grid(spec)  # input, ROI and block size are checked before anything is written
         transport = open_transport(None)
+        _refuse_running_driver(transport, spec)
         spec_path = stage(transport, spec)
         log = _p(spec.output, "_job", "scheduler", "run-job.log")
         with open(log, "ab") as logf:
@@ -105,6 +134,8 @@ def submit(spec: JobSpec) -> JobRecord:
             spec.output,
             time.time(),
             pid=proc.pid,
+            pid_start=procinfo.process_start(proc.pid),
+            host=procinfo.hostname(),
             log=log,
             spec=spec.model_dump(mode="json"),
         )
@@ -115,8 +146,10 @@ def submit(spec: JobSpec) -> JobRecord:
     transport = open_transport(ssh)
     created = False
     try:
-        created = not transport.exists(spec.output) or spec.overwrite
+        _refuse_running_driver(transport, spec)
+        fresh = not transport.exists(spec.output) or spec.overwrite
         spec_path = stage(transport, spec)
+        created = fresh  # only now: a refused stage must never remove what was there
         workdir = _p(spec.output, "_job", "scheduler")
         script = _p(workdir, "job.sh")
         transport.write_file(script, batch_script(spec, spec_path).encode())
@@ -158,25 +191,47 @@ def submit(spec: JobSpec) -> JobRecord:
     return record
 
 
-def _pid_alive(pid: int) -> bool:
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)  # reap it if it is our own finished child
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+def _refuse_running_driver(transport: Transport, spec: JobSpec) -> None:
+    """``submit --resume`` / ``--overwrite`` while a driver still writes that output: refuse now,
+    before the spec is restaged or the output deleted under it (run-job refuses too, by its lock:
+    this is the early answer where the lock file can be read from here)."""
+    from napari_connectome.jobs.driver_lock import LOCK_NAME, live_holder, refused
+
+    if not (spec.resume or spec.overwrite):
+        return  # an existing output is refused anyway
+    path = _p(spec.output, "_job", LOCK_NAME)
+    holder = live_holder(lambda: transport.read_file(path))
+    if holder is not None:
+        raise refused(spec.output, holder)
+
+
+def _job_process_alive(record: JobRecord) -> bool:
+    """The record's process still runs *and is the job* (its pid was not given to another
+    process since): same start time, or for records from before start times were kept, a
+    ``run-job`` command line."""
+    pid = record.pid
+    if not pid or not procinfo.pid_running(pid):
         return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[-1][:1] != "Z"
-    except OSError:
-        return True
+    if record.host and record.host != procinfo.hostname():
+        raise UserInputError(
+            f"job {record.id} runs on {record.host}, not on this machine: check or cancel it there"
+        )
+    if record.pid_start is not None and procinfo.process_start(pid) is not None:
+        return procinfo.same_process(pid, record.pid_start)
+    cmd = procinfo.process_cmdline(pid)
+    return "run-job" in cmd and any("napari_connectome" in a for a in cmd)
+
+
+def _job_ended(record: JobRecord) -> str | None:
+    """``done`` / ``failed`` when the job's own log says it ended."""
+    data = open_transport(None).read_file(_p(record.output, "progress.jsonl")) or b""
+    summary = summarize(split_lines(data)[0])
+    return "done" if summary.done else "failed" if summary.failed else None
 
 
 def scheduler_state(record: JobRecord, transport: Transport) -> str:
     if record.backend in ("local", "dask"):
-        return "running" if record.pid and _pid_alive(record.pid) else "done"
+        return "running" if _job_process_alive(record) else "done"
     sched = Scheduler(record.backend)
     for argv in sched.status_argvs(record.scheduler_id):
         res = transport.run(argv, env=record.submit_env)
@@ -236,13 +291,18 @@ def job_status(record: JobRecord, transport: Transport | None = None) -> dict:
             transport.close()
 
 
-def cancel(record: JobRecord) -> None:
+def cancel(record: JobRecord) -> str:
+    """Stop a job; returns what happened. A local job that already ended, or whose pid now names
+    another process, is not signalled."""
     if record.backend in ("local", "dask"):
-        if record.pid and _pid_alive(record.pid):
-            os.killpg(record.pid, signal.SIGTERM)
-            record.cancelled = True
-            save_record(record)
-        return
+        ended = _job_ended(record)
+        if ended or not _job_process_alive(record):
+            why = ended or "its process is gone"
+            return f"job {record.id} already ended ({why}): nothing to cancel"
+        os.killpg(record.pid, signal.SIGTERM)  # its own session: the driver and its workers
+        record.cancelled = True
+        save_record(record)
+        return f"cancelled {record.id}"
     transport = open_transport(record.ssh)
     try:
         sched = Scheduler(record.backend)
@@ -255,5 +315,6 @@ def cancel(record: JobRecord) -> None:
                 f"cancel of job {record.scheduler_id} failed: "
                 f"{res.stderr.strip() or res.stdout.strip()}"
             )
+        return f"cancelled {record.id}"
     finally:
         transport.close()

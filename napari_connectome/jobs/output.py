@@ -79,6 +79,9 @@ def create_output(
         ],
         "image-label": {"version": "0.5", "source": {"image": "../"}},
     }
+    from napari_connectome.volumes.output_safety import ownership_marker
+
+    group.attrs.update(ownership_marker("run-job"))  # what --overwrite may replace
 
 
 def open_level(dest: Path | str, level: int, mode: str = "r+"):

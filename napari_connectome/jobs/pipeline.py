@@ -23,7 +23,7 @@ from napari_connectome.errors import UserInputError
 from napari_connectome.jobs.grid import BlockGrid
 from napari_connectome.jobs.layout import JobLayout, atomic_write_bytes, atomic_write_json
 from napari_connectome.jobs.output import create_output, level_shapes, open_level
-from napari_connectome.jobs.spec import JobSpec, load_spec
+from napari_connectome.jobs.spec import MAX_BLOCKS, JobSpec, load_spec
 from napari_connectome.progress import ProgressCallback, no_progress
 
 
@@ -59,6 +59,16 @@ def make_grid(spec: JobSpec) -> BlockGrid:
                 f"mask shape {list(mask_shape)} differs from input shape {list(info.shape)}"
             )
     grid = BlockGrid(start, stop, tuple(spec.block_shape), tuple(spec.overlap), info.shape)
+    if len(grid) > MAX_BLOCKS:
+        raise UserInputError(
+            f"the region {list(grid.roi_shape)} in blocks of {list(spec.block_shape)} is "
+            f"{len(grid):,} blocks ({' x '.join(map(str, grid.grid_shape))}): one job's Dask "
+            "scheduler manages about 1e4-1e5 blocks (docs/scaling.md), and the driver holds "
+            f"every block; use larger blocks, or split the volume into jobs of at most "
+            f"{MAX_BLOCKS:,} blocks with roi"
+        )
+    if spec.backend.kind == "local":
+        check_host(spec)  # the workers run here
     fov = segmenter_min_shape(spec.segmenter)
     for block in grid:
         shape = tuple(b - a for a, b in zip(block.read_start, block.read_stop))
@@ -71,12 +81,35 @@ def make_grid(spec: JobSpec) -> BlockGrid:
     return grid
 
 
+LOCAL_WORKERS_PER_CORE = 4
+
+
+def check_host(spec: JobSpec) -> None:
+    """What only the machine whose workers run the blocks can check: a GPU the segmenter asks
+    for, and no more local worker processes than its cores can carry."""
+    if spec.backend.kind in ("local", "slurm", "pbs") and launch_mode(spec) == "local":
+        cores = os.cpu_count() or 1
+        workers = default_workers(spec)
+        if workers > LOCAL_WORKERS_PER_CORE * cores:
+            raise UserInputError(
+                f"backend.workers {workers} on a machine with {cores} CPU cores: each worker is a "
+                "process with its own copy of the segmenter and its blocks, so more than "
+                f"{LOCAL_WORKERS_PER_CORE} per core only costs memory; use at most "
+                f"{LOCAL_WORKERS_PER_CORE * cores} (default: one per GPU, else one per 2 cores)"
+            )
+    if spec.segmenter.kind == "ffn" and spec.backend.kind != "dask":
+        from napari_connectome.jobs.segmenters import check_device
+
+        check_device(spec.segmenter.device)
+
+
 def prepare_output(spec: JobSpec, grid: BlockGrid) -> JobLayout:
     """Create the output complete (or accept it for a resume); refuse to touch anything else."""
     from napari_connectome.jobs.source import input_info
 
     layout = JobLayout(spec.output)
     root = layout.root
+    _refuse_output_over_inputs(spec)
     if root.exists():
         state = layout.read_state()
         staged = (
@@ -92,10 +125,13 @@ def prepare_output(spec: JobSpec, grid: BlockGrid) -> JobLayout:
                 )
             return layout
         if spec.overwrite and not staged:
-            if not ((root / "zarr.json").is_file() or layout.spec.is_file()):
+            from napari_connectome.volumes.output_safety import is_ours
+
+            if not is_ours(root):
                 raise UserInputError(
-                    f"output {root} exists and is not a zarr or a job's output: refusing to delete "
-                    "it even with --overwrite; choose another output"
+                    f"output {root} exists and napari-connectome did not write it (no "
+                    "napari_connectome marker in its zarr.json, not a job's output): refusing to "
+                    "delete it even with --overwrite; choose another output"
                 )
             shutil.rmtree(root)
         elif not staged:
@@ -124,6 +160,15 @@ def prepare_output(spec: JobSpec, grid: BlockGrid) -> JobLayout:
     layout.progress.touch()
     atomic_write_json(layout.state, {"state": "created", "fingerprint": spec.fingerprint()})
     return layout
+
+
+def _refuse_output_over_inputs(spec: JobSpec) -> None:
+    """The output may not be, lie inside or contain the input, the mask or the model folder."""
+    from napari_connectome.volumes.output_safety import refuse_overlap
+
+    model = spec.segmenter.model if spec.segmenter.kind == "ffn" else None
+    model = model if model and Path(model).expanduser().exists() else None
+    refuse_overlap(spec.output, [spec.input, spec.mask, model])
 
 
 class ProgressLog:
@@ -292,12 +337,109 @@ def run_job(
 ) -> JobResult:
     """Run (or resume) a job to completion. ``client``: an existing Dask client; default from the
     spec."""
-    from napari_connectome.jobs import tasks
+    from napari_connectome.jobs.driver_lock import DriverLock
 
     progress = progress or no_progress
     t_start = time.perf_counter()
-    grid = make_grid(spec)
-    layout = prepare_output(spec, grid)
+    layout = JobLayout(spec.output)
+    lock = DriverLock(layout.job, layout.root)
+    if layout.job.is_dir():
+        lock.acquire()  # one driver per output, before anything there is rewritten or deleted
+    try:
+        grid = make_grid(spec)
+        if spec.backend.kind != "local":
+            check_host(spec)  # slurm/pbs: in the allocation, where the blocks will run
+        _clear_unfinished_start(layout, lock)
+        before = _listing(layout)
+        try:
+            layout = prepare_output(spec, grid)
+        except BaseException:
+            if _listing(layout) != before:
+                _undo_start(layout, lock)
+            raise
+        lock.acquire()  # on the output as it is now (an overwrite recreated it)
+        return _drive(spec, grid, layout, client, progress, t_start)
+    finally:
+        lock.release()
+
+
+# what an output holds after prepare_output and before any block ran (besides the level arrays)
+_START_FILES = {"_job", "zarr.json", "progress.jsonl"}
+_START_JOB_FILES = {"spec.yaml", "state.json", "driver.lock", "scheduler"}
+
+
+def _listing(layout: JobLayout) -> tuple:
+    def names(d: Path) -> list[str]:
+        try:
+            return sorted(os.listdir(d))
+        except OSError:
+            return []
+
+    return (layout.root.is_dir(), names(layout.root), names(layout.job))
+
+
+def _is_unfinished_start(layout: JobLayout) -> bool:
+    """The output holds only what a start writes before the first block (no results), so
+    removing it loses nothing. Anything else in it (a user's files, any block) says no."""
+
+    def ours(name: str, known: set[str]) -> bool:
+        return name in known or (name.startswith(".") and name.endswith(".tmp"))
+
+    root = layout.root
+    if not root.is_dir() or root.is_symlink():
+        return False
+    for name in os.listdir(root):
+        if name.isdigit() and (root / name).is_dir():
+            if set(os.listdir(root / name)) - {"zarr.json"}:
+                return False  # a chunk was written
+        elif not ours(name, _START_FILES):
+            return False
+    if layout.job.is_dir() and not all(ours(n, _START_JOB_FILES) for n in os.listdir(layout.job)):
+        return False  # blocks/, faces/, lut.npy, relabel/: results
+    try:
+        return b'"block"' not in layout.progress.read_bytes()
+    except FileNotFoundError:
+        return True
+
+
+def _clear_unfinished_start(layout: JobLayout, lock) -> None:
+    """A start killed before it wrote the spec (out of memory, kill -9) leaves an output that is
+    neither a job's nor free, so neither a rerun nor --overwrite would accept it: remove it."""
+    if layout.job.is_dir() and not layout.spec.is_file() and _is_unfinished_start(layout):
+        import sys
+
+        print(f"removing {layout.root}: left by a start that did not finish", file=sys.stderr)
+        lock.release()
+        shutil.rmtree(layout.root)
+
+
+def _undo_start(layout: JobLayout, lock) -> None:
+    """Output creation failed (disk full, read-only, interrupted): leave nothing that blocks a
+    rerun. An output `submit` staged keeps its spec and scheduler folder (the log says why)."""
+    if not _is_unfinished_start(layout):
+        return
+    try:
+        if layout.job.is_dir():
+            lock.acquire()  # not while another driver creates it
+    except UserInputError:
+        return
+    if not (layout.scheduler.is_dir() and layout.spec.is_file()):
+        lock.release()
+        shutil.rmtree(layout.root, ignore_errors=True)
+        return
+    keep = {"spec.yaml", "scheduler", "driver.lock"}
+    for path in [*layout.root.iterdir(), *layout.job.iterdir()]:
+        if path == layout.job or (path.parent == layout.job and path.name in keep):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _drive(spec, grid, layout, client, progress, t_start) -> JobResult:
+    from napari_connectome.jobs import tasks
+
     spec_json = spec.model_dump_json()
     fp = spec.fingerprint()
     blocks = list(grid)

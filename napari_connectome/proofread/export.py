@@ -27,23 +27,29 @@ def segmentation_dask(session: ProofreadSession) -> Any:
     """A lazy dask array of segment ids (a snapshot of the table, so later edits do not leak in)."""
     import dask.array as da
 
+    from napari_connectome.volumes.lazy import dask_chunks
+
     table = session.table.copy()
     table._rebuild_lut()
-    frags = da.from_zarr(session.fragments)
+    src = session.fragments
+    chunks = dask_chunks(tuple(src.shape), tuple(src.chunks), 8, target=16 * 2**20)
+    frags = da.from_array(src, chunks=chunks, asarray=False, lock=False)
     return frags.map_blocks(table.apply, dtype=np.uint64)
 
 
 def _check_dest(session: ProofreadSession, dest: Path, overwrite: bool) -> None:
+    """Never into (or around) the project, never over something napari-connectome did not write."""
+    from napari_connectome.volumes.atomic import check_destination
+    from napari_connectome.volumes.output_safety import refuse_overlap
+
     project = session.project.resolve()
     d = dest.resolve()
     if d == project or project in d.parents or d in project.parents:
         raise UserInputError(
             f"{dest} is inside (or contains) the proofreading project; choose another folder"
         )
-    if dest.exists() and not overwrite:
-        raise UserInputError(f"{dest} already exists; choose a new name or pass --overwrite")
-    if not dest.parent.is_dir():
-        raise UserInputError(f"folder {dest.parent} does not exist")
+    refuse_overlap(dest, [str(session.project)])  # the same, with links resolved
+    check_destination(dest, overwrite)
 
 
 def _write_minimal_ome_zarr(data: Any, dest: Path, voxel_size_nm, progress) -> None:
@@ -71,6 +77,9 @@ def _write_minimal_ome_zarr(data: Any, dest: Path, voxel_size_nm, progress) -> N
             ],
             "image-label": {"version": "0.5"},
         }
+        from napari_connectome.volumes.output_safety import ownership_marker
+
+        root.attrs.update(ownership_marker("proofread export"))
         chunks = tuple(c[0] for c in data.chunks)
         arr = root.create_array(
             "0", shape=data.shape, chunks=chunks, dtype=data.dtype, fill_value=0

@@ -6,6 +6,9 @@ many workers; data moves in chunk-aligned blocks so a volume larger than RAM nev
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import errno
 import itertools
 import os
 from collections.abc import Iterator, Sequence
@@ -23,6 +26,7 @@ from napari_connectome.volumes.atomic import (
     remove_path,
     temp_sibling,
 )
+from napari_connectome.volumes.output_safety import ownership_marker
 from napari_connectome.volumes.pyramid import downsample_mean, downsample_mode, plan_levels
 from napari_connectome.volumes.volume import SPATIAL_AXES, Volume, check_label_dtype
 
@@ -175,6 +179,7 @@ def _create_at(
     write_multiscales_metadata(group, datasets, fmt=fmt, axes=_axes_meta(axes), name=name, **meta)
     if labels:
         add_metadata(group, {"image-label": {"version": fmt.version}}, fmt=fmt)
+    group.attrs.update(ownership_marker("ome_zarr_writer"))  # what --overwrite may replace
 
 
 def _validate(
@@ -247,8 +252,10 @@ def create_ome_zarr(
             name=name or dest.name.split(".")[0],
         )
         commit(tmp, dest, overwrite)
-    except BaseException:
+    except BaseException as exc:
         remove_path(tmp)
+        if _no_space(exc):
+            raise _disk_full(dest) from None
         raise
     return OmeZarrWriter(dest)
 
@@ -256,11 +263,16 @@ def create_ome_zarr(
 def _run_blocks(
     regions: list[Any], work: Any, progress: ProgressCallback, done0: int, total: int, msg: str
 ) -> int:
-    """Run ``work(region)`` on a few threads with a bounded number in flight (bounded memory)."""
+    """Run ``work(region)`` on a few threads with a bounded number in flight (bounded memory).
+
+    On the first failure nothing new starts, and this returns (raises) only once every write it
+    started has ended, so the caller's cleanup is not refilled by late writes.
+    """
     done = done0
     workers = _threads()
-    with ThreadPoolExecutor(workers) as pool:
-        pending: set = set()
+    pool = ThreadPoolExecutor(workers)
+    pending: set = set()
+    try:
         for region in regions:
             pending.add(pool.submit(work, region))
             if len(pending) >= 2 * workers:
@@ -269,11 +281,59 @@ def _run_blocks(
                     f.result()
                     done += 1
                     progress(done, total, msg)
-        for f in pending:
+        while pending:
+            f = pending.pop()
             f.result()
             done += 1
             progress(done, total, msg)
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        _wait_for_zarr_io()
+        raise
+    finally:
+        pool.shutdown(wait=True)
     return done
+
+
+def _wait_for_zarr_io(timeout_s: float = 30.0) -> None:
+    """Wait until the chunk writes zarr still runs on its event loop have ended.
+
+    zarr writes the chunks of one assignment as concurrent tasks and, when one fails (a full disk),
+    raises at once while the others go on writing; removing the output before they end leaves
+    files behind.
+    """
+    try:
+        from zarr.core import sync as zarr_sync
+    except ImportError:  # pragma: no cover - another zarr layout: nothing to wait for
+        return
+    loop = getattr(zarr_sync, "loop", [None])[0]
+    if loop is None or not loop.is_running():
+        return
+
+    async def quiet() -> None:
+        me = asyncio.current_task()
+        deadline = loop.time() + timeout_s
+        while True:
+            others = {t for t in asyncio.all_tasks() if t is not me and not t.done()}
+            left = deadline - loop.time()
+            if not others or left <= 0:
+                return
+            await asyncio.wait(others, timeout=left)
+
+    with contextlib.suppress(Exception):
+        asyncio.run_coroutine_threadsafe(quiet(), loop).result(timeout_s + 5)
+
+
+def _no_space(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _disk_full(dest: Path) -> UserInputError:
+    return UserInputError(
+        f"no space left on the disk (or quota) holding {dest.parent} while writing {dest.name}: "
+        "free some space or choose an output on another disk; nothing was left behind and an "
+        "existing output is unchanged."
+    )
 
 
 def _read_block(data: Any, region: tuple[slice, ...]) -> np.ndarray:
@@ -388,7 +448,9 @@ def write_ome_zarr(
         done = _run_blocks(level0, copy, progress, 0, total, "level 0")
         _fill_pyramid(writer, progress, done, total, block_bytes)
         commit(tmp, dest, overwrite)
-    except BaseException:
+    except BaseException as exc:
         remove_path(tmp)
+        if _no_space(exc):
+            raise _disk_full(dest) from None
         raise
     return dest

@@ -1,25 +1,31 @@
-"""SOURCE strings (``path``, ``file.h5:dataset``, ``store.zarr/group/array``), format detection."""
+"""SOURCE strings (``path``, ``file.h5:dataset``, ``store.zarr/group/array``,
+``ssh://cluster/abs/path/store.zarr/group``), format detection."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 from napari_connectome.errors import UserInputError
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
 PRECOMPUTED_PREFIX = "precomputed://"
+SSH_PREFIX = "ssh://"
 
 
 @dataclass(frozen=True)
 class Source:
     """A parsed SOURCE: the file or folder on disk, the part inside it, and its format."""
 
-    path: Path
+    path: Path  # for a remote source: the store's root on the cluster (a PurePosixPath)
     inner: str
     format: str  # "zarr", "hdf5", "n5", "precomputed", "tiff", "tiff-folder"
     text: str
+    # a store on a cluster (volumes.remote.RemoteLocation); None: on this machine
+    remote: Any = None
 
 
 def _zarr_root_kind(path: Path) -> str | None:
@@ -92,9 +98,23 @@ def _store_root(path: Path) -> tuple[Path, str] | None:
         cur = cur.parent
 
 
+def _recover_interrupted(path: Path) -> None:
+    """An output whose replacement a crash interrupted comes back (one stat when there is none)."""
+    from napari_connectome.volumes.atomic import journal_path, recover_replacement
+
+    if journal_path(path).is_file():
+        with contextlib.suppress(OSError, UserInputError):  # e.g. a read-only folder: read as is
+            recover_replacement(path)
+
+
 def parse_source(source: str | Path) -> Source:
     """Split a SOURCE into what exists on disk and what is inside it, and detect its format."""
     text = str(source)
+    if text[: len(SSH_PREFIX)].lower() == SSH_PREFIX:
+        from napari_connectome.volumes.remote.url import parse_ssh_url
+
+        loc = parse_ssh_url(text)  # checked here; nothing is read until the volume is opened
+        return Source(PurePosixPath(loc.root), loc.inner, "zarr", text, remote=loc)  # type: ignore[arg-type]
     if text.startswith(PRECOMPUTED_PREFIX):
         text = text[len(PRECOMPUTED_PREFIX) :].removeprefix("file://")
         path = Path(text).expanduser()
@@ -105,6 +125,8 @@ def parse_source(source: str | Path) -> Source:
         text = text[len("file://") :]
     path = Path(text).expanduser()
     inner = ""
+    if not path.exists():
+        _recover_interrupted(path)
     if not path.exists() and ":" in text:
         # file.h5:dataset or store.zarr:inner/path (rsplit keeps a Windows drive letter intact)
         head, _, tail = text.rpartition(":")
