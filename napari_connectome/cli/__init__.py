@@ -2,18 +2,25 @@
 
 Each sub-module of this package registers its sub-commands with ``register(subparsers)``; a command
 function receives the parsed arguments and returns an exit code. A :class:`UserInputError`
-becomes its message on stderr and exit code 2, the same code argparse uses for a bad command line.
+becomes its message on stderr and exit code 2, the same code argparse uses for a bad command line;
+so does a failure of the machine that a user fixes (a read-only or full disk, a mistyped path: see
+``_faults``). A reader that went away (``... | head -1``) ends the command quietly with 141, as a
+program killed by SIGPIPE does. Anything else is a bug and keeps its traceback
+(``NAPARI_CONNECTOME_TRACEBACK=1`` shows it for the expected failures too).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
 from napari_connectome import __version__
 from napari_connectome.errors import UserInputError
+
+SIGPIPE_EXIT = 141  # 128 + SIGPIPE: what a shell reports for a program whose reader went away
 
 # Modules under napari_connectome.cli that contribute sub-commands, in help order.
 COMMAND_MODULES = (
@@ -24,6 +31,7 @@ COMMAND_MODULES = (
     "train",
     "jobs",
     "proofread",
+    "graph",
     "demo",
 )
 
@@ -50,13 +58,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        rc = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in Python's exit
+        return rc
     except UserInputError as exc:
         print(f"napari-connectome {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        from napari_connectome.cli._faults import silence_stdout, stdout_is_gone
+
+        if not stdout_is_gone():
+            raise  # another pipe (a subprocess, a socket): not the reader of our output
+        silence_stdout()
+        return SIGPIPE_EXIT
+    except OSError as exc:
+        from napari_connectome.cli._faults import explain
+
+        message = explain(exc, args)
+        if message is None or os.environ.get("NAPARI_CONNECTOME_TRACEBACK"):
+            raise
+        print(f"napari-connectome {args.command}: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover
