@@ -86,6 +86,8 @@ def contingency_counts(
         stop = min(n, start + slab)
         g = np.asarray(gt[start:stop]).ravel()
         s = np.asarray(seg[start:stop]).ravel()
+        _refuse_negative_ids(g, "GT", start, stop)
+        _refuse_negative_ids(s, "SEG", start, stop)
         keep = g != 0
         if mask_zero:
             keep &= s != 0
@@ -115,6 +117,20 @@ def contingency_counts(
         (values, (rows.ravel(), cols.ravel())), shape=(gt_ids.size, seg_ids.size)
     )
     return table, gt_ids, seg_ids
+
+
+def _refuse_negative_ids(ids: np.ndarray, name: str, start: int, stop: int) -> None:
+    """Ids are object numbers >= 0 (0 = unlabelled); a negative one in a signed volume is no id
+    the scores can count (and would not fit the uint64 table), so say where it is."""
+    if ids.dtype.kind != "i" or not ids.size:
+        return
+    low = ids.min()
+    if low < 0:
+        raise UserInputError(
+            f"{name} holds negative ids ({int(low)} in z {start}:{stop}, dtype {ids.dtype}); "
+            "segment ids must be 0 (unlabelled) or more: map negative values (e.g. an 'ignore' "
+            "value of -1) to 0 first"
+        )
 
 
 def evaluate_segmentation(

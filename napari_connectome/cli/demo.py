@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from napari_connectome.cli._args import positive_finite_float
 from napari_connectome.errors import UserInputError
 
 PLUGIN = "napari-connectome"
@@ -34,7 +35,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument(
-        "--timeout", type=float, default=900.0, help="with --screenshot: fail after this many s"
+        "--timeout",
+        type=positive_finite_float,
+        default=900.0,
+        help="with --screenshot: fail after this many s",
     )
     p.set_defaults(func=run_demo)
 
@@ -63,7 +67,25 @@ def _check_args(args: argparse.Namespace) -> Path | None:
         raise UserInputError(f"the folder of --screenshot {shot} does not exist; create it first")
     if shot.exists() and not args.overwrite:
         raise UserInputError(f"{shot} already exists; choose a new name or add --overwrite")
+    check_writable_folder(shot.parent, f"--screenshot {shot}")
     return shot
+
+
+def check_writable_folder(folder: Path, what: str) -> None:
+    """Write and remove a probe file in ``folder`` now, so that a read-only or full folder is
+    found before minutes of segmenting, not when the screenshot is saved (permission bits do not
+    tell: root ignores them, and a read-only mount or a full disk has none)."""
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".napari-connectome-probe-") as f:
+            f.write(b"\0" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise UserInputError(
+            f"{what}: cannot write into {folder} ({exc.strerror}); choose a writable folder"
+        ) from None
 
 
 def run_demo(args: argparse.Namespace) -> int:

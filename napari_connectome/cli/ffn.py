@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from napari_connectome.cli._args import finite_float, positive_finite_float
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -26,9 +28,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--deltas", help="FOV move step z,y,x (e.g. 8,8,8); default: from the .meta graph"
     )
-    p.add_argument("--image-mean", type=float, default=128.0, help="image normalisation mean (128)")
     p.add_argument(
-        "--image-stddev", type=float, default=33.0, help="image normalisation stddev (33)"
+        "--image-mean", type=finite_float, default=128.0, help="image normalisation mean (128)"
+    )
+    p.add_argument(
+        "--image-stddev",
+        type=positive_finite_float,
+        default=33.0,
+        help="image normalisation stddev, > 0 (33)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
     p.set_defaults(func=_import_checkpoint)

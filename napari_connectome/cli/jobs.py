@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from napari_connectome.cli._args import positive_finite_float
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("submit", help="start a full-volume job (local, dask, slurm or pbs)")
@@ -27,8 +29,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("job")
     p.add_argument("cache", help="local OME-Zarr folder (created; rerun to resume)")
-    p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
-    p.add_argument("--poll", type=float, default=1.0, help="seconds between looks at the log")
+    p.add_argument(
+        "--timeout", type=positive_finite_float, default=None, help="give up after this many s"
+    )
+    p.add_argument(
+        "--poll", type=positive_finite_float, default=1.0, help="seconds between looks at the log"
+    )
     p.set_defaults(func=cmd_stream)
 
     p = sub.add_parser("jobs", help="list submitted jobs")
@@ -78,9 +84,7 @@ def cmd_cancel(args) -> int:
     from napari_connectome.jobs.backends import cancel
     from napari_connectome.jobs.registry import load_record
 
-    record = load_record(args.job)
-    cancel(record)
-    print(f"cancelled {record.id}", file=sys.stderr)
+    print(cancel(load_record(args.job)), file=sys.stderr)
     return 0
 
 
@@ -97,8 +101,20 @@ def cmd_stream(args) -> int:
         )
     finally:
         close()
-    print(json.dumps({"state": result.state, "blocks": result.blocks, "cache": str(result.cache)}))
-    return 0 if result.state == "done" else 1
+    for message in result.skipped:
+        print(f"warning: {message}", file=sys.stderr)
+    print(
+        json.dumps(
+            {
+                "state": result.state,
+                "blocks": result.blocks,
+                "cache": str(result.cache),
+                "skipped": len(result.skipped),
+            }
+        )
+    )
+    # a refused line leaves a hole in the cache: not a success, even when the job is done
+    return 0 if result.state == "done" and not result.skipped else 1
 
 
 def cmd_jobs(args) -> int:

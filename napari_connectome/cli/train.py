@@ -5,6 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from napari_connectome.cli._args import (
+    finite_float,
+    nonnegative_int,
+    positive_finite_float,
+    positive_int,
+    thread_count,
+)
+
 
 def _zyx(text: str) -> list[int]:
     parts = [p for p in text.replace("x", ",").split(",") if p.strip()]
@@ -46,26 +54,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--roi", type=_roi, help="train on z0:z1,y0:y1,x0:x1 only")
     p.add_argument("--resume", action="store_true", help="continue the run in OUT")
     p.add_argument("--init", dest="init_model", help="fine-tune from this model dir or zoo name")
-    p.add_argument("--steps", type=int, help="optimizer steps in all (10000)")
-    p.add_argument("--batch", dest="batch_size", type=int, help="FOVs per step and process (4)")
-    p.add_argument("--depth", type=int, help="residual modules (12)")
-    p.add_argument("--features", type=int, help="feature maps per conv (32)")
+    p.add_argument("--steps", type=nonnegative_int, help="optimizer steps in all (10000)")
+    p.add_argument(
+        "--batch", dest="batch_size", type=positive_int, help="FOVs per step and process (4)"
+    )
+    p.add_argument("--depth", type=positive_int, help="residual modules (12)")
+    p.add_argument("--features", type=positive_int, help="feature maps per conv (32)")
     p.add_argument("--fov", dest="fov_size", type=_zyx, help="field of view z,y,x (33,33,33)")
     p.add_argument("--deltas", type=_zyx, help="FOV move step z,y,x (8,8,8)")
-    p.add_argument("--image-mean", type=float, help="normalisation mean (128)")
-    p.add_argument("--image-stddev", type=float, help="normalisation stddev (33)")
+    p.add_argument("--image-mean", type=finite_float, help="normalisation mean (128)")
+    p.add_argument("--image-stddev", type=positive_finite_float, help="normalisation stddev (33)")
     p.add_argument("--optimizer", choices=["adam", "sgd"], help="adam (default) or sgd")
-    p.add_argument("--lr", dest="learning_rate", type=float, help="learning rate (1e-3)")
-    p.add_argument("--val-fraction", type=float, help="validation share of the ROI (0.2)")
-    p.add_argument("--min-size", type=int, help="smallest object to centre examples on (1000)")
-    p.add_argument("--max-moves", type=int, help="FOV moves per example (6)")
+    p.add_argument(
+        "--lr", dest="learning_rate", type=positive_finite_float, help="learning rate (1e-3)"
+    )
+    p.add_argument("--val-fraction", type=finite_float, help="validation share of the ROI (0.2)")
+    p.add_argument(
+        "--min-size", type=nonnegative_int, help="smallest object to centre examples on (1000)"
+    )
+    p.add_argument("--max-moves", type=nonnegative_int, help="FOV moves per example (6)")
     p.add_argument("--no-permute", action="store_true", help="no axis-permutation augmentation")
     p.add_argument("--no-reflect", action="store_true", help="no reflection augmentation")
-    p.add_argument("--val-every", type=int, help="validate every N steps (500)")
-    p.add_argument("--log-every", type=int, help="write a metrics row every N steps (50)")
-    p.add_argument("--checkpoint-every", type=int, help="checkpoint every N steps (1000)")
+    p.add_argument("--val-every", type=positive_int, help="validate every N steps (500)")
+    p.add_argument("--log-every", type=positive_int, help="write a metrics row every N steps (50)")
+    p.add_argument("--checkpoint-every", type=positive_int, help="checkpoint every N steps (1000)")
     p.add_argument("--seed", type=int, help="random seed (0)")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--threads", type=thread_count, help="torch CPU threads")
     p.add_argument("--device", help="cpu (default), cuda or cuda:N")
     p.add_argument(
         "--precision",

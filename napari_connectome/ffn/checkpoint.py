@@ -7,6 +7,7 @@ neutral. Why a directory: the weights and the settings they need (:mod:`.config`
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -72,7 +73,7 @@ def save_model(
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     tmp = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.", dir=model_dir.parent))
     try:
-        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        _save_weights(save_file, tensors, tmp / WEIGHTS_FILE)
         config.save(tmp / CONFIG_FILE)
         _apply_umask(tmp)
         if model_dir.exists():
@@ -86,6 +87,21 @@ def save_model(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return model_dir
+
+
+def _save_weights(save_file: Any, tensors: dict[str, Any], path: Path) -> None:
+    """safetensors reports a failed write as ``SafetensorError("... (os error 28)")``; raise it as
+    the ``OSError`` it is, so that a full or read-only disk reads as such (errno, file name)."""
+    from safetensors import SafetensorError
+
+    try:
+        save_file(tensors, str(path), metadata={"format": "pt"})
+    except SafetensorError as exc:
+        match = re.search(r"os error (\d+)", str(exc))
+        if match is None:
+            raise
+        code = int(match.group(1))
+        raise OSError(code, os.strerror(code), str(path)) from exc
 
 
 def _apply_umask(directory: Path) -> None:
@@ -343,6 +359,13 @@ def import_google_checkpoint(
         prefix = prefix.with_suffix("")
     fov = _parse_zyx(fov_size, "--fov")
     dl = _parse_zyx(deltas, "--deltas")
+    if not np.isfinite(image_mean):
+        raise UserInputError(f"image_mean must be a finite number, not {image_mean}")
+    if not (np.isfinite(image_stddev) and image_stddev > 0):
+        raise UserInputError(
+            f"image_stddev must be a finite number > 0, not {image_stddev} (the model divides "
+            "the image by it)"
+        )
     model_dir = Path(model_dir)
     _check_output_dir(model_dir, overwrite)  # refuse before reading anything big
     variables = read_tensorbundle(prefix, skip_slots=True)

@@ -67,8 +67,11 @@ def _arch(model: Any, config: Any):
     return arch
 
 
-def check_image(image: Any, fov_size: Sequence[int], what: str = "the image") -> np.ndarray:
-    """The image as a numpy array, after the checks every entry point shares (clear errors)."""
+def check_image(
+    image: Any, fov_size: Sequence[int], what: str = "the image", *, config: Any = None
+) -> np.ndarray:
+    """The image as a numpy array, after the checks every entry point shares (clear errors).
+    With the model's ``config``, its values must also suit the model (:func:`check_em_values`)."""
     shape = tuple(getattr(image, "shape", ()))
     if len(shape) != 3:
         raise UserInputError(
@@ -87,7 +90,42 @@ def check_image(image: Any, fov_size: Sequence[int], what: str = "the image") ->
         raise UserInputError(
             f"{what} has dtype {arr.dtype}; a grayscale (numeric) EM image is needed"
         )
+    if config is not None:
+        check_em_values(
+            arr,
+            float(getattr(config, "image_mean", 128.0)),
+            float(getattr(config, "image_stddev", 33.0)),
+            what,
+        )
     return arr
+
+
+def check_em_values(image: np.ndarray, image_mean: float, image_stddev: float, what: str) -> None:
+    """Refuse an image the model cannot have been trained on, instead of segmenting noise.
+
+    Label ids (integers of 4 bytes or more) given as EM are refused. An FFN sees
+    ``(image - image_mean) / image_stddev``; a model normalised for 8-bit EM (``image_mean`` below
+    256, like google/ffn's 128 / 33) given 16-bit values (above 255) would see values of several
+    hundred standard deviations, so that is refused with how to convert. 8-bit data stored as
+    uint16 (all values <= 255) passes, and so does 16-bit EM for a model trained on it.
+    """
+    dt = np.dtype(image.dtype)
+    if dt.kind in "iu" and dt.itemsize >= 4:
+        raise UserInputError(
+            f"{what} has dtype {dt}, the dtype of label ids, not of EM; give the EM image "
+            "(8-bit grayscale) as the input, not a segmentation"
+        )
+    if dt.kind not in "iu" or dt.itemsize < 2 or image_mean >= 256 or not image.size:
+        return
+    low, high = int(image.min()), int(image.max())
+    if low >= 0 and high <= 255:
+        return
+    raise UserInputError(
+        f"{what} is {dt} EM with values {low}..{high}, but the model expects 8-bit EM "
+        f"(normalised with mean {image_mean:g} and stddev {image_stddev:g}); convert it to uint8 "
+        "first (e.g. map its 0.5-99.5 percentile range to 0-255; see docs/segmenting.md), or use "
+        "a model trained on 16-bit EM"
+    )
 
 
 def _check_mask(mask: Any, shape: tuple[int, ...], name: str = "mask") -> np.ndarray | None:
@@ -101,7 +139,7 @@ def _check_mask(mask: Any, shape: tuple[int, ...], name: str = "mask") -> np.nda
 
 def _make_canvas(image, model, config, options, mask, segmentation, device) -> Canvas:
     arch = _arch(model, config)
-    img = check_image(image, arch.fov_size)
+    img = check_image(image, arch.fov_size, config=config)
     return Canvas(
         img,
         fov_size=arch.fov_size,

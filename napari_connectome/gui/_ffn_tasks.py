@@ -56,7 +56,7 @@ def iter_segment_region(
     options = options or options_for_model(config)
     arch = config.architecture
     runner = LockstepRunner(model, device=device, precision=precision, batch=1)
-    img = check_image(image, arch.fov_size, "the region")
+    img = check_image(image, arch.fov_size, "the region", config=config)
     canvas = Canvas(
         img,
         fov_size=arch.fov_size,

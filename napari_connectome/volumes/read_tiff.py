@@ -74,7 +74,8 @@ def _open_as_zarr(path: Path) -> Any:
         else:
             store = tifffile.imread(str(path), aszarr=True)
         array = zarr.open(store, mode="r")
-    except (OSError, ValueError, tifffile.TiffFileError, IndexError) as exc:
+    except (OSError, ValueError, tifffile.TiffFileError, IndexError, NotImplementedError) as exc:
+        # NotImplementedError: a header tifffile parses but cannot map to pixels (no image data)
         raise UserInputError(
             f"{path} cannot be read as a TIFF stack ({exc}); check that every slice is a valid "
             "TIFF with the same shape and dtype."

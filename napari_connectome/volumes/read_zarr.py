@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,88 @@ from napari_connectome.volumes.units import offset_from_attrs, unit_to_nm, voxel
 from napari_connectome.volumes.volume import Volume, dtype_looks_like_labels
 
 DEFAULT_AXES = {2: "yx", 3: "zyx", 4: "czyx", 5: "tczyx"}
+METADATA_FILES = ("zarr.json", ".zarray", ".zgroup", ".zattrs")
+# What zarr raises on metadata it cannot parse (a missing key, a list where an object belongs,
+# an unknown node type or codec): only zarr's parsing runs inside these guards.
+_METADATA_ERRORS = (ValueError, KeyError, TypeError, AttributeError, NotImplementedError)
+_DAMAGED = "the zarr store is damaged: re-create it, or copy or download it again."
+
+
+def check_metadata_files(folder: Path) -> None:
+    """Each zarr metadata file in ``folder`` must hold a JSON object; say which one does not."""
+    for name in METADATA_FILES:
+        path = folder / name
+        if not path.is_file():
+            continue
+        text = path.read_bytes()
+        if not text.strip():
+            raise UserInputError(f"{path} is empty; {_DAMAGED}")
+        try:
+            meta = json.loads(text)
+        except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
+            raise UserInputError(f"{path} is not valid JSON ({exc}); {_DAMAGED}") from None
+        if not isinstance(meta, dict):
+            kind = {list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+                type(meta), "a number"
+            )
+            raise UserInputError(f"{path} holds {kind}, not a JSON object; {_DAMAGED}")
+
+
+def open_store(root_path: Path, store: Any = None) -> Any:
+    """The zarr node at ``root_path``, read-only; broken metadata is named, not a traceback.
+    ``store``: read through that zarr store instead (a remote one; ``root_path`` then only names
+    it)."""
+    import zarr
+
+    if store is not None:
+        try:
+            return zarr.open(store, mode="r")
+        except FileNotFoundError:
+            raise UserInputError(
+                f"{store}: no zarr metadata (zarr.json, .zgroup or .zarray) there; check the path"
+            ) from None
+        except _METADATA_ERRORS as exc:
+            raise UserInputError(
+                f"{store}: zarr cannot read its metadata ({type(exc).__name__}: {exc}); {_DAMAGED}"
+            ) from None
+    check_metadata_files(root_path)
+    try:
+        return zarr.open(str(root_path), mode="r")
+    except _METADATA_ERRORS as exc:
+        raise UserInputError(
+            f"{root_path}: zarr cannot read its metadata ({type(exc).__name__}: {exc}); {_DAMAGED}"
+        ) from None
+
+
+def _local_folder(group: Any, key: str) -> Path | None:
+    """The folder of ``group[key]`` when the store is on the local disk."""
+    root = getattr(group.store, "root", None)
+    if root is None:
+        return None
+    return Path(root, group.path, key) if group.path else Path(root, key)
+
+
+def member(group: Any, key: str, source: str) -> Any | None:
+    """``group[key]``, or None when there is no such member; a member whose metadata is broken
+    raises a :class:`UserInputError` naming it."""
+    key = key.strip("/")
+    folder = _local_folder(group, key)
+    if folder is not None:
+        for depth in range(1, len(key.split("/")) + 1):  # every level of a nested key
+            check_metadata_files(_local_folder(group, "/".join(key.split("/")[:depth])))
+    try:
+        return group[key]
+    except KeyError as exc:
+        if exc.args == (key,) or exc.args == (key.split("/")[-1],):
+            return None  # zarr's "no such member"
+        raise UserInputError(
+            f"'{key}' in {source}: zarr cannot read its metadata (KeyError: {exc}); {_DAMAGED}"
+        ) from None
+    except _METADATA_ERRORS as exc:
+        raise UserInputError(
+            f"'{key}' in {source}: zarr cannot read its metadata ({type(exc).__name__}: {exc}); "
+            f"{_DAMAGED}"
+        ) from None
 
 
 def default_axes(ndim: int) -> str:
@@ -71,17 +154,11 @@ def open_multiscale(group: Any, source: str, name: str, *, level: int, fmt: str)
             f"level {level} does not exist."
         )
     arrays, sizes, offsets, chunk_shapes = [], [], [], []
-    first = group[datasets[0]["path"]]
+    levels = [_dataset_array(group, ds, source) for ds in datasets]
+    first = levels[0]
     axes, factors = _axes_from_meta(ms.get("axes") or [], first.ndim)
     g_scale, g_trans = _scale_translation(ms.get("coordinateTransformations") or [], first.ndim)
-    for ds in datasets:
-        try:
-            arr = group[ds["path"]]
-        except KeyError as exc:
-            raise UserInputError(
-                f"{source} lists dataset '{ds['path']}' in its multiscales metadata, but it is "
-                "missing; the OME-Zarr is incomplete: re-create or re-download it."
-            ) from exc
+    for ds, arr in zip(datasets, levels):
         scale, trans = _scale_translation(ds.get("coordinateTransformations") or [], arr.ndim)
         sizes.append(tuple(float(s * g * f) for s, g, f in zip(scale, g_scale, factors)))
         offsets.append(
@@ -106,6 +183,30 @@ def open_multiscale(group: Any, source: str, name: str, *, level: int, fmt: str)
     )
 
 
+def _dataset_array(group: Any, ds: Any, source: str) -> Any:
+    """The array a ``multiscales`` dataset entry names, or a message saying what is missing."""
+    import zarr
+
+    path = ds.get("path") if isinstance(ds, Mapping) else None
+    if not isinstance(path, str) or not path.strip("/"):
+        raise UserInputError(
+            f"{source} has a multiscales dataset entry without a 'path' ({ds!r}); the OME "
+            "metadata is damaged: re-create or re-download it."
+        )
+    arr = member(group, path, source)
+    if arr is None:
+        raise UserInputError(
+            f"{source} lists dataset '{path}' in its multiscales metadata, but it is "
+            "missing; the OME-Zarr is incomplete: re-create or re-download it."
+        )
+    if not isinstance(arr, zarr.Array):
+        raise UserInputError(
+            f"{source}: multiscales dataset '{path}' is a group, not an array; the OME "
+            "metadata is damaged: re-create or re-download it."
+        )
+    return arr
+
+
 def _parent_multiscale(array: Any, root: Any) -> tuple[Any, int] | None:
     """If ``array`` is a level of an OME multiscale group, that group and the level index."""
     path = array.path
@@ -113,9 +214,8 @@ def _parent_multiscale(array: Any, root: Any) -> tuple[Any, int] | None:
         parent, leaf = root, path
     elif "/" in path and root is not None:
         parent_path, leaf = path.rsplit("/", 1)
-        try:
-            parent = root[parent_path]
-        except KeyError:
+        parent = member(root, parent_path, str(root_path_of(root)))
+        if parent is None:
             return None
     else:
         return None
@@ -164,21 +264,15 @@ def zarr_format_name(node: Any, ome: bool) -> str:
     return f"zarr-v{version}"
 
 
-def open_zarr_node(root_path: Path, inner: str, source: str, *, level: int) -> Volume:
-    """Open ``inner`` inside the zarr store at ``root_path``: array, OME multiscale group or a group
-    holding exactly one array."""
+def open_zarr_node(
+    root_path: Path, inner: str, source: str, *, level: int, store: Any = None
+) -> Volume:
+    """Open ``inner`` inside the zarr store at ``root_path`` (or read through ``store``): array,
+    OME multiscale group or a group holding exactly one array."""
     import zarr
 
-    root = zarr.open(str(root_path), mode="r")
-    node = root
-    if inner:
-        try:
-            node = root[inner.strip("/")]
-        except KeyError as exc:
-            raise UserInputError(
-                f"'{inner}' does not exist in {root_path}; it holds: "
-                f"{', '.join(list_zarr_arrays(root)) or 'no arrays'}."
-            ) from exc
+    root = open_store(root_path, store)
+    node = _inner_node(root, root_path, inner)
     name = (inner.strip("/").split("/")[-1] if inner else root_path.name.split(".")[0]) or "volume"
     if is_multiscale_group(node):
         if not inner:  # a store root: its multiscales name says more than the file name
@@ -200,13 +294,40 @@ def open_zarr_node(root_path: Path, inner: str, source: str, *, level: int) -> V
         return open_zarr_node(
             root_path,
             f"{inner.strip('/')}/{arrays[0]}".strip("/"),
-            f"{root_path}/{inner.strip('/')}/{arrays[0]}".replace("//", "/"),
+            f"{source.rstrip('/')}/{arrays[0]}"
+            if store is not None
+            else f"{root_path}/{inner.strip('/')}/{arrays[0]}".replace("//", "/"),
             level=level,
+            store=store,
         )
     raise UserInputError(
         f"{source} is a zarr group with {len(arrays)} arrays; name one as {source}/ARRAY. "
         f"Arrays: {', '.join(arrays) or 'none'}."
     )
+
+
+def root_path_of(node: Any) -> str:
+    root = getattr(node.store, "root", None)
+    return str(root) if root is not None else str(node.store)
+
+
+def _inner_node(root: Any, root_path: Path, inner: str) -> Any:
+    """``inner`` inside the store ``root``; a path that is not there lists what is."""
+    import zarr
+
+    if not inner.strip("/"):
+        return root
+    if isinstance(root, zarr.Array):
+        raise UserInputError(
+            f"{root_path} is a single zarr array; it holds no '{inner}': give {root_path} alone."
+        )
+    node = member(root, inner, str(root_path))
+    if node is None:
+        raise UserInputError(
+            f"'{inner}' does not exist in {root_path}; it holds: "
+            f"{', '.join(list_zarr_arrays(root)) or 'no arrays'}."
+        )
+    return node
 
 
 def list_zarr_arrays(group: Any, prefix: str = "") -> list[str]:
@@ -216,7 +337,16 @@ def list_zarr_arrays(group: Any, prefix: str = "") -> list[str]:
     if isinstance(group, zarr.Array):
         return [prefix] if prefix else []
     out = []
-    for key, child in sorted(group.members(), key=lambda kv: kv[0]):
+    try:
+        children = sorted(group.members(), key=lambda kv: kv[0])
+    except _METADATA_ERRORS as exc:
+        for key in _child_folders(group):
+            member(group, key, root_path_of(group))  # names the member that is broken
+        raise UserInputError(
+            f"{root_path_of(group)}: zarr cannot list the members of "
+            f"'{group.path or '/'}' ({type(exc).__name__}: {exc}); {_DAMAGED}"
+        ) from None
+    for key, child in children:
         path = f"{prefix}/{key}" if prefix else key
         if isinstance(child, zarr.Array) or is_multiscale_group(child):
             out.append(path)
@@ -225,33 +355,51 @@ def list_zarr_arrays(group: Any, prefix: str = "") -> list[str]:
     return out
 
 
-def discover_zarr(root_path: Path, inner: str, source_prefix: str) -> list[Volume]:
+def _child_folders(group: Any) -> list[str]:
+    folder = _local_folder(group, "")
+    if folder is None or not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.is_dir())
+
+
+def discover_zarr(
+    root_path: Path, inner: str, source_prefix: str, *, store: Any = None
+) -> list[Volume]:
     """Every layer under a zarr path: OME image + its ``labels/``, or every array of >= 3 dims."""
     import zarr
 
-    root = zarr.open(str(root_path), mode="r")
-    node = root[inner.strip("/")] if inner else root
+    root = open_store(root_path, store)
+    node = _inner_node(root, root_path, inner)
     if isinstance(node, zarr.Array):
-        return [open_zarr_node(root_path, inner, source_prefix, level=0)]
+        return [open_zarr_node(root_path, inner, source_prefix, level=0, store=store)]
     vols: list[Volume] = []
     if is_multiscale_group(node):
-        vols.append(open_zarr_node(root_path, inner, source_prefix, level=0))
-        labels = node.get("labels") if hasattr(node, "get") else None
+        vols.append(open_zarr_node(root_path, inner, source_prefix, level=0, store=store))
+        labels = member(node, "labels", source_prefix)
         if labels is not None and not isinstance(labels, zarr.Array):
             for lname in ome_attrs(labels).get("labels", []) or []:
-                if lname in labels and is_multiscale_group(labels[lname]):
+                if not isinstance(lname, str):
+                    continue
+                label = member(labels, lname, f"{source_prefix}/labels")
+                if label is not None and is_multiscale_group(label):
                     inner_l = f"{inner.strip('/')}/labels/{lname}".strip("/")
                     vol = open_zarr_node(
-                        root_path, inner_l, f"{source_prefix}/labels/{lname}", level=0
+                        root_path,
+                        inner_l,
+                        f"{source_prefix}/labels/{lname}",
+                        level=0,
+                        store=store,
                     )
                     vol.is_labels = True
                     vols.append(vol)
         return vols
     for path in list_zarr_arrays(node):
-        child = node[path]
+        child = member(node, path, source_prefix)
         ndim = child.ndim if isinstance(child, zarr.Array) else 3
         if ndim < 3:
             continue
         inner_c = f"{inner.strip('/')}/{path}".strip("/")
-        vols.append(open_zarr_node(root_path, inner_c, f"{source_prefix}/{path}", level=0))
+        vols.append(
+            open_zarr_node(root_path, inner_c, f"{source_prefix}/{path}", level=0, store=store)
+        )
     return vols

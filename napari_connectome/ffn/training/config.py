@@ -9,6 +9,7 @@ change.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,13 @@ class TrainConfig:
         def bad(msg: str) -> UserInputError:
             return UserInputError(f"training config: {msg}")
 
+        # NaN passes every comparison below (nan <= 0 is False), so refuse it by name first
+        for f in fields(self):
+            value = getattr(self, f.name)
+            values = value if isinstance(value, list) else [value]
+            if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+                raise bad(f"{f.name} must be a finite number, not {value}")
+
         if any(f % 2 == 0 or f < 3 for f in self.fov_size):
             raise bad(f"fov_size must be odd and at least 3 along every axis, got {self.fov_size}")
         if any(d < 0 or d > f // 2 for d, f in zip(self.deltas, self.fov_size)):
@@ -132,6 +140,8 @@ class TrainConfig:
             len(self.roi) != 6 or any(self.roi[2 * i] >= self.roi[2 * i + 1] for i in range(3))
         ):
             raise bad(f"roi must be z0,z1,y0,y1,x0,x1 with each start < stop, got {self.roi}")
+        if self.threads is not None and self.threads < 1:
+            raise bad(f"threads must be at least 1, not {self.threads}")
         for name in ("val_every", "log_every", "checkpoint_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise bad(f"{name} must be at least 1")

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from napari_connectome.errors import UserInputError
+from napari_connectome.ffn.inference import check_em_values
 from napari_connectome.ffn.training.config import TrainConfig
 from napari_connectome.ffn.training.partitions import CoordinateSampler, compute_partitions
 
@@ -40,7 +41,13 @@ def _read(source: Any, what: str) -> Any:
         return source
     from napari_connectome.volumes import open_volume
 
-    return open_volume(source).data
+    volume = open_volume(source)
+    if what == "image" and volume.is_labels and volume.format.startswith("ome-zarr"):
+        raise UserInputError(
+            f"the image {source} is an OME-Zarr label image (a segmentation), not EM; give the "
+            "EM image as IMAGE and the ground truth as LABELS"
+        )
+    return volume.data
 
 
 def load_training_data(
@@ -72,10 +79,17 @@ def load_training_data(
     image_np = np.asarray(img)
     if np.dtype(image_np.dtype).kind == "f" and not np.isfinite(image_np).all():
         raise UserInputError("the image holds NaN or infinite values; clean it before training")
+    check_em_values(image_np, cfg.image_mean, cfg.image_stddev, "the image")
     image_np = ((image_np.astype(np.float32) - cfg.image_mean) / cfg.image_stddev).astype(
         np.float32
     )
-    labels_np = np.asarray(lab).astype(np.uint64, copy=False)
+    labels_np = np.asarray(lab)
+    if labels_np.dtype.kind == "i" and labels_np.size and labels_np.min() < 0:
+        raise UserInputError(
+            f"the labels hold negative ids (down to {int(labels_np.min())}); ground truth ids "
+            "must be 0 (unlabelled) or more: map negative values (e.g. -1 for 'ignore') to 0"
+        )
+    labels_np = labels_np.astype(np.uint64, copy=False)
     size = cfg.example_size
     if any(s < e for s, e in zip(labels_np.shape, size)):
         raise UserInputError(

@@ -297,131 +297,159 @@ def train(
         init_state = init_model.state_dict()
 
     data = load_training_data(cfg, image=image, labels=labels)  # all input checks before writing
-    if rank == 0:
-        out.mkdir(exist_ok=True)
-        if not resume:
-            cfg.save(out / CONFIG_NAME)
+    created = not out.exists()
+    try:
+        if rank == 0:
+            out.mkdir(exist_ok=True)
+            if not resume:
+                cfg.save(out / CONFIG_NAME)
+        distributed = world > 1
+        if distributed:
+            import torch.distributed as dist
 
-    distributed = world > 1
-    if distributed:
-        import torch.distributed as dist
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if cfg.device.startswith("cuda") else "gloo")
+            if dist.get_world_size() != world:
+                raise UserInputError("torchrun's WORLD_SIZE disagrees with the process group size")
+        device = torch.device(cfg.device)
+        if device.type == "cuda" and distributed:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
 
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if cfg.device.startswith("cuda") else "gloo")
-        if dist.get_world_size() != world:
-            raise UserInputError("torchrun's WORLD_SIZE disagrees with the process group size")
-    device = torch.device(cfg.device)
-    if device.type == "cuda" and distributed:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-
-    torch.manual_seed(cfg.seed)
-    model = build_model(
-        FFNArchitecture(
-            depth=cfg.depth, features=cfg.features, fov_size=cfg.fov_size, deltas=cfg.deltas
-        )
-    ).to(device)
-    if init_state is not None:
-        model.load_state_dict(init_state)
-    if cfg.optimizer == "adam":
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
-    else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.learning_rate, momentum=cfg.momentum)
-    step = 0
-    if resume:
-        ckpt = _latest_checkpoint(out)
-        if ckpt is not None:
-            from safetensors.torch import load_file
-
-            model.load_state_dict(load_file(str(ckpt / "model.safetensors"), device="cpu"))
-            optimizer.load_state_dict(
-                torch.load(ckpt / "optimizer.pt", map_location=device, weights_only=True)
+        torch.manual_seed(cfg.seed)
+        model = build_model(
+            FFNArchitecture(
+                depth=cfg.depth, features=cfg.features, fov_size=cfg.fov_size, deltas=cfg.deltas
             )
-            step = int(json.loads((ckpt / "state.json").read_text())["step"])
-            log(f"resumed from {ckpt.name}")
-    provenance = {
-        "source": "napari-connectome train",
-        "image": str(cfg.image),
-        "labels": str(cfg.labels),
-        "roi": cfg.roi,
-        "init_model": cfg.init_model,
-        "init_model_provenance": init_cfg.provenance if init_cfg else None,
-    }
-    mcfg = model_config_for(cfg, provenance)
-    net = model
-    if distributed:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-
-    rng = np.random.default_rng([cfg.seed, rank, step])
-    stream = _Stream(data, cfg, data.train, rng, augment=True)
-    model.train()
-    metrics_path = out / METRICS_NAME
-    t0 = time.perf_counter()
-    window = {"loss": 0.0, "n": 0, "accuracy": 0.0, "precision": 0.0, "recall": 0.0}
-    window_t, window_ex, window_steps = time.perf_counter(), stream.examples, 0
-    start_step = step
-    while step < cfg.steps:
-        positions, image_b, seed_b, target_b, weight_b = stream.batch()
-        to = lambda a: torch.from_numpy(a).to(device, non_blocking=True)  # noqa: E731
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-            logits = net(to(image_b), to(seed_b))
-        logits = logits.float()
-        target, weight = to(target_b), to(weight_b)
-        loss = _loss(logits, target, weight)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step += 1
-        stream.update(positions, logits.detach().float().cpu().numpy())
-        stats = _weighted_stats(logits.detach(), target, weight)
-        window["loss"] += float(loss.detach())
-        window["n"] += 1
-        window_steps += 1
-        for k in ("accuracy", "precision", "recall"):
-            if np.isfinite(stats[k]):
-                window[k] += stats[k]
-        progress(step, cfg.steps, f"loss {float(loss.detach()):.4f}")
-        rows = []
-        if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
-            dt = max(time.perf_counter() - window_t, 1e-9)
-            rows.append(
-                {
-                    "step": step,
-                    "split": "train",
-                    "loss": window["loss"] / window["n"],
-                    "accuracy": window["accuracy"] / window["n"],
-                    "precision": window["precision"] / window["n"],
-                    "recall": window["recall"] / window["n"],
-                    "examples_per_s": (stream.examples - window_ex) / dt,
-                    "fov_steps_per_s": window_steps * cfg.batch_size / dt,
-                    "elapsed_s": time.perf_counter() - t0,
-                }
+        ).to(device)
+        if init_state is not None:
+            model.load_state_dict(init_state)
+        if cfg.optimizer == "adam":
+            optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+        else:
+            optimizer = torch.optim.SGD(
+                model.parameters(), lr=cfg.learning_rate, momentum=cfg.momentum
             )
-            window = {"loss": 0.0, "n": 0, "accuracy": 0.0, "precision": 0.0, "recall": 0.0}
-            window_t, window_ex, window_steps = time.perf_counter(), stream.examples, 0
-        if rank == 0 and data.val is not None and (step % cfg.val_every == 0 or step == cfg.steps):
-            v = validate(model, data, cfg, device)
-            rows.append({"step": step, "split": "val", **v, "elapsed_s": time.perf_counter() - t0})
-            log(
-                f"step {step}: val loss {v['loss']:.4f} precision {v['precision']:.3f} "
-                f"recall {v['recall']:.3f}"
+        step = 0
+        if resume:
+            ckpt = _latest_checkpoint(out)
+            if ckpt is not None:
+                from safetensors.torch import load_file
+
+                model.load_state_dict(load_file(str(ckpt / "model.safetensors"), device="cpu"))
+                optimizer.load_state_dict(
+                    torch.load(ckpt / "optimizer.pt", map_location=device, weights_only=True)
+                )
+                step = int(json.loads((ckpt / "state.json").read_text())["step"])
+                log(f"resumed from {ckpt.name}")
+        provenance = {
+            "source": "napari-connectome train",
+            "image": str(cfg.image),
+            "labels": str(cfg.labels),
+            "roi": cfg.roi,
+            "init_model": cfg.init_model,
+            "init_model_provenance": init_cfg.provenance if init_cfg else None,
+        }
+        mcfg = model_config_for(cfg, provenance)
+        net = model
+        if distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            net = DistributedDataParallel(
+                model, device_ids=[device] if device.type == "cuda" else None
             )
-        if rows:
-            _write_metrics(metrics_path, rows)
-        if rank == 0 and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+
+        rng = np.random.default_rng([cfg.seed, rank, step])
+        stream = _Stream(data, cfg, data.train, rng, augment=True)
+        model.train()
+        metrics_path = out / METRICS_NAME
+        t0 = time.perf_counter()
+        window = {"loss": 0.0, "n": 0, "accuracy": 0.0, "precision": 0.0, "recall": 0.0}
+        window_t, window_ex, window_steps = time.perf_counter(), stream.examples, 0
+        start_step = step
+        while step < cfg.steps:
+            positions, image_b, seed_b, target_b, weight_b = stream.batch()
+            to = lambda a: torch.from_numpy(a).to(device, non_blocking=True)  # noqa: E731
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+                logits = net(to(image_b), to(seed_b))
+            logits = logits.float()
+            target, weight = to(target_b), to(weight_b)
+            loss = _loss(logits, target, weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            stream.update(positions, logits.detach().float().cpu().numpy())
+            stats = _weighted_stats(logits.detach(), target, weight)
+            window["loss"] += float(loss.detach())
+            window["n"] += 1
+            window_steps += 1
+            for k in ("accuracy", "precision", "recall"):
+                if np.isfinite(stats[k]):
+                    window[k] += stats[k]
+            progress(step, cfg.steps, f"loss {float(loss.detach()):.4f}")
+            rows = []
+            if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
+                dt = max(time.perf_counter() - window_t, 1e-9)
+                rows.append(
+                    {
+                        "step": step,
+                        "split": "train",
+                        "loss": window["loss"] / window["n"],
+                        "accuracy": window["accuracy"] / window["n"],
+                        "precision": window["precision"] / window["n"],
+                        "recall": window["recall"] / window["n"],
+                        "examples_per_s": (stream.examples - window_ex) / dt,
+                        "fov_steps_per_s": window_steps * cfg.batch_size / dt,
+                        "elapsed_s": time.perf_counter() - t0,
+                    }
+                )
+                window = {"loss": 0.0, "n": 0, "accuracy": 0.0, "precision": 0.0, "recall": 0.0}
+                window_t, window_ex, window_steps = time.perf_counter(), stream.examples, 0
+            if (
+                rank == 0
+                and data.val is not None
+                and (step % cfg.val_every == 0 or step == cfg.steps)
+            ):
+                v = validate(model, data, cfg, device)
+                rows.append(
+                    {"step": step, "split": "val", **v, "elapsed_s": time.perf_counter() - t0}
+                )
+                log(
+                    f"step {step}: val loss {v['loss']:.4f} precision {v['precision']:.3f} "
+                    f"recall {v['recall']:.3f}"
+                )
+            if rows:
+                _write_metrics(metrics_path, rows)
+            if rank == 0 and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+                _save_checkpoint(out, step, model, optimizer, mcfg, cfg)
+                if any(r["split"] == "val" for r in rows) or step == cfg.steps:
+                    _try_plot(out, log)
+        if rank == 0 and step == start_step and not (out / "model").exists():
             _save_checkpoint(out, step, model, optimizer, mcfg, cfg)
-            if any(r["split"] == "val" for r in rows) or step == cfg.steps:
-                _try_plot(out, log)
-    if rank == 0 and step == start_step and not (out / "model").exists():
-        _save_checkpoint(out, step, model, optimizer, mcfg, cfg)
-    if distributed:
-        import torch.distributed as dist
+        if distributed:
+            import torch.distributed as dist
 
-        dist.barrier()
-        dist.destroy_process_group()
+            dist.barrier()
+            dist.destroy_process_group()
+    except BaseException:
+        if rank == 0 and not resume and _latest_checkpoint(out) is None:
+            _discard_run(out, created)  # nothing to resume: let the same command run again
+        raise
     return out / "model"
+
+
+def _discard_run(out: Path, created: bool) -> None:
+    """Remove what a failed new run wrote before its first checkpoint (a config without weights
+    would make the next ``train`` into ``out`` refuse as if a run were there)."""
+    if created:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for child in out.iterdir() if out.is_dir() else ():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
 
 
 def _try_plot(out: Path, log: Callable[[str], None]) -> None:
