@@ -37,6 +37,7 @@ class Transport(Protocol):
         self, argv: list[str], env: dict[str, str] | None = None, timeout: float = 120
     ) -> CommandResult: ...
     def read_file(self, path: str, offset: int = 0) -> bytes | None: ...
+    def realpath(self, path: str) -> str | None: ...
     def write_file(self, path: str, data: bytes) -> None: ...
     def exists(self, path: str) -> bool: ...
     def makedirs(self, path: str) -> None: ...
@@ -73,6 +74,10 @@ class LocalTransport:
                 return f.read()
         except FileNotFoundError:
             return None
+
+    def realpath(self, path: str) -> str | None:
+        """``path`` with every symlink resolved (what a read of it really opens)."""
+        return os.path.realpath(path)
 
     def write_file(self, path: str, data: bytes) -> None:
         from napari_connectome.jobs.layout import atomic_write_bytes
@@ -111,53 +116,17 @@ class SSHTransport:
 
     # -- plumbing -----------------------------------------------------------------------------
     def _call(self, coro, timeout: float | None = None):
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+        try:
+            return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+        except OSError as exc:
+            # an OS error in the SSH loop is the network's, never a file on this machine: it
+            # reads as a dropped connection (see transient_errors)
+            if isinstance(exc, (ConnectionError, TimeoutError)):
+                raise
+            raise ConnectionError(f"{self.label}: {exc}") from exc
 
     async def _open(self, spec: SSHSpec, tunnel=None):
-        import asyncssh
-
-        where = f"{spec.user + '@' if spec.user else ''}{spec.host}:{spec.port}"
-        known_hosts = os.path.expanduser(spec.known_hosts or "~/.ssh/known_hosts")
-        if not os.path.isfile(known_hosts):
-            raise UserInputError(
-                f"known_hosts file {known_hosts} not found: host keys must be verified; add the "
-                "login "
-                f"node's key (ssh-keyscan -p {spec.port} {spec.host}, then check its fingerprint)"
-            )
-        kwargs = {"known_hosts": known_hosts, "connect_timeout": spec.connect_timeout_s}
-        if spec.user:
-            kwargs["username"] = spec.user
-        if spec.key:
-            if not os.path.isfile(os.path.expanduser(spec.key)):
-                raise UserInputError(
-                    f"SSH key {spec.key} not found: fix ssh.key or remove it to use the agent"
-                )
-            kwargs["client_keys"] = [os.path.expanduser(spec.key)]
-            kwargs["agent_path"] = None
-        if tunnel is not None:
-            kwargs["tunnel"] = tunnel
-        try:
-            return await asyncssh.connect(spec.host, spec.port, **kwargs)
-        except asyncssh.HostKeyNotVerifiable as exc:
-            raise UserInputError(
-                f"host key of {where} is not trusted ({exc.reason}): it is missing from "
-                f"{known_hosts} or "
-                "has CHANGED. Refusing to connect. If the key really changed, confirm the new "
-                "fingerprint "
-                "with the cluster's admins, then update known_hosts"
-            ) from None
-        except asyncssh.PermissionDenied:
-            raise UserInputError(
-                f"SSH login to {where} was refused: wrong user or key (check ssh.user and "
-                "ssh.key, or "
-                "load the key into your agent)"
-            ) from None
-        except (TimeoutError, OSError) as exc:
-            raise UserInputError(
-                f"cannot reach {where}: {exc}. Check ssh.host and ssh.port"
-            ) from None
-        except asyncssh.Error as exc:
-            raise UserInputError(f"SSH connection to {where} failed: {exc}") from None
+        return await ssh_connect(spec, tunnel)
 
     async def _connect(self) -> None:
         tunnel = None
@@ -215,6 +184,19 @@ class SSHTransport:
 
         return self._call(go())
 
+    def realpath(self, path: str) -> str | None:
+        """``path`` with every symlink resolved on the login node (None: a folder on the way is
+        missing)."""
+        import asyncssh
+
+        async def go():
+            try:
+                return await self._sftp.realpath(path)
+            except asyncssh.SFTPNoSuchFile:
+                return None
+
+        return self._call(go())
+
     def write_file(self, path: str, data: bytes) -> None:
         tmp = str(PurePosixPath(path).with_name(f".{PurePosixPath(path).name}.{os.getpid()}.tmp"))
 
@@ -235,11 +217,67 @@ class SSHTransport:
         self._call(self._sftp.rmtree(path))
 
 
-def transient_errors() -> tuple[type[BaseException], ...]:
-    """Errors that mean "the connection dropped": worth reconnecting for, unlike bad input."""
+async def ssh_connect(spec: SSHSpec, tunnel=None, **options):
+    """Log in to ``spec`` (through ``tunnel``, an open connection to a jump host) with the host
+    key verified against known_hosts; every refusal is a :class:`UserInputError` saying what to
+    fix. ``options`` go to ``asyncssh.connect`` (e.g. keepalives)."""
     import asyncssh
 
-    return (OSError, EOFError, TimeoutError, asyncssh.Error)
+    where = f"{spec.user + '@' if spec.user else ''}{spec.host}:{spec.port}"
+    known_hosts = os.path.expanduser(spec.known_hosts or "~/.ssh/known_hosts")
+    if not os.path.isfile(known_hosts):
+        raise UserInputError(
+            f"known_hosts file {known_hosts} not found: host keys must be verified; add the "
+            "login "
+            f"node's key (ssh-keyscan -p {spec.port} {spec.host}, then check its fingerprint)"
+        )
+    kwargs = {
+        "known_hosts": known_hosts,
+        "connect_timeout": spec.connect_timeout_s,
+        **options,
+    }
+    if spec.user:
+        kwargs["username"] = spec.user
+    if spec.key:
+        if not os.path.isfile(os.path.expanduser(spec.key)):
+            raise UserInputError(
+                f"SSH key {spec.key} not found: fix ssh.key or remove it to use the agent"
+            )
+        kwargs["client_keys"] = [os.path.expanduser(spec.key)]
+        kwargs["agent_path"] = None
+    if tunnel is not None:
+        kwargs["tunnel"] = tunnel
+    try:
+        return await asyncssh.connect(spec.host, spec.port, **kwargs)
+    except asyncssh.HostKeyNotVerifiable as exc:
+        raise UserInputError(
+            f"host key of {where} is not trusted ({exc.reason}): it is missing from "
+            f"{known_hosts} or "
+            "has CHANGED. Refusing to connect. If the key really changed, confirm the new "
+            "fingerprint "
+            "with the cluster's admins, then update known_hosts"
+        ) from None
+    except asyncssh.PermissionDenied:
+        raise UserInputError(
+            f"SSH login to {where} was refused: wrong user or key (check ssh.user and "
+            "ssh.key, or "
+            "load the key into your agent)"
+        ) from None
+    except (TimeoutError, OSError) as exc:
+        raise UserInputError(f"cannot reach {where}: {exc}. Check ssh.host and ssh.port") from None
+    except asyncssh.Error as exc:
+        raise UserInputError(f"SSH connection to {where} failed: {exc}") from None
+
+
+def transient_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean "the connection dropped": worth reconnecting for, unlike bad input.
+
+    Only the transport's own errors (SSH/SFTP, a reset or timed-out connection) count. A local
+    ``OSError`` (read-only folder, full disk, a file where a folder should be) is not among them:
+    retrying cannot fix it, so it must end the operation at once with a message."""
+    import asyncssh
+
+    return (ConnectionError, EOFError, TimeoutError, asyncssh.Error)
 
 
 def open_transport(ssh: SSHSpec | dict | None) -> Transport:

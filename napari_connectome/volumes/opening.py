@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from napari_connectome.errors import UserInputError
 from napari_connectome.volumes.sources import Source, parse_source
@@ -10,14 +11,28 @@ from napari_connectome.volumes.volume import Volume
 
 
 def _zarr_source_text(src: Source) -> str:
+    if src.remote is not None:
+        return src.remote.source()
     return f"{src.path}/{src.inner}" if src.inner else str(src.path)
 
 
-def open_volume(source: str | Path, *, level: int = 0) -> Volume:
+def _remote_store(src: Source, store: Any) -> Any:
+    """The store a source is read through: ``store`` when given, a new SFTP store for an
+    ``ssh://`` source, None (the local folder) otherwise."""
+    if store is not None or src.remote is None:
+        return store
+    from napari_connectome.volumes.remote import open_store
+
+    return open_store(src.remote)
+
+
+def open_volume(source: str | Path, *, level: int = 0, store: Any = None) -> Volume:
     """Open one array lazily, with voxel size and offset in nm.
 
     ``level`` picks a resolution level of a multiscale source; the returned volume then describes
     that level (``data``, ``voxel_size_nm``) and ``multiscale`` holds it and every coarser level.
+    An ``ssh://`` source is read over SFTP on demand (see :mod:`napari_connectome.volumes.remote`);
+    ``store`` reads it through a store opened before (:func:`~.remote.open_store`).
     """
     src = parse_source(source)
     if level < 0:
@@ -25,7 +40,13 @@ def open_volume(source: str | Path, *, level: int = 0) -> Volume:
     if src.format == "zarr":
         from napari_connectome.volumes.read_zarr import open_zarr_node
 
-        return open_zarr_node(src.path, src.inner, _zarr_source_text(src), level=level)
+        return open_zarr_node(
+            src.path,
+            src.inner,
+            _zarr_source_text(src),
+            level=level,
+            store=_remote_store(src, store),
+        )
     if level and src.format in ("hdf5", "tiff", "tiff-folder"):
         raise UserInputError(
             f"{source} is a single-scale {src.format} source; only level 0 exists."
@@ -50,14 +71,17 @@ def open_volume(source: str | Path, *, level: int = 0) -> Volume:
     raise UserInputError(f"{source}: unsupported format {src.format}.")  # pragma: no cover
 
 
-def discover_volumes(source: str | Path) -> list[Volume]:
+def discover_volumes(source: str | Path, *, store: Any = None) -> list[Volume]:
     """Every layer a path holds: an OME-Zarr image and its ``labels/``, every 3D+ dataset of an HDF5
-    file or zarr/N5 group (when no dataset is named), or the one volume of other formats."""
+    file or zarr/N5 group (when no dataset is named), or the one volume of other formats.
+    ``store``: as for :func:`open_volume`."""
     src = parse_source(source)
     if src.format == "zarr":
         from napari_connectome.volumes.read_zarr import discover_zarr
 
-        vols = discover_zarr(src.path, src.inner, _zarr_source_text(src))
+        vols = discover_zarr(
+            src.path, src.inner, _zarr_source_text(src), store=_remote_store(src, store)
+        )
     elif src.format == "hdf5" and not src.inner:
         from napari_connectome.volumes.read_hdf5 import discover_hdf5
 
