@@ -544,8 +544,13 @@ class RemoteJobsWidget(Container):
             return layer
         import zarr
 
+        from napari_connectome.jobs.stream import cache_level
+
         cache = self.streams[job_id].cache
-        data = zarr.open_array(str(cache / "0"), mode="r")
+        level0 = cache_level(cache)
+        if level0 is None:
+            raise UserInputError(f"{cache} has no streamed result yet")
+        data = zarr.open_array(str(level0), mode="r")
         scale, translate = cache_level0_transform(cache)
         image = self._layer_hints.get(job_id)
         if image is not None and image in self._viewer.layers:
@@ -588,11 +593,18 @@ class RemoteJobsWidget(Container):
             return
         from napari.utils.notifications import show_info, show_warning
 
-        if job_id in self.layers or (self.streams[job_id].cache / "0").exists():
+        from napari_connectome.jobs.stream import cache_level
+
+        stream = self.streams[job_id]
+        level0 = cache_level(stream.cache)
+        if job_id in self.layers or (level0 is not None and level0.exists()):
             self._layer_for(job_id).refresh()
             self._dirty.discard(job_id)
         message = f"{job_id}: stream ended, job {state}"
-        (show_info if state in ("done", "detached") else show_warning)(f"Remote jobs: {message}")
+        if stream.skipped:  # lines naming files outside the job's output or the cache
+            message += f"; {len(stream.skipped)} refused: {stream.skipped[0]}"
+        ok = state in ("done", "detached") and not stream.skipped
+        (show_info if ok else show_warning)(f"Remote jobs: {message}")
         self.status.value = message
         self.poll()
         self._fill_table()

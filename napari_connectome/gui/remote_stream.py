@@ -74,6 +74,7 @@ class JobStream:
         self.poll_s = poll_s
         self.blocks = 0
         self.final: str | None = None
+        self.skipped: list[str] = []  # progress lines / files the stream refused, and why
         self._stop = threading.Event()
         self._bridge = _Bridge()
         self._bridge.block.connect(on_block)
@@ -140,5 +141,6 @@ class JobStream:
             is_finished=self._ended,
             poll_s=self.poll_s,
         )
+        self.skipped = result.skipped
         self._bridge.ended.emit(self.record.id, result.state)
         return result.state

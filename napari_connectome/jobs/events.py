@@ -16,9 +16,11 @@ def split_lines(buffer: bytes) -> tuple[list[dict], int]:
         raw = raw.strip()
         if raw:
             try:
-                events.append(json.loads(raw))
-            except json.JSONDecodeError:
+                ev = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
                 continue
+            if isinstance(ev, dict):  # anything else is not an event (a damaged or foreign line)
+                events.append(ev)
     return events, end
 
 

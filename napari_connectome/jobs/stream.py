@@ -11,20 +11,32 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from napari_connectome.errors import UserInputError
 from napari_connectome.jobs.events import split_lines, summarize
-from napari_connectome.jobs.layout import atomic_write_bytes, atomic_write_json
+from napari_connectome.jobs.layout import atomic_write_bytes
 from napari_connectome.jobs.registry import JobRecord
+from napari_connectome.jobs.remote_paths import (
+    ChunkGrid,
+    UntrustedPath,
+    dataset_path,
+    local_inside,
+    remote_is_inside,
+    remote_join,
+)
 from napari_connectome.jobs.transport import Transport, open_transport, transient_errors
 from napari_connectome.progress import ProgressCallback, no_progress
 
 STATE_FILE = ".stream.json"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -33,64 +45,212 @@ class StreamResult:
     blocks: int  # block lines handled by this call
     reconnects: int
     cache: Path
+    skipped: list[str] = field(default_factory=list)  # lines / files refused, and why
 
 
 def _rp(*parts: str) -> str:
     return str(PurePosixPath(*parts))
 
 
-def _copy_file(transport: Transport, remote: str, local: Path) -> None:
-    data = transport.read_file(remote)
-    if data is None:  # an all-zero chunk is not stored: remove any stale copy
-        local.unlink(missing_ok=True)
-    else:
-        atomic_write_bytes(local, data)
+class _Remote:
+    """Reads files of one job output, each checked to stay inside it (symlinks resolved there)."""
 
+    def __init__(self, transport: Transport, output: str) -> None:
+        self.transport = transport
+        self.output = output
+        self._real_root: str | None = None
 
-def _init_cache(transport: Transport, output: str, cache: Path) -> dict:
-    """Create the cache with the job output's metadata (or reopen it for the same output)."""
-    state_path = cache / STATE_FILE
-    if state_path.is_file():
-        state = json.loads(state_path.read_text())
-        if state.get("source") != output:
+    def read(self, rel: str, offset: int = 0) -> bytes | None:
+        path = remote_join(self.output, rel)
+        try:
+            if self._real_root is None:
+                self._real_root = self.transport.realpath(self.output)
+                if self._real_root is None:
+                    return None  # the output folder does not exist yet
+            real = self.transport.realpath(path)
+            if real is None:
+                return None
+            if not remote_is_inside(self._real_root, real):
+                raise UntrustedPath(
+                    f"{path} on {self.transport.label} leads outside the job output "
+                    f"{self.output} (to {real}): refusing to copy it"
+                )
+            return self.transport.read_file(path, offset)
+        except transient_errors():
+            raise
+        except OSError as exc:
             raise UserInputError(
-                f"{cache} caches another job's output ({state.get('source')}): choose another "
-                "folder"
-            )
-        return state
-    if cache.exists() and any(cache.iterdir()):
+                f"cannot read {path} on {self.transport.label}: {exc.strerror or exc}. Check "
+                "that the job output is readable"
+            ) from None
+
+
+def _local_error(path: Path, exc: OSError) -> UserInputError:
+    """A local write that failed is the user's to fix (never a reason to reconnect)."""
+    return UserInputError(
+        f"cannot write the stream cache at {path}: {exc.strerror or exc}. Choose a cache "
+        "folder you can write to, on a disk with free space (the folder is created if missing)"
+    )
+
+
+def _write_local(cache: Path, rel: str, data: bytes) -> None:
+    target = local_inside(cache, rel)
+    try:
+        atomic_write_bytes(target, data)
+    except OSError as exc:
+        raise _local_error(target, exc) from None
+
+
+def _remove_local(cache: Path, rel: str) -> None:
+    target = local_inside(cache, rel)
+    try:
+        target.unlink(missing_ok=True)
+    except OSError as exc:
+        raise _local_error(target, exc) from None
+
+
+def _save_state(cache: Path, state: dict) -> None:
+    _write_local(cache, STATE_FILE, json.dumps(state, sort_keys=True).encode())
+
+
+def _copy_file(remote: _Remote, rel: str, cache: Path) -> None:
+    """Copy the job output's file ``rel`` (checked by the caller) to the same place in the cache."""
+    local_inside(cache, rel)  # refuse before reading anything
+    data = remote.read(rel)
+    if data is None:  # an all-zero chunk is not stored: remove any stale copy
+        _remove_local(cache, rel)
+    else:
+        _write_local(cache, rel, data)
+
+
+def _check_cache(cache: Path) -> None:
+    """Refuse at once a cache that is a file, someone else's folder, or cannot be written."""
+    if cache.exists() and not cache.is_dir():
+        raise UserInputError(
+            f"the stream cache {cache} is a file, not a folder: give a new folder path"
+        )
+    if cache.is_dir() and not (cache / STATE_FILE).is_file() and any(cache.iterdir()):
         raise UserInputError(f"{cache} exists and is not a stream cache: choose a new folder")
-    group = transport.read_file(_rp(output, "zarr.json"))
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _local_error(Path(exc.filename or cache), exc) from None
+    try:
+        fd, probe = tempfile.mkstemp(dir=cache, prefix=".write-test.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise _local_error(cache, exc) from None
+
+
+def _load_state(cache: Path, output: str) -> dict | None:
+    state_path = cache / STATE_FILE
+    if not state_path.is_file():
+        return None
+    try:
+        state = json.loads(state_path.read_text())
+        levels = [dataset_path(level) for level in state["levels"]]
+        int(state["offset"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserInputError(
+            f"{state_path} is damaged: delete the cache folder {cache} and stream again"
+        ) from None
+    if state.get("source") != output:
+        raise UserInputError(
+            f"{cache} caches another job's output ({state.get('source')}): choose another folder"
+        )
+    state["levels"] = levels
+    return state
+
+
+def _init_cache(remote: _Remote, cache: Path) -> dict:
+    """Create the cache with the job output's metadata (or reopen it for the same output)."""
+    state = _load_state(cache, remote.output)
+    if state is not None:
+        return state
+    try:
+        foreign = any(cache.iterdir())
+    except OSError as exc:
+        raise _local_error(cache, exc) from None
+    if foreign:
+        raise UserInputError(f"{cache} exists and is not a stream cache: choose a new folder")
+    group = remote.read("zarr.json")
     if group is None:
         return {}
     try:
         datasets = json.loads(group)["attributes"]["ome"]["multiscales"][0]["datasets"]
-    except (json.JSONDecodeError, KeyError, IndexError):
+        paths = [ds["path"] for ds in datasets]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, IndexError, TypeError):
         return {}  # the job is still writing the output's metadata: look again later
+    levels = [dataset_path(path) for path in paths]
+    if not levels:
+        return {}
     files = {"zarr.json": group}
-    for ds in datasets:
-        arr = transport.read_file(_rp(output, ds["path"], "zarr.json"))
+    for level in levels:
+        arr = remote.read(f"{level}/zarr.json")
         if arr is None:
             return {}
-        files[f"{ds['path']}/zarr.json"] = arr
+        files[f"{level}/zarr.json"] = arr
+    ChunkGrid.from_metadata(files[f"{levels[0]}/zarr.json"], f"{remote.output}/{levels[0]}")
     for rel, data in files.items():
-        atomic_write_bytes(cache / rel, data)
-    state = {"source": output, "offset": 0, "levels": [ds["path"] for ds in datasets]}
-    atomic_write_json(state_path, state)
+        _write_local(cache, rel, data)
+    state = {"source": remote.output, "offset": 0, "levels": levels}
+    _save_state(cache, state)
     return state
 
 
-def _copy_pyramid(transport: Transport, output: str, cache: Path, levels: list[str]) -> None:
-    import itertools
+def _grid(cache: Path, level: str) -> ChunkGrid:
+    path = local_inside(cache, f"{level}/zarr.json")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserInputError(
+            f"cannot read {path} ({exc.strerror}): delete the cache folder {cache} and stream again"
+        ) from None
+    return ChunkGrid.from_metadata(data, str(path))
 
-    import zarr
 
+def _copy_pyramid(remote: _Remote, cache: Path, levels: list[str], skipped: list[str]) -> None:
     for level in levels[1:]:
-        arr = zarr.open_array(str(cache / level), mode="r")
-        grid = [range(-(-s // c)) for s, c in zip(arr.shape, arr.chunks)]
-        for idx in itertools.product(*grid):
-            key = arr.metadata.chunk_key_encoding.encode_chunk_key(idx)
-            _copy_file(transport, _rp(output, level, key), cache / level / key)
+        for key in _grid(cache, level).chunk_keys():
+            try:
+                _copy_file(remote, f"{level}/{key}", cache)
+            except UntrustedPath as exc:
+                _skip(skipped, str(exc))
+
+
+def _skip(skipped: list[str], message: str) -> None:
+    log.warning("stream: %s", message)
+    skipped.append(message)
+
+
+def _block_chunk(ev: dict, level0: str, grid: ChunkGrid, lineno: int) -> str:
+    """The cache-relative file a block line names, after checking it is a level-0 chunk key."""
+    chunk = ev.get("chunk")
+    prefix = f"{level0}/"
+    if (
+        isinstance(chunk, str)
+        and chunk.startswith(prefix)
+        and grid.parse(chunk[len(prefix) :]) is not None
+    ):
+        return chunk
+    raise UntrustedPath(
+        f"progress.jsonl line {lineno} names chunk {str(chunk)[:200]!r}, which is not a chunk of "
+        f"the output's level {level0} (grid {'x'.join(map(str, grid.grid))}): skipped, nothing "
+        "written for it. Something other than napari-connectome wrote to the job's output folder"
+    )
+
+
+def cache_level(cache: str | Path, level: int = 0) -> Path | None:
+    """The cache's array of one pyramid level, by the dataset path the stream checked and saved
+    (None while the cache has no metadata yet). Viewers open this, never a name from the job."""
+    cache = Path(cache)
+    try:
+        state = json.loads((cache / STATE_FILE).read_text())
+        name = dataset_path(state["levels"][level])
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
+    return local_inside(cache, name)
 
 
 def stream_into(
@@ -115,41 +275,53 @@ def stream_into(
     """
     progress = progress or no_progress
     cache = Path(cache)
+    _check_cache(cache)
     t_end = None if timeout_s is None else time.monotonic() + timeout_s
     transport = transport_factory()
+    remote = _Remote(transport, output)
     reconnects = handled = 0
+    skipped: list[str] = []
     summary = summarize([])
     primed = False
+    lineno = 0  # lines of progress.jsonl before the saved offset
+    grid: ChunkGrid | None = None
+
+    def result(state: str) -> StreamResult:
+        return StreamResult(state, handled, reconnects, cache, skipped)
+
     try:
         while True:
             if stop is not None and stop.is_set():
-                return StreamResult("stopped", handled, reconnects, cache)
+                return result("stopped")
             try:
-                state = _init_cache(transport, output, cache)
+                state = _init_cache(remote, cache)
                 if not state:  # the job has not created its output yet (pending)
                     final = is_finished(transport) if is_finished else None
                     if final:
-                        return StreamResult(final, handled, reconnects, cache)
+                        return result(final)
                     if t_end and time.monotonic() > t_end:
-                        return StreamResult("timeout", handled, reconnects, cache)
+                        return result("timeout")
                     time.sleep(poll_s)
                     continue
+                if grid is None:
+                    grid = _grid(cache, state["levels"][0])
                 if not primed:
                     # a resumed stream: what was read before counts (a finished log stays finished)
                     primed = True
                     if state["offset"]:
-                        seen = transport.read_file(_rp(output, "progress.jsonl")) or b""
-                        summary = summarize(split_lines(seen[: state["offset"]])[0])
-                data = transport.read_file(_rp(output, "progress.jsonl"), state["offset"]) or b""
+                        seen = (remote.read("progress.jsonl") or b"")[: state["offset"]]
+                        summary = summarize(split_lines(seen)[0])
+                        lineno = seen.count(b"\n")
+                data = remote.read("progress.jsonl", state["offset"]) or b""
                 events, used = split_lines(data)
                 if not events and used == 0:
                     if summary.done:
-                        return StreamResult("done", handled, reconnects, cache)
+                        return result("done")
                     final = is_finished(transport) if is_finished else None
                     if final:
-                        return StreamResult(final, handled, reconnects, cache)
+                        return result(final)
                     if t_end and time.monotonic() > t_end:
-                        return StreamResult("timeout", handled, reconnects, cache)
+                        return result("timeout")
                     time.sleep(poll_s)
                     continue
                 offset = state["offset"]
@@ -157,20 +329,28 @@ def stream_into(
                 # advance line by line so an interruption re-reads at most the current line
                 for line in data[:used].splitlines(keepends=True):
                     consumed += len(line)
+                    lineno += 1
                     line = line.strip()
                     if not line:
                         continue
                     try:
                         ev = json.loads(line)
-                    except json.JSONDecodeError:
+                    except (json.JSONDecodeError, UnicodeDecodeError):
+                        ev = {}
+                    if not isinstance(ev, dict):
                         ev = {}
                     if ev.get("event") == "block" and ev.get("chunk"):
-                        _copy_file(transport, _rp(output, ev["chunk"]), cache / ev["chunk"])
+                        try:
+                            _copy_file(
+                                remote, _block_chunk(ev, state["levels"][0], grid, lineno), cache
+                            )
+                        except UntrustedPath as exc:
+                            _skip(skipped, str(exc))
                     if ev.get("event") == "done":
-                        _copy_pyramid(transport, output, cache, state["levels"])
+                        _copy_pyramid(remote, cache, state["levels"], skipped)
                     summary.add(ev)
                     state["offset"] = offset + consumed
-                    atomic_write_json(cache / STATE_FILE, state)
+                    _save_state(cache, state)
                     if ev.get("event") == "block":
                         handled += 1
                         ev["cached_t"] = time.time()
@@ -179,11 +359,11 @@ def stream_into(
                         total = summary.blocks_total or 0
                         progress(len(summary.segmented), total, ev.get("phase", ""))
                     if ev.get("event") == "failed":
-                        return StreamResult("failed", handled, reconnects, cache)
+                        return result("failed")
                     if stop is not None and stop.is_set() and not summary.done:
-                        return StreamResult("stopped", handled, reconnects, cache)
+                        return result("stopped")
                 if summary.done:
-                    return StreamResult("done", handled, reconnects, cache)
+                    return result("done")
             except transient_errors():
                 # dropped connection, SFTP error: reconnect and resume from the saved offset
                 reconnects += 1
@@ -197,6 +377,9 @@ def stream_into(
                 except UserInputError:
                     if reconnects >= max_reconnects:
                         raise
+                remote = _Remote(transport, output)
+                # the lines after the saved offset are read again: count them again
+                primed, lineno, summary = False, 0, summarize([])
     finally:
         transport.close()
 
