@@ -17,7 +17,7 @@ from psygnal import Signal
 
 from napari_connectome.errors import UserInputError
 from napari_connectome.gui._camera import camera
-from napari_connectome.gui.proofread.meshes_layer import SegmentMeshes
+from napari_connectome.gui.proofread.meshes_layer import SegmentMeshes, labels_views
 from napari_connectome.gui.proofread.settings import DEFAULT_KEYS, MOUSE_GESTURES
 from napari_connectome.gui.proofread.views import SegmentView
 from napari_connectome.proofread import ProofreadSession, SplitPlan
@@ -85,6 +85,8 @@ class ProofreadTool:
         viewer.dims.events.ndisplay.connect(self._on_ndisplay)
         viewer.layers.selection.active = self.layer
         self.meshes = SegmentMeshes(self)  # 3D: the selection as meshes (meshes_layer.py)
+        for view in labels_views(self.layer) + labels_views(self.selection_layer):
+            view.serve_volumes = False  # so 3D never reads the labels volumes (views.py)
         self._visible_2d: dict[str, bool] = {}
         if viewer.dims.ndisplay == 3:
             self._on_ndisplay()
@@ -364,10 +366,8 @@ class ProofreadTool:
     def _on_ndisplay(self, event: Any = None) -> None:
         """In 3D the selected segments are drawn as meshes and the labels layers hidden (napari
         would read and render them as whole volumes), as is a single-scale EM layer; in 2D they
-        come back as they were and the selection is outlined.
-
-        Connected after napari's own slicing handler, but napari calls the newest connection first,
-        so the layers are hidden before the 3D slice is taken and are never read in 3D."""
+        come back as they were and the selection is outlined. (napari slices the layers for 3D
+        before this runs; their views answer that request with zeros, see ``serve_volumes``.)"""
         three_d = self.viewer.dims.ndisplay == 3
         self.selection_layer.contour = 0 if three_d else 2
         volume_layers = [self.layer, self.selection_layer]  # hidden, self.layer still gets clicks

@@ -39,6 +39,12 @@ class SegmentView:
         self.size = int(np.prod(self.shape))
         self.cache_slices = 4
         self._cache: dict[tuple[str, int], np.ndarray] = {}
+        # False: a request for a 3D block (napari's 3D slice) gets zeros (a broadcast view, no
+        # memory), not a read. The proofreading tool shows meshes in 3D and hides its labels
+        # layers, but napari slices them for 3D before the tool hears of the switch (napari's
+        # own handlers run first).
+        self.serve_volumes = True
+        self.reads = 0  # __getitem__ calls that read fragments (tests: 3D makes none)
 
     def _fragments(self, key: Any) -> np.ndarray:
         tag = (repr(key), self.session.volume_version)
@@ -52,7 +58,26 @@ class SegmentView:
             self._cache.pop(next(iter(self._cache)))
         return hit
 
+    def _volume_shape(self, key: Any) -> tuple[int, ...] | None:
+        """The block shape a key asks for when it is a 3D block (all three axes sliced, each longer
+        than one voxel); None for a plane, a line or a voxel."""
+        key = key if isinstance(key, tuple) else (key,)
+        if any(k is Ellipsis for k in key):
+            i = next(i for i, k in enumerate(key) if k is Ellipsis)
+            key = key[:i] + (slice(None),) * (self.ndim - len(key) + 1) + key[i + 1 :]
+        key = key + (slice(None),) * (self.ndim - len(key))
+        if not all(isinstance(k, slice) for k in key):
+            return None
+        shape = tuple(len(range(*k.indices(n))) for k, n in zip(key, self.shape))
+        return shape if min(shape) > 1 else None
+
     def __getitem__(self, key: Any) -> np.ndarray:
+        if not self.serve_volumes and (shape := self._volume_shape(key)) is not None:
+            return np.broadcast_to(np.zeros((), np.uint64), shape)
+        return self._segments(key)
+
+    def _segments(self, key: Any) -> np.ndarray:
+        self.reads += 1
         seg = self.session.table.apply(self._fragments(key))
         if self.keep is not None:
             ids = self.keep()
@@ -62,7 +87,7 @@ class SegmentView:
         return seg
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        out = self[...]
+        out = self._segments(...)  # an explicit conversion is always served
         return out if dtype is None else out.astype(dtype)
 
     def __len__(self) -> int:

@@ -14,6 +14,7 @@ from qtpy.QtCore import QAbstractTableModel, QModelIndex, Qt
 from qtpy.QtGui import QBrush, QColor, QFont
 from qtpy.QtWidgets import (
     QAbstractItemView,
+    QComboBox,
     QFileDialog,
     QHBoxLayout,
     QLabel,
@@ -150,6 +151,17 @@ class ProofreadWidget(QWidget):
         layout.addWidget(QLabel("edit history (greyed = undone):"))
         self.history = QListWidget()
         layout.addWidget(self.history, 1)
+
+        row = QHBoxLayout()
+        self.mesh_button = QPushButton("Export meshes…")
+        self.mesh_button.setToolTip("write the selected segments' meshes into a new folder")
+        self.mesh_button.clicked.connect(lambda: self.export_meshes())
+        self.mesh_format = QComboBox()
+        self.mesh_format.addItems(["ply", "obj", "precomputed"])
+        row.addWidget(self.mesh_button)
+        row.addWidget(self.mesh_format)
+        row.addStretch(1)
+        layout.addLayout(row)
         self.message = QLabel("")
         self.message.setWordWrap(True)
         layout.addWidget(self.message)
@@ -223,6 +235,18 @@ class ProofreadWidget(QWidget):
             self.tool.jump_to(seg)
         else:
             self.tool.select(seg)
+
+    def export_meshes(self, folder: str | Path | None = None) -> Path | None:
+        """Write the selected segments' meshes (in the chosen format) into a new folder."""
+        if self.tool is None:
+            return None
+        if folder is None:
+            folder, _ = QFileDialog.getSaveFileName(self, "Export meshes to a new folder")
+            if not folder:
+                return None
+        out = self.tool.export_meshes(str(folder), self.mesh_format.currentText())
+        self.message.setText(self.tool.last_message)
+        return out
 
     def _focus_jump(self) -> None:
         self.jump_edit.setFocus()
