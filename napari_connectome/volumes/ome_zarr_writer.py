@@ -329,10 +329,11 @@ def _no_space(exc: BaseException) -> bool:
 
 
 def _disk_full(dest: Path) -> UserInputError:
+    what = "" if dest.name.startswith(".") else f" while writing {dest.name}"
     return UserInputError(
-        f"no space left on the disk (or quota) holding {dest.parent} while writing {dest.name}: "
-        "free some space or choose an output on another disk; nothing was left behind and an "
-        "existing output is unchanged."
+        f"no space left on the disk (or quota) holding {dest.parent}{what}: free some space or "
+        "choose an output on another disk; nothing was left behind and an existing output is "
+        "unchanged."
     )
 
 
