@@ -94,7 +94,7 @@ def region_graph_beside(text: str) -> Path | None:
     from napari_connectome.volumes.sources import parse_source
 
     src = parse_source(text)
-    if src.format != "zarr":
+    if src.format not in ("zarr", "tiled"):
         return None
     cand = Path(src.path) / REGION_GRAPH
     return cand if (cand / "region_graph.json").is_file() else None

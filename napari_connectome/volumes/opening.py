@@ -68,6 +68,10 @@ def open_volume(source: str | Path, *, level: int = 0, store: Any = None) -> Vol
         from napari_connectome.volumes.read_tensorstore import open_precomputed
 
         return open_precomputed(src.path, level=level)
+    if src.format == "tiled":
+        from napari_connectome.volumes.read_tiled import open_tiled
+
+        return open_tiled(src.path, level=level)
     raise UserInputError(f"{source}: unsupported format {src.format}.")  # pragma: no cover
 
 

@@ -22,7 +22,7 @@ class Source:
 
     path: Path  # for a remote source: the store's root on the cluster (a PurePosixPath)
     inner: str
-    format: str  # "zarr", "hdf5", "n5", "precomputed", "tiff", "tiff-folder"
+    format: str  # "zarr", "hdf5", "n5", "precomputed", "tiff", "tiff-folder", "tiled"
     text: str
     # a store on a cluster (volumes.remote.RemoteLocation); None: on this machine
     remote: Any = None
@@ -57,6 +57,8 @@ def _kind_of(path: Path) -> str | None:
         kind = _zarr_root_kind(path)
         if kind:
             return kind
+        if (path / "tiled.json").is_file():
+            return "tiled"  # a virtual tiled volume (read_tiled.py)
         if any(p.suffix.lower() in TIFF_SUFFIXES for p in path.iterdir() if p.is_file()):
             return "tiff-folder"
         return None
