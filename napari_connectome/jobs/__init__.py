@@ -7,7 +7,7 @@ Public API (imported lazily, so ``import napari_connectome.jobs`` stays cheap)::
     run_job(spec, client=None, progress=None)          run or resume a job here (what run-job does)
     submit(spec) -> JobRecord                          start on its backend, save in the registry
     job_status(record) -> dict                         state, blocks done/total, rate, ETA, log tail
-    cancel(record)
+    cancel(record) -> str                              stop it (never a process that reused its pid)
     stream_job(record, cache, on_block=...)            copy finished chunks into a local zarr
     list_records() / load_record(job_id)               the local registry of submitted jobs
 """

@@ -8,6 +8,7 @@ so lines never interleave, even with workers on many nodes of a shared file syst
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -355,7 +356,8 @@ def run_job(
             layout = prepare_output(spec, grid)
         except BaseException:
             if _listing(layout) != before:
-                _undo_start(layout, lock)
+                with contextlib.suppress(OSError):  # the error to report is the first one
+                    _undo_start(layout, lock)
             raise
         lock.acquire()  # on the output as it is now (an overwrite recreated it)
         return _drive(spec, grid, layout, client, progress, t_start)
@@ -416,13 +418,8 @@ def _clear_unfinished_start(layout: JobLayout, lock) -> None:
 def _undo_start(layout: JobLayout, lock) -> None:
     """Output creation failed (disk full, read-only, interrupted): leave nothing that blocks a
     rerun. An output `submit` staged keeps its spec and scheduler folder (the log says why)."""
-    if not _is_unfinished_start(layout):
-        return
-    try:
-        if layout.job.is_dir():
-            lock.acquire()  # not while another driver creates it
-    except UserInputError:
-        return
+    if not _is_unfinished_start(layout) or lock.held_by_another():
+        return  # results, or another driver's fresh output
     if not (layout.scheduler.is_dir() and layout.spec.is_file()):
         lock.release()
         shutil.rmtree(layout.root, ignore_errors=True)
@@ -563,6 +560,12 @@ def _drive(spec, grid, layout, client, progress, t_start) -> JobResult:
                         for x in range(n_chunks[2])
                     ],
                     lambda k, r: None,
+                )
+            if spec.region_graph:
+                from napari_connectome.jobs.graph_phase import region_graph_phase
+
+                region_graph_phase(
+                    spec, grid, layout, dask_client, log, progress, output_changed=bool(todo)
                 )
     except BaseException as exc:
         log.write(event="failed", error=f"{type(exc).__name__}: {exc}")

@@ -24,6 +24,10 @@ class JobRecord:
     submitted: float
     scheduler_id: str | None = None  # slurm/pbs job id
     pid: int | None = None  # local/dask: the run-job process on this machine
+    # local/dask: that process's start time (/proc/PID/stat) and host, so a later process that
+    # was given the same pid is never taken for the job (status, cancel)
+    pid_start: int | None = None
+    host: str | None = None
     log: str | None = None  # scheduler / run-job log file (same machine as output)
     ssh: dict | None = None  # SSHSpec as a dict; None = this machine
     submit_env: dict[str, str] = field(default_factory=dict)

@@ -74,7 +74,7 @@ class FFNSegmenter:
         from napari_connectome.ffn.inference import segment_region
         from napari_connectome.ffn.options import options_for_model
 
-        options = options_for_model(self.config, **self.spec.inference)
+        options = options_for_model(self.config, **self.spec.inference_options())
         result = segment_region(
             image,
             self.model,
@@ -107,6 +107,26 @@ def _pick_device(device: str) -> str:
     return f"cuda:{index % torch.cuda.device_count()}"
 
 
+def check_device(device: str) -> None:
+    """Refuse a CUDA device this machine does not have, before any output exists (torch would
+    stop a worker with an AssertionError after the output was created)."""
+    if device in ("auto", "cpu"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UserInputError(
+            f"segmenter.device is {device!r} but PyTorch sees no CUDA GPU on this machine "
+            f"(torch {torch.__version__}); use device: auto (a GPU where there is one) or cpu"
+        )
+    index = int(device.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise UserInputError(
+            f"segmenter.device is {device!r} but this machine has {torch.cuda.device_count()} "
+            "CUDA GPU(s); use device: auto (worker k takes GPU k) or a smaller index"
+        )
+
+
 def make_segmenter(spec: SegmenterSpec) -> BlockSegmenter:
     if spec.kind == "watershed":
         return WatershedSegmenter(spec.threshold, spec.seed_distance)
@@ -133,4 +153,6 @@ def segmenter_min_shape(spec: SegmenterSpec) -> Triple:
     """The field of view, known without loading weights where possible (for spec checks)."""
     if spec.kind == "watershed":
         return (1, 1, 1)
+    if spec.kind == "ffn":  # the weights load on the CPU: the check may run where no GPU is
+        spec = spec.model_copy(update={"device": "cpu"})
     return tuple(make_segmenter(spec).min_shape)

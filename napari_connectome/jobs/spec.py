@@ -8,18 +8,76 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from napari_connectome.errors import UserInputError
 
 Triple = tuple[int, int, int]
 
+# Limits on what a spec can ask for: beyond them a value is a typo, not a plan (the reasons are in
+# the messages). docs/scaling.md: one Dask scheduler per job handles ~1e4-1e5 blocks.
+MIN_BLOCK = 4  # voxels per axis
+MAX_BLOCK_VOXELS = 1024**3  # one block = one uint64 output chunk: 8 GiB of labels at this size
+MAX_BLOCKS = 1_000_000
+MAX_WORKERS = 4096  # per node
+MAX_SPEC_BYTES = 1 << 20  # a job spec is a few hundred bytes
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+@cache
+def inference_overrides_model() -> type[BaseModel]:
+    """A pydantic model of FFN inference options, generated from the
+    :class:`~napari_connectome.ffn.options.InferenceOptions` dataclass (the one definition of
+    them), every field optional: a job's ``segmenter.inference`` overrides the model's own
+    recommended options. Unknown fields are refused (a typo fails at ``--check``/``submit``, not
+    on a worker after the output was created); values are checked by the dataclass itself."""
+    import dataclasses
+    import typing
+
+    from pydantic import create_model
+
+    from napari_connectome.ffn.options import InferenceOptions
+
+    hints = typing.get_type_hints(InferenceOptions)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(InferenceOptions):
+        hint = hints[f.name]
+        if hint == tuple[int, int, int]:
+            hint = hint | int  # one number for all three axes, as InferenceOptions accepts
+        fields[f.name] = (hint | None, None)
+
+    def check_values(self):
+        InferenceOptions(
+            **self.model_dump(exclude_unset=True)
+        )  # raises UserInputError (ValueError)
+        return self
+
+    return create_model(
+        "InferenceOverrides",
+        __config__=ConfigDict(extra="forbid"),
+        __doc__="FFN inference options a job sets (the rest: the model's own).",
+        __validators__={"check_values": model_validator(mode="after")(check_values)},
+        **fields,
+    )
+
+
+def inference_option_names() -> list[str]:
+    return list(inference_overrides_model().model_fields)
 
 
 class ROI(_Strict):
@@ -50,14 +108,38 @@ class SegmenterSpec(_Strict):
 
     kind: Literal["ffn", "watershed", "plugin"] = "ffn"
     model: str = "default"
-    inference: dict[str, Any] = Field(default_factory=dict)
-    device: str = "auto"
+    # InferenceOverrides (see inference_overrides_model): a model generated at import time would
+    # import the ffn package with the spec; validated in _typed_inference instead
+    inference: Any = Field(default_factory=dict, validate_default=True)
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     batch: int = Field(1, ge=1)  # FFN: field-of-view predictions per forward pass
     threshold: float = 128.0
     seed_distance: float = 2.0
     factory: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("inference", mode="before")
+    @classmethod
+    def _typed_inference(cls, v: Any) -> Any:
+        model = inference_overrides_model()
+        if isinstance(v, model):
+            return v
+        if v is None:
+            v = {}
+        if not isinstance(v, dict):
+            raise ValueError(f"inference must be a mapping of FFN options, got {type(v).__name__}")
+        return model.model_validate(v)
+
+    @field_serializer("inference")
+    def _only_set_options(self, v: Any) -> dict[str, Any]:
+        # only what the spec sets: the model's own options fill the rest, and the fingerprint of
+        # a spec without inference options stays what it was before they were typed
+        return v.model_dump(mode="json", exclude_unset=True)
+
+    def inference_options(self) -> dict[str, Any]:
+        """The inference options this spec sets, as keyword arguments."""
+        return self.inference.model_dump(exclude_unset=True)
 
     @model_validator(mode="after")
     def _plugin_needs_factory(self) -> SegmenterSpec:
@@ -134,7 +216,8 @@ class BackendSpec(_Strict):
     without it, on this machine) that runs ``napari-connectome run-job`` inside the allocation."""
 
     kind: Literal["local", "dask", "slurm", "pbs"] = "local"
-    workers: int | None = Field(None, ge=1)  # per node; default: one per GPU, else one per 2 cores
+    # per node; default: one per GPU, else one per 2 cores. No node has more than MAX_WORKERS cores
+    workers: int | None = Field(None, ge=1)
     threads_per_worker: int = Field(1, ge=1)
     scheduler: str | None = None
     # slurm/pbs: how workers start inside the allocation. "local": a LocalCluster on the first node
@@ -142,6 +225,16 @@ class BackendSpec(_Strict):
     launch: Literal["auto", "local", "srun", "mpiexec"] = "auto"
     resources: Resources = Field(default_factory=Resources)
     ssh: SSHSpec | None = None
+
+    @field_validator("workers", "threads_per_worker")
+    @classmethod
+    def _at_most(cls, v: int | None, info) -> int | None:
+        if v is not None and v > MAX_WORKERS:
+            raise ValueError(
+                f"{info.field_name} {v} per node is more than any node has cores (each worker is a "
+                f"process, each thread runs blocks); use at most {MAX_WORKERS}"
+            )
+        return v
 
     @model_validator(mode="after")
     def _needs(self) -> BackendSpec:
@@ -167,6 +260,9 @@ class JobSpec(_Strict):
     segmenter: SegmenterSpec = Field(default_factory=SegmenterSpec)
     match: MatchSpec = Field(default_factory=MatchSpec)
     pyramid_levels: int = Field(3, ge=1)
+    # last phase: the output's region graph (fragment stats, contacts, digests) in
+    # OUTPUT/region_graph, so the output opens for proofreading without another pass
+    region_graph: bool = True
     backend: BackendSpec = Field(default_factory=BackendSpec)
     resume: bool = False
     overwrite: bool = False
@@ -176,6 +272,20 @@ class JobSpec(_Strict):
     def _positive(cls, v: Triple) -> Triple:
         if any(s < 1 for s in v):
             raise ValueError(f"block_shape must be positive, got {v}")
+        if any(s < MIN_BLOCK for s in v):
+            raise ValueError(
+                f"block_shape {list(v)} is too small: every block costs a task, two files and a "
+                f"chunk, and faces are compared across the block; use at least {MIN_BLOCK} voxels "
+                "per axis (typically 128-512)"
+            )
+        voxels = v[0] * v[1] * v[2]
+        if voxels > MAX_BLOCK_VOXELS:
+            raise ValueError(
+                f"block_shape {list(v)} is {voxels:,} voxels per block: one block is one output "
+                f"chunk and its uint64 labels alone take {voxels * 8 / 2**30:.0f} GiB of a "
+                f"worker's memory; use at most {MAX_BLOCK_VOXELS:,} voxels (1024^3) per block "
+                "(typically 128-512 per axis)"
+            )
         return v
 
     @field_validator("overlap")
@@ -196,6 +306,17 @@ class JobSpec(_Strict):
     def _resume_xor_overwrite(self) -> JobSpec:
         if self.resume and self.overwrite:
             raise ValueError("resume and overwrite exclude each other: pick one")
+        return self
+
+    @model_validator(mode="after")
+    def _blocks_cover_the_slab(self) -> JobSpec:
+        slab = self.match.slab
+        if any(b < slab for b in self.block_shape):
+            raise ValueError(
+                f"block_shape {list(self.block_shape)} is thinner than match.slab ({slab}): "
+                "faces are compared within slab voxels on each side, which would reach past the "
+                "neighbouring block; use larger blocks or a smaller slab"
+            )
         return self
 
     def fingerprint(self) -> str:
@@ -227,12 +348,78 @@ def _format_errors(exc: ValidationError, where: str) -> str:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field (check the spelling; see examples/jobs/)"
-        parts.append(f"{loc}: {msg}")
+            if tuple(err["loc"][:2]) == ("segmenter", "inference"):
+                msg = "unknown FFN inference option; valid: " + ", ".join(inference_option_names())
+        elif loc == "segmenter.device" and err["type"] == "string_pattern_mismatch":
+            msg = "device must be auto, cpu, cuda or cuda:N"
+        parts.append(f"{loc}: {msg}" if err["loc"] else msg)
     return f"invalid job spec {where}: " + "; ".join(parts)
+
+
+@cache
+def _no_alias_loader() -> type:
+    """A SafeLoader without aliases: a spec never needs them, and a few lines of nested aliases
+    expand to gigabytes ("billion laughs") after every check passed."""
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise UserInputError(
+                    f"uses a YAML alias (*{event.anchor}) at line {event.start_mark.line + 1}: "
+                    "aliases are not allowed in job specs; write the value out"
+                )
+            return super().compose_node(parent, index)
+
+    return NoAliasLoader
+
+
+def _too_big(size: int, where: str) -> UserInputError:
+    return UserInputError(
+        f"job spec {where} is {size:,} bytes; a job spec is a small YAML file "
+        f"(at most {MAX_SPEC_BYTES:,} bytes)"
+    )
+
+
+def load_yaml_text(data: str | bytes, where: str) -> Any:
+    """Parse a job spec's YAML text, refusing binary files, non-UTF-8 text, oversized files and
+    aliases with a message (before anything is created)."""
+    import yaml
+
+    if len(data) > MAX_SPEC_BYTES:
+        raise _too_big(len(data), where)
+    if isinstance(data, bytes):
+        if b"\x00" in data:
+            raise UserInputError(f"job spec {where} is a binary file, not YAML text")
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UserInputError(
+                f"job spec {where} is not UTF-8 text (byte {exc.start}): save it as UTF-8"
+            ) from None
+    try:
+        return yaml.load(data, Loader=_no_alias_loader())  # a SafeLoader subclass
+    except UserInputError as exc:
+        raise UserInputError(f"job spec {where} {exc}") from None
+    except yaml.YAMLError as exc:
+        raise UserInputError(f"job spec {where} is not valid YAML: {exc}") from None
+    except RecursionError:
+        raise UserInputError(f"job spec {where} is nested too deeply to be a job spec") from None
+
+
+def parse_spec_text(data: str | bytes, where: str) -> JobSpec:
+    """Validate a spec given as YAML text (a file's contents, or one read over SFTP)."""
+    return parse_spec(load_yaml_text(data, where), where)
 
 
 def parse_spec(data: Any, where: str = "") -> JobSpec:
     """Validate a spec given as a dict (already parsed YAML)."""
+    if data is None:
+        raise UserInputError(
+            f"job spec {where} is empty: write a mapping of fields (input:, output:, ...; see "
+            "examples/jobs/)"
+        )
     if not isinstance(data, dict):
         raise UserInputError(
             f"invalid job spec {where}: expected a mapping of fields, got {type(data).__name__}"
@@ -245,15 +432,16 @@ def parse_spec(data: Any, where: str = "") -> JobSpec:
 
 def load_spec(path: str | Path) -> JobSpec:
     """Read and validate a YAML job spec; every problem is a :class:`UserInputError`."""
-    import yaml
-
     path = Path(path)
     if not path.is_file():
         raise UserInputError(
             f"job spec {path} not found: give the path of a YAML file (see examples/jobs/)"
         )
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UserInputError(f"job spec {path} is not valid YAML: {exc}") from None
-    return parse_spec(data, str(path))
+        size = path.stat().st_size
+        if size > MAX_SPEC_BYTES:
+            raise _too_big(size, str(path))
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserInputError(f"cannot read job spec {path}: {exc.strerror or exc}") from None
+    return parse_spec_text(data, str(path))
