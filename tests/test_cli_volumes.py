@@ -112,8 +112,9 @@ def test_convert_overwrite(em_h5, tmp_path, capsys):
         ("{tmp}/sample.h5:prob", ["--labels"], r"dtype float32, but labels must be unsigned"),
         ("{tmp}/sample.h5:signed", ["--labels"], r"dtype int64, but labels must be unsigned"),
         ("{tmp}/broken.zarr", [], r"chunk '.*broken\.zarr/c/0/1/0' .* cannot be decoded"),
-        ("{tmp}/sample.h5:raw", ["--chunks", "0"], r"chunk size must be a positive number"),
-        ("{tmp}/sample.h5:raw", ["--levels", "0"], r"levels must be 1 or more"),
+        ("{tmp}/sample.h5:raw", ["--chunks", "0"], r"--chunks: 0 voxels is too small a chunk"),
+        ("{tmp}/sample.h5:raw", ["--chunks", "5000"], r"5000 voxels is too large a chunk"),
+        ("{tmp}/sample.h5:raw", ["--levels", "0"], r"--levels: 0 must be 1 or more"),
     ],
 )
 def test_convert_bad_input_exits_2_and_writes_nothing(

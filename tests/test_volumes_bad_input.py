@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pytest
@@ -123,3 +126,78 @@ def test_damaged_tiff_slice_is_named(tmp_path):
     np.testing.assert_array_equal(vol.data[2].compute(), 2)
     with pytest.raises(UserInputError, match=r"slice file s_3\.tif of .*slices cannot be decoded"):
         vol.data.compute()
+
+
+def _damaged_stores(tmp: Path) -> dict[str, tuple[Path, str]]:
+    """Stores a crash, a bad copy or a hand edit leaves behind, and what the message must say."""
+    cases: dict[str, tuple[Path, str]] = {}
+    for name, text, message in (
+        ("empty", b"", r"zarr\.json is empty; the zarr store is damaged"),
+        ("not-json", b"{not json", r"zarr\.json is not valid JSON \(Expecting property name"),
+        ("a-list", b"[]", r"zarr\.json holds a list, not a JSON object"),
+        ("null", b"null", r"holds null, not a JSON object"),
+        ("no-dtype", b'{"zarr_format": 3, "node_type": "array"}', r"KeyError: 'data_type'"),
+    ):
+        store = tmp / f"{name}.zarr"
+        store.mkdir()
+        (store / "zarr.json").write_bytes(text)
+        cases[name] = (store, message)
+    zarr.create_array(tmp / "v2.zarr", shape=(4, 4, 4), dtype="u1", zarr_format=2)
+    (tmp / "v2.zarr" / ".zarray").write_text("{}")
+    cases["v2-array-without-keys"] = (tmp / "v2.zarr", r"v2\.zarr: zarr cannot read its metadata")
+
+    group = zarr.open_group(tmp / "group.zarr", mode="w")
+    group.create_array("a", shape=(4, 4, 4), dtype="u1")
+    group.create_array("b", shape=(4, 4, 4), dtype="u1")
+    (tmp / "group.zarr" / "a" / "zarr.json").write_text("{x")
+    cases["broken-member"] = (tmp / "group.zarr", r"group\.zarr/a/zarr\.json is not valid JSON")
+    cases["broken-member-named"] = (tmp / "group.zarr" / "a", r"a/zarr\.json is not valid JSON")
+
+    write_ome_zarr(np.zeros((16, 16, 16), np.uint8), tmp / "level.ome.zarr", levels=2)
+    shutil.rmtree(tmp / "level.ome.zarr" / "0")
+    cases["missing-level"] = (
+        tmp / "level.ome.zarr",
+        r"lists dataset '0' in its multiscales metadata, but it is missing",
+    )
+    gone = zarr.open_group(tmp / "gone.zarr", mode="w")
+    gone.create_array("raw", shape=(4, 4, 4), dtype="u1")
+    shutil.rmtree(tmp / "gone.zarr" / "raw")
+    cases["missing-member"] = (tmp / "gone.zarr" / "raw", r"'raw' does not exist in .*gone\.zarr")
+    zarr.create_array(tmp / "plain.zarr", shape=(4, 4, 4), dtype="u1")
+    cases["inside-an-array"] = (
+        tmp / "plain.zarr" / "c",
+        r"plain\.zarr is a single zarr array; it holds no 'c'",
+    )
+    (tmp / "header-only.tif").write_bytes(b"II*\x00" + b"\xff" * 100)
+    cases["tiff-header-only"] = (tmp / "header-only.tif", r"cannot be read as a TIFF stack")
+    (tmp / "text.tif").write_text("this is not a TIFF")
+    cases["not-a-tiff"] = (tmp / "text.tif", r"not a TIFF file")
+    return cases
+
+
+DAMAGED = [
+    "empty", "not-json", "a-list", "null", "no-dtype", "v2-array-without-keys", "broken-member",
+    "broken-member-named", "missing-level", "missing-member", "inside-an-array",
+    "tiff-header-only", "not-a-tiff",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", DAMAGED)
+def test_a_damaged_store_is_named_by_every_reader(case, tmp_path, capsys):
+    """open_volume, discover_volumes and the CLI: one message naming the file, never a
+    traceback (JSONDecodeError, KeyError, AttributeError from inside zarr or tifffile)."""
+    import re
+
+    from napari_connectome.cli import main
+    from napari_connectome.volumes import discover_volumes
+
+    path, message = _damaged_stores(tmp_path)[case]
+    with pytest.raises(UserInputError, match=message):
+        open_volume(path)
+    with pytest.raises(UserInputError, match=message):
+        discover_volumes(path)
+    for command in (["info", str(path)], ["convert", str(path), str(tmp_path / "o.ome.zarr")]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert re.search(message, err), err
+    assert not (tmp_path / "o.ome.zarr").exists()
