@@ -23,6 +23,7 @@ from napari_connectome.gui.proofread.views import SegmentView
 from napari_connectome.proofread import ProofreadSession, SplitPlan
 
 SEED_COLORS = {"a": "#00ffff", "b": "#ff00ff"}
+MULTISCALE_MIN_EDGE = 2048  # voxels along y or x above which the layers are pyramids
 
 
 class ProofreadTool:
@@ -31,7 +32,12 @@ class ProofreadTool:
     changed = Signal(str)  # "selection", "edit", "seeds", "preview"
 
     def __init__(
-        self, viewer: Any, session: ProofreadSession, *, keys: dict[str, str] | None = None
+        self,
+        viewer: Any,
+        session: ProofreadSession,
+        *,
+        keys: dict[str, str] | None = None,
+        multiscale: bool | None = None,
     ) -> None:
         from napari.utils.colormaps import DirectLabelColormap
 
@@ -49,6 +55,10 @@ class ProofreadTool:
         images = getattr(session, "image_levels", None) or (
             [session.image] if session.image is not None else []
         )
+        # a pyramid only where a full-resolution plane is too big to draw at once: napari's
+        # multiscale layers load just the tiles on screen (small projects stay single-scale)
+        big = max(session.shape[1:]) > MULTISCALE_MIN_EDGE if multiscale is None else multiscale
+        images = images if big else images[:1]
         if images:
             self.image_layer = viewer.add_image(
                 images if len(images) > 1 else images[0], multiscale=len(images) > 1,
@@ -56,7 +66,7 @@ class ProofreadTool:
             )  # fmt: skip
         else:
             self.image_layer = None
-        levels = range(len(session.fragment_levels))
+        levels = range(len(session.fragment_levels) if big else 1)
         segs = [SegmentView(session, level=i) for i in levels]
         self.layer = viewer.add_labels(
             segs if len(segs) > 1 else segs[0], multiscale=len(segs) > 1, name="segments",
@@ -86,7 +96,7 @@ class ProofreadTool:
         viewer.layers.selection.active = self.layer
         self.meshes = SegmentMeshes(self)  # 3D: the selection as meshes (meshes_layer.py)
         for view in labels_views(self.layer) + labels_views(self.selection_layer):
-            view.serve_volumes = False  # so 3D never reads the labels volumes (views.py)
+            view.blank_volumes = self._three_d  # so 3D never reads the labels volumes
         self._visible_2d: dict[str, bool] = {}
         if viewer.dims.ndisplay == 3:
             self._on_ndisplay()
@@ -363,11 +373,14 @@ class ProofreadTool:
 
         self._guard(run)
 
+    def _three_d(self) -> bool:
+        return self.viewer.dims.ndisplay == 3
+
     def _on_ndisplay(self, event: Any = None) -> None:
         """In 3D the selected segments are drawn as meshes and the labels layers hidden (napari
         would read and render them as whole volumes), as is a single-scale EM layer; in 2D they
         come back as they were and the selection is outlined. (napari slices the layers for 3D
-        before this runs; their views answer that request with zeros, see ``serve_volumes``.)"""
+        before this runs; their views answer that request with zeros, see ``blank_volumes``.)"""
         three_d = self.viewer.dims.ndisplay == 3
         self.selection_layer.contour = 0 if three_d else 2
         volume_layers = [self.layer, self.selection_layer]  # hidden, self.layer still gets clicks

@@ -39,11 +39,12 @@ class SegmentView:
         self.size = int(np.prod(self.shape))
         self.cache_slices = 4
         self._cache: dict[tuple[str, int], np.ndarray] = {}
-        # False: a request for a 3D block (napari's 3D slice) gets zeros (a broadcast view, no
-        # memory), not a read. The proofreading tool shows meshes in 3D and hides its labels
-        # layers, but napari slices them for 3D before the tool hears of the switch (napari's
-        # own handlers run first).
-        self.serve_volumes = True
+        # When this says True (the viewer is in 3D), a request for a 3D block gets zeros (a
+        # broadcast view, no memory), not a read. The proofreading tool shows meshes in 3D and
+        # hides its labels layers, but napari slices them for 3D before the tool hears of the
+        # switch (napari's own handlers run first). In 2D a multiscale layer also asks for 3D
+        # blocks (all z of a tile, then the plane), so the key alone cannot tell.
+        self.blank_volumes: Callable[[], bool] | None = None
         self.reads = 0  # __getitem__ calls that read fragments (tests: 3D makes none)
 
     def _fragments(self, key: Any) -> np.ndarray:
@@ -72,8 +73,16 @@ class SegmentView:
         return shape if min(shape) > 1 else None
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        if not self.serve_volumes and (shape := self._volume_shape(key)) is not None:
+        if (
+            self.blank_volumes is not None
+            and (shape := self._volume_shape(key)) is not None
+            and self.blank_volumes()
+        ):
             return np.broadcast_to(np.zeros((), np.uint64), shape)
+        if self._volume_shape(key) is not None:
+            # napari's multiscale slicing asks for every z of the tile on screen, then indexes
+            # the plane: answer lazily so only the plane is read (what dask would do)
+            return LazyRegion(self, key)
         return self._segments(key)
 
     def _segments(self, key: Any) -> np.ndarray:
@@ -92,3 +101,28 @@ class SegmentView:
 
     def __len__(self) -> int:
         return self.shape[0]
+
+
+class LazyRegion:
+    """A 3D block of a :class:`SegmentView` that is read only when indexed or converted."""
+
+    def __init__(self, view: SegmentView, key: Any) -> None:
+        from napari_connectome.proofread.source import normalise_key
+
+        self.view = view
+        self.region, _ = normalise_key(key, view.shape)
+        self.shape = tuple(s.stop - s.start for s in self.region)
+        self.dtype = view.dtype
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        from napari_connectome.proofread.source import normalise_key
+
+        sub, drop = normalise_key(key, self.shape)
+        inner = tuple(slice(r.start + s.start, r.start + s.stop) for r, s in zip(self.region, sub))
+        out = self.view._segments(inner)
+        return out.squeeze(axis=drop) if drop else out
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self.view._segments(self.region)
+        return out if dtype is None else out.astype(dtype)
