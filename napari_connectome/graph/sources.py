@@ -9,6 +9,7 @@ a block whose chunks are all absent becomes no task at all.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +72,18 @@ class ArrayReader:
         return np.asarray(region)
 
 
+class RegionReader:
+    """Another reader's region starting at ``start`` (a job's ROI of its input)."""
+
+    def __init__(self, reader: Any, start: Triple) -> None:
+        self.reader, self.start = reader, tuple(int(a) for a in start)
+
+    def read(self, sl: tuple[slice, ...]) -> np.ndarray:
+        return self.reader.read(
+            tuple(slice(s.start + a, s.stop + a) for s, a in zip(sl, self.start))
+        )
+
+
 @dataclass
 class VoxelSource:
     """A 3D array to read blockwise: its reader, geometry, chunk grid and a text naming it."""
@@ -86,10 +99,21 @@ class VoxelSource:
     def grid(self) -> Triple:
         return tuple(math.ceil(s / c) for s, c in zip(self.shape, self.chunks))
 
-    @property
-    def in_memory(self) -> bool:
-        """A numpy array: it lives in this process (a cluster gets it scattered)."""
-        return isinstance(self.reader, ArrayReader) and isinstance(self.reader.array, np.ndarray)
+    def region(self, start: Sequence[int], stop: Sequence[int]) -> VoxelSource:
+        """The part ``start:stop`` of this source, read by the same reader (chunk grid: the
+        stored chunks' shape; chunk presence is not listed for a region)."""
+        start = tuple(int(a) for a in start)
+        stop = tuple(int(b) for b in stop)
+        if any(a < 0 or b > n or a >= b for a, b, n in zip(start, stop, self.shape)):
+            raise UserInputError(
+                f"region {list(start)}..{list(stop)} does not lie inside {self.text} of shape "
+                f"{list(self.shape)}"
+            )
+        if start == (0, 0, 0) and stop == self.shape:
+            return self
+        shape = tuple(b - a for a, b in zip(start, stop))
+        text = f"{self.text}[{', '.join(f'{a}:{b}' for a, b in zip(start, stop))}]"
+        return VoxelSource(RegionReader(self.reader, start), shape, self.dtype, self.chunks, text)
 
     def stored_chunks(self) -> set[Triple] | None:
         """Grid indices of the chunks stored in a zarr store, or None when every chunk must be
@@ -146,6 +170,8 @@ def as_source(obj: Any, what: str = "labels", storage_chunks: Triple | None = No
     from napari_connectome.volumes.volume import Volume
 
     text = ""
+    if isinstance(obj, VoxelSource):
+        return obj
     if isinstance(obj, Volume):
         text = obj.source
         storage_chunks = tuple(int(c) for c in obj.storage_chunks) or None

@@ -3,6 +3,8 @@
 ```
 OUT.ome.zarr/          the result (OME-Zarr 0.5 labels, level 0 chunk = one block's write region)
   progress.jsonl       one JSON line per finished block (what clients tail)
+  region_graph/        fragment counts and boxes, contact graph, chunk digests of level 0
+                       (napari_connectome.graph; computed by the job's last phase)
   _job/spec.yaml       the spec this output belongs to (a resume must match its fingerprint)
   _job/state.json      {"state": "running" | "done", ..., "seams": the seam check when done}
   _job/blocks/B.npz    a block's segmentation of its read region (local ids 1..n)
@@ -57,6 +59,7 @@ class JobLayout:
         self.relabel = self.job / "relabel"
         self.scheduler = self.job / "scheduler"
         self.progress = self.root / "progress.jsonl"
+        self.region_graph = self.root / "region_graph"
 
     def block_json(self, block: Block) -> Path:
         return self.blocks / f"{block.name}.json"
