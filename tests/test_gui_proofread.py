@@ -71,8 +71,10 @@ def press(viewer, key, modifiers=()):
 
 
 def shown(tool, zyx):
-    """The label napari displays at a voxel (read back through the layer)."""
-    return int(tool.layer.get_value(tool.layer.data_to_world(np.asarray(zyx, float)), world=True))
+    """The label napari displays at a voxel (read back through the layer; a multiscale layer
+    answers (level, value))."""
+    value = tool.layer.get_value(tool.layer.data_to_world(np.asarray(zyx, float)), world=True)
+    return int(value[1] if tool.layer.multiscale else value)
 
 
 def test_click_select_shift_click_merge_and_ctrl_z_undo(proofreading):
@@ -179,12 +181,13 @@ def test_real_mouse_clicks_on_the_canvas_select_and_merge(proofreading, qtbot):
 
     viewer, widget, tool = proofreading
     canvas = viewer.window._qt_viewer.canvas.native
-    centre = QPoint(canvas.width() // 2, canvas.height() // 2)
 
     def click_at(zyx, modifiers=Qt.NoModifier):
+        centre = QPoint(canvas.width() // 2, canvas.height() // 2)  # after docking resized it
         world = tool.layer.data_to_world(np.asarray(zyx, float))
         viewer.dims.set_point(0, world[0])
         camera(viewer).center = tuple(world[1:])  # the canvas centre now shows this voxel
+        qtbot.wait(50)  # let vispy apply the camera (a user clicks after the view moved)
         QTest.mouseClick(canvas, Qt.LeftButton, modifiers, centre)
         qtbot.wait(50)
 
@@ -211,3 +214,26 @@ def test_plugin_menu_widget_opens_a_project_and_refuses_a_second_session(
     assert second.tool is None
     assert "another session" in second.message.text()
     widget.tool.close()
+
+
+def test_project_by_reference_shows_as_a_multiscale_layer_and_edits(make_napari_viewer, tmp_path):
+    """A project referring to an OME-Zarr pyramid: napari gets one view per level, reads only what
+    it shows, and a click-merge shows at once."""
+    from napari_connectome.gui.proofread.tool import ProofreadTool
+    from napari_connectome.volumes import write_ome_zarr
+
+    frags = cube_fragments((32, 64, 64), size=16)
+    write_ome_zarr(frags, tmp_path / "seg.ome.zarr", labels=True, chunks=16)
+    session = ProofreadSession.create(tmp_path / "proj", str(tmp_path / "seg.ome.zarr"))
+    viewer = make_napari_viewer()
+    tool = ProofreadTool(viewer, session, multiscale=True)
+    assert tool.layer.multiscale
+    assert len(tool.layer.data) == len(session.fragment_levels) >= 2
+    # what napari drew (one plane) and the open-time sample, not all 32 chunks of the volume
+    assert session.fragments.reads <= 16 + 9
+    click(tool, (8, 8, 8))
+    click(tool, (8, 8, 24), modifiers=["Shift"])
+    assert session.segment_at((8, 8, 24)) == 1
+    assert np.asarray(tool.layer.data[1][4]).max() >= 1  # the coarse level shows the table too
+    assert (np.asarray(tool.layer.data[0][8])[:16, :32] == 1).all()
+    tool.close()
