@@ -100,16 +100,16 @@ def fib25_crop(fib25_h5, tmp_path_factory):
     with h5py.File(root / "crop.h5", "w") as f:
         f.create_dataset("fragments", data=frag, chunks=(32, 32, 32))
         f.create_dataset("raw", data=raw, chunks=(32, 32, 32))
-    return frag, raw, z, root
+    return frag, raw, z, root, serial_reference(frag, raw)
 
 
 def test_blockwise_on_dask_equals_the_serial_pass_on_fib25(fib25_crop, tmp_path, dask_client):
-    frag, raw, z, root = fib25_crop
+    frag, raw, z, root, ref = fib25_crop
     dest = compute_region_graph(
         z, tmp_path / "rg", image=raw, block_shape=(64, 64, 64), client=dask_client
     )
     g = RegionGraph.open(dest)
-    assert_graph_equals(g, serial_reference(frag, raw))
+    assert_graph_equals(g, ref)
     assert g.meta["blocks"] == 8
     assert g.meta["has_image"]
     assert g.meta["chunks"] == [32, 32, 32]
@@ -129,7 +129,7 @@ def test_blockwise_on_dask_equals_the_serial_pass_on_fib25(fib25_crop, tmp_path,
     g2 = RegionGraph.open(compute_region_graph(vol, tmp_path / "rg2", image=em, client=dask_client))
     assert g2.meta["block_shape"] == [128, 128, 128]  # default: whole chunks up to ~256^3
     assert g2.fingerprint == g.fingerprint
-    assert_graph_equals(g2, serial_reference(frag, raw))
+    assert_graph_equals(g2, ref)
 
 
 def sparse_volume() -> np.ndarray:
@@ -208,6 +208,28 @@ def test_absent_chunks_are_never_read_and_the_graph_is_exact(tmp_path):
     with pytest.raises(UserInputError, match="changed since"):
         g.check_source(da.from_array(lab, chunks=16))
     g3.check_source(da.from_array(lab, chunks=16))
+
+
+def test_a_sharded_zarr_digests_its_chunks_and_skips_absent_shards(tmp_path):
+    lab = sparse_volume()
+    zarr.create_array(tmp_path / "seg.zarr", data=lab, chunks=(16, 16, 16), shards=(32, 32, 32))
+    store = CountingStore(LocalStore(tmp_path / "seg.zarr", read_only=True))
+    arr = zarr.open_array(store=store, mode="r")
+    stored = {
+        p.relative_to(tmp_path / "seg.zarr").as_posix()
+        for p in (tmp_path / "seg.zarr" / "c").rglob("*")
+        if p.is_file()
+    }
+    store.keys.clear()
+    with pytest.raises(UserInputError, match="multiple of 32"):
+        compute_region_graph(arr, tmp_path / "bad", block_shape=(16, 32, 32))
+    g = RegionGraph.open(compute_region_graph(arr, tmp_path / "rg", block_shape=(32, 32, 32)))
+    assert {k for k in store.keys if k.startswith("c/")} == stored  # absent shards: no look-up
+    assert g.meta["chunks"] == [16, 16, 16]  # the digest grid: chunks, as Volume.storage_chunks
+    assert_graph_equals(g, serial_reference(lab.astype(np.uint64), None))
+    for c in np.ndindex(4, 5, 6):
+        sl = tuple(slice(i * 16, (i + 1) * 16) for i in c)
+        assert g.chunk_digest(c) == chunk_digest_of(lab[sl])
 
 
 def test_queries_read_only_the_rows_asked(tmp_path):
@@ -340,7 +362,7 @@ def test_bad_input_is_refused_and_nothing_is_destroyed(tmp_path):
 def test_cli_graph(fib25_crop, tmp_path, capsys, dask_client):
     import dask
 
-    _, _, _, root = fib25_crop
+    root = fib25_crop[3]
     dest = tmp_path / "rg"
     argv = [
         "graph",

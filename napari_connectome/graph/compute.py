@@ -439,10 +439,10 @@ def compute_region_graph(
             )
         if img_src.dtype.kind not in "uif":
             raise UserInputError(f"image must be numeric, got dtype {img_src.dtype}")
-    bshape = (
-        default_block_shape(src.shape, src.chunks)
+    bshape = (  # whole store keys (shards), so a block never shares one with another block
+        default_block_shape(src.shape, src.store_unit)
         if block_shape is None
-        else check_block_shape(block_shape, src.shape, src.chunks)
+        else check_block_shape(block_shape, src.shape, src.store_unit)
     )
     plan = PassPlan(
         shape=src.shape,

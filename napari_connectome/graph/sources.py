@@ -8,6 +8,7 @@ a block whose chunks are all absent becomes no task at all.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -91,9 +92,14 @@ class VoxelSource:
     reader: Any
     shape: Triple
     dtype: np.dtype
-    chunks: Triple  # the unit of the digest grid and of blocks: stored chunks (shards if sharded)
+    chunks: Triple  # the digest grid: the storage chunks (a Volume's storage_chunks)
     text: str
     zarr_array: Any = None  # set for zarr sources: lets the driver list stored chunks
+    store_unit: Triple | None = None  # what one store key holds: a shard, else one chunk
+
+    def __post_init__(self) -> None:
+        if self.store_unit is None:
+            self.store_unit = self.chunks
 
     @property
     def grid(self) -> Triple:
@@ -136,8 +142,15 @@ class VoxelSource:
             return {k.removeprefix(prefix) async for k in store.list_prefix(prefix)}
 
         keys = sync(_keys())
-        encode = arr.metadata.encode_chunk_key
-        return {idx for idx in np.ndindex(*self.grid) if encode(idx) in keys}
+        encode = arr.metadata.encode_chunk_key  # a shard's key for a sharded array
+        per = [u // c for u, c in zip(self.store_unit, self.chunks)]
+        units = [math.ceil(s / u) for s, u in zip(self.shape, self.store_unit)]
+        out: set[Triple] = set()
+        for idx in np.ndindex(*units):
+            if encode(idx) in keys:
+                ranges = [range(i * p, min((i + 1) * p, g)) for i, p, g in zip(idx, per, self.grid)]
+                out.update(itertools.product(*ranges))
+        return out
 
 
 def _unwrap_dask(data: Any) -> Any | None:
@@ -155,7 +168,7 @@ def _unwrap_dask(data: Any) -> Any | None:
     return None
 
 
-def _zarr_chunks(arr: Any) -> Triple:
+def _zarr_unit(arr: Any) -> Triple:
     shards = getattr(arr, "shards", None)
     return tuple(int(c) for c in (shards or arr.chunks))
 
@@ -191,8 +204,9 @@ def as_source(obj: Any, what: str = "labels", storage_chunks: Triple | None = No
         inner = inner.array
     if _is_zarr_array(inner):
         text = text or _zarr_text(inner)
+        chunks = tuple(int(c) for c in inner.chunks)
         return VoxelSource(
-            ZarrReader(inner, text), shape, dtype, _zarr_chunks(inner), text, zarr_array=inner
+            ZarrReader(inner, text), shape, dtype, chunks, text, inner, _zarr_unit(inner)
         )
     if isinstance(inner, HDF5Array):
         chunks = storage_chunks or inner.chunks or _default_chunks(shape)
