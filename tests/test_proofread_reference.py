@@ -183,3 +183,28 @@ def test_patches_show_on_coarser_levels(tmp_path, seg_zarr, em_zarr):
         assert low[4, 4, 15] == new_frag
         assert low[4, 4, 4] == 1
         assert low[4, 4, 9] == 2
+
+
+def test_a_finished_job_opens_for_proofreading_without_recomputing_its_graph(tmp_path):
+    from napari_connectome.jobs.pipeline import run_job
+    from napari_connectome.jobs.spec import parse_spec
+    from tests.test_jobs_helpers import cells_job_spec, write_cells_volume
+
+    write_cells_volume(tmp_path / "cells.h5")
+    out = tmp_path / "seg.ome.zarr"
+    run_job(parse_spec(cells_job_spec(tmp_path / "cells.h5", out, workers=1)))
+    stamp = (out / "region_graph" / "region_graph.json").stat().st_mtime_ns
+    rc = main(
+        ["proofread", "import", str(out), str(tmp_path / "p"), "--image", f"{tmp_path}/cells.h5:raw"]
+    )
+    assert rc == 0
+    assert not (tmp_path / "p" / "region_graph").exists()  # the job's own graph is used
+    assert (out / "region_graph" / "region_graph.json").stat().st_mtime_ns == stamp
+    with ProofreadSession.open(tmp_path / "p") as s:
+        assert s.meta["region_graph"]["path"] == str((out / "region_graph").resolve())
+        edges = s.region_graph.edges_of(np.arange(len(s.table.frag_ids)))
+        a, b = int(edges["u"][0]), int(edges["v"][0])  # two segments that touch
+        s.merge([a, b])
+        assert s.segment_info(a).size == sum(
+            int(n) for n in s.region_graph.stats(s.region_graph.rows_of([a, b]))[0]
+        )
