@@ -195,7 +195,14 @@ def test_a_finished_job_opens_for_proofreading_without_recomputing_its_graph(tmp
     run_job(parse_spec(cells_job_spec(tmp_path / "cells.h5", out, workers=1)))
     stamp = (out / "region_graph" / "region_graph.json").stat().st_mtime_ns
     rc = main(
-        ["proofread", "import", str(out), str(tmp_path / "p"), "--image", f"{tmp_path}/cells.h5:raw"]
+        [
+            "proofread",
+            "import",
+            str(out),
+            str(tmp_path / "p"),
+            "--image",
+            f"{tmp_path}/cells.h5:raw",
+        ]
     )
     assert rc == 0
     assert not (tmp_path / "p" / "region_graph").exists()  # the job's own graph is used
@@ -208,3 +215,30 @@ def test_a_finished_job_opens_for_proofreading_without_recomputing_its_graph(tmp
         assert s.segment_info(a).size == sum(
             int(n) for n in s.region_graph.stats(s.region_graph.rows_of([a, b]))[0]
         )
+
+
+@pytest.mark.parametrize("damage", ["project.json", "edits.sqlite", "region_graph", "log row"])
+def test_damaged_project_files_are_a_message_not_a_traceback(tmp_path, damage, capsys):
+    import shutil
+    import sqlite3
+
+    with ProofreadSession.create(tmp_path / "p", cells()) as s:
+        s.merge([1, 2])
+    p = tmp_path / "p"
+    if damage == "project.json":
+        (p / "project.json").write_bytes(b"\x00\xff{not json")
+    elif damage == "edits.sqlite":
+        for extra in p.glob("edits.sqlite-*"):
+            extra.unlink()
+        (p / "edits.sqlite").write_bytes(b"this is not a database" * 100)
+    elif damage == "region_graph":
+        shutil.rmtree(p / "region_graph" / "fragments")
+    else:
+        db = sqlite3.connect(p / "edits.sqlite")
+        db.execute("UPDATE ops SET params = '{}' WHERE kind = 'merge'")
+        db.commit()
+        db.close()
+    assert main(["proofread", "info", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err
+    assert "Traceback" not in err

@@ -29,6 +29,13 @@ CREATE TABLE IF NOT EXISTS ops (
 """
 
 
+def damaged(path: Path, exc: Exception) -> EditRefused:
+    return EditRefused(
+        f"the edit log {path} is damaged ({exc}); nothing was changed. Restore it from a backup "
+        "(or move it away to start the project's edits afresh)"
+    )
+
+
 @dataclass(frozen=True)
 class LogRow:
     seq: int
@@ -54,6 +61,9 @@ class EditLog:
                     f"cannot read the edit log {self.path} ({exc}); if another session has the "
                     "project open, close it first"
                 ) from None
+            except sqlite3.DatabaseError as exc:
+                self.db.close()
+                raise damaged(self.path, exc) from None
             return
         self.db = sqlite3.connect(self.path, timeout=0, isolation_level=None)
         try:
@@ -70,6 +80,9 @@ class EditLog:
                     "close it first, or open the project read-only"
                 ) from None
             raise
+        except sqlite3.DatabaseError as exc:  # not a database, or a damaged one
+            self.db.close()
+            raise damaged(self.path, exc) from None
 
     def get_meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()

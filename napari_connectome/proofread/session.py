@@ -85,7 +85,14 @@ class ProofreadSession:
             rows = list(self.log.rows()) if self.log else []
             self._check_fingerprint(rows)
             for row in rows:
-                self._replay(row)
+                try:
+                    self._replay(row)
+                except (KeyError, ValueError, IndexError, TypeError) as exc:
+                    raise EditRefused(
+                        f"the edit log {log_path} is damaged at edit #{row.seq} ({row.kind}: "
+                        f"{type(exc).__name__} {exc}); nothing was changed. Restore the log from "
+                        "a backup"
+                    ) from None
         except BaseException:
             if self.log:
                 self.log.close()
