@@ -136,6 +136,9 @@ def test_a_second_driver_on_a_running_output_is_refused(volume, tmp_path, capsys
     assert second.returncode == 2, second.stderr
     assert "being written by another job driver" in second.stderr
     assert f"pid {record.pid} on " in second.stderr
+    # and so is the check `submit` runs on a cluster's login node before sbatch/qsub
+    assert main(["run-job", "--check", "--resume", str(staged)]) == 2
+    assert f"another job driver (pid {record.pid} on " in capsys.readouterr().err
 
     wait_for(lambda: status_of(job_id, capsys)["state"] == "done", what="the job to finish")
     assert [e["event"] for e in events_of(out)].count("start") == 1  # only the first one ran

@@ -53,11 +53,54 @@ def test_examples_cover_every_backend():
         ({"backend": {"kind": "slrum"}}, "backend.kind"),
         ({"segmenter": {"kind": "plugin"}}, "needs factory"),
         ({"name": "a b;c"}, "name must be"),
+        (
+            {"segmenter": {"inference": {"move_thresh": 0.5}}},
+            "segmenter.inference.move_thresh: unknown FFN inference option; valid: init_activation",
+        ),
+        (
+            {"segmenter": {"inference": {"segment_threshold": 0}}},
+            "segment_threshold must be a probability strictly between 0 and 1",
+        ),
+        ({"segmenter": {"inference": {"min_segment_size": "big"}}}, "min_segment_size"),
+        ({"segmenter": {"inference": {"seed_policy": "random"}}}, "unknown seed_policy"),
+        ({"segmenter": {"inference": [0.5]}}, "inference must be a mapping"),
+        ({"segmenter": {"device": "gpu"}}, "device must be auto, cpu, cuda or cuda:N"),
+        ({"block_shape": [1, 1, 1]}, "use at least 4 voxels per axis"),
+        ({"block_shape": [4, 64, 64]}, r"thinner than match.slab \(8\)"),
+        ({"block_shape": [1024, 1024, 1025]}, "at most 1,073,741,824 voxels"),
+        ({"backend": {"workers": 100000}}, "more than any node has cores"),
+        ({"backend": {"threads_per_worker": 5000}}, "threads_per_worker 5000 per node"),
     ],
 )
 def test_bad_specs_name_the_field(change, message):
     with pytest.raises(UserInputError, match=message):
         parse_spec({"input": "x.h5:raw", "output": "/tmp/o.zarr", **change}, "job.yaml")
+
+
+def test_inference_options_are_the_ffn_options_typed():
+    """One definition: the spec's inference fields are InferenceOptions' fields; a spec keeps only
+    what it sets (the model's own options fill the rest, and the fingerprint stays the same)."""
+    from dataclasses import fields
+
+    from napari_connectome.ffn.options import InferenceOptions, options_for_model
+    from napari_connectome.jobs.spec import inference_option_names
+
+    assert inference_option_names() == [f.name for f in fields(InferenceOptions)]
+    base = {"input": "x.h5:raw", "output": "/tmp/o.zarr"}
+    spec = parse_spec({**base, "segmenter": {"inference": {"move_threshold": "0.8"}}})
+    assert spec.segmenter.inference_options() == {"move_threshold": 0.8}
+    assert spec.model_dump(mode="json")["segmenter"]["inference"] == {"move_threshold": 0.8}
+    again = load_spec_text(spec.to_yaml())
+    assert again.fingerprint() == spec.fingerprint()
+    opts = options_for_model(None, **again.segmenter.inference_options())
+    assert (opts.move_threshold, opts.segment_threshold) == (0.8, 0.6)
+    assert parse_spec(base).model_dump(mode="json")["segmenter"]["inference"] == {}
+
+
+def load_spec_text(text: str):
+    from napari_connectome.jobs.spec import parse_spec_text
+
+    return parse_spec_text(text, "job.yaml")
 
 
 def test_spec_file_errors(tmp_path):

@@ -132,6 +132,12 @@ def cmd_run_job(args) -> int:
     spec = _load(args)
     if args.check:
         grid = make_grid(spec)
+        if spec.resume or spec.overwrite:  # `submit` runs this check on the cluster
+            from napari_connectome.jobs.driver_lock import DriverLock
+            from napari_connectome.jobs.layout import JobLayout
+
+            layout = JobLayout(spec.output)
+            DriverLock(layout.job, layout.root).check_free()
         print(json.dumps({"ok": True, "blocks": len(grid), "grid": list(grid.grid_shape)}))
         return 0
     update, close = tqdm_progress(f"job {spec.name}")

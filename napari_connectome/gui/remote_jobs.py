@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     import napari
 
 COLUMNS = ["state", "blocks", "blocks/s", "ETA", "faces", "job", "where", "output"]
+MIRROR = "copy every block here (mirror)"
+ON_DEMAND = "view remotely (on demand)"
 FINAL = ("done", "failed", "cancelled")
 SEGMENTERS = ["ffn", "watershed", "plugin"]
 
@@ -61,14 +63,11 @@ def _triple(text: str, what: str) -> list[int]:
 
 
 def _yaml_mapping(text: str, what: str) -> dict:
-    import yaml
+    from napari_connectome.jobs.spec import load_yaml_text
 
     if not text.strip():
         return {}
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise UserInputError(f"{what} must be a YAML mapping such as {{a: 1}}: {exc}") from None
+    value = load_yaml_text(text, what)  # no aliases: a few lines must not expand to gigabytes
     if not isinstance(value, dict):
         raise UserInputError(f"{what} must be a YAML mapping such as {{a: 1}}, got {text!r}")
     return value
@@ -194,6 +193,12 @@ class RemoteJobsWidget(Container):
         self.workers.tooltip = "0: one per GPU, else one per 2 cores"
         self.submit_button = PushButton(text="Submit job")
         self.table = Table()
+        self.show_as = ComboBox(label="show result", choices=[MIRROR, ON_DEMAND], value=MIRROR)
+        self.show_as.tooltip = (
+            "mirror: every finished chunk is copied into a local cache (small jobs); on demand: "
+            "the output is read where the job writes it, only the chunks on screen, at every "
+            "pyramid level, through the bounded chunk cache (any size)"
+        )
         self.attach_button = PushButton(text="Attach (show result)")
         self.cancel_button = PushButton(text="Cancel job")
         self.refresh_button = PushButton(text="Refresh")
@@ -215,6 +220,7 @@ class RemoteJobsWidget(Container):
                 self.workers,
                 self.submit_button,
                 self.table,
+                self.show_as,
                 Container(
                     widgets=[self.attach_button, self.cancel_button, self.refresh_button],
                     layout="horizontal",
@@ -239,6 +245,7 @@ class RemoteJobsWidget(Container):
         self.records: dict[str, JobRecord] = {}
         self.statuses: dict[str, dict] = {}
         self.streams: dict[str, JobStream] = {}
+        self.live: dict[str, Any] = {}  # job id -> LiveView (results viewed on demand)
         self.layers: dict[str, Any] = {}
         self._layer_hints: dict[str, Any] = {}  # job id -> image layer it was submitted from
         self._busy: dict[str, Any] = {}  # what -> running worker (one of each at a time)
@@ -426,6 +433,8 @@ class RemoteJobsWidget(Container):
         state = st.get("state", "…")
         if record.id in self.streams and self.streams[record.id].running:
             state += " (streaming)"
+        elif record.id in self.live and self.live[record.id].running:
+            state += " (live)"
         total = st.get("blocks_total")
         blocks = f"{st.get('blocks_done', 0)}/{total}" if total else ""
         rate = st.get("rate_blocks_per_s")
@@ -526,7 +535,11 @@ class RemoteJobsWidget(Container):
             self.attach(record.id)
 
     def attach(self, job_id: str) -> None:
-        """Stream a job's result into its local cache and show it as a labels layer."""
+        """Stream a job's result into its local cache and show it as a labels layer (or, when
+        "view remotely" is chosen, show it where the job writes it)."""
+        if self.show_as.value == ON_DEMAND:
+            self._attach_live(job_id)
+            return
         old = self.streams.get(job_id)
         if old is not None and old.running:
             return
@@ -537,6 +550,27 @@ class RemoteJobsWidget(Container):
         stream.start()
         self.status.value = f"streaming {job_id} into {stream.cache}"
         self._fill_table()
+
+    def _attach_live(self, job_id: str) -> None:
+        from napari_connectome.gui.remote_live import LiveView
+
+        old = self.live.get(job_id)
+        if old is not None and old.running:
+            return
+        view = LiveView(
+            self._viewer,
+            self.records[job_id],
+            hint=self._layer_hints.get(job_id),
+            on_message=self._on_live_message,
+        )
+        self.live[job_id] = view
+        view.start()
+        self.status.value = f"viewing {job_id} where it is written"
+        self._fill_table()
+
+    def _on_live_message(self, message: str) -> None:
+        if not self._closed:
+            self.status.value = message
 
     def _layer_for(self, job_id: str) -> Any:
         layer = self.layers.get(job_id)
@@ -638,6 +672,8 @@ class RemoteJobsWidget(Container):
         """Stop following every job (the jobs themselves keep running on the cluster)."""
         for stream in self.streams.values():
             stream.stop()
+        for view in self.live.values():
+            view.stop()
 
     def _on_destroyed(self, *_: Any) -> None:
         self._closed = True

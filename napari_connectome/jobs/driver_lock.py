@@ -145,26 +145,36 @@ class DriverLock:
         except OSError:
             return False
 
-    def held_by_another(self) -> bool:
-        """Someone else holds the lock now (a check that writes nothing: fine on a full disk)."""
+    def check_free(self) -> None:
+        """Raise the refusal if someone else holds the lock now; writes nothing (so it also
+        works on a full disk, and for checks that must not take the lock)."""
         import fcntl
 
         if self.held():
-            return False
+            return
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
-            return False
+            return
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
-                return True
+                raise refused(self.output, Holder.from_bytes(_read(fd))) from None
             except OSError:
                 pass  # no flock here: the record decides
-            return live_holder(lambda: _read(fd), self.watch_s) is not None
+            alive = live_holder(lambda: _read(fd), self.watch_s)
+            if alive is not None:
+                raise refused(self.output, alive)
         finally:
             os.close(fd)
+
+    def held_by_another(self) -> bool:
+        try:
+            self.check_free()
+        except UserInputError:
+            return True
+        return False
 
     def acquire(self) -> None:
         """Take the lock, or raise a :class:`UserInputError` naming the driver that holds it."""

@@ -13,6 +13,7 @@ OUT.ome.zarr/          the result (OME-Zarr 0.5 labels, level 0 chunk = one bloc
   _job/lut.npy         fragment -> final id lookup table
   _job/relabel/B.done  the block's final ids are written (its seam counts, the table digest)
   _job/scheduler/      batch script and scheduler log (slurm/pbs)
+  _job/driver.lock     who drives the job now: one driver per output (see driver_lock.py)
 ```
 Every file is written to a temporary name and renamed, so a killed worker never leaves a half file
 that a rerun would trust.

@@ -375,42 +375,42 @@ def _no_alias_loader() -> type:
     return NoAliasLoader
 
 
-def _too_big(size: int, where: str) -> UserInputError:
+def _too_big(size: int, what: str) -> UserInputError:
     return UserInputError(
-        f"job spec {where} is {size:,} bytes; a job spec is a small YAML file "
+        f"{what} is {size:,} bytes; a job spec is a small YAML file "
         f"(at most {MAX_SPEC_BYTES:,} bytes)"
     )
 
 
-def load_yaml_text(data: str | bytes, where: str) -> Any:
-    """Parse a job spec's YAML text, refusing binary files, non-UTF-8 text, oversized files and
-    aliases with a message (before anything is created)."""
+def load_yaml_text(data: str | bytes, what: str) -> Any:
+    """Parse YAML text that is (part of) a job spec, refusing binary files, non-UTF-8 text,
+    oversized files and aliases with a message naming ``what`` (before anything is created)."""
     import yaml
 
     if len(data) > MAX_SPEC_BYTES:
-        raise _too_big(len(data), where)
+        raise _too_big(len(data), what)
     if isinstance(data, bytes):
         if b"\x00" in data:
-            raise UserInputError(f"job spec {where} is a binary file, not YAML text")
+            raise UserInputError(f"{what} is a binary file, not YAML text")
         try:
             data = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise UserInputError(
-                f"job spec {where} is not UTF-8 text (byte {exc.start}): save it as UTF-8"
+                f"{what} is not UTF-8 text (byte {exc.start}): save it as UTF-8"
             ) from None
     try:
         return yaml.load(data, Loader=_no_alias_loader())  # a SafeLoader subclass
     except UserInputError as exc:
-        raise UserInputError(f"job spec {where} {exc}") from None
+        raise UserInputError(f"{what} {exc}") from None
     except yaml.YAMLError as exc:
-        raise UserInputError(f"job spec {where} is not valid YAML: {exc}") from None
+        raise UserInputError(f"{what} is not valid YAML: {exc}") from None
     except RecursionError:
-        raise UserInputError(f"job spec {where} is nested too deeply to be a job spec") from None
+        raise UserInputError(f"{what} is nested too deeply to be a job spec") from None
 
 
 def parse_spec_text(data: str | bytes, where: str) -> JobSpec:
     """Validate a spec given as YAML text (a file's contents, or one read over SFTP)."""
-    return parse_spec(load_yaml_text(data, where), where)
+    return parse_spec(load_yaml_text(data, f"job spec {where}"), where)
 
 
 def parse_spec(data: Any, where: str = "") -> JobSpec:
@@ -440,7 +440,7 @@ def load_spec(path: str | Path) -> JobSpec:
     try:
         size = path.stat().st_size
         if size > MAX_SPEC_BYTES:
-            raise _too_big(size, str(path))
+            raise _too_big(size, f"job spec {path}")
         data = path.read_bytes()
     except OSError as exc:
         raise UserInputError(f"cannot read job spec {path}: {exc.strerror or exc}") from None
