@@ -242,3 +242,52 @@ def test_damaged_project_files_are_a_message_not_a_traceback(tmp_path, damage, c
     err = capsys.readouterr().err
     assert "error:" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.ssh
+def test_a_project_on_a_cluster_segmentation_over_ssh(sshd_server, tmp_path, monkeypatch):
+    """The segmentation stays on the "cluster" (here: read through the loopback sshd with a saved
+    profile and a verified host key); the project refers to it as ssh://PROFILE/path."""
+    from napari_connectome.jobs.profiles import make_profile, save_profile
+    from napari_connectome.volumes.remote import close_all
+
+    monkeypatch.setenv("NAPARI_CONNECTOME_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("NAPARI_CONNECTOME_CACHE_DIR", str(tmp_path / "cache"))
+    close_all()
+    save_profile(
+        make_profile(
+            {
+                "name": "loop", "host": sshd_server.host, "port": sshd_server.port,
+                "user": sshd_server.user, "key": str(sshd_server.client_key),
+                "known_hosts": str(sshd_server.known_hosts),
+            }
+        )
+    )  # fmt: skip
+    cluster = tmp_path / "cluster"
+    cluster.mkdir()
+    write_ome_zarr(cells(), cluster / "seg.ome.zarr", labels=True, chunks=16)
+    write_ome_zarr(membrane(), cluster / "em.ome.zarr", chunks=16)
+    before = tree_digest(cluster)
+    url = f"ssh://loop{cluster / 'seg.ome.zarr'}"
+    rc = main(
+        [
+            "proofread",
+            "import",
+            url,
+            str(tmp_path / "p"),
+            "--image",
+            f"ssh://loop{cluster}/em.ome.zarr",
+        ]
+    )
+    assert rc == 0
+    try:
+        with ProofreadSession.open(tmp_path / "p") as s:
+            assert s.meta["fragments"]["source"] == url
+            s.merge([1, 2])
+            s.split(1, [(8, 8, 18)], [(8, 8, 29)])  # a watershed split: overlay, not a write
+            lab = s.labels()
+        with ProofreadSession.open(tmp_path / "p") as s:
+            assert (s.labels() == lab).all()
+    finally:
+        close_all()
+    assert tree_digest(cluster) == before
