@@ -76,7 +76,9 @@ def main(out: Path) -> int:
     tool.select(mid[0])
     tool.selected = mid
     tool.refresh("selection")
-    viewer.dims.ndisplay = 3
+    viewer.dims.ndisplay = 3  # the selection is drawn as meshes, built in a worker thread
+    while tool.meshes.pending:
+        napari.qt.get_qapp().processEvents()
     viewer.reset_view()
     camera(viewer).angles = (0, -35, 60)
     if tool.image_layer is not None:
