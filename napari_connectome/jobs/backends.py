@@ -205,17 +205,15 @@ def _refuse_running_driver(transport: Transport, spec: JobSpec) -> None:
         raise refused(spec.output, holder)
 
 
-def _job_process_alive(record: JobRecord) -> bool:
+def _job_process_alive(record: JobRecord) -> bool | None:
     """The record's process still runs *and is the job* (its pid was not given to another
     process since): same start time, or for records from before start times were kept, a
-    ``run-job`` command line."""
+    ``run-job`` command line. None: it was started on another machine (a shared registry)."""
+    if record.host and record.host != procinfo.hostname():
+        return None
     pid = record.pid
     if not pid or not procinfo.pid_running(pid):
         return False
-    if record.host and record.host != procinfo.hostname():
-        raise UserInputError(
-            f"job {record.id} runs on {record.host}, not on this machine: check or cancel it there"
-        )
     if record.pid_start is not None and procinfo.process_start(pid) is not None:
         return procinfo.same_process(pid, record.pid_start)
     cmd = procinfo.process_cmdline(pid)
@@ -231,7 +229,8 @@ def _job_ended(record: JobRecord) -> str | None:
 
 def scheduler_state(record: JobRecord, transport: Transport) -> str:
     if record.backend in ("local", "dask"):
-        return "running" if _job_process_alive(record) else "done"
+        alive = _job_process_alive(record)
+        return "unknown" if alive is None else "running" if alive else "done"
     sched = Scheduler(record.backend)
     for argv in sched.status_argvs(record.scheduler_id):
         res = transport.run(argv, env=record.submit_env)
@@ -295,8 +294,14 @@ def cancel(record: JobRecord) -> str:
     """Stop a job; returns what happened. A local job that already ended, or whose pid now names
     another process, is not signalled."""
     if record.backend in ("local", "dask"):
+        alive = _job_process_alive(record)
+        if alive is None:
+            raise UserInputError(
+                f"job {record.id} was started on {record.host}, not on this machine: cancel it "
+                "there"
+            )
         ended = _job_ended(record)
-        if ended or not _job_process_alive(record):
+        if ended or not alive:
             why = ended or "its process is gone"
             return f"job {record.id} already ended ({why}): nothing to cancel"
         os.killpg(record.pid, signal.SIGTERM)  # its own session: the driver and its workers
