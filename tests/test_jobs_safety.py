@@ -336,6 +336,12 @@ def test_a_start_that_failed_never_blocks_a_rerun(volume, tmp_path, capsys):
     assert main(["run-job", write(tmp_path, one_block(out))]) == 0
     assert "left by a start that did not finish" in capsys.readouterr().err
     assert (out / "0" / "zarr.json").is_file()
+    # submit too (its staging would refuse the leftover, even with --overwrite)
+    staged = tmp_path / "staged.ome.zarr"
+    (staged / "_job").mkdir(parents=True)
+    assert main(["submit", write(tmp_path, one_block(staged), "s.yaml")]) == 0
+    job_id = capsys.readouterr().out.strip()
+    wait_for(lambda: status_of(job_id, capsys)["state"] == "done", what="the submitted job")
 
     # a folder with anything else in it is never taken for such a leftover
     other = tmp_path / "other"

@@ -111,12 +111,13 @@ def submit(spec: JobSpec) -> JobRecord:
     kind = spec.backend.kind
     job_id = new_job_id(spec.name)
     if kind in ("local", "dask"):
-        from napari_connectome.jobs.pipeline import make_grid
+        from napari_connectome.jobs.pipeline import clear_unfinished_start, make_grid
 
         spec = spec.model_copy(update={"output": os.path.abspath(spec.output)})
         make_grid(spec)  # input, ROI and block size are checked before anything is written
         transport = open_transport(None)
         _refuse_running_driver(transport, spec)
+        clear_unfinished_start(spec.output)
         spec_path = stage(transport, spec)
         log = _p(spec.output, "_job", "scheduler", "run-job.log")
         with open(log, "ab") as logf:

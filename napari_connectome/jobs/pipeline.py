@@ -415,6 +415,17 @@ def _clear_unfinished_start(layout: JobLayout, lock) -> None:
         shutil.rmtree(layout.root)
 
 
+def clear_unfinished_start(output: str | Path) -> None:
+    """What ``run-job`` does first, for ``submit`` (whose staging would refuse the leftover)."""
+    from napari_connectome.jobs.driver_lock import DriverLock
+
+    layout = JobLayout(output)
+    lock = DriverLock(layout.job, layout.root)
+    if layout.job.is_dir():
+        lock.check_free()
+    _clear_unfinished_start(layout, lock)
+
+
 def _undo_start(layout: JobLayout, lock) -> None:
     """Output creation failed (disk full, read-only, interrupted): leave nothing that blocks a
     rerun. An output `submit` staged keeps its spec and scheduler folder (the log says why)."""
