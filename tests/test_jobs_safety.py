@@ -366,3 +366,13 @@ def test_a_start_that_failed_never_blocks_a_rerun(volume, tmp_path, capsys):
             assert main(["run-job", spec]) == 0
     except ServiceUnavailable as exc:
         pytest.skip(str(exc))
+
+
+def test_a_cluster_profile_with_yaml_aliases_is_refused(tmp_path, monkeypatch):
+    from napari_connectome.jobs.profiles import load_profile, profiles_dir
+
+    monkeypatch.setenv("NAPARI_CONNECTOME_CONFIG_DIR", str(tmp_path / "config"))
+    bomb = "a: &a [x, x, x, x]\nb: &b [*a, *a, *a, *a]\nc: [*b, *b, *b, *b]\nname: bomb\n"
+    (profiles_dir() / "bomb.yaml").write_text(bomb)
+    with pytest.raises(UserInputError, match="alias"):
+        load_profile("bomb")

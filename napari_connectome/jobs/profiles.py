@@ -167,8 +167,10 @@ def load_profile(name: str) -> ClusterProfile:
     if not path.is_file():
         known = ", ".join(list_profiles()) or "none yet"
         raise UserInputError(f"no cluster profile {name!r} (saved: {known})")
+    from napari_connectome.jobs.spec import load_yaml_text
+
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml_text(path.read_bytes(), f"cluster profile {path}")  # no aliases
     except yaml.YAMLError as exc:
         raise UserInputError(f"cluster profile {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
