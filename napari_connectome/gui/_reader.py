@@ -1,4 +1,5 @@
-"""napari reader: every volume a path holds (OME-Zarr with labels, zarr, N5, HDF5, TIFF) as layers.
+"""napari reader: every volume a path holds (OME-Zarr with labels, zarr, N5, HDF5, TIFF) as layers,
+also a zarr store on a cluster (``ssh://PROFILE/abs/path``, read over SFTP on demand).
 
 The formats themselves live in :mod:`napari_connectome.volumes`; this module only turns each
 :class:`~napari_connectome.volumes.Volume` into napari ``LayerData`` with its physical scale, so the
@@ -68,9 +69,23 @@ def read_volumes(path: str | Path) -> list[LayerData]:
     """Open every volume at ``path`` as layers, image layers first so labels draw on top."""
     from napari_connectome.volumes import discover_volumes
 
-    volumes = discover_volumes(path)
+    store = None
+    if _is_ssh(str(path)):
+        from napari_connectome.gui.remote_volumes import open_viewer_store
+
+        store = open_viewer_store(str(path))
+    volumes = discover_volumes(path, store=store)
     layers = [volume_layer_data(v) for v in volumes]
+    if store is not None:
+        from napari_connectome.gui.remote_volumes import REMOTE_LAYER_OPTIONS
+
+        for _data, meta, _kind in layers:
+            meta.update(REMOTE_LAYER_OPTIONS)
     return sorted(layers, key=lambda layer: layer[2] == "labels")
+
+
+def _is_ssh(path: str) -> bool:
+    return path[:6].lower() == "ssh://"
 
 
 def _failing_reader(error: UserInputError) -> ReaderFunction:
@@ -88,6 +103,12 @@ def get_reader(path: str | list[str]) -> ReaderFunction | None:
     found: list[LayerData] = []
     for p in paths:
         p = str(p).rstrip("/\\")
+        if _is_ssh(p):  # only we read these: a failure is reported, not passed on
+            try:
+                found.extend(read_volumes(p))
+            except UserInputError as exc:
+                return _failing_reader(exc)
+            continue
         suffix = Path(p.split(":")[0] if ":" in Path(p).name else p).suffix.lower()
         is_dir = Path(p).is_dir()
         if not is_dir and suffix not in _OWN_SUFFIXES + _SHARED_SUFFIXES:

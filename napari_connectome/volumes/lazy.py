@@ -177,11 +177,18 @@ class HDF5Array:
 
 
 def to_dask(
-    array: Any, storage_chunks: tuple[int, ...] | None = None, *, lock: bool = False
+    array: Any,
+    storage_chunks: tuple[int, ...] | None = None,
+    *,
+    lock: bool = False,
+    target: int = DASK_CHUNK_BYTES,
 ) -> Any:
-    """Wrap an array-like as a dask array whose chunks are whole storage chunks."""
+    """Wrap an array-like as a dask array whose chunks are whole storage chunks (about ``target``
+    bytes each; 0: exactly one storage chunk each)."""
     import dask.array as da
 
     chunks = storage_chunks or getattr(array, "chunks", None) or array.shape
-    chunks = dask_chunks(tuple(array.shape), tuple(chunks), np.dtype(array.dtype).itemsize)
+    chunks = dask_chunks(
+        tuple(array.shape), tuple(chunks), np.dtype(array.dtype).itemsize, target=target
+    )
     return da.from_array(array, chunks=chunks, lock=lock, asarray=False, inline_array=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_connectome.errors import UserInputError
-from napari_connectome.volumes.lazy import GuardedZarrArray, to_dask
+from napari_connectome.volumes.lazy import DASK_CHUNK_BYTES, GuardedZarrArray, to_dask
 from napari_connectome.volumes.units import offset_from_attrs, unit_to_nm, voxel_size_from_attrs
 from napari_connectome.volumes.volume import Volume, dtype_looks_like_labels
 
@@ -141,6 +141,13 @@ def _axes_from_meta(axes_meta: list, ndim: int) -> tuple[str, list[float]]:
     return "".join(names), factors
 
 
+def dask_chunk_bytes(array: Any) -> int:
+    """Bytes per dask chunk for a zarr array: what its store asks for (a remote store: one stored
+    chunk each, so a view reads only the chunks it crosses even where dask's slice fusion is off,
+    as napari turns it off), else the default."""
+    return int(getattr(array.store, "dask_chunk_bytes", DASK_CHUNK_BYTES))
+
+
 def open_multiscale(group: Any, source: str, name: str, *, level: int, fmt: str) -> Volume:
     """One OME-Zarr multiscale image (or label image) group, at ``level`` and coarser."""
     meta = ome_attrs(group)
@@ -165,7 +172,8 @@ def open_multiscale(group: Any, source: str, name: str, *, level: int, fmt: str)
             tuple(float((t * g + gt) * f) for t, g, gt, f in zip(trans, g_scale, g_trans, factors))
         )
         chunk_shapes.append(tuple(arr.chunks))
-        arrays.append(to_dask(GuardedZarrArray(arr, f"{source}/{ds['path']}")))
+        guarded = GuardedZarrArray(arr, f"{source}/{ds['path']}")
+        arrays.append(to_dask(guarded, target=dask_chunk_bytes(arr)))
     is_labels = "image-label" in meta or bool(isinstance(group.attrs.get("image-label"), Mapping))
     return Volume(
         name=name,
@@ -241,7 +249,7 @@ def open_plain_array(array: Any, source: str, name: str, fmt: str) -> Volume:
         axes = default_axes(ndim)
     size = voxel_size_from_attrs(attrs, ndim) or (1.0,) * ndim
     offset = offset_from_attrs(attrs, ndim) or (0.0,) * ndim
-    data = to_dask(GuardedZarrArray(array, source))
+    data = to_dask(GuardedZarrArray(array, source), target=dask_chunk_bytes(array))
     return Volume(
         name=name,
         data=data,

@@ -94,6 +94,9 @@ class SFTPStore(Store):
     supports_writes = False
     supports_deletes = False
     supports_listing = True
+    # one stored chunk per dask chunk (see read_zarr.dask_chunk_bytes): napari reads a view with
+    # dask's slice fusion off, so a bigger dask chunk would fetch chunks that are not on screen
+    dask_chunk_bytes = 0
 
     def __init__(
         self,
