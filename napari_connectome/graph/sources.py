@@ -218,7 +218,9 @@ def as_source(obj: Any, what: str = "labels", storage_chunks: Triple | None = No
         return VoxelSource(HDF5Reader(inner.file.filename, inner.name), shape, dtype, chunks, text)
     if hasattr(obj, "dask"):
         chunks = storage_chunks or tuple(int(c[0]) for c in obj.chunks)
-        return VoxelSource(ArrayReader(obj), shape, dtype, chunks, text or f"dask array {obj.name}")
+        # the array-like the dask array wraps reads a block directly (no graph to slice)
+        reader = ArrayReader(obj if inner is obj else inner)
+        return VoxelSource(reader, shape, dtype, chunks, text or f"dask array {obj.name}")
     if isinstance(obj, np.ndarray):
         chunks = storage_chunks or _default_chunks(shape)
         return VoxelSource(ArrayReader(obj), shape, dtype, chunks, text or "numpy array")
