@@ -302,6 +302,68 @@ def test_submit_watch_blocks_arrive_restart_and_reattach(
 @pytest.mark.slurm
 @pytest.mark.ssh
 @pytest.mark.timeout(300)
+def test_view_a_running_job_remotely_on_demand(
+    make_napari_viewer, volume, slurm_login_node, tmp_path, qtbot, monkeypatch
+):
+    """The on-demand choice: nothing is mirrored; the layer reads the output on the cluster over
+    SFTP (ssh://, through the chunk cache) and fills in as the job's blocks land."""
+    from napari_connectome.gui.remote_jobs import ON_DEMAND
+
+    monkeypatch.setenv("NAPARI_CONNECTOME_CACHE_DIR", str(tmp_path / "cache"))
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    viewer, layer = _open_viewer(make_napari_viewer, volume)
+    widget = _widget(viewer)
+    _type_profile(widget, slurm_login_node, workdir)
+    widget.show_as.value = ON_DEMAND
+    _type_job(widget, layer, delay_s=1.5)
+
+    widget.submit_button.clicked.emit()
+    qtbot.waitUntil(lambda: len(widget.live) == 1, timeout=60_000)
+    (job_id,) = widget.live
+    view = widget.live[job_id]
+    qtbot.waitUntil(lambda: view.layer is not None, timeout=120_000)
+    out = view.layer
+    assert out.multiscale
+    assert out.metadata["source"].startswith("ssh://")  # read over SFTP, not from a copy
+    assert out.scale.tolist() == layer.scale.tolist()
+    counts: list[int] = []
+
+    def some_but_not_all() -> bool:
+        shown = np.asarray(out._slice.image.raw)  # what the canvas draws
+        counts.append(_filled_blocks(_Level0(out)))
+        assert view.final is None or view.final == "done", widget.status.value
+        return shown.any() and 0 < counts[-1] < 8
+
+    qtbot.waitUntil(some_but_not_all, timeout=120_000)
+    widget.select_job(job_id)
+    assert "(live)" in widget._row(widget.records[job_id])[0]
+    _screenshot(viewer, tmp_path, "remote-jobs-on-demand.png")
+
+    qtbot.waitUntil(lambda: view.final is not None, timeout=180_000)
+    assert view.final == "done", widget.status.value
+    record = widget.records[job_id]
+    final = zarr.open_array(str(Path(record.output) / "0"), mode="r")[:]
+    assert final.max() > 1
+    np.testing.assert_array_equal(np.asarray(out.data[0]), final)  # relabelled ids, not stale
+    z = int(viewer.dims.point[0] // layer.scale[0])
+    np.testing.assert_array_equal(np.asarray(out._slice.image.raw), final[z])
+    assert widget.streams == {}  # nothing was mirrored
+    assert not (Path(os.environ["NAPARI_CONNECTOME_CONFIG_DIR"]) / "stream-cache").exists()
+    assert any((tmp_path / "cache" / "chunks").rglob("c/*"))  # chunks went through the cache
+
+
+class _Level0:
+    """A multiscale layer seen as its finest level (what _filled_blocks reads)."""
+
+    def __init__(self, layer):
+        self.data = layer.data[0]
+
+
+@pytest.mark.gui
+@pytest.mark.slurm
+@pytest.mark.ssh
+@pytest.mark.timeout(300)
 def test_cancel_a_running_job(make_napari_viewer, volume, slurm_login_node, tmp_path, qtbot):
     workdir = tmp_path / "work"
     workdir.mkdir()

@@ -84,10 +84,12 @@ class LiveView:
         from napari.qt.threading import create_worker
 
         if self.follower is None:
-            worker = create_worker(open_job_output, self.record, _start_thread=False)
+            worker = create_worker(
+                open_job_output, self.record, _start_thread=False, _ignore_errors=True
+            )
             worker.returned.connect(self._opened)
         else:
-            worker = create_worker(self.follower.poll, _start_thread=False)
+            worker = create_worker(self.follower.poll, _start_thread=False, _ignore_errors=True)
             worker.returned.connect(self._polled)
         worker.errored.connect(self._failed)
         worker.finished.connect(self._idle)
