@@ -79,6 +79,10 @@ class SegmentView:
             and self.blank_volumes()
         ):
             return np.broadcast_to(np.zeros((), np.uint64), shape)
+        if isinstance(key, int | np.integer):
+            # napari probes the dtype as `data[0].dtype` on every selected-label change: a plane
+            # read for nothing (in 3D as in 2D); answer lazily
+            return LazyRegion(self, key)
         if self._volume_shape(key) is not None:
             # napari's multiscale slicing asks for every z of the tile on screen, then indexes
             # the plane: answer lazily so only the plane is read (what dask would do)
@@ -104,14 +108,17 @@ class SegmentView:
 
 
 class LazyRegion:
-    """A 3D block of a :class:`SegmentView` that is read only when indexed or converted."""
+    """A block (or, for an integer key, a plane) of a :class:`SegmentView` that is read only when
+    indexed or converted."""
 
     def __init__(self, view: SegmentView, key: Any) -> None:
         from napari_connectome.proofread.source import normalise_key
 
         self.view = view
-        self.region, _ = normalise_key(key, view.shape)
-        self.shape = tuple(s.stop - s.start for s in self.region)
+        self.region, self.drop = normalise_key(key, view.shape)
+        self.shape = tuple(
+            s.stop - s.start for ax, s in enumerate(self.region) if ax not in self.drop
+        )
         self.dtype = view.dtype
         self.ndim = len(self.shape)
 
@@ -119,10 +126,21 @@ class LazyRegion:
         from napari_connectome.proofread.source import normalise_key
 
         sub, drop = normalise_key(key, self.shape)
-        inner = tuple(slice(r.start + s.start, r.start + s.stop) for r, s in zip(self.region, sub))
-        out = self.view._segments(inner)
-        return out.squeeze(axis=drop) if drop else out
+        it = iter(zip(sub, range(len(sub))))
+        inner, out_drop = [], []
+        for ax, r in enumerate(self.region):
+            if ax in self.drop:
+                inner.append(r)
+                out_drop.append(ax)
+                continue
+            s, i = next(it)
+            inner.append(slice(r.start + s.start, r.start + s.stop))
+            if i in drop:
+                out_drop.append(ax)
+        out = self.view._segments(tuple(inner))
+        return out.squeeze(axis=tuple(out_drop)) if out_drop else out
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         out = self.view._segments(self.region)
+        out = out.squeeze(axis=self.drop) if self.drop else out
         return out if dtype is None else out.astype(dtype)
