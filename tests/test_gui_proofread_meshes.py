@@ -116,3 +116,27 @@ def test_export_meshes_button_writes_the_selection(tool3d, tmp_path):
     assert "exists" in widget.message.text()
     widget.export_meshes(tmp_path / "ng")
     assert (tmp_path / "ng" / "3:0:mesh").is_file()
+
+
+def test_a_project_opened_in_3d_reads_no_labels_volume(make_napari_viewer, tmp_path, qtbot):
+    from napari_connectome.gui.proofread import ProofreadWidget
+    from napari_connectome.gui.proofread.meshes_layer import labels_views
+
+    viewer = make_napari_viewer(show=True)
+    viewer.dims.ndisplay = 3
+    session = ProofreadSession.create(tmp_path / "proj", two_blobs(), voxel_size_nm=VOXEL)
+    widget = ProofreadWidget(viewer, session)
+    tool = widget.tool
+    views = labels_views(tool.layer) + labels_views(tool.selection_layer)
+    assert all(v.reads <= 1 for v in views)  # a new layer is sliced once, as a plane, when made
+    for v in views:
+        v.reads = 0
+    tool.select(3)
+    wait_meshes(qtbot, tool)
+    assert not tool.layer.visible
+    assert [m.segment for m in tool.meshes.meshes] == [3]
+    assert sum(v.reads for v in views) == 0
+    viewer.dims.ndisplay = 2
+    assert tool.layer.visible
+    assert sum(v.reads for v in views) > 0  # 2D reads the plane it shows
+    tool.close()

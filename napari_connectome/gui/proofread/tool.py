@@ -17,7 +17,7 @@ from psygnal import Signal
 
 from napari_connectome.errors import UserInputError
 from napari_connectome.gui._camera import camera
-from napari_connectome.gui.proofread.meshes_layer import SegmentMeshes, labels_views
+from napari_connectome.gui.proofread.meshes_layer import SegmentMeshes
 from napari_connectome.gui.proofread.settings import DEFAULT_KEYS, MOUSE_GESTURES
 from napari_connectome.gui.proofread.views import SegmentView
 from napari_connectome.proofread import ProofreadSession, SplitPlan
@@ -68,12 +68,16 @@ class ProofreadTool:
             self.image_layer = None
         levels = range(len(session.fragment_levels) if big else 1)
         segs = [SegmentView(session, level=i) for i in levels]
+        for view in segs:  # 3D shows meshes, so it never reads these volumes (views.py)
+            view.blank_volumes = self._three_d
         self.layer = viewer.add_labels(
             segs if len(segs) > 1 else segs[0], multiscale=len(segs) > 1, name="segments",
             scale=scale, units=units, opacity=0.5,
         )  # fmt: skip
         keep = [SegmentView(session, keep=lambda: np.array(self.selected, np.uint64), level=i)
                 for i in levels]  # fmt: skip
+        for view in keep:
+            view.blank_volumes = self._three_d
         self.selection_layer = viewer.add_labels(
             keep if len(keep) > 1 else keep[0], multiscale=len(keep) > 1,
             name="selected segments", scale=scale, units=units, opacity=0.9,
@@ -95,8 +99,6 @@ class ProofreadTool:
         viewer.dims.events.ndisplay.connect(self._on_ndisplay)
         viewer.layers.selection.active = self.layer
         self.meshes = SegmentMeshes(self)  # 3D: the selection as meshes (meshes_layer.py)
-        for view in labels_views(self.layer) + labels_views(self.selection_layer):
-            view.blank_volumes = self._three_d  # so 3D never reads the labels volumes
         self._visible_2d: dict[str, bool] = {}
         if viewer.dims.ndisplay == 3:
             self._on_ndisplay()
