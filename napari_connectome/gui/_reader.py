@@ -76,11 +76,6 @@ def read_volumes(path: str | Path) -> list[LayerData]:
         store = open_viewer_store(str(path))
     volumes = discover_volumes(path, store=store)
     layers = [volume_layer_data(v) for v in volumes]
-    if store is not None:
-        from napari_connectome.gui.remote_volumes import REMOTE_LAYER_OPTIONS
-
-        for _data, meta, _kind in layers:
-            meta.update(REMOTE_LAYER_OPTIONS)
     return sorted(layers, key=lambda layer: layer[2] == "labels")
 
 

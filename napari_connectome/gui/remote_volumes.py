@@ -16,9 +16,9 @@ from typing import Any
 from qtpy.QtCore import QObject, QTimer, Signal
 
 RETRY_MS = 3000
-# napari's dask cache keeps every chunk it computed under the task's key, which never changes: a
-# chunk shown empty while the cluster was unreachable (or before a job wrote it) would stay empty
-# after a refresh. The chunk cache on disk already keeps what was fetched.
+# napari's dask cache keeps every chunk it computed under the task's key, which never changes, so
+# a chunk drawn empty would stay empty after a refresh. Layers whose chunks change while shown (a
+# running job's output) opt out of it; after an outage the cache is cleared before the redraw.
 REMOTE_LAYER_OPTIONS = {"cache": False}
 
 
@@ -75,8 +75,10 @@ class _Watcher(QObject):
 
     def _redraw(self, store: Any) -> None:
         import napari
+        from napari.utils import resize_dask_cache
 
         store.missed.clear()
+        resize_dask_cache().cache.clear()  # it holds the chunks drawn empty during the outage
         viewer = napari.current_viewer()
         if viewer is None:
             return
