@@ -11,6 +11,7 @@ import gc
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -215,7 +216,7 @@ def test_a_second_process_reads_without_the_cache(tmp_path):
         "c = ChunkCache(sys.argv[1], 10_000); print(c.enabled, c.put('s/a', b'x', None))"
     )
     out = subprocess.run(
-        [os.sys.executable, "-c", code, str(tmp_path / "chunks")],
+        [sys.executable, "-c", code, str(tmp_path / "chunks")],
         capture_output=True,
         text=True,
         check=True,
@@ -512,3 +513,64 @@ def test_settings_refuse_a_bad_cache_limit(user_dirs):
         chunk_cache_limit_bytes()
     settings_path().write_text("cache_gb: 2.5\n")
     assert chunk_cache_limit_bytes() == 2_500_000_000
+
+
+def test_a_profile_with_a_jump_host_reads_through_it(sshd_server, pyramid, tmp_path):
+    from napari_connectome.testing.services import start_sshd
+
+    with start_sshd() as target:
+        # one key for both logins (as on a real cluster), both host keys in one known_hosts
+        with open(target.root / "authorized_keys", "a") as f:
+            f.write(sshd_server.client_key.with_suffix(".pub").read_text())
+        known = tmp_path / "known_hosts"
+        known.write_text(sshd_server.known_hosts.read_text() + target.known_hosts.read_text())
+        jump = f"{sshd_server.user}@{sshd_server.host}:{sshd_server.port}"
+        save_loopback_profile(
+            target,
+            name="behind",
+            key=str(sshd_server.client_key),
+            known_hosts=str(known),
+            jump_host=jump,
+        )
+        vol = open_volume(f"ssh://behind{pyramid}")
+        np.testing.assert_array_equal(np.asarray(vol.data[9]), blobs()[9])
+        store = _store_of(vol)
+        assert len(store.session._conns) == 2  # the bastion's login, then the tunnelled one
+        close_all()
+
+
+def test_metadata_naming_a_level_outside_the_store_is_refused(sshd_server, tmp_path):
+    import json
+
+    save_loopback_profile(sshd_server)
+    (tmp_path / "secret").mkdir()
+    write_ome_zarr(blobs((16, 16, 16)), tmp_path / "secret" / "x.zarr", chunks=16, levels=1)
+    evil = tmp_path / "evil.ome.zarr"
+    write_ome_zarr(blobs((16, 16, 16)), evil, chunks=16, levels=1)
+    meta = json.loads((evil / "zarr.json").read_text())
+    meta["attributes"]["ome"]["multiscales"][0]["datasets"][0]["path"] = "../secret/x.zarr/0"
+    (evil / "zarr.json").write_text(json.dumps(meta))
+
+    with pytest.raises(UserInputError, match=r"refusing key '\.\./secret|'\.\./secret"):
+        np.asarray(open_volume(f"ssh://loop{evil}").data)
+
+
+def test_a_remote_volume_is_read_by_dask_worker_processes(sshd_server, pyramid):
+    """A store pickles as its location: each worker process logs in itself (the blockwise passes
+    run on Dask)."""
+    from dask.distributed import Client, LocalCluster
+
+    save_loopback_profile(sshd_server)
+    vol = open_volume(f"ssh://loop{pyramid}")
+    with (
+        LocalCluster(
+            n_workers=1,
+            threads_per_worker=2,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        total = client.compute(vol.data[:, :40, :40].sum()).result()
+    assert int(total) == int(blobs()[:, :40, :40].sum())

@@ -96,6 +96,14 @@ def open_store(
     return store
 
 
+def _restore_store(
+    location: RemoteLocation, absent_ttl_s: float, on_unavailable: Literal["raise", "fill"]
+) -> SFTPStore:
+    """A store unpickled in another process (a Dask worker): its own login, the user's cache when
+    this process can own it (``ChunkCache.enabled``), else none."""
+    return open_store(location, absent_ttl_s=absent_ttl_s, on_unavailable=on_unavailable)
+
+
 def open_stores() -> list[SFTPStore]:
     """Every remote store still in use in this process (what a viewer watches)."""
     return list(_stores)

@@ -138,6 +138,13 @@ class SFTPStore(Store):
     def __repr__(self) -> str:
         return f"SFTPStore({self.location.label!r})"
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickled (for Dask worker processes) as where it reads and how, never its connection:
+        a worker logs in itself, and reads without the chunk cache another process owns."""
+        from napari_connectome.volumes.remote import _restore_store
+
+        return (_restore_store, (self.location, self.absent_ttl_s, self.on_unavailable))
+
     def with_read_only(self, read_only: bool = False) -> SFTPStore:
         if not read_only:
             raise UserInputError(f"{self}: remote volumes are opened read-only")
