@@ -10,6 +10,7 @@ no ``ssh`` section, i.e. on the login node itself) and hand the script to ``sbat
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -118,16 +119,22 @@ def submit(spec: JobSpec) -> JobRecord:
         transport = open_transport(None)
         _refuse_running_driver(transport, spec)
         clear_unfinished_start(spec.output)
-        spec_path = stage(transport, spec)
-        log = _p(spec.output, "_job", "scheduler", "run-job.log")
-        with open(log, "ab") as logf:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "napari_connectome", "run-job", spec_path],
-                stdin=subprocess.DEVNULL,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: cancel stops it and its workers
-            )
+        created = not os.path.lexists(spec.output)  # then everything in it is ours to remove
+        try:
+            spec_path = stage(transport, spec)
+            log = _p(spec.output, "_job", "scheduler", "run-job.log")
+            with open(log, "ab") as logf:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "napari_connectome", "run-job", spec_path],
+                    stdin=subprocess.DEVNULL,
+                    stdout=logf,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its own process group: cancel stops it and workers
+                )
+        except BaseException:
+            if created and os.path.isdir(spec.output):
+                shutil.rmtree(spec.output, ignore_errors=True)  # a failed start leaves nothing
+            raise
         record = JobRecord(
             job_id,
             spec.name,
