@@ -211,10 +211,11 @@ def _load(dest: Path, index: Triple, keys: Iterable[str]) -> dict[str, np.ndarra
 
 
 def gather_task(
-    dest: str, plan: PassPlan, items: list[tuple[Triple, tuple[int, ...]]]
+    dest: str, plan: PassPlan, items: list[tuple[Triple, tuple[int, ...]]], *_blocks: Any
 ) -> dict[str, np.ndarray]:
     """Merge a group of blocks' results, adding the faces between each block and its high-side
-    neighbours along ``axes`` (only neighbours with a file: the others hold only background)."""
+    neighbours along ``axes`` (only neighbours with a file: the others hold only background).
+    ``_blocks``: the summaries of the block tasks it reads, so it runs after them."""
     root = Path(dest)
     scale = kernels.image_scale(np.dtype(plan.image_dtype)) if plan.image_dtype else 1.0
     with_img = plan.image is not None
@@ -268,25 +269,43 @@ def _high_neighbour(index: Triple, ax: int) -> Triple:
 # ---- where tasks run ----------------------------------------------------------------------
 
 
+class _Lazy:
+    """A task of the in-process runner: run when its value is first needed."""
+
+    def __init__(self, fn: Callable, args: tuple) -> None:
+        self.fn, self.args, self.done, self.out = fn, args, False, None
+
+    def value(self) -> Any:
+        if not self.done:
+            self.out = self.fn(*(a.value() if isinstance(a, _Lazy) else a for a in self.args))
+            self.done = True
+        return self.out
+
+
 class _InProcess:
     """Runs tasks here, one after another (tiny volumes; no cluster to start)."""
 
     def put(self, obj: Any) -> Any:
         return obj
 
-    def run_all(self, fn: Callable, jobs: list[tuple[str, tuple]], on_done: Callable) -> None:
-        for _, args in jobs:
-            on_done(fn(*args))
+    def submit(self, fn: Callable, *args: Any, key: str | None = None) -> _Lazy:
+        return _Lazy(fn, args)
 
-    def submit(self, fn: Callable, *args: Any) -> Any:
-        return fn(*args)
+    def as_completed(self, handles: list[_Lazy]) -> Iterable[Any]:
+        for h in handles:
+            yield h.value()
 
-    def result(self, handle: Any) -> Any:
-        return handle
+    def result(self, handle: _Lazy) -> Any:
+        return handle.value()
+
+    def cancel(self, handles: list[Any]) -> None:
+        pass
 
 
 class _OnDask:
-    """Runs tasks on a dask.distributed client; results stay on the workers until needed."""
+    """Runs tasks on a dask.distributed client. Everything is submitted at once, merges depending
+    on the blocks they read, so the reduction runs while later blocks are still computed; results
+    stay on the workers until the next merge needs them."""
 
     def __init__(self, client: Any) -> None:
         self.client = client
@@ -296,27 +315,23 @@ class _OnDask:
     def put(self, obj: Any) -> Any:
         return self.client.scatter(obj, broadcast=False, hash=False)
 
-    def run_all(self, fn: Callable, jobs: list[tuple[str, tuple]], on_done: Callable) -> None:
+    def submit(self, fn: Callable, *args: Any, key: str | None = None) -> Any:
+        self._n += 1
+        key = f"{key or f'region-graph-{fn.__name__}-{self._n}'}-{self.token}"
+        # the driver keeps no other reference: a merged part is freed once its merge has run
+        return self.client.submit(fn, *args, key=key, retries=2, pure=False)
+
+    def as_completed(self, handles: list[Any]) -> Iterable[Any]:
         from dask.distributed import as_completed
 
-        futures = [
-            self.client.submit(fn, *args, key=f"{key}-{self.token}", retries=2, pure=False)
-            for key, args in jobs
-        ]
-        try:
-            for fut in as_completed(futures):
-                on_done(fut.result())
-        except BaseException:
-            self.client.cancel(futures)  # an interrupted pass stops handing out blocks
-            raise
-
-    def submit(self, fn: Callable, *args: Any) -> Any:
-        self._n += 1
-        key = f"region-graph-{fn.__name__}-{self._n}-{self.token}"
-        return self.client.submit(fn, *args, key=key, retries=2, pure=False)
+        for fut in as_completed(handles):
+            yield fut.result()
 
     def result(self, handle: Any) -> Any:
         return handle.result()
+
+    def cancel(self, handles: list[Any]) -> None:
+        self.client.cancel(handles)  # an interrupted pass stops handing out work
 
 
 def local_client(workers: int | None = None) -> tuple[Any, Any]:
@@ -487,37 +502,48 @@ def compute_region_graph(
         n_done = len(empty) + len(have)
         total = len(blocks)
         progress(n_done, total, "region graph: blocks")
-
-        def on_block(info: dict) -> None:
-            nonlocal n_done
-            n_done += 1
-            have.add(tuple(info["block"]))
-            progress(n_done, total, "region graph: blocks")
-
-        runner.run_all(
-            block_task,
-            [
-                (
-                    f"region-graph-block-{'_'.join(map(str, b))}",
-                    (reader, img_reader, plan, b, in_block, str(dest)),
-                )
-                for b, in_block in todo
-            ],
-            on_block,
-        )
-        progress(total, total, "region graph: merging")
-        done = sorted(have)
-        items = [(b, tuple(ax for ax in range(3) if _high_neighbour(b, ax) in have)) for b in done]
-        level = [
-            runner.submit(gather_task, str(dest), plan, items[i : i + FAN_IN])
-            for i in range(0, len(items), FAN_IN)
-        ] or [runner.submit(merge_task)]
+        tasks = {
+            b: runner.submit(
+                block_task,
+                reader,
+                img_reader,
+                plan,
+                b,
+                in_block,
+                str(dest),
+                key=f"region-graph-block-{'_'.join(map(str, b))}",
+            )
+            for b, in_block in todo
+        }
+        done = sorted(have | set(tasks))
+        done_set = set(done)
+        items = [
+            (b, tuple(ax for ax in range(3) if _high_neighbour(b, ax) in done_set)) for b in done
+        ]
+        level = []
+        for i in range(0, len(items), FAN_IN):
+            group = items[i : i + FAN_IN]
+            reads = {b for b, _ in group} | {
+                _high_neighbour(b, a) for b, axes in group for a in axes
+            }
+            deps = [tasks[b] for b in sorted(reads) if b in tasks]  # waits for those blocks only
+            level.append(runner.submit(gather_task, str(dest), plan, group, *deps))
+        level = level or [runner.submit(merge_task)]
         while len(level) > 1:
             level = [
                 runner.submit(merge_task, *level[i : i + FAN_IN])
                 for i in range(0, len(level), FAN_IN)
             ]
-        n_frag, n_edges = runner.result(runner.submit(write_columns_task, str(dest), level[0]))
+        final = runner.submit(write_columns_task, str(dest), level[0])
+        try:
+            for _ in runner.as_completed(list(tasks.values())):
+                n_done += 1
+                progress(n_done, total, "region graph: blocks")
+            progress(total, total, "region graph: merging")
+            n_frag, n_edges = runner.result(final)
+        except BaseException:
+            runner.cancel([*tasks.values(), *level, final])  # and what depends on them
+            raise
     finally:
         if cluster is not None:
             client.close()
