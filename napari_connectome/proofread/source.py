@@ -92,7 +92,23 @@ class ChunkCache:
             self._bytes = 0
 
 
-class VerifiedFragments:
+class _ArrayLike:
+    """numpy conversion and len() for the read-only array-likes below (napari and dask use them)."""
+
+    shape: tuple[int, ...]
+
+    def __getitem__(self, key: Any) -> np.ndarray:  # pragma: no cover - defined by subclasses
+        raise NotImplementedError
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self[...]
+        return out if dtype is None else out.astype(dtype)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+
+class VerifiedFragments(_ArrayLike):
     """Level 0 of the referenced fragments as a read-only uint64 array-like.
 
     ``digests(index)`` gives the recorded digest of a chunk (``None``: the chunk was absent, so it
@@ -173,19 +189,12 @@ class VerifiedFragments:
         block = self.read(region)
         return block.squeeze(axis=drop) if drop else block
 
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        out = self[...]
-        return out if dtype is None else out.astype(dtype)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
     def verify_sample(self, picks: Sequence[tuple[int, ...]]) -> None:
         for idx in picks:
             self.chunk(idx)
 
 
-class CoarseFragments:
+class CoarseFragments(_ArrayLike):
     """A coarser pyramid level of the fragments (display and meshes only), patches subsampled.
 
     Coarse levels are written from level 0 by the same writer, so they are not verified
@@ -206,13 +215,6 @@ class CoarseFragments:
         block = np.asarray(self.data[region]).astype(np.uint64, copy=False)
         block = self.overlay.apply(block, [s.start for s in region], self.factor)
         return block.squeeze(axis=drop) if drop else block
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        out = self[...]
-        return out if dtype is None else out.astype(dtype)
-
-    def __len__(self) -> int:
-        return self.shape[0]
 
 
 def level_factors(level0_shape: Sequence[int], shape: Sequence[int]) -> tuple[int, int, int]:

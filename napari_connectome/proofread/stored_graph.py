@@ -17,12 +17,9 @@ KEYS = ("u", "v", "area", "weight")
 
 
 def _empty() -> dict[str, np.ndarray]:
-    return {
-        "u": np.zeros(0, np.uint64),
-        "v": np.zeros(0, np.uint64),
-        "area": np.zeros(0, np.int64),
-        "weight": np.zeros(0, np.float64),
-    }
+    from napari_connectome.graph.kernels import empty_edges
+
+    return empty_edges()
 
 
 def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
