@@ -288,6 +288,19 @@ def test_a_project_on_a_cluster_segmentation_over_ssh(sshd_server, tmp_path, mon
             lab = s.labels()
         with ProofreadSession.open(tmp_path / "p") as s:
             assert (s.labels() == lab).all()
+        assert tree_digest(cluster) == before
+        # a job's output on the cluster has its region graph beside it: used where it is
+        from napari_connectome.graph import compute_region_graph
+        from napari_connectome.volumes import open_volume
+
+        compute_region_graph(
+            open_volume(cluster / "seg.ome.zarr"), cluster / "seg.ome.zarr" / "region_graph"
+        )
+        assert main(["proofread", "import", url, str(tmp_path / "q")]) == 0
+        assert not (tmp_path / "q" / "region_graph").exists()
+        with ProofreadSession.open(tmp_path / "q") as s:
+            assert s.meta["region_graph"]["path"] == f"{url}/region_graph"
+            s.merge([1, 2])
+            assert s.segment_info(1).size == 2 * 16**3
     finally:
         close_all()
-    assert tree_digest(cluster) == before

@@ -33,18 +33,52 @@ from napari_connectome.graph.layout import (
 class RegionGraph:
     """A complete region graph folder, opened read-only."""
 
-    def __init__(self, path: Path, meta: dict[str, Any]) -> None:
+    def __init__(self, path: Path | str, meta: dict[str, Any], store: Any = None) -> None:
         self.path = path
         self.meta = meta
         self._arrays: dict[str, Any] = {}
+        self._store = store  # a remote (SFTP) zarr store and the graph's path in it, or None
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> RegionGraph:
-        """Open ``path``; refuses a folder that is not a finished region graph of a known
-        format."""
+        """Open ``path`` (a folder, or ``ssh://PROFILE/.../region_graph`` on a cluster, read on
+        demand over SFTP); refuses one that is not a finished region graph of a known format."""
+        text = os.fspath(path)
+        if text.startswith("ssh://"):
+            return cls._open_remote(text)
         path = Path(path)
         meta = read_json(path / META)
-        if meta is None and (path / PASS).is_file():
+        cls._check_meta(path, meta, (path / PASS).is_file())
+        graph = cls(path, meta)
+        if len(graph.fragment_ids) != meta["n_fragments"]:
+            raise UserInputError(f"{path} is damaged: its fragment column does not match {META}")
+        return graph
+
+    @classmethod
+    def _open_remote(cls, url: str) -> RegionGraph:
+        """A job's graph beside its output on the cluster: metadata now, columns per query."""
+        import json
+
+        from napari_connectome.volumes.remote import open_store, parse_ssh_url
+
+        loc = parse_ssh_url(url)
+        store = open_store(loc)
+        prefix = loc.inner.strip("/")
+        raw = store.read_file(f"{prefix}/{META}".lstrip("/"))
+        try:
+            meta = json.loads(raw) if raw else None
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            meta = None
+        passed = store.read_file(f"{prefix}/{PASS}".lstrip("/")) is not None
+        cls._check_meta(url, meta, passed)
+        graph = cls(url, meta, store=(store, prefix))
+        if len(graph.fragment_ids) != meta["n_fragments"]:
+            raise UserInputError(f"{url} is damaged: its fragment column does not match {META}")
+        return graph
+
+    @staticmethod
+    def _check_meta(path: Any, meta: dict | None, unfinished_pass: bool) -> None:
+        if meta is None and unfinished_pass:
             raise UserInputError(
                 f"{path} holds an unfinished region graph pass: run the same "
                 "`napari-connectome graph` command (or compute_region_graph call) again to "
@@ -70,10 +104,6 @@ class RegionGraph:
                 f"{path} holds an unfinished region graph pass: run the same "
                 "`napari-connectome graph` command again to finish it"
             )
-        graph = cls(path, meta)
-        if len(graph.fragment_ids) != meta["n_fragments"]:
-            raise UserInputError(f"{path} is damaged: its fragment column does not match {META}")
-        return graph
 
     def _array(self, name: str) -> Any:
         arr = self._arrays.get(name)
@@ -81,7 +111,11 @@ class RegionGraph:
             import zarr
 
             try:
-                arr = zarr.open_array(str(self.path / name), mode="r")
+                if self._store is not None:
+                    store, prefix = self._store
+                    arr = zarr.open_array(store=store, path=f"{prefix}/{name}".strip("/"), mode="r")
+                else:
+                    arr = zarr.open_array(str(Path(self.path) / name), mode="r")
             except (FileNotFoundError, KeyError, ValueError) as exc:
                 raise UserInputError(
                     f"{self.path} is damaged: {name} is missing ({exc}); compute it again"

@@ -87,10 +87,16 @@ def open_source_volume(text: str, what: str) -> Any:
         ) from None
 
 
-def region_graph_beside(text: str) -> Path | None:
-    """Where a job (or an earlier import) keeps the region graph of a local zarr segmentation."""
+def region_graph_beside(text: str) -> Path | str | None:
+    """Where a job (or an earlier import) keeps the region graph of a zarr segmentation:
+    ``ROOT/region_graph`` beside the store, locally or on the cluster (``ssh://``)."""
     if _is_remote(text):
-        return None
+        from napari_connectome.volumes.remote import open_store, parse_ssh_url
+
+        loc = parse_ssh_url(text)
+        root = text[: len(text) - len(loc.inner)].rstrip("/") if loc.inner else text.rstrip("/")
+        found = open_store(loc).read_file(f"{REGION_GRAPH}/region_graph.json")
+        return f"{root}/{REGION_GRAPH}" if found is not None else None
     from napari_connectome.volumes.sources import parse_source
 
     src = parse_source(text)
@@ -191,9 +197,9 @@ def create_project(
         _check_inputs(frag_vol.data, vols["image"].data if "image" in vols else None)
         if size is None:
             size = tuple(float(v) for v in frag_vol.voxel_size_nm)
-        graph_path: Path | None = None
+        graph_path: Path | str | None = None
         if region_graph is not None:
-            graph_path = Path(region_graph)
+            graph_path = region_graph if _is_remote(str(region_graph)) else Path(region_graph)
         elif not entries["fragments"].get("in_project"):
             graph_path = region_graph_beside(entries["fragments"]["source"])
         if graph_path is None:
@@ -209,7 +215,8 @@ def create_project(
             graph = RegionGraph.open(tmp / REGION_GRAPH)
         else:
             graph = RegionGraph.open(graph_path)
-            graph_entry = {"path": str(Path(os.path.realpath(graph_path)))}
+            remote = _is_remote(str(graph_path))
+            graph_entry = {"path": str(graph_path) if remote else os.path.realpath(graph_path)}
         check_graph_matches(graph, frag_vol, graph_path or "the computed region graph")
         meta = {
             "format_version": FORMAT_VERSION,
@@ -245,7 +252,7 @@ def check_graph_matches(graph: Any, volume: Any, where: Any) -> None:
         )
 
 
-def graph_path(project: Path, meta: dict[str, Any]) -> Path:
+def graph_path(project: Path, meta: dict[str, Any]) -> Path | str:
     entry = meta["region_graph"]
     if entry.get("in_project"):
         root = Path(os.path.realpath(project))
@@ -256,4 +263,4 @@ def graph_path(project: Path, meta: dict[str, Any]) -> Path:
                 "project again"
             )
         return path
-    return Path(entry["path"])
+    return entry["path"] if _is_remote(entry["path"]) else Path(entry["path"])
