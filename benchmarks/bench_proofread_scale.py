@@ -349,7 +349,8 @@ def main() -> int:
         made[size] = (seg, em)
         emit(size, "prepare", reps=list(SIZES[size]), tile=args.tile,
              composed_s=info["composed_s"], digest_s=info["digest_s"],
-             note="null: reused from an earlier run")  # fmt: skip
+             made_in_s=info.get("made_in_s"),
+             note="composed_s, digest_s null: an earlier run's store reused")  # fmt: skip
     if "1e9" in made and not args.no_check:
         check_real_pass(root, args.tile, SIZES["1e9"], *made["1e9"], args.workers)
     targets = choose_targets(root, args.tile)
