@@ -59,7 +59,7 @@ def test_3d_draws_the_selection_as_meshes_and_follows_merge_and_undo(tool3d, qtb
     tool.select(1)
     views = labels_views(tool.layer) + labels_views(tool.selection_layer)
     for v in views:
-        v.reads = 0
+        v.reads = v.volume_reads = 0
     viewer.dims.ndisplay = 3
     wait_meshes(qtbot, tool)
     layer = viewer.layers["segment meshes"]
@@ -91,7 +91,9 @@ def test_3d_draws_the_selection_as_meshes_and_follows_merge_and_undo(tool3d, qtb
     tool.select(3)
     wait_meshes(qtbot, tool)
     assert layer.vertices[:, 2].min() > alone - 10 * VOXEL[2]
-    assert all(v.reads == 0 for v in views)  # 3D never read the labels volumes
+    # 3D never read the labels volumes (a plane napari asks for, e.g. to check the dtype when the
+    # selection changes, may be read on a busy machine; a 3D block never)
+    assert all(v.volume_reads == 0 for v in views)
 
     viewer.dims.ndisplay = 2
     assert not layer.visible

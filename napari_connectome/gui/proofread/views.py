@@ -46,6 +46,7 @@ class SegmentView:
         # blocks (all z of a tile, then the plane), so the key alone cannot tell.
         self.blank_volumes: Callable[[], bool] | None = None
         self.reads = 0  # __getitem__ calls that read fragments (tests: 3D makes none)
+        self.volume_reads = 0  # of those, reads of a 3D block (what 3D rendering would need)
 
     def _fragments(self, key: Any) -> np.ndarray:
         tag = (repr(key), self.session.volume_version)
@@ -91,7 +92,10 @@ class SegmentView:
 
     def _segments(self, key: Any) -> np.ndarray:
         self.reads += 1
-        seg = self.session.table.apply(self._fragments(key))
+        frags = self._fragments(key)
+        if frags.ndim == 3 and min(frags.shape) > 1:
+            self.volume_reads += 1
+        seg = self.session.table.apply(frags)
         if self.keep is not None:
             ids = self.keep()
             if len(ids) == 0:
