@@ -58,7 +58,8 @@ def test_info_on_a_file_with_several_datasets_lists_each(em_h5, capsys):
 
 def test_convert_image_and_labels_then_info_shows_the_pyramid(em_h5, tmp_path, capsys):
     dest = tmp_path / "raw.ome.zarr"
-    assert main(["convert", f"{em_h5}:raw", str(dest), "--chunks", "16", "--levels", "3"]) == 0
+    argv = ["convert", f"{em_h5}:raw", str(dest), "--chunks", "16", "--levels", "3", "--progress"]
+    assert main(argv) == 0
     captured = capsys.readouterr()
     assert "100%" in captured.err  # the tqdm progress bar ran to the end
     assert "wrote image" in captured.out

@@ -33,7 +33,7 @@ def google_object_iou(sid, origins, raw, google, model, config) -> tuple[float, 
     earlier = np.where((google > 0) & (google < sid), google, 0)
     *_, final = grow_object(
         raw, origins[str(sid)]["start_zyx"], model, config, options_for_model(config),
-        segmentation=earlier, every=0,
+        segmentation=earlier, every=0, precision="fp32",  # Google's run was float32
     )  # fmt: skip
     ours = np.zeros(raw.shape, bool)
     z, y, x = final.offset

@@ -89,6 +89,11 @@ def test_segment_region_shows_objects_while_it_runs(viewer, flood_model, qtbot):
     assert tuple(out.scale) == (10, 10, 10)
     assert widget.progress.value == widget.progress.max
     assert widget.run_button.enabled
+    # precision auto by default; what ran and why is shown and kept with the counters
+    assert widget.precision.value == "auto"
+    assert widget.last_counters["precision"] in ("fp32", "bf16")
+    assert widget.precision_note.value == widget.last_counters["precision_reason"]
+    assert "native bf16" in widget.precision_note.value
 
 
 def test_segment_region_in_a_shapes_box(viewer, flood_model, qtbot):
@@ -205,6 +210,8 @@ def test_click_grows_an_object_live_then_accept_and_undo(viewer, flood_model, qt
     qtbot.waitUntil(lambda: widget.accept_button.enabled, timeout=60_000)
 
     assert len(updates) >= 2  # the preview showed the object growing, then the result
+    assert widget.precision.value == "auto"
+    assert "native bf16" in widget.precision_note.value  # what runs and why
     segments = viewer.layers["em segments"]
     assert not segments.data.any()
     new_id = widget.accept()

@@ -65,6 +65,11 @@ def test_segment_with_seeds_writes_labels_and_counters(em, model_dir, tmp_path):
     assert report["counters"]["steps"] > 2
     assert report["objects"]["1"]["start_zyx"] == [20, 20, 60]
     assert report["objects"]["1"]["iters"] > 1
+    # auto by default: what ran and why (bf16 only on a CPU with native bf16), also in the counters
+    assert report["precision_requested"] == "auto"
+    assert report["precision"] == report["counters"]["precision"] in ("fp32", "bf16")
+    assert "native bf16" in report["precision_reason"]
+    assert report["counters"]["threads"] >= 1
 
 
 def test_segment_a_roi_with_the_seed_policy(em, model_dir, tmp_path):

@@ -15,6 +15,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from napari_connectome import __version__
@@ -61,7 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # a bad option (argparse printed why), --help or --version
         return exc.code if isinstance(exc.code, int) else 2
     try:
-        rc = int(args.func(args) or 0)
+        with warnings.catch_warnings():  # restores showwarning after the command
+            warnings.showwarning = _warning_printer(args.command)
+            rc = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, not in Python's exit
         return rc
     except UserInputError as exc:
@@ -85,6 +88,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"napari-connectome {args.command}: error: {message}", file=sys.stderr)
         return 2
+
+
+def _warning_printer(command: str):
+    """Our own warnings (e.g. a precision that runs slowly here) as one plain line on stderr, like
+    the errors; anyone else's keep Python's format, with file and line."""
+    from napari_connectome.ffn.precision import PrecisionWarning
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, PrecisionWarning):
+            print(f"napari-connectome {command}: warning: {message}", file=file or sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    return show
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from napari_connectome.cli._progress import add_progress_flags, cli_progress
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -24,25 +26,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also ignore voxels where SEG is 0 (unsegmented) instead of scoring them as a segment",
     )
-    p.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
+    add_progress_flags(p)
     p.set_defaults(func=_evaluate)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from napari_connectome.evaluate import evaluate_segmentation
 
-    close = None
-    progress = None
-    if args.progress:
-        from napari_connectome.progress import tqdm_progress
-
-        progress, close = tqdm_progress("evaluate", unit="slab")
+    progress, close = cli_progress(args, "evaluate", unit="slab")
     try:
         scores = evaluate_segmentation(
             args.seg, args.gt, mask_zero=args.mask_zero, progress=progress
         )
     finally:
-        if close:
-            close()
+        close()
     print(json.dumps(scores))
     return 0

@@ -8,6 +8,7 @@ import json
 from contextlib import nullcontext
 from typing import Any
 
+from napari_connectome.cli._progress import add_progress_flags, cli_progress
 from napari_connectome.errors import UserInputError
 
 SEG_HELP = (
@@ -50,6 +51,7 @@ def register(subparsers: Any) -> None:
         help="voxels per task, a multiple of the stored chunks (default ~256^3)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace a region graph in DEST")
+    add_progress_flags(p)
     p.set_defaults(func=cmd_graph)
 
 
@@ -67,7 +69,6 @@ def _client(address: str | None):
 
 def cmd_graph(args: argparse.Namespace) -> int:
     from napari_connectome.graph import RegionGraph, compute_region_graph
-    from napari_connectome.progress import tqdm_progress
     from napari_connectome.volumes import open_volume, require_3d
 
     if args.workers is not None and args.workers < 1:
@@ -75,7 +76,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
     labels = require_3d(open_volume(args.segmentation), "the region graph")
     image = require_3d(open_volume(args.image), "the region graph") if args.image else None
     with _client(args.scheduler) as client:
-        update, close = tqdm_progress("region graph")
+        update, close = cli_progress(args, "region graph")
         try:
             dest = compute_region_graph(
                 labels,

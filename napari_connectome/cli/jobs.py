@@ -7,6 +7,7 @@ import json
 import sys
 
 from napari_connectome.cli._args import positive_finite_float
+from napari_connectome.cli._progress import add_progress_flags, cli_progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--poll", type=positive_finite_float, default=1.0, help="seconds between looks at the log"
     )
+    add_progress_flags(p)
     p.set_defaults(func=cmd_stream)
 
     p = sub.add_parser("jobs", help="list submitted jobs")
@@ -45,6 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--check", action="store_true", help="only check the spec against its input")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--resume", action="store_true")
+    add_progress_flags(p)
     p.set_defaults(func=cmd_run_job)
 
 
@@ -91,10 +94,9 @@ def cmd_cancel(args) -> int:
 def cmd_stream(args) -> int:
     from napari_connectome.jobs.registry import load_record
     from napari_connectome.jobs.stream import stream_job
-    from napari_connectome.progress import tqdm_progress
 
     record = load_record(args.job)
-    update, close = tqdm_progress(f"stream {record.id}")
+    update, close = cli_progress(args, f"stream {record.id}")
     try:
         result = stream_job(
             record, args.cache, progress=update, poll_s=args.poll, timeout_s=args.timeout
@@ -127,7 +129,6 @@ def cmd_jobs(args) -> int:
 
 def cmd_run_job(args) -> int:
     from napari_connectome.jobs.pipeline import make_grid, run_job
-    from napari_connectome.progress import tqdm_progress
 
     spec = _load(args)
     if args.check:
@@ -140,7 +141,7 @@ def cmd_run_job(args) -> int:
             DriverLock(layout.job, layout.root).check_free()
         print(json.dumps({"ok": True, "blocks": len(grid), "grid": list(grid.grid_shape)}))
         return 0
-    update, close = tqdm_progress(f"job {spec.name}")
+    update, close = cli_progress(args, f"job {spec.name}")
     try:
         result = run_job(spec, progress=update)
     finally:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_connectome.cli._args import chunk_edge, nonnegative_int, positive_finite_float
+from napari_connectome.cli._progress import add_progress_flags, cli_progress
 from napari_connectome.errors import UserInputError
 
 
@@ -82,14 +83,13 @@ def _import_input(spec: str | None) -> tuple[Any, Any]:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from napari_connectome.progress import tqdm_progress
     from napari_connectome.proofread import create_project
     from napari_connectome.volumes.output_safety import refuse_overlap
 
     refuse_overlap(args.project, [args.segmentation, args.image])  # the project is a new folder
     seg, close_seg = _import_input(args.segmentation)
     image, close_img = _import_input(args.image)
-    progress, done = tqdm_progress("import", unit="block")
+    progress, done = cli_progress(args, "import", unit="block")
     client = None
     try:
         if args.scheduler:
@@ -132,10 +132,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from napari_connectome.progress import tqdm_progress
     from napari_connectome.proofread import ProofreadSession
 
-    progress, done = tqdm_progress("export", unit="chunk")
+    progress, done = cli_progress(args, "export", unit="chunk")
     try:
         with ProofreadSession.open(args.project, read_only=True) as s:
             dest = s.export(args.dest, overwrite=args.overwrite, progress=progress)
@@ -196,6 +195,7 @@ def register(subparsers: Any) -> None:
         "--scheduler",
         help="Dask scheduler address for the region-graph pass (default: a local cluster)",
     )
+    add_progress_flags(imp)
     imp.set_defaults(func=cmd_import)
 
     info = sub.add_parser("info", help="segments and edit history of a project (read-only)")
@@ -208,6 +208,7 @@ def register(subparsers: Any) -> None:
     exp.add_argument("project")
     exp.add_argument("dest", help="new OME-Zarr folder (never the input)")
     exp.add_argument("--overwrite", action="store_true", help="replace DEST if it exists")
+    add_progress_flags(exp)
     exp.set_defaults(func=cmd_export)
 
     mesh = sub.add_parser(

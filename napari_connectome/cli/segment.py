@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_connectome.cli._args import nonnegative_int, positive_int, probability, thread_count
+from napari_connectome.cli._progress import add_progress_flags, cli_progress
 from napari_connectome.errors import UserInputError
 
 COUNTERS_FILE = "ffn_counters.json"
@@ -43,7 +44,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--mask", help="exclusion mask source (nonzero = never segment), same shape")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="autocast precision (default auto: bf16 where the CPU or GPU has native bf16, "
+        "fp32 otherwise; fp16 is GPU only)",
+    )
     p.add_argument(
         "--batch",
         type=positive_int,
@@ -67,7 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-steps", type=positive_int, help="stop an object after this many FFN steps"
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing DEST")
-    p.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
+    add_progress_flags(p)
     p.set_defaults(func=_segment)
 
 
@@ -102,6 +109,12 @@ def parse_seed(text: str) -> tuple[int, int, int]:
     if len(vals) != 3:
         raise UserInputError(f"--seed {text!r}: give a point as z,y,x integers, e.g. 100,120,130")
     return vals  # type: ignore[return-value]
+
+
+def torch_threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
 
 
 def _segment(args: argparse.Namespace) -> int:
@@ -194,11 +207,11 @@ def _segment(args: argparse.Namespace) -> int:
     runner = LockstepRunner(
         model, device=device, precision=args.precision, batch=args.batch, compile=args.compile
     )
-    progress, close = (None, None)
-    if args.progress:
-        from napari_connectome.progress import tqdm_progress
-
-        progress, close = tqdm_progress("segment", unit="seed")
+    print(
+        f"FFN on {runner.device}: {runner.precision_reason}; {torch_threads()} CPU threads",
+        file=sys.stderr,
+    )
+    progress, close = cli_progress(args, "segment", unit="seed")
     try:
         result = segment_region(
             image,
@@ -211,8 +224,7 @@ def _segment(args: argparse.Namespace) -> int:
             runner=runner,
         )
     finally:
-        if close:
-            close()
+        close()
 
     voxel = tuple(float(v) for v in vol.voxel_size_nm[-3:])
     offset = tuple(float(o) + float(a) * v for o, a, v in zip(vol.offset_nm[-3:], start, voxel))
@@ -232,7 +244,9 @@ def _segment(args: argparse.Namespace) -> int:
             "model": str(model_dir),
             "roi_zyx": [[r.start, r.stop] for r in roi],
             "device": str(runner.device),
-            "precision": args.precision,
+            "precision": runner.precision,
+            "precision_requested": runner.precision_requested,
+            "precision_reason": runner.precision_reason,
             "options": options.to_dict(),
             "counters": result.counters,
             "objects": {

@@ -12,6 +12,7 @@ from napari_connectome.cli._args import (
     positive_int,
     thread_count,
 )
+from napari_connectome.cli._progress import add_progress_flags, cli_progress
 
 
 def _zyx(text: str) -> list[int]:
@@ -83,10 +84,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="cpu (default), cuda or cuda:N")
     p.add_argument(
         "--precision",
-        choices=["fp32", "bf16"],
-        help="fp32 (default) or bf16 autocast of the forward pass (~3x faster on bf16 hardware)",
+        choices=["auto", "fp32", "bf16"],
+        help="autocast of the forward pass: auto (default: bf16 where the CPU or GPU has native "
+        "bf16, ~3x faster there; fp32 otherwise), fp32 or bf16",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_progress_flags(p)
     p.set_defaults(func=_train)
 
 
@@ -155,11 +157,7 @@ def _train(args: argparse.Namespace) -> int:
                     "keeps the model's architecture"
                 )
     cfg = TrainConfig(**{**base, **given})
-    progress, close = (None, None)
-    if not args.quiet:
-        from napari_connectome.progress import tqdm_progress
-
-        progress, close = tqdm_progress("train", unit="step")
+    progress, close = cli_progress(args, "train", unit="step")
     try:
         model_dir = train(
             cfg,
@@ -169,7 +167,6 @@ def _train(args: argparse.Namespace) -> int:
             log=lambda m: print(m, file=sys.stderr),
         )
     finally:
-        if close:
-            close()
+        close()
     print(f"model: {model_dir}")
     return 0

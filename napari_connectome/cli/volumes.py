@@ -6,6 +6,7 @@ import argparse
 import json
 
 from napari_connectome.cli._args import check_chunk_grid, chunk_edge, positive_int
+from napari_connectome.cli._progress import add_progress_flags, cli_progress
 from napari_connectome.errors import UserInputError
 
 SOURCE_HELP = (
@@ -58,6 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="number of resolution levels including full resolution (default: until one chunk)",
     )
+    add_progress_flags(conv)
     conv.set_defaults(func=run_convert)
 
 
@@ -77,7 +79,6 @@ def run_info(args: argparse.Namespace) -> int:
 def run_convert(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from napari_connectome.progress import tqdm_progress
     from napari_connectome.volumes import check_label_dtype, open_volume, require_3d, write_ome_zarr
     from napari_connectome.volumes.atomic import check_destination
     from napari_connectome.volumes.output_safety import refuse_overlap
@@ -92,7 +93,7 @@ def run_convert(args: argparse.Namespace) -> int:
     if args.chunks is not None:
         spatial = tuple(s for a, s in zip(volume.axes, volume.shape) if a in "zyx")
         check_chunk_grid(spatial, volume.dtype.itemsize, args.chunks, f"--chunks {args.chunks}")
-    progress, close = tqdm_progress(f"convert {Path(args.source).name}")
+    progress, close = cli_progress(args, f"convert {Path(args.source).name}")
     try:
         out = write_ome_zarr(
             volume,

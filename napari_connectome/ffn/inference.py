@@ -169,7 +169,7 @@ def grow_object(
     mask: Any = None,
     segmentation: Any = None,
     device: str | None = "cpu",
-    precision: str = "fp32",
+    precision: str = "auto",
     every: int = 10,
     runner: LockstepRunner | None = None,
 ) -> Iterator[ObjectSnapshot]:
@@ -236,7 +236,7 @@ def segment_many(
     seeds: Sequence[Sequence[Sequence[int]] | None] | None = None,
     masks: Sequence[Any] | None = None,
     device: str | None = "cpu",
-    precision: str = "fp32",
+    precision: str = "auto",
     batch: int = 8,
     compile: bool = False,
     progress: ProgressCallback | None = None,
@@ -310,12 +310,27 @@ def segment_many(
     elapsed = time.perf_counter() - t_start
     results = []
     for canvas, outs in zip(canvases, outcomes):
-        counters = _counters(canvas.counters, run.counters, elapsed, n)
+        counters = _counters(canvas.counters, run, elapsed, n)
         results.append(SegmentationResult(canvas.result(), counters, canvas.origins, outs))
     return results
 
 
-def _counters(canvas_c: Counter, run_c: Counter, seconds: float, n_regions: int) -> dict[str, Any]:
+def run_settings(run: LockstepRunner) -> dict[str, Any]:
+    """What a run used and why (counters, reports, widgets): precision chosen, torch threads."""
+    import torch
+
+    return {
+        "precision": run.precision,
+        "precision_requested": run.precision_requested,
+        "precision_reason": run.precision_reason,
+        "threads": int(torch.get_num_threads()),
+    }
+
+
+def _counters(
+    canvas_c: Counter, run: LockstepRunner, seconds: float, n_regions: int
+) -> dict[str, Any]:
+    run_c = run.counters
     out: dict[str, Any] = {k: v for k, v in sorted(canvas_c.items())}
     out["seconds"] = round(seconds, 3)
     out["predict_calls"] = int(canvas_c["steps"])  # FOV predictions made for this region
@@ -324,6 +339,7 @@ def _counters(canvas_c: Counter, run_c: Counter, seconds: float, n_regions: int)
     out["regions_in_run"] = n_regions
     if "seed_policy_seconds" in out:
         out["seed_policy_seconds"] = round(out["seed_policy_seconds"], 3)
+    out.update(run_settings(run))
     return out
 
 
@@ -336,7 +352,7 @@ def segment_region(
     seeds: Sequence[Sequence[int]] | None = None,
     mask: Any = None,
     device: str | None = "cpu",
-    precision: str = "fp32",
+    precision: str = "auto",
     batch: int = 1,
     compile: bool = False,
     progress: ProgressCallback | None = None,

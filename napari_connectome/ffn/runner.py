@@ -21,12 +21,12 @@ import numpy as np
 from napari_connectome.errors import UserInputError
 from napari_connectome.ffn.canvas import FovRequest, FovResult, ProbeRequest
 from napari_connectome.ffn.movement import face_maxima
+from napari_connectome.ffn.precision import choose_precision
 from napari_connectome.ffn.speculative import RequestBatch, resolve_batch
 
 if TYPE_CHECKING:
     import torch
 
-PRECISIONS = ("fp32", "bf16", "fp16")
 MAX_SELF_CONSISTENT_ITERS = 32
 
 
@@ -56,21 +56,20 @@ class LockstepRunner:
         model: torch.nn.Module,
         *,
         device: str | torch.device | None = "cpu",
-        precision: str = "fp32",
+        precision: str = "auto",
         batch: int = 1,
         compile: bool = False,
         channels_last: bool = True,
     ):
+        """``precision``: ``auto`` (per machine, see :mod:`.precision`), fp32, bf16 or fp16; what
+        was chosen and why are ``self.precision`` and ``self.precision_reason``."""
         import torch
 
-        if precision not in PRECISIONS:
-            raise UserInputError(f"unknown precision {precision!r}; choose fp32, bf16 or fp16")
         if batch < 1:
             raise UserInputError(f"batch must be >= 1, got {batch}")
         self.device = resolve_device(device) if not isinstance(device, torch.device) else device
-        if precision == "fp16" and self.device.type == "cpu":
-            raise UserInputError("fp16 is for GPUs; on the CPU use --precision bf16 or fp32")
-        self.precision = precision
+        self.precision_requested = precision or "auto"
+        self.precision, self.precision_reason = choose_precision(precision, self.device)
         self.batch = int(batch)
         self.channels_last = channels_last
         model = model.to(self.device).eval()

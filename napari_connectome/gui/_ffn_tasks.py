@@ -17,10 +17,18 @@ import numpy as np
 
 from napari_connectome.errors import UserInputError
 
+# The widgets' precision menu; auto first (the default), decided by ffn/precision.py.
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
+PRECISION_TIP = (
+    "auto: bf16 where the CPU (AVX512_BF16 or AMX-BF16) or the GPU has native bf16, fp32 "
+    "otherwise (bf16 without it is emulated and many times slower); fp16 is GPU only"
+)
+
 
 @dataclass
 class RegionUpdate:
-    """One step of a region run. ``labels`` is set when objects finished since the last update."""
+    """One step of a region run. ``labels`` is set when objects finished since the last update;
+    ``counters`` on the first update (the precision chosen and why, threads) and the last."""
 
     seeds_done: int
     seeds_total: int
@@ -38,17 +46,28 @@ def iter_segment_region(
     *,
     seeds: Sequence[Sequence[int]] | None = None,
     device: str = "cpu",
-    precision: str = "fp32",
+    precision: str = "auto",
     min_interval_s: float = 0.25,
 ) -> Iterator[RegionUpdate]:
     """Segment ``image`` with google/ffn's rules, yielding after every FFN round.
 
     Finished objects are reported as a copy of the region's labels (uint32, 0 = background) at most
     every ``min_interval_s`` seconds and once at the end, so a viewer shows them as they appear
-    without copying the volume on every step.
+    without copying the volume on every step. Torch leaves the Qt thread a core meanwhile.
     """
+    from napari_connectome.ffn.threads import leave_a_core
+
+    with leave_a_core():
+        yield from _segment_region_steps(
+            image, model, config, options, seeds, device, precision, min_interval_s
+        )
+
+
+def _segment_region_steps(
+    image, model, config, options, seeds, device, precision, min_interval_s
+) -> Iterator[RegionUpdate]:
     from napari_connectome.ffn.canvas import Canvas, segment_all
-    from napari_connectome.ffn.inference import check_image
+    from napari_connectome.ffn.inference import check_image, run_settings
     from napari_connectome.ffn.options import options_for_model
     from napari_connectome.ffn.runner import LockstepRunner
     from napari_connectome.ffn.seeds import check_points, policy_seeds
@@ -79,14 +98,15 @@ def iter_segment_region(
 
     driver = segment_all(canvas, points, explicit_ids=seeds is not None, on_object=on_object)
     t_start = last = time.perf_counter()
-    yield RegionUpdate(0, total, 0)
+    settings = run_settings(runner)
+    yield RegionUpdate(0, total, 0, counters=dict(settings))
     for _ in runner.iterate([driver]):
         now = time.perf_counter()
         labels = None
         if state["new"] and now - last >= min_interval_s:
             labels, state["new"], last = _positive(canvas.segmentation), False, now
         yield RegionUpdate(state["done"], total, int(canvas.counters["segments"]), labels)
-    counters = dict(canvas.counters)
+    counters = {**canvas.counters, **settings}
     counters["seconds"] = round(time.perf_counter() - t_start, 3)
     yield RegionUpdate(
         total,
@@ -158,6 +178,7 @@ class GrowUpdate:
     mask: np.ndarray | None = None
     status: str = ""
     voxels: int = 0
+    precision_reason: str = ""  # what precision runs and why (every update)
 
 
 def iter_grow(
@@ -168,36 +189,43 @@ def iter_grow(
     *,
     segmentation: np.ndarray | None = None,
     device: str = "cpu",
-    precision: str = "fp32",
+    precision: str = "auto",
     every: int = 2,
 ) -> Iterator[GrowUpdate]:
-    """Grow one object from ``seed`` in ``image`` (a crop); a snapshot every ``every`` steps."""
+    """Grow one object from ``seed`` in ``image`` (a crop); a snapshot every ``every`` steps.
+    Torch leaves the Qt thread a core meanwhile."""
     from napari_connectome.ffn.inference import grow_object
+    from napari_connectome.ffn.precision import choose_precision
+    from napari_connectome.ffn.runner import resolve_device
+    from napari_connectome.ffn.threads import leave_a_core
 
+    _, why = choose_precision(precision, resolve_device(device), warn=False)  # the runner warns
     seg = None
     if segmentation is not None:
         seg = np.asarray(segmentation)
         seg = np.where(seg > np.iinfo(np.int32).max, 1, seg).astype(np.int32)  # ids > 0 matter
-    for snap in grow_object(
-        image,
-        tuple(int(v) for v in seed),
-        model,
-        config,
-        segmentation=seg,
-        device=device,
-        precision=precision,
-        every=every,
-    ):
-        if snap.done:
-            out = snap.outcome
-            yield GrowUpdate(
-                snap.steps,
-                snap.offset,
-                snap.probability,
-                True,
-                snap.mask,
-                out.status if out else "",
-                int(out.voxels) if out else 0,
-            )
-        else:
-            yield GrowUpdate(snap.steps, snap.offset, snap.probability)
+    with leave_a_core():
+        for snap in grow_object(
+            image,
+            tuple(int(v) for v in seed),
+            model,
+            config,
+            segmentation=seg,
+            device=device,
+            precision=precision,
+            every=every,
+        ):
+            if snap.done:
+                out = snap.outcome
+                yield GrowUpdate(
+                    snap.steps,
+                    snap.offset,
+                    snap.probability,
+                    True,
+                    snap.mask,
+                    out.status if out else "",
+                    int(out.voxels) if out else 0,
+                    why,
+                )
+            else:
+                yield GrowUpdate(snap.steps, snap.offset, snap.probability, precision_reason=why)

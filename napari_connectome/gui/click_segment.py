@@ -23,7 +23,13 @@ from magicgui.widgets import (
 )
 
 from napari_connectome.errors import UserInputError
-from napari_connectome.gui._ffn_tasks import GrowUpdate, box_around, iter_grow
+from napari_connectome.gui._ffn_tasks import (
+    PRECISION_CHOICES,
+    PRECISION_TIP,
+    GrowUpdate,
+    box_around,
+    iter_grow,
+)
 from napari_connectome.gui._models import ModelPicker, device_names, load
 from napari_connectome.gui._notify import report_error
 from napari_connectome.gui.segment_region import image_level0
@@ -76,7 +82,10 @@ class ClickToSegmentWidget(Container):
         self.segments.tooltip = "accepted objects go here; empty = a new '<image> segments' layer"
         self.model = ModelPicker()
         self.device = ComboBox(label="device", choices=device_names())
-        self.precision = ComboBox(label="precision", choices=["fp32", "bf16", "fp16"])
+        self.precision = ComboBox(label="precision", choices=list(PRECISION_CHOICES))
+        self.precision.tooltip = PRECISION_TIP
+        self.precision_note = Label(value="")  # what runs and why, from the growth's updates
+        self.precision_note.native.setWordWrap(True)
         self.context = SpinBox(label="context (voxels)", min=33, max=512, value=96, step=8)
         self.active = CheckBox(text="active: click a neuron to segment it", value=False)
         self.accept_button = PushButton(text="Accept", enabled=False)
@@ -90,6 +99,7 @@ class ClickToSegmentWidget(Container):
                 self.model,
                 self.device,
                 self.precision,
+                self.precision_note,
                 self.context,
                 self.active,
                 Container(widgets=[self.accept_button, self.reject_button], layout="horizontal"),
@@ -198,6 +208,8 @@ class ClickToSegmentWidget(Container):
         preview.data = np.nan_to_num(shown, nan=0.0)
         preview.translate = translate
         preview.contrast_limits = (0.0, 1.0)
+        if update.precision_reason:
+            self.precision_note.value = update.precision_reason
         self.status.value = f"step {update.steps}"
         if update.done:
             pending.update(done=True, start=start, mask=update.mask)

@@ -14,7 +14,14 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, ProgressBar, PushButton, create_widget
 
 from napari_connectome.errors import UserInputError
-from napari_connectome.gui._ffn_tasks import Box, RegionUpdate, clip_box, iter_segment_region
+from napari_connectome.gui._ffn_tasks import (
+    PRECISION_CHOICES,
+    PRECISION_TIP,
+    Box,
+    RegionUpdate,
+    clip_box,
+    iter_segment_region,
+)
 from napari_connectome.gui._models import ModelPicker, device_names, load
 from napari_connectome.gui._notify import report_error
 
@@ -86,7 +93,10 @@ class SegmentRegionWidget(Container):
         self.seeds = create_widget(label="seed points", annotation=Points | None, value=None)
         self.seeds.tooltip = "optional: grow one object per point; empty = Google's seed policy"
         self.device = ComboBox(label="device", choices=device_names())
-        self.precision = ComboBox(label="precision", choices=["fp32", "bf16", "fp16"])
+        self.precision = ComboBox(label="precision", choices=list(PRECISION_CHOICES))
+        self.precision.tooltip = PRECISION_TIP
+        self.precision_note = Label(value="")  # what runs and why, from the run's first update
+        self.precision_note.native.setWordWrap(True)
         self.run_button = PushButton(text="Segment")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="seeds", min=0, max=1, value=0)
@@ -101,6 +111,7 @@ class SegmentRegionWidget(Container):
                 self.seeds,
                 self.device,
                 self.precision,
+                self.precision_note,
                 Container(widgets=[self.run_button, self.cancel_button], layout="horizontal"),
                 self.progress,
                 self.status,
@@ -207,6 +218,8 @@ class SegmentRegionWidget(Container):
                 show_warning(f"{update[2]} seed point(s) too close to the region's border skipped")
             return
         assert isinstance(update, RegionUpdate)
+        if "precision_reason" in update.counters:
+            self.precision_note.value = update.counters["precision_reason"]
         self.progress.max = max(update.seeds_total, 1)
         self.progress.value = update.seeds_done
         self.status.value = (
@@ -217,7 +230,8 @@ class SegmentRegionWidget(Container):
         if update.finished:
             self.last_counters = update.counters
             seconds = update.counters.get("seconds", 0)
-            self.status.value = f"done: {update.segments} objects in {seconds:.1f} s"
+            how = update.counters.get("precision", "")
+            self.status.value = f"done: {update.segments} objects in {seconds:.1f} s ({how})"
         # Last: napari's progress bar processes Qt events when it redraws, so later updates may
         # run inside this call; nothing above must be written after them.
         pbar = self._napari_progress

@@ -194,7 +194,9 @@ def default_workers(spec: JobSpec) -> int:
     gpus = spec.backend.resources.gpus_per_node
     if gpus:
         return gpus
-    return max(1, (os.cpu_count() or 2) // 2)
+    from napari_connectome.ffn.threads import allocated_cores
+
+    return max(1, allocated_cores()[0] // 2)  # the allocation's cores, not the whole node's
 
 
 def open_client(spec: JobSpec) -> AbstractContextManager:

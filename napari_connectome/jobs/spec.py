@@ -112,7 +112,8 @@ class SegmenterSpec(_Strict):
     # import the ffn package with the spec; validated in _typed_inference instead
     inference: Any = Field(default_factory=dict, validate_default=True)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # auto: bf16 where the worker's CPU or GPU has native bf16, fp32 otherwise (ffn/precision.py)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     batch: int = Field(1, ge=1)  # FFN: field-of-view predictions per forward pass
     threshold: float = 128.0
     seed_distance: float = 2.0

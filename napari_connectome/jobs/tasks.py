@@ -23,7 +23,34 @@ def _segmenter(spec: JobSpec):
     key = spec.fingerprint()
     if key not in _SEGMENTERS:
         _SEGMENTERS[key] = make_segmenter(spec.segmenter)
+        if spec.segmenter.kind == "ffn":
+            _use_allocation(spec)
     return _SEGMENTERS[key]
+
+
+def _use_allocation(spec: JobSpec) -> None:
+    """Torch threads for this worker: its share of the cores the allocation gave the node.
+
+    Dask starts workers with ``OMP_NUM_THREADS=1``, so without this an FFN job uses one core per
+    worker whatever it was given. On someone else's Dask cluster the worker's own thread count is
+    the share.
+    """
+    import torch
+
+    from napari_connectome.ffn.threads import job_threads
+
+    if spec.backend.kind == "dask":
+        try:
+            from distributed import get_worker
+
+            threads = int(get_worker().state.nthreads)
+        except (ImportError, ValueError, AttributeError):
+            return
+    else:
+        from napari_connectome.jobs.pipeline import default_workers
+
+        threads = job_threads(default_workers(spec) * spec.backend.threads_per_worker)
+    torch.set_num_threads(max(1, threads))
 
 
 def _worker_name() -> str | None:

@@ -88,12 +88,13 @@ class TrainConfig:
     threads: int | None = None
     device: str = "cpu"
     # "bf16": the forward pass under autocast (weights, optimizer and loss stay float32); about 3x
-    # faster on CPUs with bf16 units and on GPUs. Validation always runs in float32.
-    precision: str = "fp32"
+    # faster on CPUs with bf16 units and on GPUs. "auto": bf16 where the device has native bf16,
+    # fp32 otherwise (ffn/precision.py). Validation always runs in float32.
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.precision not in ("fp32", "bf16"):
-            raise UserInputError(f"precision must be fp32 or bf16, got {self.precision!r}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise UserInputError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
         self.fov_size = [int(v) for v in _triple(self.fov_size, "fov_size")]
         self.deltas = [int(v) for v in _triple(self.deltas, "deltas")]
         if self.lom_radius is None:

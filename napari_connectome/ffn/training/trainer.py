@@ -29,6 +29,7 @@ from napari_connectome.errors import UserInputError
 from napari_connectome.ffn.checkpoint import is_model_dir, load_model, save_model
 from napari_connectome.ffn.config import InferenceDefaults, ModelConfig
 from napari_connectome.ffn.model import FFNArchitecture, build_model
+from napari_connectome.ffn.precision import choose_precision
 from napari_connectome.ffn.training.config import TrainConfig
 from napari_connectome.ffn.training.examples import (
     ExampleSlot,
@@ -316,6 +317,8 @@ def train(
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(device)
 
+        precision, why = choose_precision(cfg.precision, device)
+        log(f"training on {device}: {why}; {torch.get_num_threads()} CPU threads")
         torch.manual_seed(cfg.seed)
         model = build_model(
             FFNArchitecture(
@@ -370,7 +373,7 @@ def train(
         while step < cfg.steps:
             positions, image_b, seed_b, target_b, weight_b = stream.batch()
             to = lambda a: torch.from_numpy(a).to(device, non_blocking=True)  # noqa: E731
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 logits = net(to(image_b), to(seed_b))
             logits = logits.float()
             target, weight = to(target_b), to(weight_b)
