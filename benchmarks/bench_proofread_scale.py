@@ -96,23 +96,32 @@ def choose_targets(root: Path, kind: str) -> dict:
     ids, count = g["fragments/id"], g["fragments/count"]
     lo, hi = g["fragments/lo"], g["fragments/hi"]
     u, v, area = g["edges/u"], g["edges/v"], g["edges/area"]
-    mesh = int(ids[np.argmin(np.abs(count - 1e6))])
+    size_of = dict(zip(ids.tolist(), count.tolist()))
+    # the mesh: the fragment nearest 1e6 voxels, grown by its largest-contact neighbours (a merged
+    # segment) while it is under 0.7e6 voxels (small supervoxels: the dense ``fragments`` tile)
+    mesh = [int(ids[np.argmin(np.abs(count - 1e6))])]
+    while sum(size_of[x] for x in mesh) < 0.7e6:
+        sel = np.isin(u, mesh) ^ np.isin(v, mesh)
+        if not sel.any():
+            break
+        cand_e = np.flatnonzero(sel)[np.argsort(-area[sel])]
+        k = cand_e[0]
+        mesh.append(int(v[k]) if int(u[k]) in mesh else int(u[k]))
     k = int(np.argmax(area))
     merge = [int(u[k]), int(v[k])]
     # min-cut: a fragment of ~3e5 voxels and up to 5 of its neighbours below 1e6 voxels
-    size_of = dict(zip(ids.tolist(), count.tolist()))
     best = None
     for f in ids[np.argsort(np.abs(count - 3e5))].tolist():
         sel = (u == f) | (v == f)
         nb = np.where(u[sel] == f, v[sel], u[sel])
         order = np.argsort(-area[sel])
-        nbrs = [int(n) for n in nb[order] if size_of[int(n)] < 1e6 and int(n) != mesh][:5]
-        if len(nbrs) >= 3 and f != mesh:
+        nbrs = [int(n) for n in nb[order] if size_of[int(n)] < 1e6 and int(n) not in mesh][:5]
+        if len(nbrs) >= 3 and f not in mesh:
             best = [int(f), *nbrs]
             break
     group = best
     # watershed: a fragment of ~2e5 voxels
-    cand = np.flatnonzero((count > 5e4) & (count < 5e5) & ~np.isin(ids, [mesh, *merge, *group]))
+    cand = np.flatnonzero((count > 3e4) & (count < 5e5) & ~np.isin(ids, [*mesh, *merge, *group]))
     w_row = int(cand[np.argmin(np.abs(count[cand] - 2e5))])
     w = int(ids[w_row])
     pts = np.argwhere(labels == w)
@@ -121,7 +130,7 @@ def choose_targets(root: Path, kind: str) -> dict:
     return {
         "stride": int(ids.max()) + 1,
         "mesh": mesh,
-        "mesh_voxels": int(size_of[mesh]),
+        "mesh_voxels": int(sum(size_of[x] for x in mesh)),
         "merge": merge,
         "merge_voxels": [int(size_of[x]) for x in merge],
         "group": group,
@@ -202,14 +211,18 @@ def measure(args: argparse.Namespace) -> int:
              rss_mb_after_open=rss_mb())  # fmt: skip
 
         # mesh of one segment of ~1e6 voxels (cold: its box read at a coarse level)
-        times, mesh = [], None
+        times, mesh, members = [], None, [gid(x) for x in tgt["mesh"]]
+        if len(members) > 1:
+            s.merge(members)  # not timed: the segment to mesh is made of several fragments
         for _ in range(3):
             t0 = time.perf_counter()
-            mesh = segment_mesh(s, gid(tgt["mesh"]), cache=None)
+            mesh = segment_mesh(s, members[0], cache=None)
             times.append(_ms(t0))
         emit(size, "mesh_1e6", ms=statistics.median(times), first_ms=times[0],
-             segment_voxels=tgt["mesh_voxels"], level=mesh.level, factors=list(mesh.factors),
-             vertices=len(mesh.vertices))  # fmt: skip
+             segment_voxels=tgt["mesh_voxels"], fragments=len(members), level=mesh.level,
+             factors=list(mesh.factors), vertices=len(mesh.vertices))  # fmt: skip
+        if len(members) > 1:
+            s.undo()
 
         a, b = (gid(x) for x in tgt["merge"])
         merge_ms, undo_ms = [], []
