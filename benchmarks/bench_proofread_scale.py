@@ -77,6 +77,16 @@ def emit(size: str, figure: str, **fields) -> dict:
 
 
 def rss_mb() -> float:
+    """Peak RSS of this process (VmHWM). getrusage's ru_maxrss is printed beside it, but Linux
+    carries the forking parent's peak into an exec'd child's ru_maxrss, so it cannot go below
+    the driver's size."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return ru_maxrss_mb()
+
+
+def ru_maxrss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
@@ -120,13 +130,21 @@ def choose_targets(root: Path, kind: str) -> dict:
             best = [int(f), *nbrs]
             break
     group = best
-    # watershed: a fragment of ~2e5 voxels
-    cand = np.flatnonzero((count > 3e4) & (count < 5e5) & ~np.isin(ids, [*mesh, *merge, *group]))
+    # watershed: a fragment of ~2e5 voxels at least 16 voxels thick along every axis, seeds at
+    # a quarter and three quarters of its extent along its longest axis
+    thick = (hi - lo).min(1) >= 16
+    free = ~np.isin(ids, [*mesh, *merge, *group])
+    cand = np.flatnonzero((count > 3e4) & (count < 5e5) & thick & free)
     w_row = int(cand[np.argmin(np.abs(count[cand] - 2e5))])
     w = int(ids[w_row])
     pts = np.argwhere(labels == w)
     ax = int(np.argmax(hi[w_row] - lo[w_row]))
-    pa, pb = pts[np.argmin(pts[:, ax])], pts[np.argmax(pts[:, ax])]
+
+    def at(q: float) -> np.ndarray:
+        line = pts[pts[:, ax] == int(np.quantile(pts[:, ax], q))]
+        return line[len(line) // 2]
+
+    pa, pb = at(0.25), at(0.75)
     return {
         "stride": int(ids.max()) + 1,
         "mesh": mesh,
@@ -303,7 +321,7 @@ def measure(args: argparse.Namespace) -> int:
         s.undo()
         emit(size, "undo_split_watershed", ms=_ms(t0))
         s.close()
-        emit(size, "peak_rss", mb=rss_mb(), voxels=voxels)
+        emit(size, "peak_rss", mb=rss_mb(), ru_maxrss_mb=ru_maxrss_mb(), voxels=voxels)
     finally:
         shutil.rmtree(project, ignore_errors=True)
     return 0
