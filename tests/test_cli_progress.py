@@ -48,7 +48,17 @@ def test_every_long_command_has_both_flags(argv):
 @pytest.fixture
 def tif(tmp_path):
     path = tmp_path / "em.tif"
-    tifffile.imwrite(path, np.random.default_rng(0).integers(0, 255, (16, 40, 40), np.uint8))
+    tifffile.imwrite(  # with a voxel size: none would be a warning on stderr
+        path,
+        np.random.default_rng(0).integers(0, 255, (16, 40, 40), np.uint8),
+        ome=True,
+        metadata={
+            "axes": "ZYX",
+            "PhysicalSizeX": 0.008,
+            "PhysicalSizeY": 0.008,
+            "PhysicalSizeZ": 0.03,
+        },
+    )
     return path
 
 

@@ -91,14 +91,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _warning_printer(command: str):
-    """Our own warnings (e.g. a precision that runs slowly here) as one plain line on stderr, like
-    the errors; anyone else's keep Python's format, with file and line."""
+    """Our own warnings (e.g. a precision that runs slowly here, a voxel size the data does not
+    give) as one plain line on stderr, like the errors; anyone else's keep Python's format, with
+    file and line."""
+    from napari_connectome.errors import DataWarning
     from napari_connectome.ffn.precision import PrecisionWarning
 
     default = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
-        if issubclass(category, PrecisionWarning):
+        if issubclass(category, (PrecisionWarning, DataWarning)):
             print(f"napari-connectome {command}: warning: {message}", file=file or sys.stderr)
         else:
             default(message, category, filename, lineno, file, line)

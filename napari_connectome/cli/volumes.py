@@ -69,8 +69,11 @@ def run_info(args: argparse.Namespace) -> int:
     try:
         # every layer SOURCE holds: an OME-Zarr image and its labels, each 3D dataset of a file
         volumes = discover_volumes(args.source)
-    except UserInputError:
-        volumes = [open_volume(args.source)]  # e.g. a file holding only a 2D image
+    except UserInputError as exc:
+        try:
+            volumes = [open_volume(args.source)]  # e.g. a file holding only a 2D image
+        except UserInputError:
+            raise exc from None  # what went wrong in the layers, not "name one of them"
     described = [v.describe() for v in volumes]
     print(json.dumps(described[0] if len(described) == 1 else described, indent=2))
     return 0

@@ -8,7 +8,12 @@ from typing import Any
 from napari_connectome.errors import UserInputError
 from napari_connectome.volumes.lazy import HDF5Array, to_dask
 from napari_connectome.volumes.read_zarr import default_axes
-from napari_connectome.volumes.units import offset_from_attrs, voxel_size_from_attrs
+from napari_connectome.volumes.units import (
+    VOXEL_SIZE_KEYS_TEXT,
+    offset_from_attrs,
+    voxel_size_from_attrs,
+    warn_no_voxel_size,
+)
 from napari_connectome.volumes.volume import Volume, dtype_looks_like_labels
 
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5", ".n5h5")
@@ -62,7 +67,10 @@ def open_hdf5(path: Path, dataset: str, source: str) -> Volume:
         attrs.update({k: _plain(v) for k, v in holder.attrs.items()})
     axes = attrs.get("axes")
     axes = axes.lower() if isinstance(axes, str) and len(axes) == ndim else default_axes(ndim)
-    size = voxel_size_from_attrs(attrs, ndim) or (1.0,) * ndim
+    size = voxel_size_from_attrs(attrs, ndim)
+    if size is None:
+        warn_no_voxel_size(source, f"no attribute {VOXEL_SIZE_KEYS_TEXT}")
+        size = (1.0,) * ndim
     offset = offset_from_attrs(attrs, ndim) or (0.0,) * ndim
     storage_chunks = ds.chunks or tuple(min(64, s) for s in ds.shape)
     name, is_labels = ds.name, dtype_looks_like_labels(ds.dtype)

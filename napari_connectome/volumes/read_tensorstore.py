@@ -6,13 +6,15 @@ Both formats list axes fastest-first (x, y, z); we present them as (z, y, x) lik
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
-from napari_connectome.errors import UserInputError
+from napari_connectome.errors import DataWarning, UserInputError
 from napari_connectome.volumes.lazy import TensorStoreArray, to_dask
+from napari_connectome.volumes.precomputed_chunks import ChunkFilesArray, check_scale
 from napari_connectome.volumes.read_zarr import default_axes
-from napari_connectome.volumes.units import unit_to_nm
+from napari_connectome.volumes.units import unit_to_nm, warn_no_voxel_size
 from napari_connectome.volumes.volume import Volume, dtype_looks_like_labels
 
 
@@ -39,7 +41,7 @@ def _n5_attrs(path: Path) -> dict[str, Any]:
         return {}
 
 
-def _n5_size_offset(attrs: dict, ndim: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _n5_size_offset(attrs: dict, ndim: int) -> tuple[tuple[float, ...] | None, tuple[float, ...]]:
     """Voxel size and offset (nm) from N5 attributes, given in x-first order, returned z-first."""
     factor = unit_to_nm(attrs.get("unit") or (attrs.get("units") or [None])[0])
     size = None
@@ -59,7 +61,7 @@ def _n5_size_offset(attrs: dict, ndim: int) -> tuple[tuple[float, ...], tuple[fl
         if isinstance(offset, list) and len(offset) == ndim
         else (0.0,) * ndim
     )
-    return size or (1.0,) * ndim, off
+    return size, off
 
 
 def open_n5(root: Path, inner: str, source: str) -> Volume:
@@ -79,6 +81,13 @@ def open_n5(root: Path, inner: str, source: str) -> Volume:
     )
     ndim = store.rank
     size, offset = _n5_size_offset(attrs, ndim)
+    if size is None:
+        warn_no_voxel_size(
+            source,
+            "no attribute resolution, pixelResolution or voxel_size in attributes.json",
+            fix='add "resolution": [x, y, z] (in nm) to its attributes.json',
+        )
+        size = (1.0,) * ndim
     array = TensorStoreArray(store)
     data = to_dask(array)
     axes_attr = attrs.get("axes")
@@ -134,7 +143,7 @@ def open_precomputed(path: Path, *, level: int = 0) -> Volume:
             f"{source} has {len(scales)} scales (levels 0..{len(scales) - 1}); "
             f"level {level} does not exist."
         )
-    arrays, sizes, offsets, chunk_shapes = [], [], [], []
+    arrays, sizes, offsets, chunk_shapes, empty = [], [], [], [], []
     single_channel = int(info.get("num_channels", 1)) == 1
     for i, scale in enumerate(scales):
         store = _reversed_store(
@@ -149,6 +158,13 @@ def open_precomputed(path: Path, *, level: int = 0) -> Volume:
         )
         if single_channel:
             store = store[0]
+        # what is on disk decides who reads it: never zeros for chunk files tensorstore misses
+        files = check_scale(path, scale, i)
+        if files.layout == "empty":
+            empty.append(str(scale.get("key", i)))
+        level_array = (
+            ChunkFilesArray(path, info, i) if files.layout == "files" else TensorStoreArray(store)
+        )
         res = [float(v) for v in reversed(scale["resolution"])]
         vo = [float(v) for v in reversed(scale.get("voxel_offset", [0, 0, 0]))]
         lead = () if single_channel else (1.0,)
@@ -156,9 +172,15 @@ def open_precomputed(path: Path, *, level: int = 0) -> Volume:
         offsets.append(
             ((0.0,) if not single_channel else ()) + tuple(o * r for o, r in zip(vo, res))
         )
-        level_array = TensorStoreArray(store)
         chunk_shapes.append(level_array.chunks)
         arrays.append(to_dask(level_array))
+    if empty:
+        warnings.warn(
+            f"{source}: scale{'s' if len(empty) > 1 else ''} {', '.join(empty)} hold no chunk "
+            "files, so every voxel there reads as 0 (a scale not yet written or downsampled?).",
+            DataWarning,
+            stacklevel=2,
+        )
     axes = "zyx" if single_channel else "czyx"
     return Volume(
         name=path.name,

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
+import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from napari_connectome.errors import UserInputError
 from napari_connectome.volumes.lazy import DASK_CHUNK_BYTES, GuardedZarrArray, to_dask
-from napari_connectome.volumes.units import offset_from_attrs, unit_to_nm, voxel_size_from_attrs
+from napari_connectome.volumes.units import (
+    VOXEL_SIZE_KEYS_TEXT,
+    offset_from_attrs,
+    unit_to_nm,
+    voxel_size_from_attrs,
+    warn_no_voxel_size,
+)
 from napari_connectome.volumes.volume import Volume, dtype_looks_like_labels
 
 DEFAULT_AXES = {2: "yx", 3: "zyx", 4: "czyx", 5: "tczyx"}
@@ -97,6 +105,73 @@ def member(group: Any, key: str, source: str) -> Any | None:
         ) from None
 
 
+_DIGITS = re.compile(r"^\d+$")
+_DOTTED = re.compile(r"^\d+(\.\d+)+$")
+_C_DOTTED = re.compile(r"^c(\.\d+)+$")
+
+
+def check_chunk_layout(array: Any, source: str) -> None:
+    """Refuse a local array whose chunk files are stored under another key layout than its
+    metadata names (chunks ``0/0/0`` beside a ``.zarray`` without ``"dimension_separator": "/"``,
+    as zarr-python 2's NestedDirectoryStore wrote them): zarr would read every chunk as missing,
+    i.e. the fill value everywhere. Looks at the first entries of the array's folder only."""
+    import os
+
+    from zarr.storage import LocalStore
+
+    if not isinstance(array.store, LocalStore) or array.ndim == 0:
+        return
+    folder = Path(array.store.root, array.path) if array.path else Path(array.store.root)
+    try:
+        with os.scandir(folder) as it:
+            entries = [e for _, e in zip(range(512), it) if not e.name.startswith(".")]
+    except OSError:
+        return
+    ndim = array.ndim
+    seen: dict[str, str] = {}  # layout -> an entry showing it
+    for e in entries:
+        if e.name == "zarr.json":
+            continue
+        if e.is_dir():
+            if e.name == "c":
+                seen.setdefault("c/", f"{e.name}/")
+            elif _DIGITS.match(e.name) and ndim > 1:
+                seen.setdefault("/", f"{e.name}/")
+        elif _DOTTED.match(e.name) and e.name.count(".") == ndim - 1:
+            seen.setdefault(".", e.name)
+        elif _C_DOTTED.match(e.name) and e.name.count(".") == ndim:
+            seen.setdefault("c.", e.name)
+        elif _DIGITS.match(e.name) and ndim == 1:
+            seen.setdefault(".", e.name)
+            seen.setdefault("/", e.name)
+    if not seen:
+        return
+    meta = array.metadata
+    if meta.zarr_format == 2:
+        declared = "/" if getattr(meta, "dimension_separator", ".") == "/" else "."
+    else:
+        enc = meta.chunk_key_encoding
+        sep = getattr(enc, "separator", "/")
+        declared = ("c" + sep) if getattr(enc, "name", "default") == "default" else sep
+    if declared in seen:
+        return
+    found, example = next(iter(seen.items()))
+    if meta.zarr_format == 2:
+        fix = f'set "dimension_separator": "{found}" in {folder / ".zarray"}'
+    else:
+        fix = f"give {folder / 'zarr.json'} the chunk_key_encoding its chunks were written with"
+    raise UserInputError(
+        f"{source}: its chunks are stored as {folder}/{example}..., but its metadata names chunk "
+        f"keys like '{_key_example(declared, ndim)}', so every chunk would read as missing (the "
+        f"fill value everywhere); {fix}."
+    )
+
+
+def _key_example(layout: str, ndim: int) -> str:
+    sep = layout[-1]
+    return ("c" + sep if layout.startswith("c") else "") + sep.join("0" * ndim)
+
+
 def default_axes(ndim: int) -> str:
     return DEFAULT_AXES.get(ndim, "".join(f"d{i}" for i in range(ndim)))
 
@@ -141,6 +216,20 @@ def _axes_from_meta(axes_meta: list, ndim: int) -> tuple[str, list[float]]:
     return "".join(names), factors
 
 
+def zyx_order(axes: str) -> list[int] | None:
+    """The axis order that puts the array's other axes first, then z, y, x (as our layers and
+    writers expect), or None when the axes already are in that order or lack one of z, y, x.
+    WebKnossos writes c, x, y, z, for instance."""
+    if sorted(a for a in axes if a in "zyx") != ["x", "y", "z"] or len(set(axes)) != len(axes):
+        return None
+    order = [i for i, a in enumerate(axes) if a not in "zyx"] + [axes.index(a) for a in "zyx"]
+    return None if order == list(range(len(axes))) else order
+
+
+def _permute(values: tuple, order: list[int] | None) -> tuple:
+    return tuple(values) if order is None else tuple(values[i] for i in order)
+
+
 def dask_chunk_bytes(array: Any) -> int:
     """Bytes per dask chunk for a zarr array: what its store asks for (a remote store: one stored
     chunk each, so a view reads only the chunks it crosses even where dask's slice fusion is off,
@@ -165,15 +254,39 @@ def open_multiscale(group: Any, source: str, name: str, *, level: int, fmt: str)
     first = levels[0]
     axes, factors = _axes_from_meta(ms.get("axes") or [], first.ndim)
     g_scale, g_trans = _scale_translation(ms.get("coordinateTransformations") or [], first.ndim)
+    order = zyx_order(axes)
+    if not any(
+        t.get("type") == "scale"
+        for transforms in [ms.get("coordinateTransformations") or []]
+        + [ds.get("coordinateTransformations") or [] for ds in datasets]
+        for t in transforms
+        if isinstance(t, Mapping)
+    ):
+        warn_no_voxel_size(
+            source,
+            "its OME multiscales metadata has no scale transforms",
+            fix="give each dataset a 'scale' coordinate transformation",
+        )
     for ds, arr in zip(datasets, levels):
         scale, trans = _scale_translation(ds.get("coordinateTransformations") or [], arr.ndim)
-        sizes.append(tuple(float(s * g * f) for s, g, f in zip(scale, g_scale, factors)))
-        offsets.append(
-            tuple(float((t * g + gt) * f) for t, g, gt, f in zip(trans, g_scale, g_trans, factors))
+        sizes.append(
+            _permute(tuple(float(s * g * f) for s, g, f in zip(scale, g_scale, factors)), order)
         )
-        chunk_shapes.append(tuple(arr.chunks))
+        offsets.append(
+            _permute(
+                tuple(
+                    float((t * g + gt) * f) for t, g, gt, f in zip(trans, g_scale, g_trans, factors)
+                ),
+                order,
+            )
+        )
+        chunk_shapes.append(_permute(tuple(arr.chunks), order))
+        check_chunk_layout(arr, f"{source}/{ds['path']}")
         guarded = GuardedZarrArray(arr, f"{source}/{ds['path']}")
-        arrays.append(to_dask(guarded, target=dask_chunk_bytes(arr)))
+        lazy = to_dask(guarded, target=dask_chunk_bytes(arr))
+        arrays.append(lazy if order is None else lazy.transpose(order))
+    if order is not None:
+        axes = "".join(axes[i] for i in order)
     is_labels = "image-label" in meta or bool(isinstance(group.attrs.get("image-label"), Mapping))
     return Volume(
         name=name,
@@ -247,9 +360,23 @@ def open_plain_array(array: Any, source: str, name: str, fmt: str) -> Volume:
         axes = "".join(str(n)[:1].lower() for n in names)
     else:
         axes = default_axes(ndim)
-    size = voxel_size_from_attrs(attrs, ndim) or (1.0,) * ndim
+    check_chunk_layout(array, source)
+    size = voxel_size_from_attrs(attrs, ndim)
+    if size is None:
+        warn_no_voxel_size(source, f"no attribute {VOXEL_SIZE_KEYS_TEXT}")
+        size = (1.0,) * ndim
     offset = offset_from_attrs(attrs, ndim) or (0.0,) * ndim
     data = to_dask(GuardedZarrArray(array, source), target=dask_chunk_bytes(array))
+    chunks = tuple(array.chunks)
+    order = zyx_order(axes)
+    if order is not None:  # e.g. dimension_names x, y, z: presented as z, y, x
+        data = data.transpose(order)
+        axes = "".join(axes[i] for i in order)
+        size, offset, chunks = (
+            _permute(size, order),
+            _permute(offset, order),
+            _permute(chunks, order),
+        )
     return Volume(
         name=name,
         data=data,
@@ -261,7 +388,7 @@ def open_plain_array(array: Any, source: str, name: str, fmt: str) -> Volume:
         source=source,
         level_voxel_sizes=[size],
         format=fmt,
-        storage_chunks=tuple(array.chunks),
+        storage_chunks=chunks,
     )
 
 
@@ -298,6 +425,10 @@ def open_zarr_node(
             raise UserInputError(f"{source} is a single-scale array; only level 0 exists.")
         return open_plain_array(node, source, name, zarr_format_name(node, False))
     arrays = list_zarr_arrays(node)
+    if not arrays and store is None and folder_arrays(root_path / inner):
+        # zarr arrays below a group they are no members of (zarr v2 below a zarr v3 group:
+        # the stray zarr.json napari-ome-zarr writes above a label image it opens)
+        return open_zarr_folder(root_path / inner, source, level=level)
     if len(arrays) == 1:
         return open_zarr_node(
             root_path,
@@ -346,7 +477,10 @@ def list_zarr_arrays(group: Any, prefix: str = "") -> list[str]:
         return [prefix] if prefix else []
     out = []
     try:
-        children = sorted(group.members(), key=lambda kv: kv[0])
+        with warnings.catch_warnings():
+            # files and folders of other tools beside the members (datasource-properties.json)
+            warnings.filterwarnings("ignore", message=".*not recognized as a component")
+            children = sorted(group.members(), key=lambda kv: kv[0])
     except _METADATA_ERRORS as exc:
         for key in _child_folders(group):
             member(group, key, root_path_of(group))  # names the member that is broken
@@ -401,7 +535,10 @@ def discover_zarr(
                     vol.is_labels = True
                     vols.append(vol)
         return vols
-    for path in list_zarr_arrays(node):
+    paths = list_zarr_arrays(node)
+    if not paths and store is None and folder_arrays(root_path / inner):
+        return discover_zarr_folder(root_path / inner)  # as in open_zarr_node
+    for path in paths:
         child = member(node, path, source_prefix)
         ndim = child.ndim if isinstance(child, zarr.Array) else 3
         if ndim < 3:
@@ -410,4 +547,48 @@ def discover_zarr(
         vols.append(
             open_zarr_node(root_path, inner_c, f"{source_prefix}/{path}", level=0, store=store)
         )
+    return vols
+
+
+def folder_arrays(folder: Path) -> list[tuple[Path, str]]:
+    """The arrays (and OME multiscale images) in a folder of zarr stores that has no zarr
+    metadata of its own: (store root, path inside it) each, in name order."""
+    import zarr
+
+    from napari_connectome.volumes.sources import zarr_nodes_below
+
+    out: list[tuple[Path, str]] = []
+    for rel in zarr_nodes_below(folder):
+        root = folder / rel
+        node = open_store(root)
+        if isinstance(node, zarr.Array) or is_multiscale_group(node):
+            out.append((root, ""))
+        else:
+            out.extend((root, inner) for inner in list_zarr_arrays(node))
+    return out
+
+
+def open_zarr_folder(folder: Path, source: str, *, level: int) -> Volume:
+    """A folder of zarr arrays without a group around them (tensorstore writes a set of arrays
+    so): the one array it holds."""
+    arrays = folder_arrays(folder)
+    if len(arrays) == 1:
+        root, inner = arrays[0]
+        text = f"{root}/{inner}" if inner else str(root)
+        return open_zarr_node(root, inner, text, level=level)
+    names = [f"{r.relative_to(folder).as_posix()}/{i}".rstrip("/") for r, i in arrays]
+    raise UserInputError(
+        f"{source} is a folder of {len(arrays)} zarr arrays (without zarr metadata of its own); "
+        f"name one as {source}/ARRAY. Arrays: {', '.join(names) or 'none'}."
+    )
+
+
+def discover_zarr_folder(folder: Path) -> list[Volume]:
+    """Every array of 3 or more dimensions (and OME image with its labels) in such a folder."""
+    vols: list[Volume] = []
+    for root, inner in folder_arrays(folder):
+        text = f"{root}/{inner}" if inner else str(root)
+        for vol in discover_zarr(root, inner, text):
+            if vol.data.ndim >= 3:
+                vols.append(vol)
     return vols

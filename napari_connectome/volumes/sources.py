@@ -14,6 +14,7 @@ TIFF_SUFFIXES = (".tif", ".tiff")
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
 PRECOMPUTED_PREFIX = "precomputed://"
 SSH_PREFIX = "ssh://"
+WEBKNOSSOS_PROPERTIES = "datasource-properties.json"
 
 
 @dataclass(frozen=True)
@@ -22,18 +23,25 @@ class Source:
 
     path: Path  # for a remote source: the store's root on the cluster (a PurePosixPath)
     inner: str
-    format: str  # "zarr", "hdf5", "n5", "precomputed", "tiff", "tiff-folder", "tiled"
+    # "zarr", "zarr-folder" (arrays without a group), "hdf5", "n5", "precomputed", "tiff",
+    # "tiff-folder", "tiled", "webknossos"
+    format: str
     text: str
     # a store on a cluster (volumes.remote.RemoteLocation); None: on this machine
     remote: Any = None
 
 
+def _zarr_version(path: Path) -> int | None:
+    """3 for a folder with ``zarr.json``, 2 with ``.zgroup`` / ``.zarray``, else None."""
+    if (path / "zarr.json").is_file():
+        return 3
+    if (path / ".zgroup").is_file() or (path / ".zarray").is_file():
+        return 2
+    return None
+
+
 def _zarr_root_kind(path: Path) -> str | None:
-    if (
-        (path / "zarr.json").is_file()
-        or (path / ".zgroup").is_file()
-        or (path / ".zarray").is_file()
-    ):
+    if _zarr_version(path) is not None:
         return "zarr"
     if (path / "attributes.json").is_file() or path.suffix.lower() == ".n5":
         return "n5"
@@ -52,8 +60,69 @@ def _looks_like_precomputed(info: Path) -> bool:
     return isinstance(meta, dict) and "scales" in meta and "data_type" in meta
 
 
+def webknossos_root(path: Path) -> tuple[Path, str] | None:
+    """For a WebKnossos dataset folder, one of its layers or a mag of a layer: the dataset folder
+    (the one holding ``datasource-properties.json``) and ``""``, ``LAYER`` or ``LAYER/MAG``."""
+    parts: list[str] = []
+    cur = path
+    for _ in range(3):
+        if (cur / WEBKNOSSOS_PROPERTIES).is_file():
+            names = _webknossos_layer_names(cur) if parts else None
+            if names is not None and parts[0] not in names:
+                return None  # another folder kept beside the layers (an export, agglomerates)
+            return cur, "/".join(parts)
+        if cur.parent == cur:
+            return None
+        parts.insert(0, cur.name)
+        cur = cur.parent
+    return None
+
+
+def _webknossos_layer_names(root: Path) -> set[str] | None:
+    """The layer names a properties file lists; None when it cannot be read (the reader then
+    says what is wrong with it)."""
+    import json
+
+    try:
+        layers = json.loads((root / WEBKNOSSOS_PROPERTIES).read_bytes())["dataLayers"]
+        return {str(lay["name"]) for lay in layers}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def zarr_nodes_below(folder: Path, *, limit: int = 2000, depth: int = 4) -> list[str]:
+    """Paths (relative, ``/``-separated) of the zarr arrays and groups below a folder that has no
+    zarr metadata itself (as tensorstore and others write a set of arrays: no ``.zgroup``).
+    Looks at most ``depth`` folders down and at ``limit`` folders in all; a node's own folders
+    (chunks, members) are not entered."""
+    found: list[str] = []
+    level = [folder]
+    seen = 0
+    for _ in range(depth):
+        nxt: list[Path] = []
+        for cur in level:
+            try:
+                children = sorted(
+                    p for p in cur.iterdir() if p.is_dir() and not p.name.startswith(".")
+                )
+            except OSError:
+                continue
+            for child in children:
+                seen += 1
+                if seen > limit:
+                    return found
+                if _zarr_version(child) is not None:
+                    found.append(child.relative_to(folder).as_posix())
+                else:
+                    nxt.append(child)
+        level = nxt
+    return found
+
+
 def _kind_of(path: Path) -> str | None:
     if path.is_dir():
+        if webknossos_root(path) is not None:
+            return "webknossos"
         kind = _zarr_root_kind(path)
         if kind:
             return kind
@@ -61,6 +130,8 @@ def _kind_of(path: Path) -> str | None:
             return "tiled"  # a virtual tiled volume (read_tiled.py)
         if any(p.suffix.lower() in TIFF_SUFFIXES for p in path.iterdir() if p.is_file()):
             return "tiff-folder"
+        if zarr_nodes_below(path):
+            return "zarr-folder"  # zarr arrays without a group around them (read_zarr.py)
         return None
     suffix = path.suffix.lower()
     if suffix in HDF5_SUFFIXES:
@@ -83,12 +154,15 @@ def _store_root(path: Path) -> tuple[Path, str] | None:
     cur = path
     while True:
         if cur.is_dir() and _zarr_root_kind(cur) in ("zarr", "n5"):
-            # keep walking up while the parent is also part of the same hierarchy
+            # keep walking up while the parent is also part of the same hierarchy (a zarr v2
+            # store below a zarr v3 group is not: e.g. the stray zarr.json napari-ome-zarr 0.10
+            # writes two folders above a label image it opens)
             parent = cur.parent
             if (
                 parent != cur
                 and parent.is_dir()
                 and _zarr_root_kind(parent) == _zarr_root_kind(cur)
+                and _zarr_version(parent) == _zarr_version(cur)
             ):
                 parts.insert(0, cur.name)
                 cur = parent
@@ -97,6 +171,25 @@ def _store_root(path: Path) -> tuple[Path, str] | None:
         if cur.parent == cur:
             return None
         parts.insert(0, cur.name)
+        cur = cur.parent
+
+
+def _inside_zarr_array(path: Path, root: Path) -> bool:
+    """Whether a folder between ``path`` and the store ``root`` (both included) is a zarr array."""
+    import json
+
+    cur = path
+    while True:
+        if (cur / ".zarray").is_file():
+            return True
+        try:
+            meta = json.loads((cur / "zarr.json").read_bytes())
+        except (OSError, ValueError):
+            meta = None
+        if isinstance(meta, dict) and meta.get("node_type") == "array":
+            return True
+        if cur == root or cur.parent == cur:
+            return False
         cur = cur.parent
 
 
@@ -144,9 +237,19 @@ def parse_source(source: str | Path) -> Source:
                 "for zarr store.zarr/group/array)."
             )
     kind = _kind_of(path)
-    if kind is None and path.is_dir():
+    if kind == "webknossos":
+        root_inner = webknossos_root(path)
+        assert root_inner is not None
+        path, extra = root_inner
+        inner = "/".join(p for p in (extra, inner) if p)
+    elif kind is None and path.is_dir():
         root = _store_root(path)
-        if root is not None:
+        # a folder without zarr metadata in or below it is no part of a zarr group above it,
+        # whatever zarr.json lies there; a folder inside an array (its chunks) is named as such,
+        # and N5 groups may lack attributes.json
+        if root is not None and (
+            _zarr_root_kind(root[0]) == "n5" or _inside_zarr_array(path, root[0])
+        ):
             path, extra = root
             inner = "/".join(p for p in (extra, inner) if p)
             kind = _zarr_root_kind(path)
@@ -154,13 +257,16 @@ def parse_source(source: str | Path) -> Source:
         root = _store_root(path)
         if root is not None:
             path, inner = root
+    if kind == "zarr-folder" and inner:  # folder:array names the array itself
+        return parse_source(path / inner)
     if kind is None:
         raise UserInputError(
             f"{source}: unknown format; napari-connectome reads OME-Zarr/zarr (a directory with "
             "zarr.json, .zgroup or .zarray), N5 (attributes.json), neuroglancer precomputed "
-            "(info), HDF5 (.h5), TIFF (.tif or a folder of .tif slices)."
+            "(info), WebKnossos (datasource-properties.json), HDF5 (.h5), TIFF (.tif or a folder "
+            "of .tif slices)."
         )
-    if inner and kind in ("tiff", "tiff-folder", "precomputed"):
+    if inner and kind in ("tiff", "tiff-folder", "precomputed", "zarr-folder"):
         raise UserInputError(
             f"{source}: a {kind} source has no inner datasets; give the path alone."
         )

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
+
+from napari_connectome.errors import DataWarning
 
 # Length units as spelled by OME-NGFF, N5/BigDataViewer, ImageJ and friends, to nanometres.
 _UNIT_TO_NM = {
@@ -25,8 +28,33 @@ _UNIT_TO_NM = {
     "meter": 1e9,
     "m": 1e9,
     "picometer": 1e-3,
+    "picometre": 1e-3,
     "pm": 1e-3,
+    # the rest of OME's UnitsLength and WebKnossos' LengthUnit
+    "femtometer": 1e-6,
+    "fm": 1e-6,
+    "decimeter": 1e8,
+    "dm": 1e8,
+    "kilometer": 1e12,
+    "km": 1e12,
+    "inch": 2.54e7,
+    "in": 2.54e7,
+    "foot": 3.048e8,
+    "ft": 3.048e8,
+    "yard": 9.144e8,
+    "yd": 9.144e8,
+    "mile": 1.609344e12,
+    "mi": 1.609344e12,
+    "å": 0.1,  # OME's symbol Å, lower-cased
+    "μm": 1000.0,  # GREEK SMALL LETTER MU, as some writers spell micro
 }
+
+
+def known_unit_to_nm(unit: str | None) -> float | None:
+    """Factor that turns a length in ``unit`` into nm, or None for a unit we do not know."""
+    if unit is None:
+        return None
+    return _UNIT_TO_NM.get(str(unit).strip().lower())
 
 
 def unit_to_nm(unit: str | None) -> float:
@@ -34,6 +62,28 @@ def unit_to_nm(unit: str | None) -> float:
     if not unit:
         return 1.0
     return _UNIT_TO_NM.get(str(unit).strip().lower(), 1.0)
+
+
+# What the attribute readers below look for, for messages.
+VOXEL_SIZE_KEYS_TEXT = (
+    "resolution_nm_zyx, voxel_size_nm, voxel_size, resolution, element_size_um or pixelResolution"
+)
+
+
+_ADD_ATTRIBUTE = "add the attribute resolution_nm_zyx = [z, y, x] (in nm) to it"
+
+
+def warn_no_voxel_size(
+    source: str, why: str, *, fix: str = _ADD_ATTRIBUTE, stacklevel: int = 3
+) -> None:
+    """Say that ``source`` gives no voxel size (``why``) and that 1 nm per axis is assumed:
+    a voxel size we could not find is never a silent 1 nm."""
+    warnings.warn(
+        f"{source}: no voxel size found ({why}); 1 nm per axis is assumed, so layer scales and "
+        f"distances count voxels. To place it right, {fix} (see docs/file-formats.md).",
+        DataWarning,
+        stacklevel=stacklevel,
+    )
 
 
 # Attribute names that hold a per-axis voxel size, with the factor to nm and whether the order is

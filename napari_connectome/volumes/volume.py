@@ -33,6 +33,8 @@ class Volume:
     level_offsets_nm: list[tuple[float, ...]] = field(default_factory=list)
     # chunk shape on disk (the dask chunks are whole multiples of it)
     storage_chunks: tuple[int, ...] = ()
+    # the highest segment id, where the metadata says it (WebKnossos' largestSegmentId)
+    largest_segment_id: int | None = None
 
     def __post_init__(self) -> None:
         if not self.storage_chunks:
@@ -57,7 +59,7 @@ class Volume:
 
     def describe(self) -> dict[str, Any]:
         """A JSON-ready summary (what ``napari-connectome info`` prints)."""
-        return {
+        out = {
             "source": self.source,
             "name": self.name,
             "format": self.format,
@@ -73,6 +75,9 @@ class Volume:
                 for arr, vs in zip(self.multiscale, self.level_voxel_sizes)
             ],
         }
+        if self.largest_segment_id is not None:
+            out["largest_segment_id"] = int(self.largest_segment_id)
+        return out
 
 
 def dtype_looks_like_labels(dtype: Any) -> bool:
