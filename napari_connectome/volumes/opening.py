@@ -26,6 +26,19 @@ def _remote_store(src: Source, store: Any) -> Any:
     return open_store(src.remote)
 
 
+def _regular_file(src: Source) -> Source:
+    """Refuse a file source that is not a regular file: a FIFO would block the reader for ever,
+    a device never ends."""
+    if src.remote is None and src.format in ("hdf5", "tiff"):
+        path = Path(src.path)
+        if path.exists() and not path.is_file():
+            raise UserInputError(
+                f"{src.text}: {path} is not a regular file (a FIFO, socket or device): give the "
+                "file holding the volume"
+            )
+    return src
+
+
 def open_volume(source: str | Path, *, level: int = 0, store: Any = None) -> Volume:
     """Open one array lazily, with voxel size and offset in nm.
 
@@ -34,7 +47,7 @@ def open_volume(source: str | Path, *, level: int = 0, store: Any = None) -> Vol
     An ``ssh://`` source is read over SFTP on demand (see :mod:`napari_connectome.volumes.remote`);
     ``store`` reads it through a store opened before (:func:`~.remote.open_store`).
     """
-    src = parse_source(source)
+    src = _regular_file(parse_source(source))
     if level < 0:
         raise UserInputError(f"level must be 0 or more, not {level}.")
     if src.format == "zarr":
@@ -47,6 +60,14 @@ def open_volume(source: str | Path, *, level: int = 0, store: Any = None) -> Vol
             level=level,
             store=_remote_store(src, store),
         )
+    if src.format == "zarr-folder":
+        from napari_connectome.volumes.read_zarr import open_zarr_folder
+
+        return open_zarr_folder(src.path, str(src.path), level=level)
+    if src.format == "webknossos":
+        from napari_connectome.volumes.read_webknossos import open_webknossos
+
+        return open_webknossos(src.path, src.inner, level=level)
     if level and src.format in ("hdf5", "tiff", "tiff-folder"):
         raise UserInputError(
             f"{source} is a single-scale {src.format} source; only level 0 exists."
@@ -77,15 +98,24 @@ def open_volume(source: str | Path, *, level: int = 0, store: Any = None) -> Vol
 
 def discover_volumes(source: str | Path, *, store: Any = None) -> list[Volume]:
     """Every layer a path holds: an OME-Zarr image and its ``labels/``, every 3D+ dataset of an HDF5
-    file or zarr/N5 group (when no dataset is named), or the one volume of other formats.
+    file or zarr/N5 group (when no dataset is named), every layer of a WebKnossos dataset, every
+    array of a folder of zarr arrays, or the one volume of other formats.
     ``store``: as for :func:`open_volume`."""
-    src = parse_source(source)
+    src = _regular_file(parse_source(source))
     if src.format == "zarr":
         from napari_connectome.volumes.read_zarr import discover_zarr
 
         vols = discover_zarr(
             src.path, src.inner, _zarr_source_text(src), store=_remote_store(src, store)
         )
+    elif src.format == "zarr-folder":
+        from napari_connectome.volumes.read_zarr import discover_zarr_folder
+
+        vols = discover_zarr_folder(src.path)
+    elif src.format == "webknossos":
+        from napari_connectome.volumes.read_webknossos import discover_webknossos
+
+        vols = discover_webknossos(src.path, src.inner)
     elif src.format == "hdf5" and not src.inner:
         from napari_connectome.volumes.read_hdf5 import discover_hdf5
 
