@@ -3,6 +3,7 @@ reopen."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -340,3 +341,31 @@ def test_fib25_fragments_merged_by_body_table_reproduce_labels(tmp_path, fib25_h
         # one-to-one relabelling: every body is exactly one segment and vice versa
         assert len(unique_pairs(seg, la)) == len(np.unique(la)) == len(np.unique(seg))
         assert ((seg == 0) == (la == 0)).all()
+
+
+def test_segment_index_agrees_with_a_full_scan_through_edits_undo_and_splits(tmp_path):
+    """rows_of / exists use an index (segment size + edits, not the volume); it must always
+    name exactly the rows a full scan of the table finds."""
+    rng = np.random.default_rng(7)
+    with ProofreadSession.create(
+        tmp_path / "p", cube_fragments(), image=membrane_image(), chunks=8
+    ) as s:
+        for step in range(60):
+            segs = [int(x) for x in s.segment_ids()]
+            r = rng.random()
+            if r < 0.5 and len(segs) > 2:
+                a, b = rng.choice(segs, 2, replace=False)
+                s.merge([int(a), int(b)])
+            elif r < 0.7 and s.undo_stack:
+                s.undo()
+            elif r < 0.8 and s.redo_stack:
+                s.redo()
+            elif r < 0.9:
+                s.delete(int(rng.choice(segs)))
+            elif step % 3 == 0:
+                with contextlib.suppress(EditRefused):  # segment 1 may be merged away or locked
+                    s.split(1, [(1, 1, 1)], [(6, 6, 6)])
+            t = s.table
+            for seg in [*np.unique(t.seg).tolist(), 10**6]:
+                np.testing.assert_array_equal(t.rows_of(seg), np.flatnonzero(t.seg == seg))
+                assert t.exists(seg) == (seg in t.empty_segments or bool((t.seg == seg).any()))

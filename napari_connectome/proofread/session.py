@@ -363,17 +363,14 @@ class ProofreadSession:
         if 0 in segs:
             raise EditRefused("that is background; merge needs segments")
         arr = np.array(segs, np.uint64)
-        if len(segs) <= 8:  # the usual click merge: a few O(fragments) compares, no sort
-            known = np.array([self.table.exists(x) for x in segs])
-        else:
-            known = np.isin(arr, self.table.seg) | np.isin(arr, list(self.table.empty_segments))
+        known = np.array([self.table.exists(x) for x in segs])  # indexed: no full-table scan
         if not known.all():
             raise EditRefused(f"segment {int(arr[~known][0])} does not exist")
         for seg in segs:
             if seg in self.table.status and self.table.status[seg].locked:
                 raise EditRefused(f"segment {seg} is locked; unlock it (L) before editing")
         target, sources = segs[0], segs[1:]
-        rows = np.flatnonzero(np.isin(self.table.seg, arr[1:]))
+        rows = self.table.rows_of_many(arr[1:])
         arrays = {"fragments": self.table.frag_ids[rows], "old": self.table.seg[rows]}
         empty = [s for s in segs if s in self.table.empty_segments]
         return self._commit(MergeOp({"target": target, "sources": sources, "empty": empty}, arrays))

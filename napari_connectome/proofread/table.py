@@ -45,6 +45,20 @@ class FragmentTable:
         top = int(self.frag_ids[-1]) if len(self.frag_ids) else 0
         self.id_counter = max(self.id_counter, top, int(self.seg.max()) if len(self.seg) else 0)
         self._rebuild_lut()
+        self._index_segments()
+
+    def _index_segments(self) -> None:
+        """A sorted index of the segments as they are now, plus the rows edits changed since, so
+        finding a segment's rows costs its size plus the edits, not the volume's fragments."""
+        self._by_seg = np.argsort(self.seg, kind="stable")
+        self._seg_sorted = self.seg[self._by_seg]
+        self._changed: set[int] = set()
+        self._changed_arr: np.ndarray | None = np.zeros(0, np.int64)
+
+    def _changed_rows(self) -> np.ndarray:
+        if self._changed_arr is None:
+            self._changed_arr = np.fromiter(self._changed, np.int64, len(self._changed))
+        return self._changed_arr
 
     # ---- lookups
     # -------------------------------------------------------------------------------------------
@@ -93,10 +107,24 @@ class FragmentTable:
             return 0
 
     def rows_of(self, segment: int) -> np.ndarray:
-        return np.flatnonzero(self.seg == np.uint64(segment))
+        """Sorted rows of a segment's fragments (through the index: O(its size + edits))."""
+        return self.rows_of_many([segment])
+
+    def rows_of_many(self, segments) -> np.ndarray:
+        segs = np.unique(np.asarray(segments, np.uint64))
+        lo = np.searchsorted(self._seg_sorted, segs, side="left")
+        hi = np.searchsorted(self._seg_sorted, segs, side="right")
+        parts = [self._by_seg[a:b] for a, b in zip(lo, hi) if b > a]
+        changed = self._changed_rows()
+        if len(changed):
+            parts.append(changed)
+        if not parts:
+            return np.zeros(0, np.int64)
+        rows = np.unique(np.concatenate(parts))
+        return rows[np.isin(self.seg[rows], segs)]
 
     def exists(self, segment: int) -> bool:
-        return segment in self.empty_segments or bool(np.any(self.seg == np.uint64(segment)))
+        return segment in self.empty_segments or len(self.rows_of(segment)) > 0
 
     def segment_ids(self) -> np.ndarray:
         ids = np.unique(self.seg)
@@ -112,6 +140,8 @@ class FragmentTable:
     # --------------------------------------------------------------
     def assign(self, rows: np.ndarray, segments: np.ndarray | int) -> None:
         self.seg[rows] = segments
+        self._changed.update(np.asarray(rows, np.int64).ravel().tolist())
+        self._changed_arr = None
         if self._lut is not None:
             self._lut[self.frag_ids[rows].astype(np.int64)] = self.seg[rows]
         if np.isscalar(segments):
@@ -128,6 +158,8 @@ class FragmentTable:
         self.lo = np.vstack([self.lo, np.asarray(lo, np.int64)[None]])
         self.hi = np.vstack([self.hi, np.asarray(hi, np.int64)[None]])
         self.id_counter = max(self.id_counter, fid, segment)
+        self._changed.add(len(self.frag_ids) - 1)
+        self._changed_arr = None
         if self._lut is not None and fid < len(self._lut):
             self._lut[fid] = segment
         else:
@@ -136,6 +168,8 @@ class FragmentTable:
     def pop_fragment(self, fid: int) -> None:
         if not len(self.frag_ids) or int(self.frag_ids[-1]) != fid:
             raise ValueError("only the newest fragment can be removed")
+        self._changed.discard(len(self.frag_ids) - 1)
+        self._changed_arr = None
         self.frag_ids, self.seg, self.counts = self.frag_ids[:-1], self.seg[:-1], self.counts[:-1]
         self.lo, self.hi = self.lo[:-1], self.hi[:-1]
         if self._lut is not None and fid < len(self._lut):
