@@ -15,7 +15,7 @@ import json, torch
 assert torch.cuda.is_available(), "benchmarks/gpu.sh needs a CUDA GPU"
 print(json.dumps({"figure": "gpu", "name": torch.cuda.get_device_name(0), "torch": torch.__version__}))
 PYEOF
-timeout 240 "$PY" benchmarks/bench_ffn_speed.py --device cuda --precision fp32 bf16 fp16 --seconds 8
+timeout 240 "$PY" benchmarks/bench_ffn_speed.py --device cuda --precision fp32 bf16 fp16 auto --seconds 8
 timeout 240 "$PY" benchmarks/bench_ffn_speed.py --device cuda --precision bf16 --regions 64 --seconds 10
 timeout 240 "$PY" benchmarks/bench_ffn_speed.py --device cuda --precision bf16 --width 64 --seconds 10
 timeout 300 "$PY" benchmarks/bench_ffn_speed.py --device cuda --precision bf16 --regions 16 --width 16 --seconds 10 --compile

@@ -47,17 +47,33 @@ AVX512_NO_BF16 = [*AVX2_EPYC, "avx512f", "avx512bw", "avx512vl", "avx512_vnni"] 
 
 
 def test_auto_is_bf16_only_where_the_cpu_has_native_bf16():
-    assert choose_precision("auto", "cpu", flags=SAPPHIRE_RAPIDS)[0] == "bf16"
-    assert choose_precision("auto", "cpu", flags=["avx512_bf16"])[0] == "bf16"  # Zen 4
-    assert choose_precision("auto", "cpu", flags=["amx_bf16"])[0] == "bf16"
+    assert choose_precision("auto", "cpu", flags=SAPPHIRE_RAPIDS, environ={})[0] == "bf16"
+    assert choose_precision("auto", "cpu", flags=["avx512_bf16"], environ={})[0] == "bf16"  # Zen 4
+    assert choose_precision("auto", "cpu", flags=["amx_bf16"], environ={})[0] == "bf16"
     for flags in (AVX2_EPYC, AVX512_NO_BF16, []):
-        precision, why = choose_precision("auto", "cpu", flags=flags)
+        precision, why = choose_precision("auto", "cpu", flags=flags, environ={})
         assert precision == "fp32"
         assert "no native bf16" in why
-    precision, why = choose_precision(None, "cpu", flags=SAPPHIRE_RAPIDS)
+    precision, why = choose_precision(None, "cpu", flags=SAPPHIRE_RAPIDS, environ={})
     assert precision == "bf16"
     assert "AMX-BF16" in why
     assert "AVX512_BF16" in why
+
+
+def test_onednn_held_below_its_bf16_kernels_means_fp32():
+    """ONEDNN_MAX_CPU_ISA=AVX2 (a cluster pinning one ISA) makes bf16 emulated on any CPU: measured
+    here, fib25-small went from 67 FOVs/s in fp32 to 2.7 in bf16 (docs/segmenting.md)."""
+    for cap in ("AVX2", "avx512_core"):
+        precision, why = choose_precision(
+            "auto", "cpu", flags=SAPPHIRE_RAPIDS, environ={"ONEDNN_MAX_CPU_ISA": cap}
+        )
+        assert precision == "fp32"
+        assert "ONEDNN_MAX_CPU_ISA" in why
+    with pytest.warns(PrecisionWarning, match="held at AVX2"):
+        choose_precision("bf16", "cpu", flags=SAPPHIRE_RAPIDS, environ={"DNNL_MAX_CPU_ISA": "AVX2"})
+    for cap in ("AVX512_CORE_BF16", "AVX10_1_512_AMX", "DEFAULT"):
+        environ = {"ONEDNN_MAX_CPU_ISA": cap}
+        assert choose_precision("auto", "cpu", flags=SAPPHIRE_RAPIDS, environ=environ)[0] == "bf16"
 
 
 def test_torch_and_cpuinfo_spell_the_flags_alike():
@@ -74,7 +90,7 @@ def test_explicit_bf16_without_native_bf16_warns_with_the_reason():
     assert "emulated" in why
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing to warn about on native hardware or in fp32
-        assert choose_precision("bf16", "cpu", flags=SAPPHIRE_RAPIDS)[0] == "bf16"
+        assert choose_precision("bf16", "cpu", flags=SAPPHIRE_RAPIDS, environ={})[0] == "bf16"
         assert choose_precision("fp32", "cpu", flags=AVX2_EPYC) == ("fp32", "fp32 as asked")
 
 

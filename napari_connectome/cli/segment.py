@@ -207,8 +207,10 @@ def _segment(args: argparse.Namespace) -> int:
     runner = LockstepRunner(
         model, device=device, precision=args.precision, batch=args.batch, compile=args.compile
     )
+    threads = torch_threads()
     print(
-        f"FFN on {runner.device}: {runner.precision_reason}; {torch_threads()} CPU threads",
+        f"FFN on {runner.device}: {runner.precision_reason}; {threads} CPU "
+        f"thread{'s' if threads != 1 else ''}",
         file=sys.stderr,
     )
     progress, close = cli_progress(args, "segment", unit="seed")

@@ -8,14 +8,17 @@ counters, the CLI's report and the widgets.
 
 ``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` is not the test: it answers True for any
 AVX-512 CPU, where bf16 is still emulated. The CPU's own flags are (from
-``torch.cpu.get_capabilities()``, or ``/proc/cpuinfo`` where torch has no such call).
+``torch.cpu.get_capabilities()``, or ``/proc/cpuinfo`` where torch has no such call), unless
+oneDNN is told to stay below its bf16 kernels (``ONEDNN_MAX_CPU_ISA=AVX2``, as on a cluster that
+pins one ISA for all its nodes): then bf16 is emulated whatever the CPU has.
 """
 
 from __future__ import annotations
 
+import os
 import platform
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from napari_connectome.errors import UserInputError
@@ -27,6 +30,16 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # x86 flags (as /proc/cpuinfo and torch.cpu.get_capabilities() spell them) that mean bf16 runs in
 # hardware; the names shown to users beside them.
 NATIVE_BF16 = {"amx_bf16": "AMX-BF16", "avx512_bf16": "AVX512_BF16"}
+# oneDNN's ISA caps (ONEDNN_MAX_CPU_ISA) below its native bf16 kernels (avx512_core_bf16).
+NO_BF16_ISA_CAPS = (
+    "SSE41",
+    "AVX",
+    "AVX2",
+    "AVX2_VNNI",
+    "AVX2_VNNI_2",
+    "AVX512_CORE",
+    "AVX512_CORE_VNNI",
+)
 # Flags worth printing beside a speed figure (the benchmark, the counters' "cpu_flags").
 REPORTED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "avx512_fp16")
 # The measured case behind the warning (docs/segmenting.md, "Which precision").
@@ -86,6 +99,14 @@ def native_bf16(flags: Iterable[str]) -> list[str]:
     return [name for flag, name in NATIVE_BF16.items() if flag in have]
 
 
+def onednn_isa_cap(environ: Mapping[str, str] | None = None) -> str | None:
+    """oneDNN's ISA cap if one is set below its bf16 kernels (``ONEDNN_MAX_CPU_ISA`` or the older
+    ``DNNL_MAX_CPU_ISA``), else None."""
+    environ = os.environ if environ is None else environ
+    cap = (environ.get("ONEDNN_MAX_CPU_ISA") or environ.get("DNNL_MAX_CPU_ISA") or "").upper()
+    return cap if cap in NO_BF16_ISA_CAPS else None
+
+
 def _cuda_bf16(device: torch.device) -> tuple[bool, str]:
     import torch
 
@@ -103,6 +124,7 @@ def choose_precision(
     *,
     flags: Iterable[str] | None = None,
     cuda_bf16: bool | None = None,
+    environ: Mapping[str, str] | None = None,
     warn: bool = True,
 ) -> tuple[str, str]:
     """``(precision, reason)`` for running on ``device`` when ``requested`` was asked for.
@@ -110,8 +132,8 @@ def choose_precision(
     ``requested``: ``auto`` (or None), ``fp32``, ``bf16`` or ``fp16``. ``auto`` gives bf16 on a CPU
     with native bf16 (:data:`NATIVE_BF16`) and on a GPU with native bf16, fp32 otherwise. An
     explicit ``bf16`` where bf16 is emulated is kept but warns (:class:`PrecisionWarning`) with
-    the reason. ``flags`` (CPU flags) and ``cuda_bf16`` stand in for this machine's answers, so the
-    decision can be checked for any machine.
+    the reason. ``flags`` (CPU flags), ``cuda_bf16`` and ``environ`` stand in for this machine's
+    answers, so the decision can be checked for any machine.
     """
     req = "auto" if requested in (None, "") else str(requested).lower()
     if req not in PRECISIONS:
@@ -123,18 +145,19 @@ def choose_precision(
             raise UserInputError("fp16 is for GPUs; on the CPU use --precision auto, bf16 or fp32")
         native = native_bf16(cpu_flags() if flags is None else flags)
         has = ", ".join(native)
+        cap = onednn_isa_cap(environ)
+        lacks = "this CPU has no native bf16 (no AVX512_BF16 or AMX-BF16)"
+        if native and cap:
+            lacks = f"oneDNN is held at {cap} (ONEDNN_MAX_CPU_ISA), so no native bf16"
+            native = []
         if req == "auto":
             if native:
                 return "bf16", f"auto: bf16, this CPU has native bf16 ({has})"
-            return "fp32", (
-                "auto: fp32, this CPU has no native bf16 (no AVX512_BF16 or AMX-BF16), where bf16 "
-                "is emulated and many times slower"
-            )
+            return "fp32", f"auto: fp32, {lacks}; bf16 would be emulated, many times slower"
         if req == "bf16" and not native:
             reason = (
-                "bf16 as asked, but this CPU has no native bf16 (no AVX512_BF16 or AMX-BF16): "
-                f"it is emulated and can be 30x slower than fp32 ({EMULATED_BF16_FIGURE}); "
-                "use --precision auto or fp32"
+                f"bf16 as asked, but {lacks}: it is emulated and can be 30x slower than fp32 "
+                f"({EMULATED_BF16_FIGURE}); use --precision auto or fp32"
             )
             if warn:
                 warnings.warn(reason, PrecisionWarning, stacklevel=2)

@@ -318,7 +318,8 @@ def train(
             torch.cuda.set_device(device)
 
         precision, why = choose_precision(cfg.precision, device)
-        log(f"training on {device}: {why}; {torch.get_num_threads()} CPU threads")
+        n = torch.get_num_threads()
+        log(f"training on {device}: {why}; {n} CPU thread{'s' if n != 1 else ''}")
         torch.manual_seed(cfg.seed)
         model = build_model(
             FFNArchitecture(
