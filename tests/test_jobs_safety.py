@@ -376,3 +376,21 @@ def test_a_cluster_profile_with_yaml_aliases_is_refused(tmp_path, monkeypatch):
     (profiles_dir() / "bomb.yaml").write_text(bomb)
     with pytest.raises(UserInputError, match="alias"):
         load_profile("bomb")
+
+
+def test_a_refused_resume_names_what_differs(tmp_path, capsys):
+    """A job started with precision fp32, resumed from a spec that leaves it at the new default
+    (auto): refused, and the message says which field to set."""
+    write_cells_volume(tmp_path / "cells.h5")
+    out = tmp_path / "seg.ome.zarr"
+    first = cells_job_spec(
+        tmp_path / "cells.h5", out, workers=1, segmenter={"kind": "watershed", "precision": "fp32"}
+    )
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(first))
+    assert main(["run-job", str(tmp_path / "a.yaml")]) == 0
+    again = cells_job_spec(tmp_path / "cells.h5", out, workers=1, resume=True)
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(again))
+    capsys.readouterr()
+    assert main(["run-job", str(tmp_path / "b.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "segmenter.precision: 'fp32' there, 'auto' here" in err

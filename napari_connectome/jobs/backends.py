@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from napari_connectome.errors import UserInputError
 from napari_connectome.jobs import procinfo
@@ -56,8 +56,8 @@ def stage(transport: Transport, spec: JobSpec) -> str:
             old = parse_spec_text(text, spec_path)
             if old.fingerprint() != spec.fingerprint():
                 raise UserInputError(
-                    f"output {out} belongs to a different job (input, ROI, blocks or segmenter "
-                    "differ): "
+                    f"output {out} belongs to a different job ({spec.differences(old)}): set "
+                    "the same values to resume it, "
                     "choose another output, or overwrite it"
                 )
         elif spec.overwrite:
@@ -80,21 +80,25 @@ def stage(transport: Transport, spec: JobSpec) -> str:
 
 
 def _refuse_output_over_inputs(transport: Transport, spec: JobSpec) -> None:
-    """The output may not be, lie inside or contain the input or the mask: real paths here, paths
-    resolved by ``realpath -m`` on a cluster (as written when it has none)."""
+    """The output may not be, lie inside or contain the input, the mask or the FFN model folder:
+    real paths here, paths resolved by ``realpath -m`` on a cluster (as written when it has
+    none). A model given as a zoo name is no path."""
     from napari_connectome.jobs.transport import LocalTransport
     from napari_connectome.volumes.output_safety import refuse_overlap, refuse_overlap_posix
 
+    model = spec.segmenter.model if spec.segmenter.kind == "ffn" else None
     if isinstance(transport, LocalTransport):
-        refuse_overlap(spec.output, [spec.input, spec.mask])
+        model = model if model and Path(model).expanduser().exists() else None
+        refuse_overlap(spec.output, [spec.input, spec.mask, model])
         return
+    model = model if model and "/" in model else None
 
     def resolve(paths: list[str]) -> list[str]:
         res = transport.run(["realpath", "-m", "--", *paths], timeout=60)
         lines = res.stdout.splitlines()
         return lines if res.returncode == 0 and len(lines) == len(paths) else paths
 
-    refuse_overlap_posix(spec.output, [spec.input, spec.mask], resolve)
+    refuse_overlap_posix(spec.output, [spec.input, spec.mask, model], resolve)
 
 
 def _ours_on(transport: Transport, out: str) -> bool:

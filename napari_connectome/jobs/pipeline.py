@@ -120,8 +120,8 @@ def prepare_output(spec: JobSpec, grid: BlockGrid) -> JobLayout:
             old = load_spec(layout.spec)
             if old.fingerprint() != spec.fingerprint():
                 raise UserInputError(
-                    f"output {root} belongs to a different job (input, ROI, blocks or segmenter "
-                    "differ): "
+                    f"output {root} belongs to a different job ({spec.differences(old)}): set "
+                    "the same values to resume it, "
                     "choose another output, or use --overwrite to replace it"
                 )
             return layout

@@ -10,7 +10,7 @@ import hashlib
 import json
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -289,6 +289,13 @@ class JobSpec(_Strict):
             )
         return v
 
+    @field_validator("input", "output", "mask")
+    @classmethod
+    def _a_path(cls, v: str | None) -> str | None:
+        if v is not None and (not v.strip() or "\0" in v):
+            raise ValueError("must be a path: not empty, and without NUL characters")
+        return v
+
     @field_validator("overlap")
     @classmethod
     def _non_negative(cls, v: Triple) -> Triple:
@@ -320,21 +327,45 @@ class JobSpec(_Strict):
             )
         return self
 
+    RESULT_FIELDS: ClassVar[tuple[str, ...]] = (
+        "input",
+        "mask",
+        "roi",
+        "block_shape",
+        "overlap",
+        "segmenter",
+        "match",
+        "pyramid_levels",
+    )
+
     def fingerprint(self) -> str:
         """Hash of everything that determines the result, so a resume never mixes two different
         jobs."""
-        keys = (
-            "input",
-            "mask",
-            "roi",
-            "block_shape",
-            "overlap",
-            "segmenter",
-            "match",
-            "pyramid_levels",
+        payload = json.dumps(
+            self.model_dump(mode="json", include=set(self.RESULT_FIELDS)), sort_keys=True
         )
-        payload = json.dumps(self.model_dump(mode="json", include=set(keys)), sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def differences(self, other: JobSpec) -> str:
+        """The result fields where ``other`` (the job already in the output) differs, e.g.
+        ``segmenter.precision: 'fp32' there, 'auto' here`` (what a refused resume must name)."""
+
+        def flat(d: Any, prefix: str = "") -> dict[str, Any]:
+            if isinstance(d, dict):
+                out: dict[str, Any] = {}
+                for k, v in d.items():
+                    out |= flat(v, f"{prefix}{k}.")
+                return out
+            return {prefix.rstrip("."): d}
+
+        mine = flat(self.model_dump(mode="json", include=set(self.RESULT_FIELDS)))
+        theirs = flat(other.model_dump(mode="json", include=set(self.RESULT_FIELDS)))
+        diff = [
+            f"{k}: {theirs.get(k)!r} there, {mine.get(k)!r} here"
+            for k in sorted(set(mine) | set(theirs))
+            if mine.get(k) != theirs.get(k)
+        ]
+        return "; ".join(diff[:5]) + (f" and {len(diff) - 5} more" if len(diff) > 5 else "")
 
     def to_yaml(self) -> str:
         import yaml
