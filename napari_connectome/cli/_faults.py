@@ -65,11 +65,16 @@ def _typed_path_of(name: str, paths: list[str], *, siblings: bool = True) -> str
         here = Path(target)
         while here.parent != here and not here.name.startswith("."):
             here = here.parent
-        if here.name.startswith(f".{Path(typed).name}.") and str(here.parent) == str(
+        # ``.dest.tmp-*``, or a temporary of one (``..dest.segment-*.tmp-*``)
+        if here.name.lstrip(".").startswith(f"{Path(typed).name}.") and str(here.parent) == str(
             Path(typed).parent
         ):
             return p
     return None
+
+
+def _abs(typed: str) -> str:
+    return os.path.abspath(os.path.expanduser(typed))
 
 
 def _folder(name: str, paths: list[str]) -> str:
@@ -96,8 +101,15 @@ def explain(exc: BaseException, args: argparse.Namespace) -> str | None:
             "another output"
         )
     if code in NOT_WRITABLE and name:
+        typed = _typed_path_of(name, paths)
+        shown = name
+        if typed:  # the user's path, not the hidden temporary it is assembled in
+            first = os.path.relpath(os.path.abspath(name), os.path.dirname(_abs(typed)))
+            first = first.split(os.sep)[0]
+            if first.startswith(".") and first not in (".", ".."):
+                shown = typed
         return (
-            f"permission denied for {name}: the folder {_folder(name, paths)} is read-only or not "
+            f"permission denied for {shown}: the folder {_folder(name, paths)} is read-only or not "
             "writable (or the file not readable): choose another output, or fix the permissions"
         )
     if code in NO_SPACE:
@@ -106,6 +118,17 @@ def explain(exc: BaseException, args: argparse.Namespace) -> str | None:
         )
         quota = " (or the disk quota is used up)" if code == errno.EDQUOT else ""
         return f"no space left on {where}{quota}: free some space or choose another output"
+    if code == errno.ENAMETOOLONG:
+        # always the path's fault (a typed one, or one in a spec or project file), never ours
+        shown = _typed_path_of(name, paths) if name else None
+        shown = shown or name or "a path"
+        if len(shown) > 120:
+            shown = f"{shown[:60]}...{shown[-50:]} ({len(shown)} characters)"
+        return (
+            f"{shown}: a name in this path is too long for the file system (at most 255 bytes "
+            "per name and 4096 per path; an output's hidden temporary adds about 20): choose a "
+            "shorter path"
+        )
     if code in BAD_PATH and name and _typed_path_of(name, paths, siblings=False):
         what = {
             errno.ENOENT: "does not exist",

@@ -21,6 +21,11 @@ def open_array(spec: str) -> tuple[Any, Any]:
     p = Path(path)
     if not p.exists():
         raise UserInputError(f"{path} does not exist")
+    if not (p.is_file() or p.is_dir()):  # a FIFO would block the reader for ever
+        raise UserInputError(
+            f"{path} is not a regular file (a FIFO, socket or device): give the file holding "
+            "the ids"
+        )
     suffix = p.suffix.lower()
     if suffix in (".h5", ".hdf5", ".hdf"):
         import h5py

@@ -33,6 +33,14 @@ def is_model_dir(path: str | Path) -> bool:
 
 
 def _check_output_dir(model_dir: Path, overwrite: bool) -> None:
+    """An existing model directory is replaced only with ``overwrite``, and only when it holds
+    nothing but a model as :func:`save_model` writes it (or nothing): never a link, and never a
+    folder with anything else in it (the checkpoint it came from, notes)."""
+    if model_dir.is_symlink():
+        raise UserInputError(
+            f"{model_dir} is a link: a model is written to a directory, never through a link; "
+            "choose another directory"
+        )
     if model_dir.exists():
         if not overwrite:
             raise UserInputError(
@@ -42,10 +50,14 @@ def _check_output_dir(model_dir: Path, overwrite: bool) -> None:
             raise UserInputError(
                 f"{model_dir} exists and is not a directory; refusing to replace it"
             )
-        if any(model_dir.iterdir()) and not is_model_dir(model_dir):
+        names = set(os.listdir(model_dir))
+        ours = {WEIGHTS_FILE, CONFIG_FILE}
+        if names and not (is_model_dir(model_dir) and names <= ours):
+            shown = ", ".join((sorted(names - ours) or sorted(names))[:5])
             raise UserInputError(
-                f"{model_dir} holds files that are not a napari-connectome model; refusing to "
-                "replace it even with overwrite"
+                f"{model_dir} holds files that are not a napari-connectome model "
+                f"({shown}); refusing to replace it even with overwrite: move them out, or "
+                "choose a new directory"
             )
     if not model_dir.parent.is_dir():
         raise UserInputError(f"parent directory {model_dir.parent} does not exist; create it first")

@@ -352,9 +352,44 @@ def local_client(workers: int | None = None) -> tuple[Any, Any]:
 # ---- the driver ---------------------------------------------------------------------------
 
 
+_GRAPH_ENTRIES = frozenset({META, PASS, BLOCKS, FRAGMENTS, EDGES, ADJACENCY, CHUNKS})
+
+
+def _only_graph_files(dest: Path) -> bool:
+    """Whether ``dest`` holds nothing but what a pass writes (and its temporaries): only such a
+    folder is ever deleted by ``overwrite``."""
+    return all(
+        name in _GRAPH_ENTRIES or name.startswith((f".{META}.", f".{PASS}."))
+        for name in os.listdir(dest)
+    )
+
+
+def _refuse_over_inputs(dest: Path, labels: Any, image: Any) -> None:
+    """DEST may sit in the segmentation's store (``seg.ome.zarr/region_graph``, where jobs keep
+    it) but may not be, contain or lie deeper inside an input (the levels), nor be a link."""
+    from napari_connectome.volumes.output_safety import refuse_overlap, source_location
+    from napari_connectome.volumes.volume import Volume
+
+    if dest.is_symlink():
+        raise UserInputError(
+            f"{dest} is a link: the region graph is written to a folder, never through a link; "
+            "choose another folder"
+        )
+    texts = [
+        v.source
+        for v in (labels, image)
+        if isinstance(v, Volume) and v.source and not str(v.source).startswith("ssh://")
+    ]
+    if texts and isinstance(labels, Volume) and labels.source == texts[0]:
+        beside = Path(os.path.realpath(dest)).parent == source_location(texts[0])
+        if beside:
+            texts = texts[1:]  # a new folder beside the levels: the layout jobs use
+    refuse_overlap(dest, texts)
+
+
 def _prepare_dest(dest: Path, plan: PassPlan, overwrite: bool) -> None:
     """Accept a resumable pass of the same plan; refuse anything else unless overwrite, and
-    never delete a folder that is not a region graph."""
+    never delete a folder that is not a region graph (or holds anything else besides)."""
     if dest.exists():
         ours = (dest / META).exists() or (dest / PASS).exists()
         if not ours and dest.is_dir() and any(dest.iterdir()):
@@ -364,6 +399,12 @@ def _prepare_dest(dest: Path, plan: PassPlan, overwrite: bool) -> None:
             )
         if not dest.is_dir():
             raise UserInputError(f"{dest} exists and is not a folder: choose a new folder")
+        if ours and not _only_graph_files(dest):
+            raise UserInputError(
+                f"{dest} holds a region graph and other files napari-connectome did not write: "
+                "refusing to write into it or replace it; move your files out, or choose a new "
+                "folder"
+            )
         if overwrite and ours:
             shutil.rmtree(dest)
         elif is_complete(dest):
@@ -438,6 +479,13 @@ def compute_region_graph(
     progress = progress or no_progress
     t0 = time.perf_counter()
     dest = Path(dest)
+    cores = os.cpu_count() or 1
+    if client is None and workers is not None and workers > cores:
+        raise UserInputError(
+            f"{workers} worker processes on a machine with {cores} cores would only compete for "
+            f"them (each worker runs one block at a time): use at most {cores}, or a Dask "
+            "scheduler (--scheduler) for more"
+        )
     src = as_source(labels, "labels")
     if not np.issubdtype(src.dtype, np.integer):
         raise UserInputError(
@@ -468,6 +516,7 @@ def compute_region_graph(
         image=img_src.text if img_src else None,
         image_dtype=str(img_src.dtype) if img_src else None,
     )
+    _refuse_over_inputs(dest, labels, image)
     _prepare_dest(dest, plan, overwrite)
 
     stored = src.stored_chunks()

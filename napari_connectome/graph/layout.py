@@ -44,7 +44,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        from napari_connectome.volumes.atomic import umask
+
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(fd, 0o666 & ~umask())  # mkstemp's 0600 would hide it from other users
             f.write(data)
         os.replace(tmp, path)
     except BaseException:

@@ -124,7 +124,13 @@ def _copy_file(remote: _Remote, rel: str, cache: Path) -> None:
 
 
 def _check_cache(cache: Path) -> None:
-    """Refuse at once a cache that is a file, someone else's folder, or cannot be written."""
+    """Refuse at once a cache that is a link, a file, someone else's folder, or cannot be
+    written."""
+    if cache.is_symlink():
+        raise UserInputError(
+            f"the stream cache {cache} is a link: a cache is written to a folder, never through a "
+            "link; give the folder itself or a new folder path"
+        )
     if cache.exists() and not cache.is_dir():
         raise UserInputError(
             f"the stream cache {cache} is a file, not a folder: give a new folder path"
@@ -394,8 +400,14 @@ def stream_job(
     timeout_s: float | None = None,
     stop: threading.Event | None = None,
 ) -> StreamResult:
-    """Stream a submitted job (from the registry) into ``cache``; see :func:`stream_into`."""
+    """Stream a submitted job (from the registry) into ``cache``; see :func:`stream_into`. The
+    cache of a job on this machine may not be, lie inside or contain the job's output."""
     from napari_connectome.jobs.backends import scheduler_state
+
+    if not record.ssh:
+        from napari_connectome.volumes.output_safety import refuse_overlap
+
+        refuse_overlap(cache, [record.output])
 
     def ended(transport: Transport) -> str | None:
         state = scheduler_state(record, transport)

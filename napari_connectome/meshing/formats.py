@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -20,6 +21,7 @@ import numpy as np
 
 from napari_connectome.errors import UserInputError
 from napari_connectome.meshing.build import Mesh
+from napari_connectome.volumes.atomic import normal_mode
 
 FORMATS = ("ply", "obj", "precomputed")
 
@@ -103,31 +105,68 @@ def write_precomputed(folder: str | os.PathLike, meshes: Iterable[Mesh]) -> Path
     return folder
 
 
+_MESH_FILE = re.compile(r"\d+\.(ply|obj)|info|\d+:0(:mesh)?")
+
+
+def is_mesh_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder holding only mesh files as :func:`write_meshes` writes them
+    (``<id>.ply``, ``<id>.obj``, or a precomputed mesh folder), or nothing: what ``overwrite`` may
+    replace. A link, a file or a folder with anything else in it is someone else's."""
+    if path.is_symlink() or not path.is_dir():
+        return False
+    return all(
+        _MESH_FILE.fullmatch(e.name) and e.is_file(follow_symlinks=False) for e in os.scandir(path)
+    )
+
+
+def _check_mesh_dest(dest: Path, overwrite: bool) -> None:
+    if dest.is_symlink():
+        raise UserInputError(
+            f"{dest} is a link: meshes are written to a new folder, never through a link; "
+            "choose another folder"
+        )
+    if dest.exists():
+        if not overwrite:
+            raise UserInputError(f"{dest} exists; choose a new folder or pass overwrite")
+        if not is_mesh_folder(dest):
+            raise UserInputError(
+                f"{dest} is not a folder of meshes napari-connectome wrote (it holds other "
+                "files, or is a file): refusing to replace it even with --overwrite. Move or "
+                "delete it yourself, or choose another folder"
+            )
+    if not dest.parent.is_dir():
+        raise UserInputError(f"the folder {dest.parent} does not exist; create it first")
+
+
 def write_meshes(
     meshes: Sequence[Mesh], dest: str | os.PathLike, fmt: str = "ply", *, overwrite: bool = False
 ) -> Path:
     """Write meshes into a new folder ``dest``: ``<id>.ply`` / ``<id>.obj`` per segment, or a
-    precomputed mesh folder. Written to a temporary sibling and renamed into place."""
+    precomputed mesh folder. Written to a temporary sibling and renamed into place; with
+    ``overwrite`` an existing folder is replaced only if it holds nothing but meshes
+    (:func:`is_mesh_folder`), and only once the new one is complete."""
     fmt = fmt.lower()
     if fmt not in FORMATS:
         raise UserInputError(f"unknown mesh format {fmt!r}; use one of {', '.join(FORMATS)}")
     dest = Path(dest)
-    if dest.exists() and not overwrite:
-        raise UserInputError(f"{dest} exists; choose a new folder or pass overwrite")
-    if dest.exists() and not dest.is_dir():
-        raise UserInputError(f"{dest} is a file, not a folder")
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    _check_mesh_dest(dest, overwrite)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
+        normal_mode(tmp, folder=True)  # mkdtemp's 0700 would hide the meshes from other users
         if fmt == "precomputed":
             write_precomputed(tmp, meshes)
         else:
             writer = write_ply if fmt == "ply" else write_obj
             for m in meshes:
                 writer(tmp / f"{m.segment}.{fmt}", m)
+        _check_mesh_dest(dest, overwrite)  # it may have appeared, or changed, meanwhile
         if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
+            os.replace(dest, old / "meshes")
+            os.replace(tmp, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -38,7 +38,9 @@ def segmentation_dask(session: ProofreadSession) -> Any:
 
 
 def _check_dest(session: ProofreadSession, dest: Path, overwrite: bool) -> None:
-    """Never into (or around) the project, never over something napari-connectome did not write."""
+    """Never into (or around) the project or what it refers to (the fragments, the image, a region
+    graph elsewhere), never over something napari-connectome did not write."""
+    from napari_connectome.proofread.reference import project_inputs
     from napari_connectome.volumes.atomic import check_destination
     from napari_connectome.volumes.output_safety import refuse_overlap
 
@@ -48,7 +50,8 @@ def _check_dest(session: ProofreadSession, dest: Path, overwrite: bool) -> None:
         raise UserInputError(
             f"{dest} is inside (or contains) the proofreading project; choose another folder"
         )
-    refuse_overlap(dest, [str(session.project)])  # the same, with links resolved
+    # the same with links resolved, and the sources the project refers to
+    refuse_overlap(dest, [str(session.project), *project_inputs(session.project, session.meta)])
     check_destination(dest, overwrite)
 
 

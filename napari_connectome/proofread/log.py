@@ -50,6 +50,8 @@ class EditLog:
     def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = Path(path)
         self.read_only = read_only
+        if self.path.exists() and not self.path.is_file():  # sqlite fails with "disk I/O error"
+            raise damaged(self.path, ValueError("a folder or device, not a file"))
         if read_only:
             # mode=ro still reads the WAL, so edits of a killed session are seen too
             self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)

@@ -102,5 +102,10 @@ def export_segment_meshes(
 
     if not segments:
         raise UserInputError("no segments to export; select or name at least one")
+    from napari_connectome.proofread.reference import project_inputs
+    from napari_connectome.volumes.output_safety import refuse_overlap
+
+    # never into (or around) the project or the data it refers to
+    refuse_overlap(dest, [str(session.project), *project_inputs(session.project, session.meta)])
     requests = [mesh_request(session, s, **options) for s in segments]  # refuse unknown ids first
     return write_meshes([build_mesh(r, cache) for r in requests], dest, fmt, overwrite=overwrite)

@@ -245,7 +245,43 @@ def read_project_meta(project: Path) -> dict[str, Any]:
             f"{meta.get('format_version') if isinstance(meta, dict) else '?'}); "
             "update napari-connectome or make the project again"
         )
+    if meta["format_version"] == 2:
+        _check_reference_meta(meta, p)
     return meta
+
+
+def _check_reference_meta(meta: dict[str, Any], path: Path) -> None:
+    """The fields of a format-2 ``project.json`` have the types the project's writer gives them;
+    a hand-edited or damaged one is a message, never a crash deep inside the session."""
+
+    def source(entry: Any) -> bool:
+        return isinstance(entry, dict) and isinstance(entry.get("source"), str)
+
+    def numbers(v: Any, kind: type | tuple[type, ...]) -> bool:
+        return isinstance(v, list) and len(v) == 3 and all(isinstance(x, kind) for x in v)
+
+    graph = meta.get("region_graph")
+    problems = [
+        name
+        for name, ok in (
+            ("fragments", source(meta.get("fragments"))),
+            ("image", meta.get("image") is None or source(meta.get("image"))),
+            ("region_graph", isinstance(graph, dict) and isinstance(graph.get("path"), str)),
+            ("voxel_size_nm", numbers(meta.get("voxel_size_nm"), (int, float))),
+            ("shape", numbers(meta.get("shape"), int)),
+            ("fingerprint", isinstance(meta.get("fingerprint"), str)),
+        )
+        if not ok
+    ]
+    texts = [e.get("source", "") for e in (meta.get("fragments"), meta.get("image")) if source(e)]
+    if any("\0" in t for t in texts):
+        problems.append("a source path with a NUL character")
+    if problems:
+        raise UserInputError(
+            f"{path} is damaged or was edited by hand ({', '.join(problems)} not as a project "
+            "writes it); restore it from a backup or make the project again with "
+            "`napari-connectome proofread import` (the edit log edits.sqlite can be kept)"
+        )
 
 
 def _load_npz(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray]:

@@ -155,9 +155,17 @@ def create_project(
     behind that blocks a rerun.
     """
     from napari_connectome.graph import RegionGraph, compute_region_graph
+    from napari_connectome.volumes.output_safety import refuse_overlap
 
     progress = progress or no_progress
     dest = Path(project)
+    given = [g for g in (fragments, image, region_graph) if isinstance(g, (str, os.PathLike))]
+    refuse_overlap(dest, [os.fspath(g) for g in given if not _is_remote(os.fspath(g))])
+    if dest.is_symlink():
+        raise UserInputError(
+            f"{dest} is a link (to {os.readlink(dest)}): a project is made as a new folder; "
+            "choose a path that does not exist yet"
+        )
     if dest.exists() and not overwrite:
         raise UserInputError(
             f"{dest} already exists; choose a new project folder or pass overwrite"
@@ -170,8 +178,8 @@ def create_project(
             "overwrite; choose a new project folder"
         )
     tmp = dest.parent / f".{dest.name}.creating"
-    if tmp.exists():
-        shutil.rmtree(tmp)  # a hidden folder only a failed earlier import of ours can have made
+    if tmp.exists() or tmp.is_symlink():
+        _remove_stale_build(tmp)
     tmp.mkdir()
     try:
         size = None if voxel_size_nm is None else tuple(float(v) for v in voxel_size_nm)
@@ -239,6 +247,18 @@ def create_project(
     return dest
 
 
+def _remove_stale_build(tmp: Path) -> None:
+    """Remove what a killed earlier import left at ``tmp``, and nothing else: a link, a file or a
+    folder holding anything but a project's own files is someone else's and is refused."""
+    ours = {PROJECT_JSON, REGION_GRAPH, OWN_FRAGMENTS, OWN_IMAGE}
+    if tmp.is_symlink() or not tmp.is_dir() or not set(os.listdir(tmp)) <= ours:
+        raise UserInputError(
+            f"{tmp} is in the way of the project being built there and is not what an earlier "
+            "import left behind: move or delete it yourself, or choose another project folder"
+        )
+    shutil.rmtree(tmp)
+
+
 def check_graph_matches(graph: Any, volume: Any, where: Any) -> None:
     """A region graph belongs to one segmentation: same shape, dtype and chunk grid."""
     meta = graph.meta
@@ -264,3 +284,17 @@ def graph_path(project: Path, meta: dict[str, Any]) -> Path | str:
             )
         return path
     return entry["path"] if _is_remote(entry["path"]) else Path(entry["path"])
+
+
+def project_inputs(project: Path, meta: dict[str, Any]) -> list[str]:
+    """What a format-2 project reads on this machine: its fragments and image sources and a region
+    graph kept outside it. An export or mesh folder may not be, lie inside or contain any of them
+    (see ``volumes.output_safety.refuse_overlap``); sources on a cluster are left out."""
+    if int(meta.get("format_version", 1)) < 2:
+        return []
+    texts = [
+        resolve_source(project, meta[what]) for what in ("fragments", "image") if meta.get(what)
+    ]
+    if meta.get("region_graph"):
+        texts.append(str(graph_path(project, meta)))
+    return [t for t in texts if not _is_remote(t)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -25,16 +26,46 @@ def _crash_point(step: str) -> None:
     ``step`` ("moved-aside": between the two renames, "moved-in": after the second)."""
 
 
+_SIBLING_TAIL = re.compile(r"[a-z]+-[0-9a-f]{8}")
+
+
+_UMASK: int | None = None
+
+
+def umask() -> int:
+    """This process's umask, read without changing it (``os.umask`` sets it, and another thread
+    could create a file meanwhile)."""
+    global _UMASK
+    if _UMASK is None:
+        try:
+            with open("/proc/self/status") as f:
+                line = next(ln for ln in f if ln.startswith("Umask:"))
+            _UMASK = int(line.split()[1], 8)
+        except (OSError, StopIteration, ValueError, IndexError):
+            current = os.umask(0o022)
+            os.umask(current)
+            _UMASK = current
+    return _UMASK
+
+
+def normal_mode(path: str | os.PathLike, *, folder: bool = False) -> None:
+    """Give a file or folder made by ``mkstemp``/``mkdtemp`` (0600/0700: readable by nobody else)
+    the permissions a plain ``open``/``mkdir`` would, so a lab's shared outputs stay readable."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~umask())
+
+
 def journal_path(dest: Path) -> Path:
     """The hidden sibling recording a replacement of ``dest`` in progress."""
     return dest.parent / f".{dest.name}.replace.json"
 
 
 def _own_sibling(dest: Path, name: object) -> Path | None:
-    """A hidden sibling of ``dest`` named in its journal (anything else is never touched)."""
-    if not isinstance(name, str) or "/" in name or os.sep in name:
+    """A hidden sibling of ``dest`` named in its journal, as :func:`temp_sibling` names them
+    (``.NAME.TAG-xxxxxxxx``); anything else (another path, a user's ``.NAME.backup``) is never
+    touched."""
+    if not isinstance(name, str) or not name.startswith(f".{dest.name}."):
         return None
-    if not name.startswith(f".{dest.name}.") or name == journal_path(dest).name:
+    if not _SIBLING_TAIL.fullmatch(name[len(dest.name) + 2 :]):
         return None
     return dest.parent / name
 

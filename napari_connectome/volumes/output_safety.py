@@ -71,6 +71,28 @@ def _is_array_folder(path: Path) -> bool:
     return set(os.listdir(path)) <= {"zarr.json", "c"}
 
 
+def _only_our_files(path: Path, meta: Any) -> bool:
+    """Whether a folder whose root ``zarr.json`` carries our marker holds nothing but what our
+    writers put there: the levels its multiscales name (each holding only its metadata and
+    chunks), ``ffn_counters.json``, a job's ``progress.jsonl``, ``_job/`` and ``region_graph/``.
+    A file the user added beside them (notes, a ``labels/`` group) makes it theirs too."""
+    attrs = meta.get("attributes") if isinstance(meta, dict) else None
+    ome = attrs.get("ome") if isinstance(attrs, dict) else None
+    multiscales = ome.get("multiscales") if isinstance(ome, dict) else None
+    levels: set[str] = set()
+    for ms in multiscales if isinstance(multiscales, list) else ():
+        for d in ms.get("datasets") or () if isinstance(ms, dict) else ():
+            if isinstance(d, dict) and isinstance(d.get("path"), str):
+                levels.add(d["path"])
+    for name in os.listdir(path):
+        if name in levels:
+            if not _is_array_folder(path / name):
+                return False
+        elif name not in {"zarr.json", *_EXTRAS, "region_graph"}:
+            return False
+    return True
+
+
 def _legacy_layout(path: Path) -> bool:
     """An OME-Zarr 0.5 laid out exactly as our writers lay it out, with nothing else inside: one
     multiscale whose levels are ``0``, ``1``, ... (arrays holding only their metadata and chunks),
@@ -114,10 +136,9 @@ def is_ours(path: str | Path) -> bool:
     try:
         if not any(os.scandir(path)):
             return True  # an empty folder: nothing to lose
-        if has_marker(
-            (path / "zarr.json").read_bytes() if (path / "zarr.json").is_file() else None
-        ):
-            return True
+        text = (path / "zarr.json").read_bytes() if (path / "zarr.json").is_file() else None
+        if has_marker(text):
+            return _only_our_files(path, _parse_json(text))
         return _legacy_layout(path) or _job_folder(path)
     except OSError:
         return False
@@ -177,8 +198,13 @@ def _raise_overlap(dest: object, why: str, src: str) -> None:
 
 def refuse_overlap(output: str | os.PathLike, inputs: Iterable[str | os.PathLike | None]) -> None:
     """Raise if the local ``output`` is, lies inside or contains one of ``inputs`` (SOURCE strings;
-    ``None`` entries are skipped), comparing real paths (links resolved)."""
-    out = Path(os.path.realpath(Path(output).expanduser()))
+    ``None`` entries are skipped), comparing real paths (links resolved). An output written like a
+    source, ``file.h5:dataset`` naming an existing file, is compared as that file."""
+    text = os.fspath(output)
+    out = Path(os.path.realpath(Path(text).expanduser()))
+    head = text.rpartition(":")[0]
+    if not out.exists() and head and Path(head).expanduser().is_file():
+        out = Path(os.path.realpath(Path(head).expanduser()))
     for src in inputs:
         if src is None or not os.fspath(src):
             continue

@@ -63,6 +63,15 @@ def _dist_info() -> tuple[int, int]:
 
 def prepare_run_dir(out: Path, cfg: TrainConfig, resume: bool) -> TrainConfig | None:
     """Check the output folder before anything is written; returns the saved config on resume."""
+    from napari_connectome.volumes.output_safety import refuse_overlap
+
+    init = cfg.init_model if cfg.init_model and Path(cfg.init_model).expanduser().exists() else None
+    refuse_overlap(out, [cfg.image, cfg.labels, init])  # the run folder is never in an input
+    if out.is_symlink():
+        raise UserInputError(
+            f"{out} is a link: a training run is written to a folder, never through a link; "
+            "choose another output folder"
+        )
     saved = out / CONFIG_NAME
     if resume:
         if not saved.is_file():
