@@ -98,16 +98,16 @@ def test_overwrite_refuses_our_own_output_once_a_user_file_sits_in_it(data, caps
     assert main(["convert", f"{data}/v.h5:raw", str(out), "--overwrite"]) == 0  # ours: replaced
     (out / "notes.txt").write_text("which stain this was")
     before = _tree(out)
-    _refused(["convert", f"{data}/v.h5:raw", str(out), "--overwrite"], capsys, "did not write")
-    argv = ["proofread", "export", str(data / "proj"), str(out), "--overwrite"]
-    _refused(argv, capsys, "did not write")
+    put = "other files were put"
+    _refused(["convert", f"{data}/v.h5:raw", str(out), "--overwrite"], capsys, put)
+    _refused(["proofread", "export", str(data / "proj"), str(out), "--overwrite"], capsys, put)
     spec = cells_job_spec(data / "v.h5", out, workers=1, overwrite=True)
     (data / "job.yaml").write_text(yaml.safe_dump(spec))
     _refused(["run-job", str(data / "job.yaml")], capsys, "did not write")
     (out / "notes.txt").unlink()  # a labels/ group added beside the levels is the user's too
     (out / "labels").mkdir()
     (out / "labels" / "zarr.json").write_text("{}")
-    _refused(["convert", f"{data}/v.h5:raw", str(out), "--overwrite"], capsys, "did not write")
+    _refused(["convert", f"{data}/v.h5:raw", str(out), "--overwrite"], capsys, put)
     assert (out / "labels" / "zarr.json").read_text() == "{}"
     assert before.keys() - _tree(out).keys() == {str(out / "notes.txt")}
 

@@ -55,6 +55,13 @@ def _parse_json(text: bytes | str | None) -> Any:
         return None
 
 
+def _read_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
 def _read_json(path: Path) -> Any:
     try:
         return _parse_json(path.read_bytes())
@@ -153,6 +160,11 @@ def refuse_unless_ours(dest: str | Path) -> None:
         what = "is a link"
     elif not dest.is_dir():
         what = "is a file napari-connectome did not write"
+    elif (dest / "zarr.json").is_file() and has_marker(_read_bytes(dest / "zarr.json")):
+        what = (
+            "is an output of napari-connectome into which other files were put (only the "
+            "levels, ffn_counters.json, progress.jsonl, _job/ and region_graph/ are ours)"
+        )
     else:
         what = "is a folder napari-connectome did not write (no napari_connectome marker in its "
         what += "zarr.json, and not laid out exactly like our OME-Zarr outputs)"
