@@ -13,7 +13,7 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-from qtpy.QtCore import QObject, QTimer, Signal
+from qtpy.QtCore import QObject, QTimer, Signal, Slot
 
 RETRY_MS = 3000
 # napari's dask cache keeps every chunk it computed under the task's key, which never changes, so
@@ -24,6 +24,7 @@ REMOTE_LAYER_OPTIONS = {"cache": False}
 
 class _Watcher(QObject):
     told = Signal(str, str)  # event ("lost" | "restored"), message
+    start_timer = Signal()  # queued to the watcher's (Qt main) thread, where the timer must start
 
     def __init__(self) -> None:
         super().__init__()
@@ -34,7 +35,7 @@ class _Watcher(QObject):
         self._timer = QTimer(self)
         self._timer.setInterval(RETRY_MS)
         self._timer.timeout.connect(self.tick)
-        self._timer.start()
+        self.start_timer.connect(self._timer.start)
 
     def watch(self, store: Any) -> None:
         self._stores.add(store)
@@ -43,7 +44,8 @@ class _Watcher(QObject):
             self._sessions.add(session)
             session.listeners.append(self.told.emit)  # emitted on the SFTP thread: queued
 
-    def _notify(self, event: str, message: str) -> None:
+    @Slot(str, str)  # a real slot: PyQt's proxy for a plain method would stay in the thread
+    def _notify(self, event: str, message: str) -> None:  # that connected it
         from napari.utils.notifications import show_info, show_warning
 
         if event == "lost":
@@ -53,6 +55,7 @@ class _Watcher(QObject):
         else:
             show_info(f"Remote volume: {message}; missing chunks are read again.")
 
+    @Slot()
     def tick(self) -> None:
         """Redraw stores that missed chunks once their cluster is reachable again."""
         for store in list(self._stores):
@@ -92,10 +95,28 @@ class _Watcher(QObject):
 _watcher: _Watcher | None = None
 
 
+def _gone(obj: QObject) -> bool:
+    try:
+        obj.objectName()
+    except RuntimeError:  # its C++ object was deleted (e.g. with an earlier QApplication)
+        return True
+    return False
+
+
 def watcher() -> _Watcher:
+    """The one watcher, living on the Qt main thread: a store may first be opened from a worker
+    thread (a job's on-demand view), and a QObject made there would never get the queued
+    notifications nor run its timer once that thread ends."""
     global _watcher
-    if _watcher is None:
-        _watcher = _Watcher()
+    if _watcher is None or _gone(_watcher):
+        from qtpy.QtCore import QCoreApplication
+
+        w = _Watcher()
+        app = QCoreApplication.instance()
+        if app is not None and w.thread() is not app.thread():
+            w.moveToThread(app.thread())
+        w.start_timer.emit()
+        _watcher = w
     return _watcher
 
 
