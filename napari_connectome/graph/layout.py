@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from napari_connectome.volumes.atomic import atomic_write_bytes
 
 FORMAT = "napari-connectome-region-graph"
 FORMAT_VERSION = 1
@@ -37,22 +38,6 @@ def block_name(index: tuple[int, ...]) -> str:
 
 def block_file(dest: Path, index: tuple[int, ...]) -> Path:
     return Path(dest) / BLOCKS / f"{block_name(index)}.npz"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary sibling and rename, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        from napari_connectome.volumes.atomic import umask
-
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(fd, 0o666 & ~umask())  # mkstemp's 0600 would hide it from other users
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -22,29 +22,13 @@ that a rerun would trust.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from napari_connectome.jobs.grid import Block
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        from napari_connectome.volumes.atomic import umask
-
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(fd, 0o666 & ~umask())  # mkstemp's 0600 would hide it from other users
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from napari_connectome.volumes.atomic import atomic_write_bytes
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
