@@ -15,8 +15,12 @@ from typing import Any
 import numpy as np
 
 from napari_connectome.errors import UserInputError
+from napari_connectome.gui._layers import spatial_axis_labels
 
 LayerData = tuple[Any, dict[str, Any], str]
+LABELS_OPACITY = 0.35  # the EM underneath stays readable
+# label volumes an over-segmentation is usually stored as: opened hidden, one toggle away
+FRAGMENT_NAMES = ("fragment", "supervoxel", "oversegmentation", "watershed")
 ReaderFunction = Callable[[str | list[str]], list[LayerData]]
 
 # Formats napari itself cannot open: for these a failure is reported instead of passed on.
@@ -49,7 +53,7 @@ def volume_layer_data(volume: Any, *, name: str | None = None) -> LayerData:
     }
     if volume.is_labels:
         layer_type = "labels"
-        meta["opacity"] = 0.5  # the EM underneath stays readable
+        meta["opacity"] = LABELS_OPACITY
     else:
         layer_type = "image"
         if np.dtype(volume.dtype) == np.uint8:
@@ -62,6 +66,9 @@ def volume_layer_data(volume: Any, *, name: str | None = None) -> LayerData:
     meta["scale"] = sizes
     meta["translate"] = offsets
     meta["units"] = "nm"
+    names = spatial_axis_labels(axes, len(sizes))
+    # napari splits channels and would read a tuple of names as one name per channel
+    meta["axis_labels"] = [names] * volume.shape[axes.index("c")] if "c" in axes else names
     return data, meta, layer_type
 
 
@@ -76,7 +83,24 @@ def read_volumes(path: str | Path) -> list[LayerData]:
         store = open_viewer_store(str(path))
     volumes = discover_volumes(path, store=store)
     layers = [volume_layer_data(v) for v in volumes]
+    _show_one_labels(layers)
     return sorted(layers, key=lambda layer: layer[2] == "labels")
+
+
+def _show_one_labels(layers: list[LayerData]) -> None:
+    """Of several label volumes only one shows over the EM (the first that is not an
+    over-segmentation by its name); the others open hidden, one click away."""
+    labels = [meta for _, meta, kind in layers if kind == "labels"]
+    if len(labels) < 2:
+        return
+
+    def fragment_like(meta: dict[str, Any]) -> bool:
+        return any(word in str(meta["name"]).lower() for word in FRAGMENT_NAMES)
+
+    keep = next((m for m in labels if not fragment_like(m)), labels[0])
+    for meta in labels:
+        if meta is not keep:
+            meta["visible"] = False
 
 
 def _is_ssh(path: str) -> bool:

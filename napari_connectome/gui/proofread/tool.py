@@ -3,8 +3,14 @@
 Shaped like a neuroglancer layer tool: it owns its input map (mouse gestures and keys bound on its
 own segments layer, so they act only while that layer is active) and its preview state (split
 seeds, split preview), and every action goes through the core session, so the GUI never edits
-anything the log did not record first. Refused edits become a status-bar message and a
-notification, never a traceback.
+anything the log did not record first. Refused edits become a message and a notification, never
+a traceback.
+
+Feedback has one source: :meth:`ProofreadTool._say` sets ``last_message`` and emits ``message``;
+the panel's label, the status bar (the help field of the segments layer, which napari's hover
+readout leaves alone) and ``viewer.status`` all show that text, composed after the edit was
+applied (the session's listeners tell the tool, then the numbers are read back from the table).
+napari's brush, fill and eraser are off on these layers (no_paint.py).
 """
 
 from __future__ import annotations
@@ -17,19 +23,24 @@ from psygnal import Signal
 
 from napari_connectome.errors import UserInputError
 from napari_connectome.gui._camera import camera
+from napari_connectome.gui._layers import spatial_axis_labels
 from napari_connectome.gui.proofread.meshes_layer import SegmentMeshes
+from napari_connectome.gui.proofread.no_paint import keep_read_only
 from napari_connectome.gui.proofread.settings import DEFAULT_KEYS, MOUSE_GESTURES
 from napari_connectome.gui.proofread.views import SegmentView
 from napari_connectome.proofread import ProofreadSession, SplitPlan
 
 SEED_COLORS = {"a": "#00ffff", "b": "#ff00ff"}
 MULTISCALE_MIN_EDGE = 2048  # voxels along y or x above which the layers are pyramids
+SEGMENTS_OPACITY = 0.35  # the membranes of the EM stay readable through the segment colours
+JUMP_WINDOW = 32  # voxels around the target read to find a voxel of the segment to jump to
 
 
 class ProofreadTool:
     """Attach a :class:`ProofreadSession` to a napari viewer."""
 
     changed = Signal(str)  # "selection", "edit", "seeds", "preview"
+    message = Signal(str)  # what the last action did (or why it was refused), after it was applied
 
     def __init__(
         self,
@@ -50,8 +61,10 @@ class ProofreadTool:
         self.plan: SplitPlan | None = None
         self.request_jump: Callable[[], None] | None = None
         self.last_message = ""
+        self.busy = ""  # what runs in the background and needs the table to stay put ("" = none)
         scale = session.voxel_size_nm
         units = "nm"  # as our reader and samples label images, so napari sees one world unit
+        world = {"scale": scale, "units": units, "axis_labels": spatial_axis_labels(None, 3)}
         images = getattr(session, "image_levels", None) or (
             [session.image] if session.image is not None else []
         )
@@ -62,7 +75,7 @@ class ProofreadTool:
         if images:
             self.image_layer = viewer.add_image(
                 images if len(images) > 1 else images[0], multiscale=len(images) > 1,
-                name="EM", scale=scale, units=units,
+                name="EM", **world,
             )  # fmt: skip
         else:
             self.image_layer = None
@@ -72,7 +85,7 @@ class ProofreadTool:
             view.blank_volumes = self._three_d
         self.layer = viewer.add_labels(
             segs if len(segs) > 1 else segs[0], multiscale=len(segs) > 1, name="segments",
-            scale=scale, units=units, opacity=0.5,
+            opacity=SEGMENTS_OPACITY, **world,
         )  # fmt: skip
         keep = [SegmentView(session, keep=lambda: np.array(self.selected, np.uint64), level=i)
                 for i in levels]  # fmt: skip
@@ -80,22 +93,25 @@ class ProofreadTool:
             view.blank_volumes = self._three_d
         self.selection_layer = viewer.add_labels(
             keep if len(keep) > 1 else keep[0], multiscale=len(keep) > 1,
-            name="selected segments", scale=scale, units=units, opacity=0.9,
+            name="selected segments", opacity=0.9, **world,
             blending="translucent_no_depth",
         )  # fmt: skip
         self.selection_layer.contour = 2
         sides = {0: "transparent", 1: SEED_COLORS["a"], 2: SEED_COLORS["b"], None: "transparent"}
         self.preview_layer = viewer.add_labels(
-            np.zeros((1, 1, 1), np.uint8), name="split preview", scale=scale, units=units,
-            opacity=0.6, visible=False, colormap=DirectLabelColormap(color_dict=sides),
+            np.zeros((1, 1, 1), np.uint8), name="split preview", **world, opacity=0.6,
+            visible=False, colormap=DirectLabelColormap(color_dict=sides),
         )  # fmt: skip
         self.seed_layer = viewer.add_points(
-            np.zeros((0, 3)), name="split seeds", scale=scale, units=units, size=6,
+            np.zeros((0, 3)), name="split seeds", **world, size=6,
             face_color=SEED_COLORS["a"], ndim=3,
         )  # fmt: skip
+        for lyr in (self.layer, self.selection_layer, self.preview_layer, self.seed_layer):
+            keep_read_only(viewer, lyr)  # napari's brush would bypass the log (no_paint.py)
         self.layer.mode = "pan_zoom"
         self.layer.mouse_drag_callbacks.append(self._on_mouse)
         self._bind_keys()
+        session.listeners.append(self._on_session_edit)  # after every applied edit, undo, redo
         viewer.dims.events.ndisplay.connect(self._on_ndisplay)
         viewer.layers.selection.active = self.layer
         self.meshes = SegmentMeshes(self)  # 3D: the selection as meshes (meshes_layer.py)
@@ -170,9 +186,13 @@ class ProofreadTool:
     # ---- feedback
     # ----------------------------------------------------------------------------------------
     def _say(self, message: str, *, error: bool = False) -> None:
-        """Status bar for every message; a notification as well when an edit was refused."""
+        """The one place feedback is set: the panel (``message``), the status bar, and a
+        notification as well when an edit was refused."""
         self.last_message = message
-        self.viewer.status = message
+        self.viewer.status = message  # what napari's hover readout replaces on the next move...
+        self.layer.help = message  # ...while the active layer's help stays in the status bar
+        self.viewer.help = message
+        self.message.emit(message)
         if error:
             from napari.utils.notifications import show_warning
 
@@ -189,6 +209,24 @@ class ProofreadTool:
         self.layer.refresh()
         self.selection_layer.refresh()
         self.changed.emit(what)
+
+    def _on_session_edit(self, what: str, op: Any) -> None:
+        """The session applied an edit, an undo or a redo (ours or a script's): redraw, and let
+        the panel reload its table, before any message about it is composed."""
+        self.refresh("edit")
+
+    def _selection_changed(self) -> None:
+        self.selection_layer.refresh()
+        self.changed.emit("selection")
+
+    def summary(self, segment: int | None) -> str:
+        """'segment 7: 1,234 voxels locked' as the table has it now ('' for none or a gone one)."""
+        if segment is None or not self.session.table.exists(int(segment)):
+            return ""
+        info = self.session.segment_info(int(segment))
+        flags = " locked" if info.locked else ""
+        flags += " done" if info.done else ""
+        return f"segment {segment}: {info.size:,} voxels{flags}"
 
     # ---- gestures
     # ----------------------------------------------------------------------------------------
@@ -207,10 +245,11 @@ class ProofreadTool:
                     self.select(seg)
                     self._say(f"segment {seg} selected; shift+click another segment to merge it in")
                     return
+                self._need_idle()
                 self.session.merge([self.active, seg])
                 self.selected = [self.active]
-                self.refresh()
-                self._say(f"merged {seg} into {self.active}")
+                self._selection_changed()
+                self._say(f"merged {seg} into {self.active}; {self.summary(self.active)}")
             else:
                 self.add_seed(voxel, "a" if gesture == "seed_a" else "b", seg)
 
@@ -221,12 +260,9 @@ class ProofreadTool:
         self.selected = [] if segment is None else [int(segment)]
         self.selection_layer.refresh()
         self.layer.selected_label = int(segment or 0)
-        if segment is not None:
-            info = self.session.segment_info(segment)
-            flags = " locked" if info.locked else ""
-            flags += " done" if info.done else ""
-            self._say(f"segment {segment}: {info.size} voxels{flags}")
         self.changed.emit("selection")
+        if segment is not None:
+            self._say(self.summary(segment))
 
     def add_seed(self, voxel: Sequence[int], side: str, segment: int) -> None:
         if self.active is None:
@@ -279,11 +315,15 @@ class ProofreadTool:
                 self.changed.emit("preview")
             else:
                 plan = self.plan
+                self._need_idle()
                 self.session.commit_split(plan)
                 self.cancel_split(quiet=True)
                 self.selected = [plan.segment, plan.new_segment]
-                self.refresh()
-                self._say(f"split {plan.segment}: new segment {plan.new_segment}")
+                self._selection_changed()
+                self._say(
+                    f"split {plan.segment}: {self.summary(plan.segment)}; new "
+                    f"{self.summary(plan.new_segment)}"
+                )
 
         self._guard(run)
 
@@ -295,7 +335,15 @@ class ProofreadTool:
             self._say("split cancelled")
         self.changed.emit("seeds")
 
+    def _need_idle(self) -> None:
+        if self.busy:
+            raise UserInputError(
+                f"{self.busy} is running and reads the segmentation as it is: edits wait until it "
+                "finishes (or press Cancel in the panel)"
+            )
+
     def _need_active(self) -> int:
+        self._need_idle()
         if self.active is None:
             raise UserInputError("select a segment first (click on it)")
         return self.active
@@ -305,7 +353,6 @@ class ProofreadTool:
             seg = self._need_active()
             self.session.delete(seg)
             self.select(None)
-            self.refresh()
             self._say(f"deleted segment {seg}")
 
         self._guard(run)
@@ -315,7 +362,6 @@ class ProofreadTool:
             seg = self._need_active()
             self.session.toggle_lock(seg)
             state = "locked" if self.session.segment_info(seg).locked else "unlocked"
-            self.changed.emit("edit")
             self._say(f"segment {seg} {state}")
 
         self._guard(run)
@@ -325,24 +371,25 @@ class ProofreadTool:
             seg = self._need_active()
             self.session.mark_done(seg, not self.session.segment_info(seg).done)
             state = "done" if self.session.segment_info(seg).done else "not done"
-            self.changed.emit("edit")
             self._say(f"segment {seg} marked {state}")
 
         self._guard(run)
 
     def undo(self) -> None:
         def run() -> None:
+            self._need_idle()
             op = self.session.undo()
             self._after_history()
-            self._say(f"undone: {op.describe()}")
+            self._say(self._history_message("undone", op))
 
         self._guard(run)
 
     def redo(self) -> None:
         def run() -> None:
+            self._need_idle()
             op = self.session.redo()
             self._after_history()
-            self._say(f"redone: {op.describe()}")
+            self._say(self._history_message("redone", op))
 
         self._guard(run)
 
@@ -351,7 +398,11 @@ class ProofreadTool:
         self.selected = [s for s in self.selected if self.session.table.exists(s)]
         if self.active is not None and not self.session.table.exists(self.active):
             self.active = self.selected[0] if self.selected else None
-        self.refresh()
+        self._selection_changed()
+
+    def _history_message(self, verb: str, op: Any) -> str:
+        text = f"{verb}: {op.describe()}"
+        return f"{text}; {self.summary(self.active)}" if self.active is not None else text
 
     def jump_key(self) -> None:
         if self.request_jump is not None:
@@ -359,19 +410,59 @@ class ProofreadTool:
         else:
             self._say("type a segment id in the proofreading panel's 'jump to' field")
 
+    def jump_target(self, segment: int) -> tuple[int, int, int] | None:
+        """A voxel of the segment near the middle of its bounding box (a bent neurite's box centre
+        is usually outside it). Reads at most a few small windows: the segment's fragments are
+        ranked by how far their boxes are from that centre, and only around the nearest point of
+        each box is the volume read, so the cost is the segment's fragment count, not its size."""
+        session = self.session
+        table = session.table
+        rows = table.rows_of(int(segment))
+        if len(rows) == 0:
+            return None
+        lo, hi = table.lo[rows], table.hi[rows]
+        centre = (lo.min(0) + hi.max(0) - 1) / 2.0
+        near = np.clip(centre, lo, hi - 1)  # each fragment box's point nearest the centre
+        order = np.argsort(((near - centre) ** 2).sum(1), kind="stable")
+        half = JUMP_WINDOW // 2
+        for k in order[:8]:
+            fid = table.frag_ids[rows[k]]
+            a = np.maximum(lo[k], np.round(near[k]).astype(int) - half)
+            b = np.minimum(hi[k], a + JUMP_WINDOW)
+            block = np.asarray(
+                session.fragments[tuple(slice(int(x), int(y)) for x, y in zip(a, b))]
+            )
+            hits = np.argwhere(block == fid)
+            if len(hits):
+                best = hits[np.argmin(((hits + a - centre) ** 2).sum(1))] + a
+                return tuple(int(v) for v in best)
+        # none near those points: a box is tight, so the fragment has voxels on its first and
+        # last z plane; read the nearer of the two (one plane of one fragment)
+        k = order[0]
+        z = int(
+            lo[k][0] if abs(lo[k][0] - centre[0]) <= abs(hi[k][0] - 1 - centre[0]) else hi[k][0] - 1
+        )
+        plane = np.asarray(session.fragments[z, lo[k][1] : hi[k][1], lo[k][2] : hi[k][2]])
+        hits = np.argwhere(plane == table.frag_ids[rows[k]])
+        if not len(hits):
+            return None
+        yx = hits[np.argmin(((hits + lo[k][1:] - centre[1:]) ** 2).sum(1))] + lo[k][1:]
+        return (z, int(yx[0]), int(yx[1]))
+
     def jump_to(self, segment: int) -> None:
-        """Select a segment and centre the view on it (the middle plane of its bounding box)."""
+        """Select a segment and centre the view on a voxel of it (see :meth:`jump_target`)."""
 
         def run() -> None:
-            info = self.session.segment_info(int(segment))
-            if info.size == 0:
+            self.session.segment_info(int(segment))  # refuses a segment that does not exist
+            target = self.jump_target(int(segment))
+            if target is None:
                 self.select(int(segment))
                 return
-            centre = (np.asarray(info.bbox_lo) + np.asarray(info.bbox_hi) - 1) / 2.0
-            world = centre * np.asarray(self.session.voxel_size_nm)
+            world = np.asarray(target, float) * np.asarray(self.session.voxel_size_nm)
             self.viewer.dims.set_point(range(3), tuple(world))
             camera(self.viewer).center = tuple(world)
             self.select(int(segment))
+            self._say(f"{self.summary(int(segment))}; view centred on voxel {target} (z, y, x)")
 
         self._guard(run)
 
@@ -413,6 +504,8 @@ class ProofreadTool:
         return self._guard(run)
 
     def close(self) -> None:
+        if self._on_session_edit in self.session.listeners:
+            self.session.listeners.remove(self._on_session_edit)
         self.meshes.close()
         for lyr in (
             self.layer,

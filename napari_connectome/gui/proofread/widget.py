@@ -1,6 +1,10 @@
-"""The proofreading dock: open a project, gesture help, a sortable segment table, the edit history.
+"""The proofreading dock: open or create a project, gesture help, a sortable segment table, the
+edit history, export.
 
-The widget only gathers input and shows state; every action is a :class:`ProofreadTool` call.
+The widget only gathers input and shows state; every action is a :class:`ProofreadTool` call. Its
+message line shows the tool's ``message`` signal, the one source of feedback (tool.py); the table
+reloads when the session reports an applied edit, before that message is composed. Keys typed in
+its text fields never reach the segments layer (_text_fields.py).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from qtpy.QtCore import QAbstractTableModel, QModelIndex, Qt
 from qtpy.QtGui import QBrush, QColor, QFont
 from qtpy.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QHBoxLayout,
@@ -28,6 +33,8 @@ from qtpy.QtWidgets import (
 )
 
 from napari_connectome.errors import UserInputError
+from napari_connectome.gui._text_fields import keep_keys_in_fields
+from napari_connectome.gui.proofread.project_tasks import ProjectTasks
 from napari_connectome.gui.proofread.settings import help_text
 from napari_connectome.gui.proofread.tool import ProofreadTool
 from napari_connectome.proofread import ProofreadSession
@@ -95,7 +102,7 @@ class SegmentTableModel(QAbstractTableModel):
         col = index.column()
         if col == 3:
             return self._edit_text(i)
-        return [str(self.ids[i]), str(self.sizes[i]), str(self.status[i]).strip()][col]
+        return [str(self.ids[i]), f"{self.sizes[i]:,}", str(self.status[i]).strip()][col]
 
     def row_of(self, segment: int) -> int | None:
         hit = np.flatnonzero(self.ids[self.order] == segment)
@@ -133,6 +140,10 @@ class ProofreadWidget(QWidget):
         self.jump_edit.setPlaceholderText("segment id, Enter")
         self.jump_edit.returnPressed.connect(self._jump)
         row.addWidget(self.jump_edit, 1)
+        self.outlines = QCheckBox("outlines only")
+        self.outlines.setToolTip("draw the segments as outlines, so the EM shows through")
+        self.outlines.toggled.connect(self._set_outlines)
+        row.addWidget(self.outlines)
         layout.addLayout(row)
 
         self.model = SegmentTableModel()
@@ -162,9 +173,13 @@ class ProofreadWidget(QWidget):
         row.addWidget(self.mesh_format)
         row.addStretch(1)
         layout.addLayout(row)
+        self.tasks = ProjectTasks(self)
+        layout.addWidget(self.tasks)
         self.message = QLabel("")
         self.message.setWordWrap(True)
+        self.message.setTextInteractionFlags(Qt.TextSelectableByMouse)
         layout.addWidget(self.message)
+        keep_keys_in_fields(self)
         if session is not None:
             self.attach(session)
 
@@ -193,10 +208,20 @@ class ProofreadWidget(QWidget):
         self.tool = ProofreadTool(self.viewer, session, keys=keys)
         self.tool.request_jump = self._focus_jump
         self.tool.changed.connect(self._on_changed)
+        self.tool.message.connect(self.message.setText)
         self.project_label.setText(str(session.project))
         self.help.setText(help_text(self.tool.keys))
+        self._set_outlines(self.outlines.isChecked())
         self._on_changed("edit")
+        self.tasks.fill_layer_choices()
+        self.message.setText(
+            f"{session.project.name}: {len(self.model.ids):,} segments; click one to select it"
+        )
         return self.tool
+
+    def _set_outlines(self, on: bool) -> None:
+        if self.tool is not None:
+            self.tool.layer.contour = 1 if on else 0
 
     # ---- state -> widgets
     # --------------------------------------------------------------------------------
@@ -207,7 +232,6 @@ class ProofreadWidget(QWidget):
             self.model.load(self.tool.session)
             self._fill_history()
         self._follow_selection()
-        self.message.setText(self.tool.last_message)
 
     def _fill_history(self) -> None:
         self.history.clear()
@@ -244,9 +268,7 @@ class ProofreadWidget(QWidget):
             folder, _ = QFileDialog.getSaveFileName(self, "Export meshes to a new folder")
             if not folder:
                 return None
-        out = self.tool.export_meshes(str(folder), self.mesh_format.currentText())
-        self.message.setText(self.tool.last_message)
-        return out
+        return self.tool.export_meshes(str(folder), self.mesh_format.currentText())
 
     def _focus_jump(self) -> None:
         self.jump_edit.setFocus()
