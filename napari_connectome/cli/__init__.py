@@ -33,6 +33,10 @@ COMMAND_MODULES = (
     "jobs",
     "proofread",
     "graph",
+    "neuroglancer",
+    "meshes",
+    "skeletons",
+    "webknossos",
     "demo",
 )
 
