@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from napari_connectome.errors import UserInputError
-from napari_connectome.ffn.config import InferenceDefaults, ModelConfig
+from napari_connectome.ffn.config import ModelConfig
 from napari_connectome.ffn.model import FFNArchitecture, build_model
+from napari_connectome.ffn.options import InferenceOptions
 
 if TYPE_CHECKING:
     import torch
@@ -355,7 +356,7 @@ def import_google_checkpoint(
     deltas: Any = None,
     image_mean: float = 128.0,
     image_stddev: float = 33.0,
-    inference: InferenceDefaults | None = None,
+    inference: InferenceOptions | None = None,
     overwrite: bool = False,
     provenance: dict[str, Any] | None = None,
 ) -> ModelConfig:
@@ -409,7 +410,7 @@ def import_google_checkpoint(
         architecture=arch,
         image_mean=float(image_mean),
         image_stddev=float(image_stddev),
-        inference=inference or InferenceDefaults(),
+        inference=inference or InferenceOptions(),
         provenance=prov,
     )
     state = tf_to_state_dict(variables)

@@ -9,40 +9,16 @@ So every model directory carries the settings it was trained/validated with; inf
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from napari_connectome.errors import UserInputError
 from napari_connectome.ffn.model import FFNArchitecture
+from napari_connectome.ffn.options import InferenceOptions
 
 CONFIG_FORMAT = "napari-connectome-ffn"
 CONFIG_VERSION = 1
-
-
-@dataclass(frozen=True)
-class InferenceDefaults:
-    """The inference options a model was made for (google/ffn ``InferenceOptions`` semantics).
-
-    init_activation: probability written at the seed before the first step.
-    pad_value: probability of never-visited canvas voxels fed to the network.
-    move_threshold: the FOV moves to a face whose centre probability exceeds this.
-    min_boundary_dist: (z, y, x) voxels a seed must keep from a segment boundary.
-    segment_threshold: probability above which a voxel joins the object.
-    min_segment_size: objects smaller than this (voxels) are discarded.
-    """
-
-    init_activation: float = 0.95
-    pad_value: float = 0.05
-    move_threshold: float = 0.9
-    min_boundary_dist: tuple[int, int, int] = (1, 1, 1)
-    segment_threshold: float = 0.6
-    min_segment_size: int = 1000
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["min_boundary_dist"] = list(self.min_boundary_dist)
-        return d
 
 
 @dataclass(frozen=True)
@@ -52,7 +28,8 @@ class ModelConfig:
     architecture: FFNArchitecture = field(default_factory=FFNArchitecture)
     image_mean: float = 128.0
     image_stddev: float = 33.0
-    inference: InferenceDefaults = field(default_factory=InferenceDefaults)
+    # The inference options the model was made for; inference starts from these.
+    inference: InferenceOptions = field(default_factory=InferenceOptions)
     provenance: dict[str, Any] = field(default_factory=dict, compare=False)
     model_class: str = "ConvStack3DFFN"
 
@@ -101,11 +78,7 @@ class ModelConfig:
                 fov_size=tuple(arch_d["fov_size"]),
                 deltas=tuple(arch_d["deltas"]),
             )
-            inf_names = {f.name for f in fields(InferenceDefaults)}
-            inf_d = {k: v for k, v in dict(data.get("inference", {})).items() if k in inf_names}
-            if "min_boundary_dist" in inf_d:
-                inf_d["min_boundary_dist"] = tuple(int(v) for v in inf_d["min_boundary_dist"])
-            inference = InferenceDefaults(**inf_d)
+            inference = InferenceOptions.from_dict(dict(data.get("inference", {})))
             cfg = cls(
                 architecture=arch,
                 image_mean=float(data["image_mean"]),
@@ -132,7 +105,3 @@ class ModelConfig:
         except json.JSONDecodeError as exc:
             raise UserInputError(f"{path} is not valid JSON ({exc})") from None
         return cls.from_dict(data, source=str(path))
-
-    def with_overrides(self, **kwargs: Any) -> ModelConfig:
-        """A copy with top-level fields replaced (``architecture``, ``image_mean``...)."""
-        return replace(self, **kwargs)

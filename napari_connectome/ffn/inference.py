@@ -7,6 +7,8 @@
   existing segments skipped).
 * :func:`segment_many` does the same for many regions at once (e.g. the blocks of a job), batching
   their predictions into one forward pass per round (:class:`~.runner.LockstepRunner`).
+* :func:`iter_segment_region` and :func:`iter_segment_many` are the same runs as iterators of
+  :class:`RegionProgress` (FFN steps, objects, live labels), for viewers and progress bars.
 
 ``config`` is the model's config (``.arch``, ``.image_mean``, ``.image_stddev``), as returned by
 ``napari_connectome.ffn.checkpoint.load_model``.
@@ -44,6 +46,24 @@ class ObjectSnapshot:
     done: bool = False
     mask: np.ndarray | None = None  # final voxels of the object (last snapshot only)
     outcome: ObjectOutcome | None = None
+    # Faces of the image the final object reaches ("z-", "x+", ...): it may go on beyond them.
+    edges: tuple[str, ...] = ()
+
+
+def faces_reached(mask: np.ndarray, offset: Sequence[int], shape: Sequence[int]) -> tuple[str, ...]:
+    """The faces of an image of ``shape`` that ``mask`` (a box at ``offset``) touches."""
+    out = []
+    if not mask.any():
+        return ()
+    idx = np.nonzero(mask)
+    for axis, name in enumerate("zyx"):
+        lo = int(idx[axis].min()) + int(offset[axis])
+        hi = int(idx[axis].max()) + int(offset[axis])
+        if lo == 0:
+            out.append(f"{name}-")
+        if hi == int(shape[axis]) - 1:
+            out.append(f"{name}+")
+    return tuple(out)
 
 
 @dataclass
@@ -224,7 +244,143 @@ def grow_object(
         done=True,
         mask=final,
         outcome=out,
+        edges=faces_reached(final, lo, canvas.shape),
     )
+
+
+@dataclass
+class RegionProgress:
+    """Where a region run stands after one scheduler round (what :func:`iter_segment_many` yields).
+
+    Progress counts FFN steps (FOV predictions), the unit the run's time goes into; seeds are
+    reported too but say little (one large object can take most of a run). The last update has
+    ``results``; earlier ones can draw the objects as they grow (:meth:`live_labels`).
+    """
+
+    steps: int  # FFN steps taken so far, all regions together
+    seeds_done: int
+    seeds_total: int
+    segments: int  # objects kept so far
+    seconds: float
+    results: list[SegmentationResult] | None = None  # the last update only
+    canvases: list[Canvas] = field(default_factory=list, repr=False)
+    growing: list[bool] = field(default_factory=list, repr=False)
+
+    @property
+    def done(self) -> bool:
+        return self.results is not None
+
+    def live_labels(self, i: int = 0, dtype: Any = np.uint32) -> np.ndarray:
+        """Region ``i``'s labels now (0 = background), the object still growing included (with
+        the next free id; its voxels at or above segment_threshold that no object holds yet)."""
+        canvas = self.canvases[i]
+        seg = canvas.segmentation
+        out = seg.astype(dtype)
+        out[seg < 0] = 0
+        if self.growing[i] and canvas._dirty is not None:
+            lo, hi = canvas._dirty
+            lo, hi = np.maximum(lo, 0), np.minimum(hi, canvas.shape)
+            box = (slice(lo[0], hi[0]), slice(lo[1], hi[1]), slice(lo[2], hi[2]))
+            grown = canvas.object_mask(lo, hi) & (seg[box] <= 0)
+            if canvas.mask is not None:
+                grown &= ~canvas.mask[box]
+            out[box][grown] = canvas.max_id + 1
+        return out
+
+
+def iter_segment_many(
+    images: Sequence[Any],
+    model: torch.nn.Module,
+    config: Any = None,
+    options: InferenceOptions | None = None,
+    *,
+    seeds: Sequence[Sequence[Sequence[int]] | None] | None = None,
+    masks: Sequence[Any] | None = None,
+    device: str | None = "cpu",
+    precision: str = "auto",
+    batch: int = 8,
+    compile: bool = False,
+    on_object: Callable[[int, ObjectOutcome], None] | None = None,
+    runner: LockstepRunner | None = None,
+    speculate: bool = True,
+) -> Iterator[RegionProgress]:
+    """:func:`segment_many` as an iterator: one :class:`RegionProgress` after every round.
+
+    Stopping the iteration (a viewer's Cancel) stops the run after the current round; the objects
+    finished so far stay in ``canvases``. All inputs are checked before the first yield.
+    """
+    options = options or options_for_model(config)
+    n = len(images)
+    seeds = list(seeds) if seeds is not None else [None] * n
+    masks = list(masks) if masks is not None else [None] * n
+    if len(seeds) != n or len(masks) != n:
+        raise UserInputError("seeds and masks need one entry per image")
+    run = _runner(model, device, precision, batch, compile, runner)
+    t_start = time.perf_counter()
+    canvases, seed_lists = [], []
+    for i, img in enumerate(images):
+        canvas = _make_canvas(img, model, config, options, masks[i], None, run.device)
+        if seeds[i] is None:
+            t0 = time.perf_counter()
+            pts = policy_seeds(
+                options.seed_policy, np.asarray(img), canvas.mask, options.seed_policy_args
+            )
+            canvas.counters["seed_policy_seconds"] += time.perf_counter() - t0
+        else:
+            pts = check_points(seeds[i], canvas.shape, tuple(canvas.margin), canvas.mask)
+        canvases.append(canvas)
+        seed_lists.append(pts)
+
+    total = sum(len(s) for s in seed_lists)
+    outcomes: list[list[ObjectOutcome]] = [[] for _ in range(n)]
+    steps0 = int(run.counters["predict_calls"])
+    # predict calls of the whole run when region i last finished an object: more since = growing
+    last_end = [steps0] * n
+
+    def report(i: int):
+        def cb(out: ObjectOutcome) -> None:
+            outcomes[i].append(out)
+            last_end[i] = int(run.counters["predict_calls"])
+            if on_object is not None:
+                on_object(i, out)
+
+        return cb
+
+    def progress(steps: int) -> RegionProgress:
+        return RegionProgress(
+            steps=steps - steps0,
+            seeds_done=sum(len(o) for o in outcomes),
+            seeds_total=total,
+            segments=sum(int(c.counters["segments"]) for c in canvases),
+            seconds=time.perf_counter() - t_start,
+            canvases=canvases,
+            growing=[steps > e for e in last_end],
+        )
+
+    # Spare batch width beyond one object per region grows several objects of a region at once
+    # (speculatively, committed in seed order: the same labels as one at a time).
+    width = max(1, run.batch // n) if speculate else 1
+    drivers = [
+        segment_all(c, s, explicit_ids=seeds[i] is not None, on_object=report(i))
+        if width == 1
+        else segment_all_speculative(
+            c, s, width=width, explicit_ids=seeds[i] is not None, on_object=report(i)
+        )
+        for i, (c, s) in enumerate(zip(canvases, seed_lists))
+    ]
+    yield progress(steps0)
+    for steps in run.iterate(drivers):
+        yield progress(steps)
+    last = progress(int(run.counters["predict_calls"]))
+    elapsed = time.perf_counter() - t_start
+    last.results = [
+        SegmentationResult(
+            canvas.result(), _counters(canvas.counters, run, elapsed, n), canvas.origins, outs
+        )
+        for canvas, outs in zip(canvases, outcomes)
+    ]
+    last.growing = [False] * n
+    yield last
 
 
 def segment_many(
@@ -252,67 +408,31 @@ def segment_many(
     reports every seed's fate as it happens; ``progress(done, total, message)`` counts seeds.
     When ``batch`` exceeds the number of regions, each region grows ``batch // len(images)``
     objects at once (:mod:`.speculative`; same labels as one at a time) unless
-    ``speculate=False``.
+    ``speculate=False``. :func:`iter_segment_many` is the same run as an iterator.
     """
-    options = options or options_for_model(config)
-    n = len(images)
-    seeds = list(seeds) if seeds is not None else [None] * n
-    masks = list(masks) if masks is not None else [None] * n
-    if len(seeds) != n or len(masks) != n:
-        raise UserInputError("seeds and masks need one entry per image")
-    run = _runner(model, device, precision, batch, compile, runner)
-    t_start = time.perf_counter()
-    canvases, seed_lists = [], []
-    for i, img in enumerate(images):
-        canvas = _make_canvas(img, model, config, options, masks[i], None, run.device)
-        if seeds[i] is None:
-            t0 = time.perf_counter()
-            pts = policy_seeds(
-                options.seed_policy, np.asarray(img), canvas.mask, options.seed_policy_args
-            )
-            canvas.counters["seed_policy_seconds"] += time.perf_counter() - t0
-        else:
-            pts = check_points(seeds[i], canvas.shape, tuple(canvas.margin), canvas.mask)
-        canvases.append(canvas)
-        seed_lists.append(pts)
-
-    total = sum(len(s) for s in seed_lists)
-    done = [0]
-    outcomes: list[list[ObjectOutcome]] = [[] for _ in range(n)]
-
-    def report(i: int):
-        def cb(out: ObjectOutcome) -> None:
-            outcomes[i].append(out)
-            done[0] += 1
-            if on_object is not None:
-                on_object(i, out)
-            if progress is not None:
-                progress(
-                    done[0], total, f"{sum(c.counters['segments'] for c in canvases)} segments"
-                )
-
-        return cb
-
-    # Spare batch width beyond one object per region grows several objects of a region at once
-    # (speculatively, committed in seed order: the same labels as one at a time).
-    width = max(1, run.batch // n) if speculate else 1
-    drivers = [
-        segment_all(c, s, explicit_ids=seeds[i] is not None, on_object=report(i))
-        if width == 1
-        else segment_all_speculative(
-            c, s, width=width, explicit_ids=seeds[i] is not None, on_object=report(i)
-        )
-        for i, (c, s) in enumerate(zip(canvases, seed_lists))
-    ]
-    if progress is not None:
-        progress(0, total, "")
-    run.run(drivers)
-    elapsed = time.perf_counter() - t_start
-    results = []
-    for canvas, outs in zip(canvases, outcomes):
-        counters = _counters(canvas.counters, run, elapsed, n)
-        results.append(SegmentationResult(canvas.result(), counters, canvas.origins, outs))
-    return results
+    seen = [-1]
+    last: RegionProgress | None = None
+    for last in iter_segment_many(
+        images,
+        model,
+        config,
+        options,
+        seeds=seeds,
+        masks=masks,
+        device=device,
+        precision=precision,
+        batch=batch,
+        compile=compile,
+        on_object=on_object,
+        runner=runner,
+        speculate=speculate,
+    ):
+        if progress is not None and last.seeds_done != seen[0]:
+            seen[0] = last.seeds_done
+            progress(last.seeds_done, last.seeds_total, f"{last.segments} segments")
+    assert last is not None
+    assert last.results is not None
+    return last.results
 
 
 def run_settings(run: LockstepRunner) -> dict[str, Any]:
@@ -384,3 +504,32 @@ def segment_region(
         speculate=speculate,
     )
     return res
+
+
+def iter_segment_region(
+    image: Any,
+    model: torch.nn.Module,
+    config: Any = None,
+    options: InferenceOptions | None = None,
+    *,
+    seeds: Sequence[Sequence[int]] | None = None,
+    mask: Any = None,
+    device: str | None = "cpu",
+    precision: str = "auto",
+    batch: int = 1,
+    runner: LockstepRunner | None = None,
+) -> Iterator[RegionProgress]:
+    """:func:`segment_region` as an iterator of :class:`RegionProgress` (the desk's Segment
+    region); the last update's ``results[0]`` is what :func:`segment_region` returns."""
+    yield from iter_segment_many(
+        [image],
+        model,
+        config,
+        options,
+        seeds=[seeds],
+        masks=[mask],
+        device=device,
+        precision=precision,
+        batch=batch,
+        runner=runner,
+    )

@@ -1,9 +1,19 @@
-"""FFN inference options: every knob of google/ffn's ``InferenceOptions`` (plus seeding and limits).
+"""FFN inference options: the one typed model of an FFN request, used everywhere.
 
-One frozen dataclass, documented field by field, so the CLI, the GUI and the block-wise jobs all
-speak the same language. Probability-valued thresholds are given as probabilities, as in
-google/ffn; the engine converts them to logits once (:meth:`InferenceOptions.logit_thresholds`),
-because the canvas stores logits.
+google/ffn describes an inference run with the ``InferenceOptions`` message of
+``ffn/inference/inference.proto`` (init_activation, pad_value, move_threshold, min_boundary_dist,
+segment_threshold, min_segment_size, disco_seed_threshold, consistency_threshold) plus a seed policy
+(``seed_policy`` / ``seed_policy_args`` of ``InferenceRequest``). :class:`InferenceOptions` is that
+message as one frozen dataclass, documented field by field below, with the same names, meanings and
+defaults as Google's FIB-25 run (``inference_training_sample2.pbtxt``), plus ``max_steps``.
+
+It is the only definition: a model's ``config.json`` stores the options it was made for in this
+shape (:class:`~napari_connectome.ffn.config.ModelConfig`), the CLI, the widgets and the block-wise
+jobs pass it to :mod:`napari_connectome.ffn.inference`, and job specs type ``segmenter.inference``
+with a pydantic model generated from it
+(:func:`napari_connectome.jobs.spec.inference_overrides_model`), so a typo fails at ``submit``.
+Probability-valued thresholds are given as probabilities, as in google/ffn; the engine converts
+them to logits once (:meth:`InferenceOptions.logit_thresholds`), because the canvas stores logits.
 """
 
 from __future__ import annotations
@@ -37,7 +47,11 @@ class LogitThresholds:
 
 @dataclass(frozen=True)
 class InferenceOptions:
-    """How an FFN grows objects. Defaults: Google's FIB-25 settings (inference.pbtxt)."""
+    """How an FFN grows objects (google/ffn ``InferenceOptions``; see the module docstring).
+
+    Defaults: Google's FIB-25 settings. Frozen (hashable: ``seed_policy_args`` is left out of
+    the hash); change a copy with :meth:`updated`.
+    """
 
     # Probability written at the seed voxel when an object starts (google: init_activation).
     init_activation: float = 0.95
@@ -66,7 +80,7 @@ class InferenceOptions:
     # the distance to image edges), "grid" (google PolicyGrid3d) or "points" (explicit seeds only).
     seed_policy: str = "peaks"
     # Extra arguments of the seed policy, e.g. {"step": 16, "offsets": [0, 8]} for "grid".
-    seed_policy_args: dict[str, Any] = field(default_factory=dict)
+    seed_policy_args: dict[str, Any] = field(default_factory=dict, hash=False)
     # Stop growing one object after this many FFN steps (0 = no limit; google has none).
     max_steps: int = 0
 
@@ -120,13 +134,13 @@ class InferenceOptions:
 
 
 def options_for_model(config: Any, **overrides: Any) -> InferenceOptions:
-    """The model's recommended inference options (if its config has any) plus ``overrides``."""
-    base: dict[str, Any] = {}
-    for attr in ("inference_options", "inference", "inference_defaults"):
-        value = getattr(config, attr, None)
-        if value:
-            if hasattr(value, "to_dict"):
-                value = value.to_dict()
-            base = dict(value) if isinstance(value, dict) else dict(vars(value))
-            break
-    return InferenceOptions.from_dict(base).updated(**overrides)
+    """The model's recommended inference options (``config.inference``) plus ``overrides``
+    (None values ignored). ``config`` may be None or a mapping (e.g. a parsed config.json)."""
+    value = (
+        config.get("inference") if isinstance(config, dict) else getattr(config, "inference", None)
+    )
+    if isinstance(value, InferenceOptions):
+        base = value
+    else:
+        base = InferenceOptions.from_dict(dict(value) if value else None)
+    return base.updated(**overrides)

@@ -27,8 +27,9 @@ import numpy as np
 
 from napari_connectome.errors import UserInputError
 from napari_connectome.ffn.checkpoint import is_model_dir, load_model, save_model
-from napari_connectome.ffn.config import InferenceDefaults, ModelConfig
+from napari_connectome.ffn.config import ModelConfig
 from napari_connectome.ffn.model import FFNArchitecture, build_model
+from napari_connectome.ffn.options import InferenceOptions
 from napari_connectome.ffn.precision import choose_precision
 from napari_connectome.ffn.training.config import TrainConfig
 from napari_connectome.ffn.training.examples import (
@@ -107,7 +108,7 @@ def model_config_for(cfg: TrainConfig, provenance: dict[str, Any]) -> ModelConfi
         architecture=arch,
         image_mean=cfg.image_mean,
         image_stddev=cfg.image_stddev,
-        inference=InferenceDefaults(
+        inference=InferenceOptions(
             init_activation=cfg.init_activation,
             pad_value=cfg.pad_value,
             move_threshold=cfg.move_threshold,
