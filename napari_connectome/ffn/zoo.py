@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from napari_connectome.errors import UserInputError
-from napari_connectome.ffn.config import InferenceDefaults
+from napari_connectome.ffn.options import InferenceOptions
 
 ZOO_URL_ENV = "NAPARI_CONNECTOME_ZOO_URL"
 CACHE_ENV = "NAPARI_CONNECTOME_CACHE"
@@ -39,7 +39,7 @@ class ZooEntry:
     deltas: tuple[int, int, int]
     image_mean: float
     image_stddev: float
-    inference: InferenceDefaults
+    inference: InferenceOptions
     license: str
     citation: str
     extra: dict[str, Any] = field(default_factory=dict)
@@ -67,7 +67,7 @@ ZOO: dict[str, ZooEntry] = {
         deltas=(8, 8, 8),
         image_mean=128.0,
         image_stddev=33.0,
-        inference=InferenceDefaults(
+        inference=InferenceOptions(
             init_activation=0.95,
             pad_value=0.05,
             move_threshold=0.9,
