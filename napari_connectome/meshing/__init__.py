@@ -2,7 +2,9 @@
 cached, and written as PLY, OBJ or neuroglancer precomputed. No napari or Qt in here.
 
 Start with :func:`mesh_segment` (plain arrays and ids) or, for a proofreading project,
-:func:`napari_connectome.proofread.meshes.segment_mesh`.
+:func:`napari_connectome.proofread.meshes.segment_mesh`. Whole segmentations for other viewers:
+:func:`~.volume_export.export_volume_meshes` (meshes of selected or all segments, on Dask) and
+:func:`~.skeletons.skeletonize_volume` (SWC skeletons with kimimaro, blocks stitched).
 """
 
 from napari_connectome.meshing.build import Mesh, empty_mesh, mesh_segment, normalise_levels

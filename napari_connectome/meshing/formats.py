@@ -97,15 +97,25 @@ def write_precomputed(folder: str | os.PathLike, meshes: Iterable[Mesh]) -> Path
     (or open it as ``precomputed://.../FOLDER``)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "info").write_text(json.dumps({"@type": "neuroglancer_legacy_mesh"}))
+    write_precomputed_info(folder)
     for m in meshes:
-        name = f"{m.segment}:0:mesh"
-        (folder / name).write_bytes(precomputed_fragment(m))
-        (folder / f"{m.segment}:0").write_text(json.dumps({"fragments": [name]}))
+        write_precomputed_segment(folder, m)
     return folder
 
 
-_MESH_FILE = re.compile(r"\d+\.(ply|obj)|info|\d+:0(:mesh)?")
+def write_precomputed_info(folder: Path) -> None:
+    (folder / "info").write_text(json.dumps({"@type": "neuroglancer_legacy_mesh"}))
+
+
+def write_precomputed_segment(folder: Path, mesh: Mesh) -> None:
+    """One segment of a legacy mesh folder: the fragment ``<id>:0:mesh`` and the manifest
+    ``<id>:0`` naming it (fragment first, so a manifest never names a missing file)."""
+    name = f"{mesh.segment}:0:mesh"
+    (folder / name).write_bytes(precomputed_fragment(mesh))
+    (folder / f"{mesh.segment}:0").write_text(json.dumps({"fragments": [name]}))
+
+
+_MESH_FILE = re.compile(r"\d+\.(ply|obj|swc)|info|\d+:0(:mesh)?")
 
 
 def is_mesh_folder(path: Path) -> bool:
@@ -119,7 +129,9 @@ def is_mesh_folder(path: Path) -> bool:
     )
 
 
-def _check_mesh_dest(dest: Path, overwrite: bool) -> None:
+def check_mesh_dest(dest: Path, overwrite: bool) -> None:
+    """Refuse a destination that is a link, exists (without ``overwrite``), is not a folder of
+    meshes, or has no parent folder."""
     if dest.is_symlink():
         raise UserInputError(
             f"{dest} is a link: meshes are written to a new folder, never through a link; "
@@ -149,25 +161,38 @@ def write_meshes(
     if fmt not in FORMATS:
         raise UserInputError(f"unknown mesh format {fmt!r}; use one of {', '.join(FORMATS)}")
     dest = Path(dest)
-    _check_mesh_dest(dest, overwrite)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    check_mesh_dest(dest, overwrite)
+    tmp = new_mesh_folder(dest)
     try:
-        normal_mode(tmp, folder=True)  # mkdtemp's 0700 would hide the meshes from other users
         if fmt == "precomputed":
             write_precomputed(tmp, meshes)
         else:
             writer = write_ply if fmt == "ply" else write_obj
             for m in meshes:
                 writer(tmp / f"{m.segment}.{fmt}", m)
-        _check_mesh_dest(dest, overwrite)  # it may have appeared, or changed, meanwhile
-        if dest.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
-            os.replace(dest, old / "meshes")
-            os.replace(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dest)
+        commit_mesh_folder(tmp, dest, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dest
+
+
+def new_mesh_folder(dest: Path) -> Path:
+    """A temporary sibling of ``dest`` to write into, readable by others (mkdtemp's 0700 would
+    hide the meshes from other users)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    normal_mode(tmp, folder=True)
+    return tmp
+
+
+def commit_mesh_folder(tmp: Path, dest: Path, overwrite: bool) -> None:
+    """Rename the complete folder ``tmp`` to ``dest``; an old ``dest`` (checked again: it may have
+    appeared, or changed, meanwhile) is replaced only now."""
+    check_mesh_dest(dest, overwrite)
+    if dest.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
+        os.replace(dest, old / "meshes")
+        os.replace(tmp, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, dest)
