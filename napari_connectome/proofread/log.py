@@ -1,5 +1,13 @@
 """The durable edit log: one SQLite row per operation, written and fsynced before the edit shows.
 
+Every row has a status, PyChunkedGraph's operation life cycle: ``written`` when it is appended
+(before anything changes), ``applied`` once the session applied it, ``failed`` when applying it
+raised and everything was put back. Only ``applied`` rows are replayed on open, so an edit that
+failed half-way is not resurrected by the next session; a ``written`` row on open is one whose
+session died (or could not undo the half-done edit) and is repaired, never replayed. Every row
+also names the user who made it. Logs from before statuses existed gain the columns on open, their
+rows ``applied`` (they were all replayed then).
+
 WAL mode with ``synchronous=FULL`` makes every committed row survive a power cut;
 ``locking_mode=EXCLUSIVE`` makes the first session hold the database lock for its lifetime, so a
 second session on the same log is refused by SQLite itself, and a killed session's lock disappears
@@ -8,6 +16,8 @@ with its process (no stale lock files).
 
 from __future__ import annotations
 
+import getpass
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -24,9 +34,35 @@ CREATE TABLE IF NOT EXISTS ops (
     kind TEXT NOT NULL,          -- an operation kind, or 'undo' / 'redo'
     target INTEGER,              -- for undo / redo: the seq of the operation undone / redone
     params TEXT NOT NULL,
-    arrays BLOB
+    arrays BLOB,
+    status TEXT NOT NULL DEFAULT 'applied',  -- see WRITTEN, APPLIED, FAILED
+    user TEXT NOT NULL DEFAULT '',
+    error TEXT                   -- for a failed row: what went wrong
 );
 """
+# columns added since the first log format, with the value old rows get
+ADDED_COLUMNS = {
+    "status": "TEXT NOT NULL DEFAULT 'applied'",
+    "user": "TEXT NOT NULL DEFAULT ''",
+    "error": "TEXT",
+}
+WRITTEN, APPLIED, FAILED = "written", "applied", "failed"
+
+
+def current_user() -> str:
+    """The login name for the rows' ``user`` column (``uid N`` where the system has none)."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError, ImportError):  # no name for this uid (a container, say)
+        return f"uid {os.getuid()}" if hasattr(os, "getuid") else "unknown"
+
+
+def not_written(path: Path, exc: sqlite3.Error) -> EditRefused:
+    """The log could not take a row (full disk, read-only mount, I/O error)."""
+    return EditRefused(
+        f"cannot write to the edit log {path} ({exc}); nothing was changed. Free space on that "
+        "disk or make it writable, then try again"
+    )
 
 
 def damaged(path: Path, exc: Exception) -> EditRefused:
@@ -44,6 +80,9 @@ class LogRow:
     target: int | None
     params: str
     arrays: bytes | None
+    status: str = APPLIED
+    user: str = ""
+    error: str | None = None
 
 
 class EditLog:
@@ -74,6 +113,11 @@ class EditLog:
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.executescript(SCHEMA)
             self.db.execute("BEGIN EXCLUSIVE")  # takes the lock now and keeps it until close()
+            missing = [c for c in ADDED_COLUMNS if c not in self._columns()]
+            for name in missing:  # a log of the first format: its rows were all applied
+                self.db.execute(f"ALTER TABLE ops ADD COLUMN {name} {ADDED_COLUMNS[name]}")
+            if missing:
+                self.commit_meta()
         except sqlite3.OperationalError as exc:
             self.db.close()
             if "locked" in str(exc) or "busy" in str(exc):
@@ -86,6 +130,9 @@ class EditLog:
             self.db.close()
             raise damaged(self.path, exc) from None
 
+    def _columns(self) -> set[str]:
+        return {r[1] for r in self.db.execute("PRAGMA table_info(ops)")}
+
     def get_meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return row[0] if row else None
@@ -94,31 +141,65 @@ class EditLog:
         self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     def append(
-        self, kind: str, params: str, arrays: bytes | None = None, target: int | None = None
+        self,
+        kind: str,
+        params: str,
+        arrays: bytes | None = None,
+        target: int | None = None,
+        *,
+        user: str = "",
     ) -> LogRow:
-        """Write one row durably; returns it. The caller applies the edit only after this
-        returns."""
+        """Write one row durably with status ``written``; returns it. The caller applies the edit
+        only after this returns, then calls :meth:`set_status`."""
         if self.read_only:
             raise EditRefused("this project is open read-only; edits are not possible")
         now = time.time()
-        cur = self.db.execute(
-            "INSERT INTO ops (time, kind, target, params, arrays) VALUES (?, ?, ?, ?, ?)",
-            (now, kind, target, params, arrays),
-        )
-        self.db.execute("COMMIT")  # synchronous=FULL: on disk when this returns
+        try:
+            cur = self.db.execute(
+                "INSERT INTO ops (time, kind, target, params, arrays, status, user) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (now, kind, target, params, arrays, WRITTEN, user),
+            )
+            self._commit()  # synchronous=FULL: on disk when this returns
+        except sqlite3.Error as exc:
+            self._abandon()
+            raise not_written(self.path, exc) from None
+        return LogRow(cur.lastrowid, now, kind, target, params, arrays, WRITTEN, user)
+
+    def set_status(self, seq: int, status: str, error: str | None = None) -> None:
+        """Mark row ``seq`` applied or failed, durably."""
+        try:
+            self.db.execute("UPDATE ops SET status=?, error=? WHERE seq=?", (status, error, seq))
+            self._commit()
+        except sqlite3.Error as exc:
+            self._abandon()
+            raise not_written(self.path, exc) from None
+
+    def _commit(self) -> None:
+        self.db.execute("COMMIT")
         self.db.execute("BEGIN EXCLUSIVE")
-        return LogRow(cur.lastrowid, now, kind, target, params, arrays)
+
+    def _abandon(self) -> None:
+        """After a failed write: drop what the transaction holds and take the lock again."""
+        try:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            self.db.execute("BEGIN EXCLUSIVE")
+        except sqlite3.Error:
+            pass  # the next write reports the problem again
 
     def rows(self) -> Iterator[LogRow]:
-        for r in self.db.execute(
-            "SELECT seq, time, kind, target, params, arrays FROM ops ORDER BY seq"
-        ):
-            yield LogRow(*r)
+        cols = self._columns()
+        extra = [c if c in cols else "NULL" for c in ADDED_COLUMNS]  # a read-only old log
+        query = f"SELECT seq, time, kind, target, params, arrays, {', '.join(extra)} FROM ops"
+        for r in self.db.execute(query + " ORDER BY seq"):
+            seq, when, kind, target, params, arrays, status, user, error = r
+            yield LogRow(seq, when, kind, target, params, arrays, status or APPLIED, user or "",
+                         error)  # fmt: skip
 
     def commit_meta(self) -> None:
         if not self.read_only:
-            self.db.execute("COMMIT")
-            self.db.execute("BEGIN EXCLUSIVE")
+            self._commit()
 
     def close(self) -> None:
         try:

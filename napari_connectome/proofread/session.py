@@ -1,30 +1,36 @@
 """A proofreading session: the public API the GUI, the CLI, the benchmarks and notebooks all use.
 
 Every edit follows the same path: check preconditions (raise :class:`EditRefused`, nothing
-changed), plan the operation completely, append it to the log (fsynced), then apply it in memory
-(and, for a watershed split, to the fragment volume). Reopening replays the log, so state, undo
-stack and redo stack come back exactly.
+changed), plan the operation completely, append it to the log (fsynced, status ``written``), apply
+it in memory (and, for a watershed split, to the fragment volume), then mark the row ``applied``.
+If applying or marking raises, the edit is undone (operations are all or nothing), the row is
+marked ``failed`` and the error is raised: the project is exactly as it was, now and after a
+reopen. Reopening replays the ``applied`` rows, so state, undo stack and redo stack come back
+exactly.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from napari_connectome.errors import UserInputError
 from napari_connectome.proofread import project as proj
 from napari_connectome.proofread.errors import EditRefused
-from napari_connectome.proofread.log import EditLog, LogRow
+from napari_connectome.proofread.log import APPLIED, FAILED, WRITTEN, EditLog, LogRow, current_user
 from napari_connectome.proofread.operations import (
     DeleteOp,
     MergeOp,
     NewSegmentOp,
     Operation,
+    Patch,
     SplitOp,
     StatusOp,
 )
@@ -51,14 +57,23 @@ class HistoryEntry:
     seq: int
     description: str
     applied: bool  # True: on the undo stack; False: undone (on the redo stack or discarded)
+    user: str = ""  # who made the edit
+    time: float = 0.0  # when (unix time)
+
+
+EditEvent = Literal["edit", "undo", "redo"]
+# told after an edit, undo or redo was applied and its log row marked applied
+EditListener = Callable[[EditEvent, Operation], None]
 
 
 class ProofreadSession:
     """An open project. Use :meth:`create` / :meth:`open`; close it (or use ``with``) to release
     the log lock."""
 
-    def __init__(self, project: Path, *, read_only: bool = False) -> None:
+    def __init__(self, project: Path, *, read_only: bool = False, user: str | None = None) -> None:
         self.project = Path(project)
+        self.user = user or current_user()  # on every log row this session writes
+        self._broken: str | None = None  # why edits are refused after a failed roll-back
         self.meta = proj.read_project_meta(self.project)
         self.format_version = int(self.meta["format_version"])
         log_path = self.project / proj.LOG
@@ -79,14 +94,18 @@ class ProofreadSession:
                 self._open_by_reference()
             self.volume_version = 0
             self.ops: dict[int, Operation] = {}
+            self.made_by: dict[int, tuple[str, float]] = {}  # seq of self.ops -> (user, time)
             self.undo_stack: list[int] = []
             self.redo_stack: list[int] = []
-            self.listeners: list[Callable[[str, Operation | None], None]] = []
+            self.listeners: list[EditListener] = []  # the one event channel (the GUI redraws)
             rows = list(self.log.rows()) if self.log else []
             self._check_fingerprint(rows)
             for row in rows:
                 try:
-                    self._replay(row)
+                    if row.status == APPLIED:
+                        self._replay(row)
+                    elif row.status == WRITTEN:
+                        self._repair(row)
                 except (KeyError, ValueError, IndexError, TypeError) as exc:
                     raise EditRefused(
                         f"the edit log {log_path} is damaged at edit #{row.seq} ({row.kind}: "
@@ -187,10 +206,12 @@ class ProofreadSession:
         return cls(create_project(project, fragments, **kw))
 
     @classmethod
-    def open(cls, project: str | os.PathLike, *, read_only: bool = False) -> ProofreadSession:
+    def open(
+        cls, project: str | os.PathLike, *, read_only: bool = False, user: str | None = None
+    ) -> ProofreadSession:
         if not Path(project).is_dir():
             raise UserInputError(f"no proofreading project at {project}")
-        return cls(Path(project), read_only=read_only)
+        return cls(Path(project), read_only=read_only, user=user)
 
     def close(self) -> None:
         if self.log:
@@ -206,11 +227,11 @@ class ProofreadSession:
     def _check_fingerprint(self, rows: list[LogRow]) -> None:
         if self.format_version == 1:
             patches = []
-            for r in rows:
+            for r in rows:  # every status: a failed or half-written patch is undone on disk too
                 if r.kind == "split":
                     op = Operation.load(r.kind, r.params, r.arrays)
-                    for i, p in enumerate(op.params["patches"]):
-                        patches.append((p["lo"], op.arrays[f"mask{i}"], p["old"]))
+                    for p, mask in zip(op.patches, op.masks):
+                        patches.append((p.lo, mask, p.old))
             current = proj.fingerprint(self.fragments, patches)
         else:  # the region graph's digest of every chunk, checked against the source on read
             current = self.meta["fingerprint"]
@@ -245,10 +266,20 @@ class ProofreadSession:
             self._write_in_place(lo, mask, old)
 
     def _write_in_place(self, lo: Sequence[int], mask: np.ndarray, value: int) -> None:
+        """All or nothing: a write that fails part-way (a full disk) puts the voxels it may have
+        changed back; if even that fails, the session refuses further edits until reopened."""
         sl = tuple(slice(int(a), int(a) + m) for a, m in zip(lo, mask.shape))
-        region = np.asarray(self.fragments[sl])
+        before = np.asarray(self.fragments[sl])
+        region = before.copy()
         region[mask] = value
-        self.fragments[sl] = region
+        try:
+            self.fragments[sl] = region
+        except BaseException:
+            try:
+                self.fragments[sl] = before
+            except BaseException as exc:
+                self._broken = f"a voxel patch could not be put back ({exc})"
+            raise
 
     # ---- reading
     # ---------------------------------------------------------------------------------------------
@@ -331,7 +362,10 @@ class ProofreadSession:
 
     def history(self) -> list[HistoryEntry]:
         applied = set(self.undo_stack)
-        return [HistoryEntry(seq, op.describe(), seq in applied) for seq, op in self.ops.items()]
+        return [
+            HistoryEntry(seq, op.describe(), seq in applied, *self.made_by[seq])
+            for seq, op in self.ops.items()
+        ]  # fmt: skip
 
     # ---- edits
     # ----------------------------------------------------------------------------------------------
@@ -344,13 +378,65 @@ class ProofreadSession:
     def _writable(self) -> None:
         if self.read_only or self.log is None:
             raise EditRefused("this project is open read-only; nothing can be edited")
+        if self._broken:
+            raise EditRefused(
+                f"an edit failed and could not be undone here: {self._broken}. Close the project "
+                "and open it again; that puts it back as it was before the failed edit"
+            )
 
     def _commit(self, op: Operation) -> Operation:
         params, blob = op.dump()
-        row = self.log.append(op.kind, params, blob)  # durable before the edit shows
-        self._apply_edit(row.seq, op, row.time)
-        self._notify("edit", op)
+        row = self.log.append(op.kind, params, blob, user=self.user)  # durable before it shows
+        self._run_row(row, op, "edit")
         return op
+
+    def _run_row(self, row: LogRow, op: Operation, event: EditEvent) -> None:
+        """Apply a row just written, then mark it applied; on any failure undo what was done,
+        mark it failed and re-raise, so the project stays as it was (also across a reopen)."""
+        do, undo = {
+            "edit": (self._apply_edit, self._unapply_edit),
+            "undo": (self._apply_undo, self._apply_redo),
+            "redo": (self._apply_redo, self._apply_undo),
+        }[event]
+        saved = self._save_bookkeeping(op)
+        try:
+            do(row, op)  # all or nothing
+        except BaseException as exc:
+            self._failed(row, exc, saved)
+            raise
+        try:
+            self.log.set_status(row.seq, APPLIED)
+        except BaseException as exc:
+            try:
+                undo(row, op)
+            except BaseException as again:
+                self._broken = f"'{op.describe()}' could not be undone ({again})"
+            self._failed(row, exc, saved)
+            raise
+        self._notify(event, op)
+
+    def _save_bookkeeping(self, op: Operation) -> tuple:
+        """What an edit changes besides its operation's own steps (small: the redo stack and
+        the statuses of the segments it touches), to put back if it fails."""
+        t = self.table
+        statuses = {s: copy.copy(t.status.get(s)) for s in op.segments()}
+        return list(self.redo_stack), statuses, t.id_counter
+
+    def _failed(self, row: LogRow, exc: BaseException, saved: tuple) -> None:
+        redo, statuses, id_counter = saved
+        self.ops.pop(row.seq, None)
+        self.made_by.pop(row.seq, None)
+        self.redo_stack[:] = redo
+        for s, st in statuses.items():
+            if st is None:
+                self.table.status.pop(s, None)
+            else:
+                self.table.set_status(s, st)
+        self.table.id_counter = id_counter  # a failed edit hands out no ids
+        if not self._broken:  # else the row stays 'written': the next open repairs it
+            with contextlib.suppress(EditRefused):  # else 'written': skipped on open all the same
+                self.log.set_status(row.seq, FAILED, f"{type(exc).__name__}: {exc}")
+        exc.add_note("the edit was not applied; the project is as it was before it")
 
     def merge(self, segments: Sequence[int]) -> Operation:
         """Merge segments into the first one (the active segment)."""
@@ -373,7 +459,7 @@ class ProofreadSession:
         rows = self.table.rows_of_many(arr[1:])
         arrays = {"fragments": self.table.frag_ids[rows], "old": self.table.seg[rows]}
         empty = [s for s in segs if s in self.table.empty_segments]
-        return self._commit(MergeOp({"target": target, "sources": sources, "empty": empty}, arrays))
+        return self._commit(MergeOp(target, sources, empty, **arrays))
 
     def preview_split(
         self, segment: int, seeds_a: Sequence[Point], seeds_b: Sequence[Point]
@@ -397,10 +483,15 @@ class ProofreadSession:
             == plan.segment
         ):
             raise EditRefused("the segment changed since this preview; preview the split again")
-        params = {"segment": plan.segment, "new_segment": plan.new_segment, "patches": plan.patches}
-        arrays = {"side_b": plan.side_b} | {f"mask{i}": m for i, m in enumerate(plan.masks)}
-        arrays |= plan.edges
-        return self._commit(SplitOp(params, arrays))
+        op = SplitOp(
+            segment=int(plan.segment),
+            new_segment=int(plan.new_segment),
+            patches=[Patch.from_json(p) for p in plan.patches],
+            side_b=plan.side_b,
+            masks=list(plan.masks),
+            edges=dict(plan.edges),
+        )
+        return self._commit(op)
 
     def split(self, segment: int, seeds_a: Sequence[Point], seeds_b: Sequence[Point]) -> Operation:
         return self.commit_split(self.preview_split(segment, seeds_a, seeds_b))
@@ -409,16 +500,14 @@ class ProofreadSession:
         self._writable()
         self._require(int(segment))
         rows = self.table.rows_of(segment)
-        params = {"segment": int(segment), "was_empty": int(segment) in self.table.empty_segments}
-        return self._commit(DeleteOp(params, {"fragments": self.table.frag_ids[rows]}))
+        was_empty = int(segment) in self.table.empty_segments
+        return self._commit(DeleteOp(int(segment), was_empty, self.table.frag_ids[rows]))
 
     def _status(self, segment: int, field: str, value: bool) -> Operation:
         self._writable()
         self._require(int(segment), edit=False)
         prev = getattr(self.table.status_of(segment), field)
-        return self._commit(
-            StatusOp({"segment": int(segment), "field": field, "value": value, "previous": prev})
-        )
+        return self._commit(StatusOp(int(segment), field, bool(value), bool(prev)))
 
     def lock(self, segment: int) -> Operation:
         return self._status(segment, "locked", True)
@@ -435,7 +524,7 @@ class ProofreadSession:
     def new_segment(self) -> int:
         self._writable()
         seg = self.table.next_id()
-        self._commit(NewSegmentOp({"segment": seg}))
+        self._commit(NewSegmentOp(int(seg)))
         return seg
 
     def _check_locks(self, op: Operation, verb: str) -> None:
@@ -453,9 +542,8 @@ class ProofreadSession:
             raise EditRefused("nothing to undo")
         op = self.ops[self.undo_stack[-1]]
         self._check_locks(op, "undo")
-        row = self.log.append("undo", "{}", None, target=self.undo_stack[-1])
-        self._apply_undo(row)
-        self._notify("undo", op)
+        row = self.log.append("undo", "{}", None, target=self.undo_stack[-1], user=self.user)
+        self._run_row(row, op, "undo")
         return op
 
     def redo(self) -> Operation:
@@ -464,9 +552,8 @@ class ProofreadSession:
             raise EditRefused("nothing to redo")
         op = self.ops[self.redo_stack[-1]]
         self._check_locks(op, "redo")
-        row = self.log.append("redo", "{}", None, target=self.redo_stack[-1])
-        self._apply_redo(row)
-        self._notify("redo", op)
+        row = self.log.append("redo", "{}", None, target=self.redo_stack[-1], user=self.user)
+        self._run_row(row, op, "redo")
         return op
 
     # ---- state changes (shared by live edits and replay)
@@ -477,31 +564,40 @@ class ProofreadSession:
             st = self.table.status_of(s)
             self.table.set_status(s, SegmentStatus(st.locked, st.done, when, what))
 
-    def _apply_edit(self, seq: int, op: Operation, when: float) -> None:
+    # Each of these is all or nothing: the operation's steps run first (they undo themselves
+    # if one fails), the bookkeeping after them cannot fail.
+    def _apply_edit(self, row: LogRow, op: Operation) -> None:
         op.execute(self)
-        self.ops[seq] = op
-        self.undo_stack.append(seq)
+        self.ops[row.seq] = op
+        self.made_by[row.seq] = (row.user, row.time)
+        self.undo_stack.append(row.seq)
         self.redo_stack.clear()
-        self._stamp(op, when)
+        self._stamp(op, row.time)
 
-    def _apply_undo(self, row: LogRow) -> None:
-        seq = self.undo_stack.pop()
-        if seq != row.target:
+    def _unapply_edit(self, row: LogRow, op: Operation) -> None:
+        """The inverse of :meth:`_apply_edit` (redo stack and stamps: see ``_failed``)."""
+        op.invert(self)
+        if self.undo_stack and self.undo_stack[-1] == row.seq:
+            self.undo_stack.pop()
+
+    def _apply_undo(self, row: LogRow, op: Operation | None = None) -> None:
+        seq = self.undo_stack[-1] if self.undo_stack else None
+        if seq is None or seq != row.target:
             raise RuntimeError(
                 f"corrupt log: undo of {row.target} but the top of the stack is {seq}"
             )
         self.ops[seq].invert(self)
-        self.redo_stack.append(seq)
+        self.redo_stack.append(self.undo_stack.pop())
         self._stamp(self.ops[seq], row.time)
 
-    def _apply_redo(self, row: LogRow) -> None:
-        seq = self.redo_stack.pop()
-        if seq != row.target:
+    def _apply_redo(self, row: LogRow, op: Operation | None = None) -> None:
+        seq = self.redo_stack[-1] if self.redo_stack else None
+        if seq is None or seq != row.target:
             raise RuntimeError(
                 f"corrupt log: redo of {row.target} but the top of the stack is {seq}"
             )
         self.ops[seq].execute(self)
-        self.undo_stack.append(seq)
+        self.undo_stack.append(self.redo_stack.pop())
         self._stamp(self.ops[seq], row.time)
 
     def _replay(self, row: LogRow) -> None:
@@ -510,10 +606,21 @@ class ProofreadSession:
         elif row.kind == "redo":
             self._apply_redo(row)
         else:
-            op = Operation.load(row.kind, row.params, row.arrays)
-            self._apply_edit(row.seq, op, row.time)
+            self._apply_edit(row, Operation.load(row.kind, row.params, row.arrays))
 
-    def _notify(self, what: str, op: Operation | None) -> None:
+    def _repair(self, row: LogRow) -> None:
+        """A row left ``written``: its session died while applying it, or could not undo it after
+        a failure. It never counted; only the voxels a format-1 split may have half-written in
+        the project's own copy need putting back (by reference, patches live in memory)."""
+        if self.read_only:
+            return  # nothing is written; the next writable open repairs it
+        if row.kind == "split" and self.overlay is None:
+            op = Operation.load(row.kind, row.params, row.arrays)
+            for p, mask in zip(op.patches, op.masks):
+                self._write_in_place(p.lo, mask, p.old)
+        self.log.set_status(row.seq, FAILED, "not applied when its session ended")
+
+    def _notify(self, what: EditEvent, op: Operation) -> None:
         for fn in list(self.listeners):
             fn(what, op)
 
