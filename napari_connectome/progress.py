@@ -1,8 +1,7 @@
 """Progress reporting for the core without any UI dependency.
 
 Core functions accept ``progress: ProgressCallback | None``; the CLI passes a tqdm-backed callback
-and
-the GUI passes one that emits a Qt signal, so the algorithm never knows who is watching.
+and the GUI passes one that emits a Qt signal, so the algorithm never knows who is watching.
 """
 
 from __future__ import annotations

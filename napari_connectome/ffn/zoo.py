@@ -158,18 +158,51 @@ def _fetch(entry: ZooEntry, fname: str, sha256: str, dest: Path) -> Path:
             progressbar=False,
         )
     except ValueError as exc:  # pooch's hash mismatch (it deletes the bad download)
+        if "hash" not in str(exc):
+            raise
         raise UserInputError(
             f"download of {url} failed its sha256 check ({exc}); the mirror holds a different or "
             f"corrupt file. Check {ZOO_URL_ENV} or try again later"
         ) from None
-    except Exception as exc:
-        if isinstance(exc, UserInputError):
-            raise
+    except _download_errors() as exc:
         raise UserInputError(
             f"could not download {url} ({type(exc).__name__}: {exc}); check the network, or set "
             f"{ZOO_URL_ENV} to a mirror holding {', '.join(entry.files)}"
         ) from None
     return Path(path)
+
+
+def _download_errors() -> tuple[type[BaseException], ...]:
+    """What a failed download raises: the HTTP client's errors (requests, which pooch uses, and
+    urllib's), a lost or refused connection, a ``file://`` mirror without the file. A local disk
+    that is full or read-only is not among them: that ``OSError`` reaches the caller as it is
+    (the CLI names the folder)."""
+    from urllib.error import URLError
+
+    import requests
+
+    return (requests.RequestException, URLError, ConnectionError, TimeoutError, FileNotFoundError)
+
+
+def field_of_view(name_or_path: str | Path) -> tuple[int, int, int]:
+    """A model's FOV (z, y, x) from its ``config.json``, or from its zoo entry while it is not
+    downloaded yet: reads no weights and downloads nothing (``run-job --check`` on a login node).
+    ``default`` is :func:`default_model`'s choice."""
+    from napari_connectome.ffn.checkpoint import CONFIG_FILE, is_model_dir
+    from napari_connectome.ffn.config import ModelConfig
+
+    name = str(name_or_path)
+    if name == "default":
+        shipped = shipped_models()
+        name = str(shipped[0]) if shipped else "google-fib25"
+    path = Path(name)
+    if not is_model_dir(path) and name in ZOO:
+        path = cache_dir() / "models" / name
+        if not is_model_dir(path):
+            return ZOO[name].fov_size
+    elif not is_model_dir(path):
+        path = get_model(name)  # a shipped name, or the error that says what is known
+    return ModelConfig.load(path / CONFIG_FILE).fov_size
 
 
 def get_model(name_or_path: str | Path) -> Path:

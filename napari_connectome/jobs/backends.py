@@ -57,8 +57,7 @@ def stage(transport: Transport, spec: JobSpec) -> str:
             if old.fingerprint() != spec.fingerprint():
                 raise UserInputError(
                     f"output {out} belongs to a different job ({spec.differences(old)}): set "
-                    "the same values to resume it, "
-                    "choose another output, or overwrite it"
+                    "the same values to resume it, choose another output, or overwrite it"
                 )
         elif spec.overwrite:
             if not _ours_on(transport, out):
@@ -71,8 +70,7 @@ def stage(transport: Transport, spec: JobSpec) -> str:
         else:
             raise UserInputError(
                 f"output {out} already exists on {transport.label}: set resume: true to continue "
-                "that job, "
-                "or pass --overwrite to replace it"
+                "that job, or pass --overwrite to replace it"
             )
     transport.makedirs(_p(out, "_job", "scheduler"))
     transport.write_file(spec_path, spec.to_yaml().encode())
@@ -309,8 +307,8 @@ def cancel(record: JobRecord) -> str:
         alive = _job_process_alive(record)
         if alive is None:
             raise UserInputError(
-                f"job {record.id} was started on {record.host}, not on this machine: cancel it "
-                "there"
+                f"job {record.id} was started on {record.host}, not on this machine: "
+                "cancel it there"
             )
         ended = _job_ended(record)
         if ended or not alive:

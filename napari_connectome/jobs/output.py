@@ -90,13 +90,6 @@ def open_level(dest: Path | str, level: int, mode: str = "r+"):
     return zarr.open_array(str(Path(dest) / str(level)), mode=mode)
 
 
-def n_levels(dest: Path | str) -> int:
-    import zarr
-
-    group = zarr.open_group(str(dest), mode="r")
-    return len(group.attrs["ome"]["multiscales"][0]["datasets"])
-
-
 def chunk_file(dest: Path | str, level: int, chunk_index: Triple) -> str:
     """Path of one chunk file relative to ``dest`` (what a streaming client copies)."""
     arr = open_level(dest, level, mode="r")

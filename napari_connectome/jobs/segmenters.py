@@ -1,7 +1,7 @@
 """Block segmenters: the per-block step of a job, pluggable.
 
-A block segmenter takes the image of one block's read region (write region plus context) and returns
-labels of the same shape (uint64, 0 = background). Ids need not be consecutive; the pipeline
+A block segmenter takes the image of one block's read region (write region plus context) and
+returns labels of the same shape (uint64, 0 = background). Ids need not be consecutive; the pipeline
 renumbers them. ``min_shape`` is the smallest region it can work on (the FFN field of view).
 """
 
@@ -30,8 +30,7 @@ class WatershedSegmenter:
     """Seeded watershed of the distance transform of ``image >= threshold``.
 
     Deterministic and model-free: cells are bright, membranes dark (as in EM after inversion, and
-    in the
-    synthetic test volumes). Seeds are the connected parts of the foreground deeper than
+    in the synthetic test volumes). Seeds are the connected parts of the foreground deeper than
     ``seed_distance`` voxels, so touching cells joined by a thin bridge come apart.
     """
 
@@ -143,16 +142,21 @@ def make_segmenter(spec: SegmenterSpec) -> BlockSegmenter:
     if not isinstance(seg, BlockSegmenter):
         raise UserInputError(
             f"segmenter.factory {spec.factory!r} returned {type(seg).__name__}, which is not a "
-            "block "
-            "segmenter (needs min_shape and __call__(image) -> labels)"
+            "block segmenter (needs min_shape and __call__(image) -> labels)"
         )
     return seg
 
 
 def segmenter_min_shape(spec: SegmenterSpec) -> Triple:
-    """The field of view, known without loading weights where possible (for spec checks)."""
+    """The smallest region the segmenter works on, for spec checks before any output exists.
+
+    FFN: the field of view from the model's ``config.json`` (or its zoo entry), so a check on a
+    login node neither loads weights nor needs torch's devices. A plug-in factory is built once,
+    since only the object it returns knows its ``min_shape``."""
     if spec.kind == "watershed":
-        return (1, 1, 1)
-    if spec.kind == "ffn":  # the weights load on the CPU: the check may run where no GPU is
-        spec = spec.model_copy(update={"device": "cpu"})
+        return WatershedSegmenter.min_shape
+    if spec.kind == "ffn":
+        from napari_connectome.ffn.zoo import field_of_view
+
+        return tuple(int(v) for v in field_of_view(spec.model))
     return tuple(make_segmenter(spec).min_shape)

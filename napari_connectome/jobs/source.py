@@ -1,13 +1,12 @@
 """Reading the job's input: its geometry up front, one block's region inside a worker.
 
-Goes through :func:`napari_connectome.volumes.open_volume` so every format the viewer opens can be
-segmented; a small h5py/zarr reader stands in where that module is not available.
+Goes through :func:`napari_connectome.volumes.open_volume`, so every format the viewer opens can be
+segmented.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -40,39 +39,10 @@ def _open_array(source: str):
 
 
 def _open_uncached(source: str):
-    try:
-        from napari_connectome.volumes import open_volume
-    except ImportError:
-        open_volume = None
-    if open_volume is not None:
-        vol = open_volume(source)
-        return vol.data, tuple(vol.voxel_size_nm), tuple(vol.offset_nm)
-    return _fallback_open(source)
+    from napari_connectome.volumes import open_volume
 
-
-def _fallback_open(source: str):
-    path, _, inner = (
-        source.partition(":") if ".h5:" in source or ".hdf5:" in source else (source, "", "")
-    )
-    p = Path(path)
-    if not p.exists():
-        raise UserInputError(f"input {source!r} not found: check the 'input' path of the job spec")
-    if p.suffix in (".h5", ".hdf5"):
-        import h5py
-
-        f = h5py.File(p, "r")
-        if not inner or inner not in f:
-            names = [k for k in f if isinstance(f[k], h5py.Dataset)]
-            raise UserInputError(
-                f"input {source!r}: give a dataset as FILE.h5:NAME, one of {names}"
-            )
-        ds = f[inner]
-        res = tuple(float(v) for v in ds.attrs.get("resolution_nm_zyx", (1, 1, 1)))
-        return ds, res, (0.0, 0.0, 0.0)
-    import zarr
-
-    arr = zarr.open_array(str(p), mode="r")
-    return arr, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0)
+    vol = open_volume(source)
+    return vol.data, tuple(vol.voxel_size_nm), tuple(vol.offset_nm)
 
 
 def input_info(source: str) -> InputInfo:

@@ -100,10 +100,9 @@ class SegmenterSpec(_Strict):
 
     ``ffn``: flood-filling network (``model`` = a model folder, or ``default`` for the shipped one;
     ``inference`` = FFN inference options). ``watershed``: seeded watershed of the distance
-    transform of
-    ``image >= threshold`` (deterministic, no model; for tests and bright-cell/dark-membrane data).
-    ``plugin``: ``factory`` = ``"package.module:function"`` returning a block segmenter (your own
-    code).
+    transform of ``image >= threshold`` (deterministic, no model; for tests and
+    bright-cell/dark-membrane data). ``plugin``: ``factory`` = ``"package.module:function"``
+    returning a block segmenter (your own code).
     """
 
     kind: Literal["ffn", "watershed", "plugin"] = "ffn"
@@ -213,8 +212,8 @@ class Resources(_Strict):
 class BackendSpec(_Strict):
     """Where blocks run. ``local``: a Dask LocalCluster on 127.0.0.1 with ``workers`` processes;
     ``dask``: an existing scheduler at ``scheduler``; ``slurm`` / ``pbs``: a batch job (over
-    ``ssh`` or,
-    without it, on this machine) that runs ``napari-connectome run-job`` inside the allocation."""
+    ``ssh`` or, without it, on this machine) that runs ``napari-connectome run-job`` inside the
+    allocation."""
 
     kind: Literal["local", "dask", "slurm", "pbs"] = "local"
     # per node; default: one per GPU, else one per 2 cores. No node has more than MAX_WORKERS cores
@@ -339,8 +338,7 @@ class JobSpec(_Strict):
     )
 
     def fingerprint(self) -> str:
-        """Hash of everything that determines the result, so a resume never mixes two different
-        jobs."""
+        """Hash of everything that determines the result, so a resume never mixes two jobs."""
         payload = json.dumps(
             self.model_dump(mode="json", include=set(self.RESULT_FIELDS)), sort_keys=True
         )

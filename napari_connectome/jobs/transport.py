@@ -10,6 +10,7 @@ check), never accepted blindly.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import shlex
 import shutil
@@ -42,7 +43,6 @@ class Transport(Protocol):
     def exists(self, path: str) -> bool: ...
     def makedirs(self, path: str) -> None: ...
     def remove_tree(self, path: str) -> None: ...
-    def reconnect(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -93,9 +93,6 @@ class LocalTransport:
     def remove_tree(self, path: str) -> None:
         shutil.rmtree(path)
 
-    def reconnect(self) -> None:
-        pass
-
     def close(self) -> None:
         pass
 
@@ -118,12 +115,16 @@ class SSHTransport:
     def _call(self, coro, timeout: float | None = None):
         try:
             return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+        except transient_errors():
+            raise
         except OSError as exc:
-            # an OS error in the SSH loop is the network's, never a file on this machine: it
-            # reads as a dropped connection (see transient_errors)
-            if isinstance(exc, (ConnectionError, TimeoutError)):
-                raise
-            raise ConnectionError(f"{self.label}: {exc}") from exc
+            if exc.errno in _NETWORK_ERRNOS:  # the route or the host went away: a drop
+                raise ConnectionError(f"{self.label}: {exc}") from exc
+            raise
+        except _sftp_file_error() as exc:
+            # a file the server refused (missing, permission, its disk full): an OSError like a
+            # local one, so callers treat both alike and never reconnect for it
+            raise OSError(_SFTP_ERRNO.get(exc.code, errno.EIO), exc.reason, exc.code) from exc
 
     async def _open(self, spec: SSHSpec, tunnel=None):
         return await ssh_connect(spec, tunnel)
@@ -145,10 +146,6 @@ class SSHTransport:
     @property
     def _conn(self):
         return self._conns[-1]
-
-    def reconnect(self) -> None:
-        self._call(self._disconnect())
-        self._call(self._connect())
 
     def close(self) -> None:
         if self._loop.is_running():
@@ -228,8 +225,7 @@ async def ssh_connect(spec: SSHSpec, tunnel=None, **options):
     if not os.path.isfile(known_hosts):
         raise UserInputError(
             f"known_hosts file {known_hosts} not found: host keys must be verified; add the "
-            "login "
-            f"node's key (ssh-keyscan -p {spec.port} {spec.host}, then check its fingerprint)"
+            f"login node's key (ssh-keyscan -p {spec.port} {spec.host}, then check its fingerprint)"
         )
     kwargs = {
         "known_hosts": known_hosts,
@@ -252,16 +248,13 @@ async def ssh_connect(spec: SSHSpec, tunnel=None, **options):
     except asyncssh.HostKeyNotVerifiable as exc:
         raise UserInputError(
             f"host key of {where} is not trusted ({exc.reason}): it is missing from "
-            f"{known_hosts} or "
-            "has CHANGED. Refusing to connect. If the key really changed, confirm the new "
-            "fingerprint "
-            "with the cluster's admins, then update known_hosts"
+            f"{known_hosts} or has CHANGED. Refusing to connect. If the key really changed, "
+            "confirm the new fingerprint with the cluster's admins, then update known_hosts"
         ) from None
     except asyncssh.PermissionDenied:
         raise UserInputError(
             f"SSH login to {where} was refused: wrong user or key (check ssh.user and "
-            "ssh.key, or "
-            "load the key into your agent)"
+            "ssh.key, or load the key into your agent)"
         ) from None
     except (TimeoutError, OSError) as exc:
         raise UserInputError(f"cannot reach {where}: {exc}. Check ssh.host and ssh.port") from None
@@ -272,12 +265,48 @@ async def ssh_connect(spec: SSHSpec, tunnel=None, **options):
 def transient_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean "the connection dropped": worth reconnecting for, unlike bad input.
 
-    Only the transport's own errors (SSH/SFTP, a reset or timed-out connection) count. A local
-    ``OSError`` (read-only folder, full disk, a file where a folder should be) is not among them:
-    retrying cannot fix it, so it must end the operation at once with a message."""
+    A reset, refused, aborted or timed-out connection (``ConnectionError``, ``TimeoutError``: the
+    ECONNRESET, ECONNREFUSED, ECONNABORTED, EPIPE and ETIMEDOUT errnos), an unreachable network
+    or host (``SSHTransport`` raises those as ``ConnectionError``), an SSH disconnect, a lost SFTP
+    session. Not a file error on either side: a missing file, a refused permission or a full disk
+    (a local ``OSError``, or an SFTP status that ``SSHTransport`` raises as ``OSError``) cannot be
+    fixed by reconnecting, so it ends the operation at once with its message."""
     import asyncssh
 
-    return (ConnectionError, EOFError, TimeoutError, asyncssh.Error)
+    return (
+        ConnectionError,
+        TimeoutError,
+        EOFError,
+        asyncssh.DisconnectError,  # ConnectionLost too
+        asyncssh.ChannelOpenError,
+        asyncssh.SFTPConnectionLost,
+        asyncssh.SFTPNoConnection,
+    )
+
+
+def _sftp_file_error() -> type[BaseException]:
+    import asyncssh
+
+    return asyncssh.SFTPError
+
+
+# errnos of a route or host gone away (reset/refused/timed-out ones are ConnectionError already)
+_NETWORK_ERRNOS = frozenset(
+    {errno.ENETDOWN, errno.ENETUNREACH, errno.ENETRESET, errno.EHOSTDOWN, errno.EHOSTUNREACH}
+)
+# SFTP status codes (draft-ietf-secsh-filexfer-13) as the errno a local file operation gives
+_SFTP_ERRNO = {
+    2: errno.ENOENT,  # no such file
+    3: errno.EACCES,  # permission denied
+    10: errno.ENOENT,  # no such path
+    11: errno.EEXIST,  # file already exists
+    12: errno.EROFS,  # write protect
+    14: errno.ENOSPC,  # no space on filesystem
+    15: errno.EDQUOT,  # quota exceeded
+    18: errno.ENOTEMPTY,  # directory not empty
+    19: errno.ENOTDIR,  # not a directory
+    24: errno.EISDIR,  # file is a directory
+}
 
 
 def open_transport(ssh: SSHSpec | dict | None) -> Transport:
