@@ -25,7 +25,9 @@ from napari_connectome.errors import UserInputError
 
 MARKER = "napari_connectome"
 # what our writers may put beside the levels of an OME-Zarr: segment's counters, a job's files
-_EXTRAS = frozenset({"ffn_counters.json", "progress.jsonl", "_job"})
+# datasource-properties.json: the WebKnossos description napari-connectome writes beside an
+# OME-Zarr (viewers/webknossos_properties.py); one without our entry is the user's (is_ours)
+_EXTRAS = frozenset({"ffn_counters.json", "progress.jsonl", "_job", "datasource-properties.json"})
 _JOB_FILES = frozenset({"zarr.json", "progress.jsonl", "_job"})
 # suffixes that end the on-disk part of a source string (``v.h5:raw``, ``s.zarr/group/array``)
 _CONTAINER_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5", ".zarr", ".n5", ".npz")
@@ -144,6 +146,11 @@ def is_ours(path: str | Path) -> bool:
         if not any(os.scandir(path)):
             return True  # an empty folder: nothing to lose
         text = (path / "zarr.json").read_bytes() if (path / "zarr.json").is_file() else None
+        props = path / "datasource-properties.json"
+        if props.exists() or props.is_symlink():
+            meta = None if props.is_symlink() else _read_json(props)
+            if not (isinstance(meta, dict) and "napari_connectome" in meta):
+                return False
         if has_marker(text):
             return _only_our_files(path, _parse_json(text))
         return _legacy_layout(path) or _job_folder(path)

@@ -67,6 +67,8 @@ def webknossos_root(path: Path) -> tuple[Path, str] | None:
     cur = path
     for _ in range(3):
         if (cur / WEBKNOSSOS_PROPERTIES).is_file():
+            if _written_beside_ome_zarr(cur):
+                return None  # our own description for WebKnossos: the folder is an OME-Zarr
             names = _webknossos_layer_names(cur) if parts else None
             if names is not None and parts[0] not in names:
                 return None  # another folder kept beside the layers (an export, agglomerates)
@@ -76,6 +78,21 @@ def webknossos_root(path: Path) -> tuple[Path, str] | None:
         parts.insert(0, cur.name)
         cur = cur.parent
     return None
+
+
+def _written_beside_ome_zarr(root: Path) -> bool:
+    """A properties file napari-connectome wrote into an OME-Zarr folder (see
+    viewers/webknossos_properties.py): WebKnossos reads the folder as a dataset, we as the
+    OME-Zarr it is (offsets and all)."""
+    import json
+
+    if not ((root / "zarr.json").is_file() or (root / ".zgroup").is_file()):
+        return False
+    try:
+        meta = json.loads((root / WEBKNOSSOS_PROPERTIES).read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and "napari_connectome" in meta
 
 
 def _webknossos_layer_names(root: Path) -> set[str] | None:
