@@ -1,8 +1,9 @@
 """What a user installs works: the wheel ships the napari manifest and resources, and napari's npe2
 finds and validates the manifest in a clean virtual environment and in the editable dev install.
 
-napari.yaml and resources/ live at the top level (as our users asked); napari_connectome/napari.yaml
-and napari_connectome/resources are symlinks to them, which the build resolves into real files.
+napari_connectome/napari.yaml and napari_connectome/resources are the files in use (real files, no
+symlinks, so a wheel and a Windows checkout work alike); the top-level napari.yaml and resources/
+are copies for readers of the repository (tests/test_core_without_napari.py checks them).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DIST = "napari-connectome"
 # Build from a copy of what the build reads, so stale files in build/ (setuptools reuses it) cannot
 # slip into the wheel, parallel builds share nothing, and data lying in the checkout is not copied.
-BUILD_INPUTS = ("pyproject.toml", "README.md", "napari.yaml", "resources", "napari_connectome")
+BUILD_INPUTS = ("pyproject.toml", "README.md", "napari_connectome")
 BUILD_INPUT_GLOBS = ("LICEN[CS]E*", "COPYING*", "NOTICE*", "AUTHORS*", "MANIFEST.in", "setup.*")
 BUILD_OUTPUTS = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc")
 
@@ -66,13 +67,13 @@ def test_wheel_ships_manifest_resources_and_every_command_module(dists):
         (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
         entry_points_text = wheel.read(entry_points).decode()
 
-    assert shipped_manifest == yaml.safe_load((ROOT / "napari.yaml").read_text())
+    assert shipped_manifest == yaml.safe_load((ROOT / "napari_connectome/napari.yaml").read_text())
     assert "[napari.manifest]\nnapari-connectome = napari_connectome:napari.yaml" in (
         entry_points_text
     )
     resources = [
-        p.relative_to(ROOT / "resources").as_posix()
-        for p in (ROOT / "resources").rglob("*")
+        p.relative_to(ROOT / "napari_connectome/resources").as_posix()
+        for p in (ROOT / "napari_connectome/resources").rglob("*")
         if p.is_file() and "__pycache__" not in p.parts
     ]
     assert resources, "resources/ is empty"
@@ -137,4 +138,52 @@ def test_editable_install_manifest_is_valid_and_its_commands_import():
     import importlib.resources
 
     manifest = Path(str(importlib.resources.files("napari_connectome") / "napari.yaml"))
-    assert manifest.resolve() == (ROOT / "napari.yaml").resolve()
+    assert manifest == ROOT / "napari_connectome" / "napari.yaml"
+    assert manifest.is_file()
+    assert not manifest.is_symlink()
+
+
+CORE_JOB = """
+import json, sys
+import numpy as np, zarr
+img = np.full((32, 48, 48), 200, np.uint8)
+img[:, :, 23:25] = 10
+zarr.create_array("em.zarr", shape=img.shape, chunks=(16, 16, 16), dtype="uint8")[...] = img
+json.dump({"name": "core", "input": "em.zarr", "output": sys.argv[1], "block_shape": [32, 32, 32],
+           "overlap": [8, 8, 8], "segmenter": {"kind": "watershed", "threshold": 128},
+           "pyramid_levels": 1, "backend": {"kind": "local", "workers": 1}}, open("job.yaml", "w"))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_core_only_install_in_a_fresh_venv_runs_a_job(dists, tmp_path):
+    """`pip install napari-connectome` into an empty venv (PyPI; torch's CPU build from PyTorch's
+    index, as README says): napari and Qt are not installed, `run-job --check` and a whole job run.
+    Needs the network and ~1 GB; a few minutes."""
+    venv = tmp_path / "venv"
+    created = _run([sys.executable, "-m", "venv", venv], cwd=tmp_path)
+    assert created.returncode == 0, _explain(created)
+    py = venv / "bin" / "python"
+    pip = [py, "-m", "pip", "--disable-pip-version-check", "install", "-q"]
+    cpu_torch = [*pip, "torch", "--index-url", "https://download.pytorch.org/whl/cpu"]
+    for argv in (cpu_torch, [*pip, dists["wheel"]]):
+        res = _run(argv, cwd=tmp_path, timeout=3000)
+        if res.returncode != 0 and "Could not find a version" in res.stderr + res.stdout:
+            pytest.skip(f"no network for pip here: {_explain(res)}")
+        assert res.returncode == 0, _explain(res)
+    for gui in ("napari", "qtpy", "PyQt5", "magicgui", "npe2"):
+        absent = _run([py, "-c", f"import {gui}"], cwd=tmp_path)
+        assert absent.returncode != 0, f"{gui} was installed with the core"
+    out = tmp_path / "seg.ome.zarr"
+    made = _run([py, "-c", CORE_JOB, out], cwd=tmp_path)
+    assert made.returncode == 0, _explain(made)
+    cli = venv / "bin" / "napari-connectome"
+    checked = _run([cli, "run-job", "--check", "job.yaml"], cwd=tmp_path)
+    assert checked.returncode == 0, _explain(checked)
+    ran = _run([cli, "run-job", "--quiet", "job.yaml"], cwd=tmp_path, timeout=900)
+    assert ran.returncode == 0, _explain(ran)
+    assert (out / "0" / "zarr.json").is_file()
+    demo = _run([cli, "demo"], cwd=tmp_path)
+    assert demo.returncode == 2
+    assert "napari-connectome[napari]" in demo.stderr

@@ -21,6 +21,10 @@ from collections.abc import Sequence
 from napari_connectome import __version__
 from napari_connectome.errors import UserInputError
 
+# What `pip install napari-connectome` leaves out (the [napari] extra): a command reaching for
+# one of them is refused with what to install, never a traceback.
+GUI_PACKAGES = frozenset({"napari", "magicgui", "qtpy", "npe2", "psygnal", "vispy", "superqt",
+                          "PyQt5", "PyQt6", "PySide2", "PySide6"})  # fmt: skip
 SIGPIPE_EXIT = 141  # 128 + SIGPIPE: what a shell reports for a program whose reader went away
 
 # Modules under napari_connectome.cli that contribute sub-commands, in help order.
@@ -73,6 +77,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return rc
     except UserInputError as exc:
         print(f"napari-connectome {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in GUI_PACKAGES:
+            raise
+        print(
+            f"napari-connectome {args.command}: error: this command needs the napari GUI, and "
+            f'{exc.name} is not installed: pip install "napari-connectome[napari]"',
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
