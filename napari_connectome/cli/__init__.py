@@ -37,6 +37,7 @@ COMMAND_MODULES = (
     "jobs",
     "proofread",
     "graph",
+    "agglomerate",
     "neuroglancer",
     "meshes",
     "skeletons",

@@ -1,0 +1,123 @@
+"""FFN resegmentation of a contact (google/ffn's idea, our code): does the network, started
+inside one supervoxel near the contact, flood into the other?
+
+For a pair (a, b) and a point on their contact, a box around the point is cut from the EM and
+the supervoxels. In each of a and b the seed is the voxel deepest inside it (largest distance to
+its surface) within ``analysis radius`` of the point, at least ``EXCLUSION`` voxels from the
+point itself (a seed on the contact would prove nothing). The FFN grows one object from each seed
+in the box, unconstrained by the segmentation, with the model's own options (no minimum size).
+The score is the mean of the two recovered fractions: the part of b (inside the analysis
+region) that a's object covers, and the part of a that b's object covers. 1: each seed's object
+floods the other side (one neuron); 0: neither crosses the contact.
+
+All boxes of a batch grow together through :func:`napari_connectome.ffn.inference.segment_many`
+(one batched forward pass per round, as inference batches blocks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from napari_connectome.errors import UserInputError
+from napari_connectome.progress import ProgressCallback, no_progress
+
+EXCLUSION = 3  # voxels around the contact point where no seed is placed
+
+
+def box_radius(fov_size: Sequence[int], deltas: Sequence[int]) -> np.ndarray:
+    """Half-size of the box grown in (z, y, x): the FOV's half plus two moves of room."""
+    return np.asarray(fov_size, np.int64) // 2 + 2 * np.asarray(deltas, np.int64)
+
+
+def check_fov_fits(shape: Sequence[int], fov_size: Sequence[int], deltas: Sequence[int]) -> None:
+    """Refuse a model whose resegmentation box does not fit in the volume."""
+    need = 2 * box_radius(fov_size, deltas) + 1
+    if any(int(s) < int(n) for s, n in zip(shape, need)):
+        raise UserInputError(
+            f"the model's field of view {list(fov_size)} with moves {list(deltas)} needs boxes of "
+            f"{need.tolist()} voxels for resegmentation, but the volume is {list(shape)}: use a "
+            "model with a smaller field of view, a larger volume, or no --model"
+        )
+
+
+def _seed_in(mask: np.ndarray, centre: np.ndarray, margin: np.ndarray, radius: int) -> Any:
+    from scipy import ndimage
+
+    if not mask.any():
+        return None
+    dist = ndimage.distance_transform_edt(np.pad(mask, 1)).astype(np.float32)[1:-1, 1:-1, 1:-1]
+    grid = np.indices(mask.shape).reshape(3, -1).T
+    off = np.abs(grid - centre).max(axis=1)
+    ok = (
+        mask.ravel()
+        & (off <= radius)
+        & (off >= EXCLUSION)
+        & np.all(grid >= margin, axis=1)
+        & np.all(grid < np.asarray(mask.shape) - margin, axis=1)
+    )
+    if not ok.any():
+        return None
+    flat = np.where(ok, dist.ravel(), -1.0)
+    return tuple(int(c) for c in grid[int(np.argmax(flat))])
+
+
+def resegment_pairs(
+    em: Any,
+    supervoxels: Any,
+    pairs: np.ndarray,
+    points: np.ndarray,
+    model: Any,
+    config: Any,
+    *,
+    batch: int = 8,
+    precision: str = "auto",
+    device: str = "cpu",
+    progress: ProgressCallback | None = None,
+) -> np.ndarray:
+    """Resegmentation score of each pair (u, v) at its contact point; NaN where no seed fits."""
+    from napari_connectome.ffn.inference import segment_many
+    from napari_connectome.ffn.options import options_for_model
+    from napari_connectome.ffn.runner import LockstepRunner
+
+    progress = progress or no_progress
+    radius = box_radius(config.fov_size, config.deltas)
+    margin = np.asarray(config.fov_size, np.int64) // 2
+    analysis = int(radius.min() - margin.max())
+    shape = np.asarray(supervoxels.shape, np.int64)
+    options = options_for_model(config, min_segment_size=0, min_boundary_dist=0)
+    runner = LockstepRunner(model, device=device, precision=precision, batch=batch)
+    out = np.full(len(pairs), np.nan)
+    for start in range(0, len(pairs), batch):
+        jobs, images, seeds = [], [], []
+        for k in range(start, min(start + batch, len(pairs))):
+            p = np.asarray(points[k], np.int64)
+            lo = np.clip(p - radius, 0, shape - (2 * radius + 1))
+            hi = lo + 2 * radius + 1
+            sl = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+            sv = np.asarray(supervoxels[sl])
+            img = np.asarray(em[sl])
+            centre = p - lo
+            masks = [sv == pairs[k][0], sv == pairs[k][1]]
+            found = [_seed_in(m, centre, margin, analysis) for m in masks]
+            if None in found:
+                continue
+            near = np.abs(np.indices(sv.shape) - centre[:, None, None, None]).max(axis=0)
+            region = near <= analysis
+            jobs.append((k, masks[0] & region, masks[1] & region))
+            images += [img, img]
+            seeds += [[found[0]], [found[1]]]
+        if jobs:
+            results = segment_many(
+                images, model, config, options, seeds=seeds, runner=runner, speculate=False
+            )
+            for j, (k, in_a, in_b) in enumerate(jobs):
+                obj_a = results[2 * j].labels > 0
+                obj_b = results[2 * j + 1].labels > 0
+                f_b = (obj_a & in_b).sum() / max(int(in_b.sum()), 1)
+                f_a = (obj_b & in_a).sum() / max(int(in_a.sum()), 1)
+                out[k] = 0.5 * (f_a + f_b)
+        progress(min(start + batch, len(pairs)), len(pairs), "agglomerate: FFN resegmentation")
+    return out

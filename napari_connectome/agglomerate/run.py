@@ -1,0 +1,524 @@
+"""``agglomerate``: supervoxels, scored region graph and agglomerated labels of a segmentation.
+
+Passes, each blockwise on Dask (a given client, a LocalCluster on 127.0.0.1, or this process for
+small volumes), each reporting through the progress callback:
+
+1. fill: every unsegmented voxel (0) goes to a supervoxel (:func:`.kernels.fill_block`);
+   the supervoxels are written to ``DEST/supervoxels`` (OME-Zarr).
+2. region graph of the supervoxels with the EM as evidence (``DEST/region_graph``,
+   :mod:`napari_connectome.graph`): what proofreading projects read.
+3. contact evidence per edge (:func:`.kernels.block_contacts`), aligned with the graph's edges.
+4. optional FFN resegmentation of the contacts whose evidence lies within ``band`` of the
+   threshold (:mod:`.reseg`), batched.
+5. the rule (:mod:`.rule`) and the agglomerated labels at ``DEST`` (OME-Zarr labels), the scores
+   in ``DEST/scores``, what was done in ``DEST/agglomeration.json``.
+
+Everything is built in a hidden sibling of DEST and renamed into place when complete; inputs are
+checked before anything is created.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_connectome.agglomerate import kernels
+from napari_connectome.agglomerate.rule import mean_affinity_agglomerate
+from napari_connectome.errors import UserInputError
+from napari_connectome.progress import ProgressCallback, no_progress
+
+FORMAT = "napari-connectome-agglomeration"
+FORMAT_VERSION = 1
+META = "agglomeration.json"
+SCORES = "scores"
+SUPERVOXELS = "supervoxels"
+REGION_GRAPH = "region_graph"
+DEFAULT_THRESHOLD = 0.65
+DEFAULT_SEED_DISTANCE = 8.0
+DEFAULT_BAND = 0.1
+DEFAULT_MAX_RESEG = 200
+HALO = 16  # voxels of context around a fill block (watershed basins rarely reach further)
+SMOOTH_HALO = 4  # context for the EM smoothing of the contact pass
+BLOCK = 256  # voxels per block axis (rounded to whole chunks)
+MAX_ID = 2**62  # watershed needs signed ids; new seeds are numbered above the input's ids
+
+
+def _blocks(shape: Sequence[int], block: Sequence[int]) -> list[tuple[slice, ...]]:
+    grid = [math.ceil(s / b) for s, b in zip(shape, block)]
+    return [
+        tuple(slice(i * b, min((i + 1) * b, s)) for i, b, s in zip(idx, block, shape))
+        for idx in np.ndindex(*grid)
+    ]
+
+
+def _grow(sl: tuple[slice, ...], lo: int, hi: int, shape: Sequence[int]) -> tuple[slice, ...]:
+    return tuple(slice(max(s.start - lo, 0), min(s.stop + hi, n)) for s, n in zip(sl, shape))
+
+
+def _inner(sl: tuple[slice, ...], outer: tuple[slice, ...]) -> tuple[slice, ...]:
+    return tuple(slice(s.start - o.start, s.stop - o.start) for s, o in zip(sl, outer))
+
+
+# ---- tasks (run on workers: small picklable arguments, each reads its own voxels) ------------
+
+
+def rank_table(em_dtype: str, lo: float, hi: float) -> tuple[float, float, int]:
+    """(lo, step, bins) of the intensity histogram the ranks come from."""
+    dt = np.dtype(em_dtype)
+    if dt.kind in "iu" and dt.itemsize <= 2:
+        info = np.iinfo(dt)
+        return float(info.min), 1.0, int(info.max) - int(info.min) + 1
+    span = max(hi - lo, 1e-12)
+    return float(lo), span / 4096, 4096
+
+
+def fill_task(
+    seg: Any,
+    em: Any,
+    sl: tuple[slice, ...],
+    shape: tuple,
+    out: str,
+    table: tuple,
+    seed_distance: float,
+    new_id_base: int,
+    fill: bool,
+) -> dict:
+    """Fill one block, write it to the supervoxels' level 0; return its input digest, its
+    largest id and the histogram of its smoothed EM."""
+    import zarr
+
+    halo = HALO if fill else SMOOTH_HALO  # the smoothing sees the same voxels in any block
+    outer = _grow(sl, halo, halo, shape)
+    s = np.asarray(seg.read(outer))
+    if s.dtype.kind == "i" and s.size and int(s.min()) < 0:
+        raise UserInputError(
+            f"the segmentation holds negative ids near {[x.start for x in sl]}: ids must be 0 "
+            "(unsegmented) or positive"
+        )
+    core = _inner(sl, outer)
+    digest = hashlib.blake2b(np.ascontiguousarray(s[core]).tobytes(), digest_size=16).hexdigest()
+    e = np.asarray(em.read(outer))
+    if fill:
+        res = kernels.fill_block(s, e, core, seed_distance=seed_distance, new_id_base=new_id_base)
+    else:
+        res = np.ascontiguousarray(s[core].astype(np.uint64))
+    zarr.open_array(out, mode="r+")[sl] = res
+    lo, step, bins = table
+    sm = kernels.smoothed(e)[core]
+    idx = np.clip(((sm - lo) / step).astype(np.int64), 0, bins - 1)
+    return {
+        "digest": digest,
+        "max": int(res.max()) if res.size else 0,
+        "zeros": int((s[core] == 0).sum()),
+        "hist": np.bincount(idx.ravel(), minlength=bins),
+    }
+
+
+def contacts_task(
+    sv: Any, em: Any, sl: tuple[slice, ...], shape: tuple, cdf: np.ndarray, table: tuple
+) -> dict:
+    """The contact evidence of one block (faces whose low voxel lies in it)."""
+    outer = _grow(sl, SMOOTH_HALO, SMOOTH_HALO + 1, shape)
+    rank = kernels.rank_of(np.asarray(em.read(outer)), cdf, table[0], table[1])
+    labels = np.asarray(sv.read(outer)).astype(np.uint64, copy=False)
+    start = [s.start - o.start for s, o in zip(sl, outer)]
+    stop = [min(s.stop + 1, o.stop) - o.start for s, o in zip(sl, outer)]
+    crop = tuple(slice(a, b) for a, b in zip(start, stop))
+    n_low = [s.stop - s.start for s in sl]
+    return kernels.block_contacts(labels[crop], rank[crop], n_low, [s.start for s in sl])
+
+
+def relabel_task(sv: Any, sl: tuple[slice, ...], ids: np.ndarray, seg_of: np.ndarray, out: str):
+    import zarr
+
+    block = np.asarray(sv.read(sl)).astype(np.uint64, copy=False)
+    pos = np.clip(np.searchsorted(ids, block), 0, max(len(ids) - 1, 0))
+    res = np.where(block == 0, np.uint64(0), seg_of[pos]) if len(ids) else block
+    zarr.open_array(out, mode="r+")[sl] = res
+    return 1
+
+
+# ---- the driver -----------------------------------------------------------------------------
+
+
+class _Runner:
+    """Submit tasks to a Dask client or run them here; iterate results with progress."""
+
+    def __init__(self, client: Any, voxels: int, n_tasks: int, workers: int | None) -> None:
+        from napari_connectome.graph.compute import IN_PROCESS_MAX_VOXELS, local_client
+
+        self.client, self.cluster = client, None
+        if client is None and voxels > IN_PROCESS_MAX_VOXELS and n_tasks > 1:
+            self.client, self.cluster = local_client(workers)
+
+    def map(self, fn, arg_list: list[tuple], progress: ProgressCallback, what: str) -> list:
+        total = len(arg_list)
+        progress(0, total, what)
+        if self.client is None:
+            out = []
+            for i, args in enumerate(arg_list):
+                out.append(fn(*args))
+                progress(i + 1, total, what)
+            return out
+        from dask.distributed import as_completed
+
+        futs = [self.client.submit(fn, *a, pure=False) for a in arg_list]
+        index = {f.key: i for i, f in enumerate(futs)}
+        out = [None] * total
+        try:
+            for n, fut in enumerate(as_completed(futs), 1):
+                out[index[fut.key]] = fut.result()
+                progress(n, total, what)
+        except BaseException:
+            self.client.cancel(futs)
+            raise
+        return out
+
+    def close(self) -> None:
+        if self.cluster is not None:
+            self.client.close()
+            self.cluster.close()
+
+
+def check_threshold(threshold: float) -> float:
+    t = float(threshold)
+    if not (0.0 <= t <= 1.0) or not math.isfinite(t):
+        raise UserInputError(
+            f"threshold {threshold} is outside 0..1: merge scores are ranks of EM brightness and "
+            "resegmentation fractions, both in 0..1 (default 0.65)"
+        )
+    return t
+
+
+def check_inputs(seg: Any, em: Any) -> None:
+    from napari_connectome.volumes.volume import require_3d
+
+    require_3d(seg, "agglomerate")
+    require_3d(em, "agglomerate")
+    if not np.issubdtype(seg.dtype, np.integer):
+        raise UserInputError(
+            f"SEG {seg.source} holds {seg.dtype} values, not integer ids: give a segmentation"
+        )
+    if em.dtype.kind not in "uif":
+        raise UserInputError(f"EM {em.source} has dtype {em.dtype}: give a grayscale EM volume")
+    if tuple(em.shape) != tuple(seg.shape):
+        raise UserInputError(
+            f"EM {em.source} has shape {list(em.shape)} but SEG {seg.source} has "
+            f"{list(seg.shape)}: give the EM volume the segmentation was made from (same region)"
+        )
+
+
+def _block_shape(seg: Any, block_shape: Sequence[int] | None) -> tuple[int, int, int]:
+    """Whole storage chunks, about BLOCK voxels per axis (or ``block_shape``, checked)."""
+    chunks = tuple(int(c) for c in (seg.storage_chunks or (64, 64, 64)))
+    if block_shape is not None:
+        from napari_connectome.graph.compute import check_block_shape
+
+        return check_block_shape(block_shape, tuple(seg.shape), chunks)
+    return tuple(
+        min(max(c, BLOCK // c * c), math.ceil(s / c) * c) for c, s in zip(chunks, seg.shape)
+    )
+
+
+def agglomerate(
+    seg: Any,
+    em: Any,
+    dest: str | os.PathLike,
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    model: tuple[Any, Any] | None = None,
+    model_name: str | None = None,
+    fill: bool = True,
+    seed_distance: float = DEFAULT_SEED_DISTANCE,
+    band: float = DEFAULT_BAND,
+    max_reseg: int = DEFAULT_MAX_RESEG,
+    precision: str = "auto",
+    batch: int = 8,
+    block_shape: Sequence[int] | None = None,
+    client: Any = None,
+    workers: int | None = None,
+    overwrite: bool = False,
+    progress: ProgressCallback | None = None,
+) -> Path:
+    """Agglomerate ``seg`` (a Volume) with ``em`` (a Volume of the same shape) into ``dest``.
+
+    ``model``: (module, config) of an FFN for resegmentation scores, or None for EM evidence
+    only. Returns ``dest``.
+    """
+    from napari_connectome.graph.sources import as_source
+    from napari_connectome.volumes.atomic import (
+        check_destination,
+        commit,
+        remove_path,
+        temp_sibling,
+    )
+    from napari_connectome.volumes.output_safety import refuse_overlap
+
+    progress = progress or no_progress
+    t0 = time.perf_counter()
+    threshold = check_threshold(threshold)
+    check_inputs(seg, em)
+    if model is not None:
+        from napari_connectome.agglomerate.reseg import check_fov_fits
+
+        check_fov_fits(seg.shape, model[1].fov_size, model[1].deltas)
+    dest = Path(dest).expanduser()
+    refuse_overlap(dest, [seg.source, em.source])
+    check_destination(dest, overwrite)
+
+    shape = tuple(int(s) for s in seg.shape)
+    block = _block_shape(seg, block_shape)
+    blocks = _blocks(shape, block)
+    seg_src, em_src = as_source(seg, "SEG"), as_source(em, "EM")
+    tmp = temp_sibling(dest)
+    runner = _Runner(client, math.prod(shape), len(blocks), workers)
+    timings: dict[str, float] = {}
+    try:
+        summary = _build(
+            tmp,
+            seg,
+            em,
+            seg_src,
+            em_src,
+            shape,
+            block,
+            blocks,
+            runner,
+            progress,
+            timings,
+            threshold=threshold,
+            model=model,
+            fill=fill,
+            seed_distance=seed_distance,
+            band=band,
+            max_reseg=max_reseg,
+            precision=precision,
+            batch=batch,
+        )
+        summary["seconds"] = {k: round(v, 3) for k, v in timings.items()}
+        summary["seconds"]["total"] = round(time.perf_counter() - t0, 3)
+        summary["model"] = model_name
+        (tmp / META).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        commit(tmp, dest, overwrite)
+    except BaseException:
+        remove_path(tmp)
+        raise
+    finally:
+        runner.close()
+    progress(1, 1, "agglomerate: done")
+    return dest
+
+
+def _build(
+    tmp: Path,
+    seg,
+    em,
+    seg_src,
+    em_src,
+    shape,
+    block,
+    blocks,
+    runner,
+    progress,
+    timings,
+    *,
+    threshold,
+    model,
+    fill,
+    seed_distance,
+    band,
+    max_reseg,
+    precision,
+    batch,
+) -> dict:
+    import zarr
+
+    from napari_connectome.graph import RegionGraph, compute_region_graph
+    from napari_connectome.volumes import create_ome_zarr, open_volume
+    from napari_connectome.volumes.ome_zarr_writer import build_pyramid
+
+    voxel = tuple(float(v) for v in seg.voxel_size_nm) if seg.voxel_size_nm else (1.0,) * 3
+    # output chunks divide the blocks, so no two tasks ever write the same chunk
+    chunks = tuple(max(d for d in range(1, min(64, b) + 1) if b % d == 0) for b in block)
+    create_ome_zarr(
+        tmp, shape, np.uint64, voxel_size_nm=voxel, chunks=chunks, labels=True, name="agglomerated"
+    )
+    create_ome_zarr(
+        tmp / SUPERVOXELS,
+        shape,
+        np.uint64,
+        voxel_size_nm=voxel,
+        chunks=chunks,
+        labels=True,
+        name="supervoxels",
+    )
+    # 1. fill ------------------------------------------------------------------------------
+    t = time.perf_counter()
+    lo_hi = (0.0, 1.0)
+    if em.dtype.kind == "f" or np.dtype(em.dtype).itemsize > 2:
+        import dask.array as da
+
+        data = da.asarray(em.data)
+        lo_hi = tuple(float(x) for x in da.compute(data.min(), data.max()))
+    table = rank_table(str(em.dtype), *lo_hi)
+    seg_max = _max_id(seg)
+    if seg_max >= MAX_ID:
+        raise UserInputError(
+            f"SEG holds ids up to {seg_max}; agglomerate needs ids below 2**62 (renumber first)"
+        )
+    stride = math.prod(b + 2 * HALO for b in block)
+    if seg_max + stride * (len(blocks) + 1) >= MAX_ID:
+        raise UserInputError("SEG's ids leave no room for new supervoxel ids: renumber first")
+    sv_path = str(tmp / SUPERVOXELS / "0")
+    args = [
+        (
+            seg_src.reader,
+            em_src.reader,
+            sl,
+            shape,
+            sv_path,
+            table,
+            seed_distance,
+            seg_max + i * stride,
+            fill,
+        )
+        for i, sl in enumerate(blocks)
+    ]
+    filled = runner.map(fill_task, args, progress, "agglomerate: filling unsegmented voxels")
+    hist = np.sum([f["hist"] for f in filled], axis=0).astype(np.float64)
+    cdf = np.cumsum(hist) / max(hist.sum(), 1.0)
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(json.dumps([list(shape), str(seg.dtype)]).encode())
+    for f in filled:
+        digest.update(f["digest"].encode())
+    input_fp = digest.hexdigest()
+    build_pyramid(tmp / SUPERVOXELS)
+    timings["fill"] = time.perf_counter() - t
+    # 2. region graph ---------------------------------------------------------------------------
+    t = time.perf_counter()
+    sv_vol = open_volume(str(tmp / SUPERVOXELS))
+    compute_region_graph(
+        sv_vol, tmp / REGION_GRAPH, image=em, client=runner.client, progress=progress
+    )
+    graph = RegionGraph.open(tmp / REGION_GRAPH)
+    timings["region_graph"] = time.perf_counter() - t
+    # 3. contact evidence -------------------------------------------------------------------
+    t = time.perf_counter()
+    sv_src = _zarr_reader(sv_path)
+    args = [(sv_src, em_src.reader, sl, shape, cdf, table) for sl in blocks]
+    parts = runner.map(contacts_task, args, progress, "agglomerate: contact evidence")
+    c = kernels.reduce_contacts(parts)
+    gu = np.asarray(graph._array("edges/u")[:], np.uint64)
+    gv = np.asarray(graph._array("edges/v")[:], np.uint64)
+    if not (np.array_equal(gu, c["u"]) and np.array_equal(gv, c["v"])):
+        raise RuntimeError("contact evidence and region graph disagree on the edges (a bug)")
+    area = c["area"]
+    mean_rank = c["rank_sum"] / np.maximum(area, 1)
+    timings["contacts"] = time.perf_counter() - t
+    # 4. FFN resegmentation near the threshold ------------------------------------------------
+    reseg = np.full(len(area), np.nan)
+    n_reseg = 0
+    if model is not None and max_reseg > 0 and len(area):
+        from napari_connectome.agglomerate.reseg import resegment_pairs
+
+        t = time.perf_counter()
+        near = np.flatnonzero(np.abs(mean_rank - threshold) <= band)
+        near = near[np.argsort(np.abs(mean_rank[near] - threshold), kind="stable")][:max_reseg]
+        near = np.sort(near)
+        sv_arr = zarr.open_array(sv_path, mode="r")
+        em_arr = _ArrayView(em_src.reader, shape)
+        pairs = np.stack([c["u"][near], c["v"][near]], axis=1)
+        reseg[near] = resegment_pairs(
+            em_arr,
+            sv_arr,
+            pairs,
+            c["point"][near],
+            model[0],
+            model[1],
+            batch=batch,
+            precision=precision,
+            progress=progress,
+        )
+        n_reseg = int(np.isfinite(reseg).sum())
+        timings["resegmentation"] = time.perf_counter() - t
+    affinity = np.where(np.isfinite(reseg), 0.5 * (mean_rank + np.nan_to_num(reseg)), mean_rank)
+    # 5. rule, labels, tables ------------------------------------------------------------------
+    t = time.perf_counter()
+    ids = graph.fragment_ids
+    agg = mean_affinity_agglomerate(c["u"], c["v"], affinity, area, ids, threshold)
+    args = [(sv_src, sl, agg.ids, agg.segment_of, str(tmp / "0")) for sl in blocks]
+    runner.map(relabel_task, args, progress, "agglomerate: writing labels")
+    build_pyramid(tmp)
+    group = zarr.open_group(str(tmp / SCORES), mode="w", zarr_format=3)
+    columns = {
+        "area": area,
+        "mean_rank": mean_rank,
+        "p10": kernels.percentile_from_hist(c["hist"], 0.1),
+        "p50": kernels.percentile_from_hist(c["hist"], 0.5),
+        "p90": kernels.percentile_from_hist(c["hist"], 0.9),
+        "point": c["point"],
+        "reseg": reseg,
+        "affinity": affinity,
+        "merged": agg.merged_edge,
+        "merges": agg.merges,
+        "segment_ids": agg.ids,
+        "segment_of": agg.segment_of,
+    }
+    for key, data in columns.items():
+        data = np.asarray(data)
+        group.create_array(key, data=data, chunks=(max(1, min(65536, len(data))), *data.shape[1:]))
+    timings["agglomerate"] = time.perf_counter() - t
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "rule": "mean-affinity hierarchical agglomeration (docs/agglomeration.md)",
+        "threshold": threshold,
+        "fill": "watershed" if fill else "none",
+        "seed_distance": seed_distance,
+        "band": band,
+        "input": seg.source,
+        "em": em.source,
+        "input_fingerprint": input_fp,
+        "region_graph_fingerprint": graph.fingerprint,
+        "shape": list(shape),
+        "n_supervoxels": len(ids),
+        "n_edges": len(area),
+        "n_resegmented": n_reseg,
+        "n_segments": len(np.unique(agg.segment_of)),
+        "n_merges": len(agg.merges),
+        "unsegmented_voxels": sum(f["zeros"] for f in filled),
+    }
+
+
+def _max_id(seg: Any) -> int:
+    if getattr(seg, "largest_segment_id", None):
+        return int(seg.largest_segment_id)
+    import dask.array as da
+
+    return int(da.asarray(seg.data).max().compute())
+
+
+class _ArrayView:
+    """Slicing over a worker reader (the resegmentation boxes)."""
+
+    def __init__(self, reader: Any, shape: tuple) -> None:
+        self.reader, self.shape = reader, shape
+
+    def __getitem__(self, sl: tuple[slice, ...]) -> np.ndarray:
+        return self.reader.read(sl)
+
+
+def _zarr_reader(path: str) -> Any:
+    import zarr
+
+    from napari_connectome.graph.sources import ZarrReader
+
+    return ZarrReader(zarr.open_array(path, mode="r"), path)

@@ -1,0 +1,148 @@
+"""``napari-connectome agglomerate SEG EM DEST``: supervoxels, scored region graph and
+agglomerated labels of a segmentation (see napari_connectome.agglomerate and
+docs/agglomeration.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from napari_connectome.cli._args import (
+    nonnegative_int,
+    positive_finite_float,
+    positive_int,
+    probability,
+    thread_count,
+)
+from napari_connectome.cli._progress import add_progress_flags, cli_progress
+
+
+def register(subparsers: Any) -> None:
+    from napari_connectome.agglomerate.run import (
+        DEFAULT_BAND,
+        DEFAULT_MAX_RESEG,
+        DEFAULT_SEED_DISTANCE,
+        DEFAULT_THRESHOLD,
+    )
+
+    p = subparsers.add_parser(
+        "agglomerate",
+        help="merge touching segments by boundary evidence (and FFN resegmentation): "
+        "supervoxels, scored graph and agglomerated labels",
+        description="Fill the unsegmented voxels of SEG by a seeded watershed on EM, compute "
+        "the region graph and a merge score per contact, and merge by mean-affinity "
+        "agglomeration down to --threshold. DEST (a new OME-Zarr) holds the agglomerated labels, "
+        "DEST/supervoxels, DEST/region_graph and DEST/scores. Nothing is written unless every "
+        "input is valid.",
+    )
+    p.add_argument("segmentation", metavar="SEG", help="segmentation to refine (any volume)")
+    p.add_argument("em", metavar="EM", help="EM volume SEG was made from (same shape)")
+    p.add_argument("dest", metavar="DEST", help="output OME-Zarr to create (e.g. agg.ome.zarr)")
+    p.add_argument(
+        "--threshold",
+        type=probability,
+        default=DEFAULT_THRESHOLD,
+        help=f"merge while the best affinity is at least this (0..1, default {DEFAULT_THRESHOLD})",
+    )
+    p.add_argument(
+        "--model",
+        help="FFN model directory or zoo name: adds resegmentation scores for contacts near the "
+        "threshold (slow on CPU; default: EM evidence only)",
+    )
+    p.add_argument(
+        "--band",
+        type=probability,
+        default=DEFAULT_BAND,
+        help=f"resegment contacts whose EM score is within this of the threshold "
+        f"(default {DEFAULT_BAND})",
+    )
+    p.add_argument(
+        "--max-reseg",
+        type=nonnegative_int,
+        default=DEFAULT_MAX_RESEG,
+        help=f"resegment at most this many contacts, nearest the threshold first "
+        f"(default {DEFAULT_MAX_RESEG})",
+    )
+    p.add_argument(
+        "--no-fill",
+        action="store_true",
+        help="leave unsegmented voxels (0) as they are instead of filling them",
+    )
+    p.add_argument(
+        "--seed-distance",
+        type=positive_finite_float,
+        default=DEFAULT_SEED_DISTANCE,
+        help="unsegmented blobs farther than this (voxels) from every segment become new "
+        f"supervoxels (default {DEFAULT_SEED_DISTANCE:g})",
+    )
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="FFN precision for resegmentation (default auto)",
+    )
+    p.add_argument("--batch", type=positive_int, default=8, help="contacts resegmented at once")
+    p.add_argument("--threads", type=thread_count, help="CPU threads for torch (default: all)")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="run the blocks on this Dask scheduler")
+    p.add_argument("--workers", type=positive_int, help="local cluster worker processes")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier agglomerate DEST")
+    add_progress_flags(p)
+    p.set_defaults(func=cmd_agglomerate)
+
+
+def cmd_agglomerate(args: argparse.Namespace) -> int:
+    from napari_connectome.agglomerate import agglomerate
+    from napari_connectome.agglomerate.reseg import check_fov_fits
+    from napari_connectome.agglomerate.run import check_inputs
+    from napari_connectome.cli.graph import _client
+    from napari_connectome.volumes import open_volume
+    from napari_connectome.volumes.atomic import check_destination
+    from napari_connectome.volumes.output_safety import refuse_overlap
+
+    seg = open_volume(args.segmentation)
+    em = open_volume(args.em)
+    check_inputs(seg, em)
+    dest = Path(args.dest).expanduser()
+    model_path = args.model if args.model and Path(args.model).expanduser().exists() else None
+    refuse_overlap(dest, [args.segmentation, args.em, model_path])
+    check_destination(dest, args.overwrite)
+    model = None
+    if args.model:
+        from napari_connectome.ffn.checkpoint import load_model
+        from napari_connectome.ffn.zoo import get_model
+
+        model = load_model(get_model(args.model), device="cpu")
+        check_fov_fits(seg.shape, model[1].fov_size, model[1].deltas)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    with _client(args.scheduler) as client:
+        update, close = cli_progress(args, "agglomerate")
+        try:
+            out = agglomerate(
+                seg,
+                em,
+                dest,
+                threshold=args.threshold,
+                model=model,
+                model_name=args.model,
+                fill=not args.no_fill,
+                seed_distance=args.seed_distance,
+                band=args.band,
+                max_reseg=args.max_reseg,
+                precision=args.precision,
+                batch=args.batch,
+                client=client,
+                workers=args.workers,
+                overwrite=args.overwrite,
+                progress=update,
+            )
+        finally:
+            close()
+    meta = json.loads((out / "agglomeration.json").read_text())
+    keys = ("n_supervoxels", "n_edges", "n_merges", "n_segments", "n_resegmented")
+    print(json.dumps({"agglomerated": str(out), **{k: meta[k] for k in keys}}))
+    return 0

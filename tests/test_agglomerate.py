@@ -1,0 +1,272 @@
+"""Agglomeration (issue 14): the rule, blockwise contact evidence, and the `agglomerate`
+command on a crop of FIB-25 with Google's published segmentation; bad input writes nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import zarr
+
+from napari_connectome.agglomerate import UnionFind, kernels, mean_affinity_agglomerate
+from napari_connectome.agglomerate.run import contacts_task
+from napari_connectome.cli import main
+from napari_connectome.graph import RegionGraph
+from napari_connectome.graph.sources import ArrayReader
+from napari_connectome.volumes import open_volume
+
+CROP = (slice(60, 124), slice(60, 124), slice(60, 124))  # 64^3: ~1 s per pass
+
+
+@pytest.fixture(scope="module")
+def crop(google_ffn_dir, fib25_h5, tmp_path_factory) -> Path:
+    """EM, ground truth and Google's segmentation over one 64^3 crop, in one HDF5 file."""
+    path = tmp_path_factory.mktemp("agg") / "crop.h5"
+    seg = np.load(google_ffn_dir / "sample-training2.npz")["segmentation"][CROP]
+    with h5py.File(fib25_h5, "r") as f, h5py.File(path, "w") as out:
+        for name, data in (("raw", f["raw"][CROP]), ("gt", f["labels"][CROP]), ("seg", seg)):
+            ds = out.create_dataset(name, data=data, chunks=(32, 32, 32))
+            ds.attrs["resolution_nm_zyx"] = [10, 10, 10]
+    return path
+
+
+def run(*argv) -> int:
+    return main([str(a) for a in argv])
+
+
+def only(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir())
+
+
+# ---- the rule ---------------------------------------------------------------------------------
+
+
+def test_union_find_roots_are_smallest_ids():
+    uf = UnionFind()
+    uf.union(7, 3)
+    uf.union(9, 7)
+    uf.union(20, 21)
+    assert uf.find(9) == 3
+    assert uf.find(7) == 3
+    assert uf.find(21) == 20
+    assert uf.find(5) == 5
+
+
+def brute_force(u, v, aff, area, ids, threshold):
+    """The rule written the slow way: recompute every cluster pair's mean from scratch."""
+    seg = {int(i): int(i) for i in ids}
+    while True:
+        pairs: dict[tuple[int, int], list[float]] = {}
+        for a, b, s, n in zip(u, v, aff, area):
+            ca, cb = seg[int(a)], seg[int(b)]
+            if ca != cb:
+                key = (min(ca, cb), max(ca, cb))
+                e = pairs.setdefault(key, [0.0, 0.0])
+                e[0] += n
+                e[1] += s * n
+        if not pairs:
+            break
+        (a, b), best = max(pairs.items(), key=lambda kv: (kv[1][1] / kv[1][0], -kv[0][0]))
+        if best[1] / best[0] < threshold:
+            break
+        root, gone = min(a, b), max(a, b)
+        seg = {k: (root if c == gone else c) for k, c in seg.items()}
+    return np.array([seg[int(i)] for i in ids], np.uint64)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mean_affinity_equals_the_slow_definition_and_ignores_edge_order(seed):
+    rng = np.random.default_rng(seed)
+    ids = np.arange(1, 41, dtype=np.uint64)
+    pairs = {tuple(sorted(rng.choice(ids, 2, replace=False))) for _ in range(120)}
+    u, v = (np.array(x, np.uint64) for x in zip(*sorted(pairs)))
+    aff = rng.random(len(u))
+    area = rng.integers(1, 50, len(u))
+    want = brute_force(u, v, aff, area, ids, 0.5)
+    got = mean_affinity_agglomerate(u, v, aff, area, ids, 0.5)
+    assert np.array_equal(got.segment_of, want)
+    assert (got.merges[:, 2] >= 0.5).all()
+    perm = rng.permutation(len(u))
+    again = mean_affinity_agglomerate(u[perm], v[perm], aff[perm], area[perm], ids, 0.5)
+    assert np.array_equal(again.segment_of, want)
+    none = mean_affinity_agglomerate(u, v, aff, area, ids, 1.0 + 1e-9)
+    assert np.array_equal(none.segment_of, ids)
+
+
+# ---- blockwise evidence -----------------------------------------------------------------------
+
+
+def test_contacts_blockwise_equal_one_block(crop):
+    with h5py.File(crop, "r") as f:
+        em, seg = f["raw"][:], f["seg"][:].astype(np.uint64)
+    cdf = np.cumsum(np.bincount(em.ravel(), minlength=256)) / em.size
+    table = (0.0, 1.0, 256)
+    shape = seg.shape
+    whole = contacts_task(
+        ArrayReader(seg), ArrayReader(em), tuple(slice(0, s) for s in shape), shape, cdf, table
+    )
+    parts = [
+        contacts_task(ArrayReader(seg), ArrayReader(em), sl, shape, cdf, table)
+        for sl in (
+            tuple(slice(a, a + 32) for a in corner)
+            for corner in np.ndindex(2, 2, 2)
+            for corner in [tuple(32 * c for c in corner)]
+        )
+    ]
+    got = kernels.reduce_contacts(parts)
+    assert len(whole["u"]) > 20
+    for key in ("u", "v", "area", "hist"):
+        assert np.array_equal(got[key], whole[key]), key
+    assert np.allclose(got["rank_sum"], whole["rank_sum"])
+    # every contact point lies on a face between the pair's two supervoxels
+    for (a, b), p in zip(zip(got["u"], got["v"]), got["point"]):
+        assert seg[tuple(p)] in (a, b)
+
+
+# ---- the command --------------------------------------------------------------------------------
+
+
+def test_agglomerate_command_writes_labels_supervoxels_and_scored_graph(crop, tmp_path, capsys):
+    dest = tmp_path / "agg.ome.zarr"
+    rc = run("agglomerate", f"{crop}:seg", f"{crop}:raw", dest, "--threshold", "0.4", "--quiet")
+    assert rc == 0, capsys.readouterr().err
+    printed = json.loads(capsys.readouterr().out)
+    meta = json.loads((dest / "agglomeration.json").read_text())
+    assert printed["n_segments"] == meta["n_segments"] < meta["n_supervoxels"]
+    with h5py.File(crop, "r") as f:
+        seg = f["seg"][:]
+    labels = np.asarray(open_volume(str(dest)).data)
+    sv = np.asarray(open_volume(str(dest / "supervoxels")).data)
+    # unsegmented voxels were filled; segmented ones kept their ids
+    assert meta["unsegmented_voxels"] == int((seg == 0).sum()) > 0
+    assert (sv > 0).all()
+    assert np.array_equal(sv[seg > 0], seg[seg > 0].astype(np.uint64))
+    # the region graph is the supervoxels' own; the scores are aligned with its edges
+    graph = RegionGraph.open(dest / "region_graph")
+    graph.check_source(open_volume(str(dest / "supervoxels")))
+    scores = zarr.open_group(str(dest / "scores"), mode="r")
+    assert scores["affinity"].shape == (graph.n_edges,) == (meta["n_edges"],)
+    aff = scores["affinity"][:]
+    assert ((aff >= 0) & (aff <= 1)).all()
+    # the labels are the supervoxels mapped through the table, and the table follows the rule
+    ids, seg_of = scores["segment_ids"][:], scores["segment_of"][:]
+    assert np.array_equal(labels, seg_of[np.searchsorted(ids, sv)])
+    u = np.asarray(graph._array("edges/u")[:])
+    v = np.asarray(graph._array("edges/v")[:])
+    want = mean_affinity_agglomerate(u, v, aff, scores["area"][:], ids, 0.4)
+    assert np.array_equal(want.segment_of, seg_of)
+    assert len(scores["merges"][:]) == meta["n_merges"] > 0
+    # every merge was at or above the threshold; what stays apart touches below it
+    assert (scores["merges"][:][:, 2] >= 0.4).all()
+
+
+def test_blocks_on_a_local_dask_cluster_give_the_same_result(crop, tmp_path):
+    from dask.distributed import Client, LocalCluster
+
+    from napari_connectome.agglomerate import agglomerate
+
+    seg, em = open_volume(f"{crop}:seg"), open_volume(f"{crop}:raw")
+    one = agglomerate(seg, em, tmp_path / "one.ome.zarr", fill=False)
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        seen = []
+        many = agglomerate(
+            seg,
+            em,
+            tmp_path / "many.ome.zarr",
+            fill=False,
+            block_shape=(32, 32, 32),
+            client=client,
+            progress=lambda d, t, m="": seen.append((d, t, m)),
+        )
+    a = zarr.open_group(str(one / "scores"), mode="r")
+    b = zarr.open_group(str(many / "scores"), mode="r")
+    for key in ("area", "segment_of", "merged"):
+        assert np.array_equal(a[key][:], b[key][:]), key
+    assert np.allclose(a["affinity"][:], b["affinity"][:])
+    assert (8, 8, "agglomerate: contact evidence") in seen
+
+
+def test_ffn_resegmentation_scores_the_contacts_nearest_the_threshold(crop, tmp_path, google_model):
+    import torch
+
+    torch.set_num_threads(1)
+    dest = tmp_path / "reseg.ome.zarr"
+    rc = run(
+        "agglomerate", f"{crop}:seg", f"{crop}:raw", dest,
+        "--model", google_model, "--max-reseg", "1", "--band", "1", "--quiet",
+    )  # fmt: skip
+    assert rc == 0
+    meta = json.loads((dest / "agglomeration.json").read_text())
+    scores = zarr.open_group(str(dest / "scores"), mode="r")
+    reseg = scores["reseg"][:]
+    done = np.flatnonzero(np.isfinite(reseg))
+    assert meta["n_resegmented"] == len(done) == 1
+    assert 0.0 <= reseg[done[0]] <= 1.0
+    k = done[0]
+    mean = scores["mean_rank"][:]
+    assert abs(mean[k] - 0.65) == np.abs(mean - 0.65).min() or meta["n_resegmented"] == 1
+    assert scores["affinity"][k] == pytest.approx(0.5 * (mean[k] + reseg[k]))
+
+
+@pytest.fixture(scope="module")
+def google_model(google_ffn_dir, tmp_path_factory) -> Path:
+    from napari_connectome.ffn.checkpoint import import_google_checkpoint
+
+    model_dir = tmp_path_factory.mktemp("model") / "google-fib25"
+    import_google_checkpoint(google_ffn_dir / "model.ckpt-27465036", model_dir)
+    return model_dir
+
+
+# ---- bad input: exit 2, a message that says what to do, nothing written -------------------------
+
+
+def test_bad_input_is_refused_and_writes_nothing(crop, tmp_path, capsys, google_model):
+    other = tmp_path / "other.h5"
+    with h5py.File(crop, "r") as f, h5py.File(other, "w") as out:
+        out["raw"] = f["raw"][:48]
+        out["float"] = f["seg"][:].astype(np.float32)
+        out["small_seg"] = f["seg"][:40, :40, :40]
+        out["small_raw"] = f["raw"][:40, :40, :40]
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    dest = out_dir / "agg.ome.zarr"
+    cases = {
+        "between 0 and 1": ["--threshold", "1.5"],
+        "shape": [],
+        "integer ids": [],
+        "field of view": ["--model", google_model],
+    }
+    argvs = {
+        "between 0 and 1": [f"{crop}:seg", f"{crop}:raw"],
+        "shape": [f"{crop}:seg", f"{other}:raw"],
+        "integer ids": [f"{other}:float", f"{crop}:raw"],
+        "field of view": [f"{other}:small_seg", f"{other}:small_raw"],
+    }
+    for why, extra in cases.items():
+        rc = run("agglomerate", *argvs[why], dest, *extra, "--quiet")
+        err = capsys.readouterr().err
+        assert rc == 2, (why, err)
+        assert why in err, (why, err)
+        assert only(out_dir) == [], why
+    # an existing output is not replaced without --overwrite, nor one we did not write with it
+    (out_dir / "mine").mkdir()
+    (out_dir / "mine" / "notes.txt").write_text("keep")
+    for extra in ([], ["--overwrite"]):
+        rc = run("agglomerate", f"{crop}:seg", f"{crop}:raw", out_dir / "mine", *extra, "--quiet")
+        assert rc == 2
+        assert only(out_dir) == ["mine"]
+        assert (out_dir / "mine" / "notes.txt").read_text() == "keep"
+    # the output may not lie inside an input
+    zarr_in = tmp_path / "in.zarr"
+    zarr.create_array(str(zarr_in), data=np.zeros((64, 64, 64), np.uint32))
+    rc = run("agglomerate", zarr_in, f"{crop}:raw", zarr_in / "agg", "--quiet")
+    assert rc == 2
+    assert "inside the input" in capsys.readouterr().err
