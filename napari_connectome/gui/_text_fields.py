@@ -25,6 +25,7 @@ class _KeysStayInFields(QObject):
             obj.keyPressEvent(event)
         else:
             obj.keyReleaseEvent(event)
+        event.accept()  # an ignored key event goes on to the parents even when filtered out
         return True  # handled by the field; never forwarded to the layer
 
 

@@ -103,6 +103,17 @@ class SegmentView:
             seg = np.where(np.isin(seg, ids), seg, np.uint64(0))
         return seg
 
+    def __setitem__(self, key: Any, value: Any) -> None:
+        """Writing voxels here would bypass the edit log (napari's brush, fill and eraser do this
+        on an editable layer; the tool makes its layers read-only, see no_paint.py)."""
+        from napari_connectome.errors import UserInputError
+
+        raise UserInputError(
+            "the segments layer cannot be painted: it shows the segment table applied to the "
+            "fragments. Edit with the proofreading gestures (shift+click merge, ctrl+click seeds "
+            "and Enter to split, Delete), which are logged and undoable"
+        )
+
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         out = self._segments(...)  # an explicit conversion is always served
         return out if dtype is None else out.astype(dtype)
