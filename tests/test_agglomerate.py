@@ -270,3 +270,33 @@ def test_bad_input_is_refused_and_writes_nothing(crop, tmp_path, capsys, google_
     rc = run("agglomerate", zarr_in, f"{crop}:raw", zarr_in / "agg", "--quiet")
     assert rc == 2
     assert "inside the input" in capsys.readouterr().err
+
+
+# ---- in a job -----------------------------------------------------------------------------------
+
+
+def test_a_job_with_an_agglomerate_section_agglomerates_its_output(tmp_path):
+    from napari_connectome.jobs.agglomerate_phase import agglomerate_output
+    from napari_connectome.jobs.pipeline import run_job
+    from napari_connectome.jobs.spec import parse_spec
+    from tests.test_jobs_helpers import cells_job_spec, write_cells_volume
+
+    volume = tmp_path / "cells.h5"
+    write_cells_volume(volume)
+    out = tmp_path / "seg.ome.zarr"
+    spec = parse_spec(cells_job_spec(volume, out, workers=1, agglomerate={"threshold": 0.5}))
+    assert agglomerate_output(spec) == tmp_path / "seg-agglomerated.ome.zarr"
+    run_job(spec)
+    dest = agglomerate_output(spec)
+    meta = json.loads((dest / "agglomeration.json").read_text())
+    assert meta["threshold"] == 0.5
+    assert meta["input"].startswith(str(out))
+    events = [json.loads(x) for x in (out / "progress.jsonl").read_text().splitlines()]
+    assert any(e.get("event") == "agglomerate" for e in events)
+    sv = np.asarray(open_volume(str(dest / "supervoxels")).data)
+    labels = np.asarray(open_volume(str(dest)).data)
+    seg = np.asarray(open_volume(str(out)).data)
+    assert sv.shape == labels.shape == seg.shape
+    assert np.array_equal(sv[seg > 0], seg[seg > 0])
+    with pytest.raises(ValueError, match="less than or equal to 1"):
+        parse_spec(cells_job_spec(volume, out, agglomerate={"threshold": 2}))

@@ -122,6 +122,11 @@ def fill_task(
     }
 
 
+def minmax_task(em: Any, sl: tuple[slice, ...]) -> tuple[float, float]:
+    e = np.asarray(em.read(sl))
+    return float(e.min()), float(e.max())
+
+
 def contacts_task(
     sv: Any, em: Any, sl: tuple[slice, ...], shape: tuple, cdf: np.ndarray, table: tuple
 ) -> dict:
@@ -198,27 +203,34 @@ def check_threshold(threshold: float) -> float:
     return t
 
 
-def check_inputs(seg: Any, em: Any) -> None:
-    from napari_connectome.volumes.volume import require_3d
+def _text(v: Any) -> str:
+    """What a Volume or a VoxelSource (a job's ROI of its input) is called in messages."""
+    return str(getattr(v, "source", None) or getattr(v, "text", "") or "the volume")
 
-    require_3d(seg, "agglomerate")
-    require_3d(em, "agglomerate")
+
+def check_inputs(seg: Any, em: Any) -> None:
+    from napari_connectome.volumes.volume import Volume, require_3d
+
+    for v in (seg, em):
+        if isinstance(v, Volume):
+            require_3d(v, "agglomerate")
     if not np.issubdtype(seg.dtype, np.integer):
         raise UserInputError(
-            f"SEG {seg.source} holds {seg.dtype} values, not integer ids: give a segmentation"
+            f"SEG {_text(seg)} holds {seg.dtype} values, not integer ids: give a segmentation"
         )
     if em.dtype.kind not in "uif":
-        raise UserInputError(f"EM {em.source} has dtype {em.dtype}: give a grayscale EM volume")
+        raise UserInputError(f"EM {_text(em)} has dtype {em.dtype}: give a grayscale EM volume")
     if tuple(em.shape) != tuple(seg.shape):
         raise UserInputError(
-            f"EM {em.source} has shape {list(em.shape)} but SEG {seg.source} has "
+            f"EM {_text(em)} has shape {list(em.shape)} but SEG {_text(seg)} has "
             f"{list(seg.shape)}: give the EM volume the segmentation was made from (same region)"
         )
 
 
 def _block_shape(seg: Any, block_shape: Sequence[int] | None) -> tuple[int, int, int]:
     """Whole storage chunks, about BLOCK voxels per axis (or ``block_shape``, checked)."""
-    chunks = tuple(int(c) for c in (seg.storage_chunks or (64, 64, 64)))
+    chunks = getattr(seg, "storage_chunks", None) or getattr(seg, "chunks", None)
+    chunks = tuple(int(c) for c in (chunks or (64, 64, 64)))
     if block_shape is not None:
         from napari_connectome.graph.compute import check_block_shape
 
@@ -271,7 +283,7 @@ def agglomerate(
 
         check_fov_fits(seg.shape, model[1].fov_size, model[1].deltas)
     dest = Path(dest).expanduser()
-    refuse_overlap(dest, [seg.source, em.source])
+    refuse_overlap(dest, [getattr(seg, "source", None), getattr(em, "source", None)])
     check_destination(dest, overwrite)
 
     shape = tuple(int(s) for s in seg.shape)
@@ -345,7 +357,7 @@ def _build(
     from napari_connectome.volumes import create_ome_zarr, open_volume
     from napari_connectome.volumes.ome_zarr_writer import build_pyramid
 
-    voxel = tuple(float(v) for v in seg.voxel_size_nm) if seg.voxel_size_nm else (1.0,) * 3
+    voxel = tuple(float(v) for v in getattr(seg, "voxel_size_nm", None) or (1.0,) * 3)
     # output chunks divide the blocks, so no two tasks ever write the same chunk
     chunks = tuple(max(d for d in range(1, min(64, b) + 1) if b % d == 0) for b in block)
     create_ome_zarr(
@@ -364,12 +376,16 @@ def _build(
     t = time.perf_counter()
     lo_hi = (0.0, 1.0)
     if em.dtype.kind == "f" or np.dtype(em.dtype).itemsize > 2:
-        import dask.array as da
-
-        data = da.asarray(em.data)
-        lo_hi = tuple(float(x) for x in da.compute(data.min(), data.max()))
+        ends = runner.map(
+            minmax_task, [(em_src.reader, sl) for sl in blocks], progress, "agglomerate: EM range"
+        )
+        lo_hi = (min(e[0] for e in ends), max(e[1] for e in ends))
     table = rank_table(str(em.dtype), *lo_hi)
-    seg_max = _max_id(seg)
+    seg_max = max(
+        runner.map(
+            max_task, [(seg_src.reader, sl) for sl in blocks], progress, "agglomerate: largest id"
+        )
+    )
     if seg_max >= MAX_ID:
         raise UserInputError(
             f"SEG holds ids up to {seg_max}; agglomerate needs ids below 2**62 (renumber first)"
@@ -484,8 +500,8 @@ def _build(
         "fill": "watershed" if fill else "none",
         "seed_distance": seed_distance,
         "band": band,
-        "input": seg.source,
-        "em": em.source,
+        "input": _text(seg),
+        "em": _text(em),
         "input_fingerprint": input_fp,
         "region_graph_fingerprint": graph.fingerprint,
         "shape": list(shape),
@@ -498,12 +514,9 @@ def _build(
     }
 
 
-def _max_id(seg: Any) -> int:
-    if getattr(seg, "largest_segment_id", None):
-        return int(seg.largest_segment_id)
-    import dask.array as da
-
-    return int(da.asarray(seg.data).max().compute())
+def max_task(seg: Any, sl: tuple[slice, ...]) -> int:
+    b = np.asarray(seg.read(sl))
+    return int(b.max()) if b.size else 0
 
 
 class _ArrayView:

@@ -580,6 +580,12 @@ def _drive(spec, grid, layout, client, progress, t_start) -> JobResult:
                 region_graph_phase(
                     spec, grid, layout, dask_client, log, progress, output_changed=bool(todo)
                 )
+            if spec.agglomerate is not None:
+                from napari_connectome.jobs.agglomerate_phase import agglomerate_phase
+
+                agglomerate_phase(
+                    spec, grid, layout, dask_client, log, progress, output_changed=bool(todo)
+                )
     except BaseException as exc:
         log.write(event="failed", error=f"{type(exc).__name__}: {exc}")
         atomic_write_json(layout.state, {"state": "failed", "fingerprint": fp, "error": str(exc)})

@@ -245,6 +245,18 @@ class BackendSpec(_Strict):
         return self
 
 
+class AgglomerateSpec(_Strict):
+    """The job's agglomeration phase (napari_connectome.agglomerate; docs/agglomeration.md)."""
+
+    threshold: float = Field(0.65, ge=0.0, le=1.0)  # merge while the best affinity is >= this
+    fill: bool = True  # give unsegmented voxels to supervoxels (seeded watershed on the EM)
+    seed_distance: float = Field(8.0, gt=0)  # blobs farther from any segment: new supervoxels
+    resegment: bool = False  # FFN resegmentation (the segmenter's model) near the threshold
+    band: float = Field(0.1, ge=0.0, le=1.0)
+    max_reseg: int = Field(200, ge=0)
+    output: str | None = None  # default: OUTPUT with -agglomerated before its suffix
+
+
 class JobSpec(_Strict):
     """A full-volume segmentation job."""
 
@@ -263,6 +275,8 @@ class JobSpec(_Strict):
     # last phase: the output's region graph (fragment stats, contacts, digests) in
     # OUTPUT/region_graph, so the output opens for proofreading without another pass
     region_graph: bool = True
+    # then, with this section, the output agglomerated beside it (jobs/agglomerate_phase.py)
+    agglomerate: AgglomerateSpec | None = None
     backend: BackendSpec = Field(default_factory=BackendSpec)
     resume: bool = False
     overwrite: bool = False

@@ -1,0 +1,83 @@
+"""The job's phase after the region graph: agglomerate its own output (``agglomerate:`` in the
+spec), on the job's own Dask workers.
+
+The result is a new OME-Zarr beside the output (``agglomerate.output``, default
+``OUTPUT`` with ``-agglomerated`` before its suffix): agglomerated labels, the supervoxels
+(the job's output with its unsegmented voxels filled), their region graph and the scores
+(napari_connectome.agglomerate). A resumed job whose output did not change keeps it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from napari_connectome.jobs.grid import BlockGrid
+from napari_connectome.jobs.layout import JobLayout
+from napari_connectome.jobs.spec import JobSpec
+from napari_connectome.progress import ProgressCallback
+
+
+def agglomerate_output(spec: JobSpec) -> Path:
+    """Where a job's agglomeration goes."""
+    if spec.agglomerate is not None and spec.agglomerate.output:
+        return Path(spec.agglomerate.output)
+    out = Path(spec.output)
+    suffix = ".ome.zarr" if out.name.endswith(".ome.zarr") else out.suffix
+    stem = out.name[: len(out.name) - len(suffix)] if suffix else out.name
+    return out.with_name(f"{stem}-agglomerated{suffix}")
+
+
+def agglomerate_phase(
+    spec: JobSpec,
+    grid: BlockGrid,
+    layout: JobLayout,
+    client: Any,
+    log: Any,
+    progress: ProgressCallback,
+    *,
+    output_changed: bool,
+) -> dict | None:
+    """Agglomerate the job's output; returns the summary, None when it is already there for
+    this output (or the spec has no ``agglomerate:`` section)."""
+    import json
+
+    from napari_connectome.agglomerate import agglomerate
+    from napari_connectome.jobs.graph_phase import job_image
+    from napari_connectome.volumes import open_volume
+
+    section = spec.agglomerate
+    if section is None:
+        return None
+    dest = agglomerate_output(spec)
+    meta_file = dest / "agglomeration.json"
+    if meta_file.is_file() and not output_changed:
+        return None
+    log.write(event="phase", phase="agglomerate", path=str(dest))
+    model = None
+    if section.resegment:
+        from napari_connectome.ffn import zoo
+        from napari_connectome.ffn.checkpoint import load_model
+
+        name = spec.segmenter.model
+        model = load_model(zoo.default_model() if name == "default" else zoo.get_model(name))
+    agglomerate(
+        open_volume(str(layout.root)),
+        job_image(spec, grid),
+        dest,
+        threshold=section.threshold,
+        model=model,
+        model_name=spec.segmenter.model if model else None,
+        fill=section.fill,
+        seed_distance=section.seed_distance,
+        band=section.band,
+        max_reseg=section.max_reseg,
+        client=client,
+        overwrite=meta_file.is_file(),
+        progress=progress,
+    )
+    meta = json.loads(meta_file.read_text())
+    keys = ("n_supervoxels", "n_edges", "n_merges", "n_segments", "n_resegmented")
+    summary = {k: meta[k] for k in keys}
+    log.write(event="agglomerate", path=str(dest), **summary)
+    return summary
