@@ -195,25 +195,34 @@ def make_link(
     segments: Sequence[int] = (),
     port: int = 0,
     client: str = "auto",
+    names: Sequence[str] | None = None,
+    discover: bool = True,
 ) -> NeuroglancerLink:
     """Open every layer of ``sources`` (and a project's fragments and image), serve the folders
-    neuroglancer reads itself, and build the viewer state. Call ``start()`` (or use ``with``)."""
-    from napari_connectome.volumes import discover_volumes
+    neuroglancer reads itself, and build the viewer state. Call ``start()`` (or use ``with``).
+    ``discover=False``: each source is one volume (a napari layer's), named by ``names``."""
+    from napari_connectome.volumes import discover_volumes, open_volume
 
     table = None
-    texts = list(sources)
+    if names is not None and len(names) != len(sources):
+        raise ValueError("give one name per source")
+    texts: list[tuple[str, str | None]] = [
+        (str(t), None if names is None else str(names[k])) for k, t in enumerate(sources)
+    ]
     project_fragments = None
     if project is not None:
         project_sources, table = open_project_table(project)
         project_fragments = project_sources[0]
-        have = {os.path.realpath(t) for t in texts if Path(t).exists()}
-        texts = [t for t in project_sources if os.path.realpath(t) not in have] + texts
+        have = {os.path.realpath(t) for t, _ in texts if Path(t).exists()}
+        texts = [(t, None) for t in project_sources if os.path.realpath(t) not in have] + texts
     if not texts:
         raise UserInputError("nothing to show: give a SOURCE or --project")
     volumes = []
-    for text in texts:
-        for v in discover_volumes(text):
-            volumes.append(v)
+    for text, name in texts:
+        found = discover_volumes(text) if discover else [open_volume(text)]
+        if name is not None and len(found) == 1:
+            found[0].name = name
+        volumes.extend(found)
     if project_fragments is not None:
         pf = os.path.realpath(project_fragments)
         for v in volumes:
