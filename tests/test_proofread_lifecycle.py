@@ -14,6 +14,7 @@ import pytest
 
 from napari_connectome.proofread import EditRefused, ProofreadSession
 from napari_connectome.proofread import log as edit_log
+from napari_connectome.proofread.operations import RollbackFailed
 from napari_connectome.proofread.project import FRAGMENTS, LOG, create_v1_project
 from napari_connectome.proofread.table import FragmentTable
 from napari_connectome.testing.filesystems import fill, full_filesystem
@@ -122,6 +123,32 @@ def test_a_split_that_fails_half_way_is_undone_now_and_after_a_reopen(tmp_path, 
         s.split(1, [(8, 16, 8)], [(8, 16, 24)])  # the same split now succeeds, with the same ids
         assert s.history()[-1].description == f"split 1 -> {plan.new_segment} (watershed)"
     assert [st for _, st in statuses(p)] == ["applied", "applied", "failed"] + ["applied"] * 3
+
+
+def test_a_failed_roll_back_stops_edits_until_the_project_is_reopened(tmp_path, monkeypatch):
+    """The split fails, and putting its voxel patch back fails too: the session cannot know its
+    state, so it refuses edits; the row stays 'written' and the reopen rebuilds the project as it
+    was before the split."""
+    p = make(tmp_path / "p", coarse_fragments(), image=membrane_image(), chunks=16)
+    with ProofreadSession.open(p) as s:
+        before = state(s)
+        plan = s.preview_split(1, [(8, 16, 8)], [(8, 16, 24)])
+
+        def fail(*args):
+            raise OSError(errno.EIO, "injected")
+
+        with monkeypatch.context() as m:
+            m.setattr(FragmentTable, "append_fragment", fail)
+            m.setattr(ProofreadSession, "revert_patch", fail)
+            with pytest.raises(RollbackFailed):
+                s.commit_split(plan)
+        with pytest.raises(EditRefused, match="open it again"):
+            s.merge([1, 2])
+        assert row_statuses(s)[-1] == ("split", "written")
+    with ProofreadSession.open(p) as s:
+        assert_same(state(s), before)
+        assert row_statuses(s)[-1] == ("split", "failed")
+        s.merge([1, 2])
 
 
 def test_an_edit_whose_log_row_cannot_be_marked_applied_is_rolled_back(tmp_path, monkeypatch):

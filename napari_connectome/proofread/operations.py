@@ -43,6 +43,11 @@ Action = Callable[[EditState], None]
 Step = tuple[Action, Action]  # (do, undo)
 
 
+class RollbackFailed(RuntimeError):
+    """A step failed and undoing the steps before it failed too: the state is unknown (the
+    session then refuses edits until the project is reopened, which rebuilds it from the log)."""
+
+
 def run_steps(state: EditState, steps: Sequence[Step]) -> None:
     """Do every step in order; if one raises, undo the ones done (newest first) and re-raise."""
     done: list[Action] = []
@@ -50,9 +55,12 @@ def run_steps(state: EditState, steps: Sequence[Step]) -> None:
         for do, undo in steps:
             do(state)
             done.append(undo)
-    except BaseException:
+    except BaseException as exc:
         for undo in reversed(done):
-            undo(state)
+            try:
+                undo(state)
+            except BaseException as again:
+                raise RollbackFailed(f"{type(again).__name__}: {again}") from exc
         raise
 
 

@@ -31,6 +31,7 @@ from napari_connectome.proofread.operations import (
     NewSegmentOp,
     Operation,
     Patch,
+    RollbackFailed,
     SplitOp,
     StatusOp,
 )
@@ -402,6 +403,8 @@ class ProofreadSession:
         try:
             do(row, op)  # all or nothing
         except BaseException as exc:
+            if isinstance(exc, RollbackFailed):
+                self._broken = f"'{op.describe()}' could not be undone ({exc})"
             self._failed(row, exc, saved)
             raise
         try:
