@@ -28,8 +28,9 @@ EXCLUSION = 3  # voxels around the contact point where no seed is placed
 
 
 def box_radius(fov_size: Sequence[int], deltas: Sequence[int]) -> np.ndarray:
-    """Half-size of the box grown in (z, y, x): the FOV's half plus two moves of room."""
-    return np.asarray(fov_size, np.int64) // 2 + 2 * np.asarray(deltas, np.int64)
+    """Half-size of the box grown in (z, y, x): the FOV's half plus one move of room, so seeds
+    within one move of the contact have a whole FOV around them."""
+    return np.asarray(fov_size, np.int64) // 2 + np.asarray(deltas, np.int64)
 
 
 def check_fov_fits(shape: Sequence[int], fov_size: Sequence[int], deltas: Sequence[int]) -> None:
@@ -75,9 +76,11 @@ def resegment_pairs(
     batch: int = 8,
     precision: str = "auto",
     device: str = "cpu",
+    limit: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> np.ndarray:
-    """Resegmentation score of each pair (u, v) at its contact point; NaN where no seed fits."""
+    """Resegmentation score of pairs (u, v) at their contact points, in the given order until
+    ``limit`` pairs are scored; NaN where no seed fits or the limit was reached first."""
     from napari_connectome.ffn.inference import segment_many
     from napari_connectome.ffn.options import options_for_model
     from napari_connectome.ffn.runner import LockstepRunner
@@ -90,34 +93,36 @@ def resegment_pairs(
     options = options_for_model(config, min_segment_size=0, min_boundary_dist=0)
     runner = LockstepRunner(model, device=device, precision=precision, batch=batch)
     out = np.full(len(pairs), np.nan)
-    for start in range(0, len(pairs), batch):
+    limit = len(pairs) if limit is None else int(limit)
+    scored, k = 0, 0
+    while k < len(pairs) and scored < limit:
         jobs, images, seeds = [], [], []
-        for k in range(start, min(start + batch, len(pairs))):
+        while k < len(pairs) and len(jobs) < min(batch, limit - scored):
             p = np.asarray(points[k], np.int64)
             lo = np.clip(p - radius, 0, shape - (2 * radius + 1))
-            hi = lo + 2 * radius + 1
-            sl = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+            sl = tuple(slice(int(a), int(a + 2 * r + 1)) for a, r in zip(lo, radius))
             sv = np.asarray(supervoxels[sl])
-            img = np.asarray(em[sl])
             centre = p - lo
             masks = [sv == pairs[k][0], sv == pairs[k][1]]
             found = [_seed_in(m, centre, margin, analysis) for m in masks]
-            if None in found:
-                continue
-            near = np.abs(np.indices(sv.shape) - centre[:, None, None, None]).max(axis=0)
-            region = near <= analysis
-            jobs.append((k, masks[0] & region, masks[1] & region))
-            images += [img, img]
-            seeds += [[found[0]], [found[1]]]
+            if None not in found:  # else no seed fits: the pair keeps its EM evidence only
+                near = np.abs(np.indices(sv.shape) - centre[:, None, None, None]).max(axis=0)
+                region = near <= analysis
+                jobs.append((k, masks[0] & region, masks[1] & region))
+                img = np.asarray(em[sl])
+                images += [img, img]
+                seeds += [[found[0]], [found[1]]]
+            k += 1
         if jobs:
             results = segment_many(
                 images, model, config, options, seeds=seeds, runner=runner, speculate=False
             )
-            for j, (k, in_a, in_b) in enumerate(jobs):
+            for j, (idx, in_a, in_b) in enumerate(jobs):
                 obj_a = results[2 * j].labels > 0
                 obj_b = results[2 * j + 1].labels > 0
                 f_b = (obj_a & in_b).sum() / max(int(in_b.sum()), 1)
                 f_a = (obj_b & in_a).sum() / max(int(in_a.sum()), 1)
-                out[k] = 0.5 * (f_a + f_b)
-        progress(min(start + batch, len(pairs)), len(pairs), "agglomerate: FFN resegmentation")
+                out[idx] = 0.5 * (f_a + f_b)
+            scored += len(jobs)
+        progress(scored, limit, "agglomerate: FFN resegmentation")
     return out

@@ -447,8 +447,7 @@ def _build(
 
         t = time.perf_counter()
         near = np.flatnonzero(np.abs(mean_rank - threshold) <= band)
-        near = near[np.argsort(np.abs(mean_rank[near] - threshold), kind="stable")][:max_reseg]
-        near = np.sort(near)
+        near = near[np.argsort(np.abs(mean_rank[near] - threshold), kind="stable")]
         sv_arr = zarr.open_array(sv_path, mode="r")
         em_arr = _ArrayView(em_src.reader, shape)
         pairs = np.stack([c["u"][near], c["v"][near]], axis=1)
@@ -461,6 +460,7 @@ def _build(
             model[1],
             batch=batch,
             precision=precision,
+            limit=max_reseg,
             progress=progress,
         )
         n_reseg = int(np.isfinite(reseg).sum())
