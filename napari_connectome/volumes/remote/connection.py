@@ -35,19 +35,11 @@ class RemoteUnavailableError(UserInputError):
 
 
 def transient_errors() -> tuple[type[BaseException], ...]:
-    """What a dropped connection raises (not a missing file or a refused permission)."""
-    import asyncssh
+    """What a dropped connection raises (not a missing file or a refused permission): the one
+    definition, :func:`napari_connectome.jobs.transport.transient_errors`."""
+    from napari_connectome.jobs.transport import transient_errors as dropped
 
-    return (
-        ConnectionError,
-        EOFError,
-        TimeoutError,
-        BrokenPipeError,
-        asyncssh.DisconnectError,
-        asyncssh.ChannelOpenError,
-        asyncssh.SFTPConnectionLost,
-        asyncssh.SFTPNoConnection,
-    )
+    return dropped()
 
 
 class SFTPSession:
