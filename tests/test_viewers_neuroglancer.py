@@ -299,3 +299,23 @@ def test_cli_bad_input_is_exit_2(tmp_path, volumes):
 @pytest.fixture(autouse=True)
 def _no_browser(monkeypatch):
     monkeypatch.setenv("BROWSER", "true")  # never a real browser from a test
+
+
+def test_exported_meshes_are_served_with_the_segmentation(volumes, tmp_path):
+    from napari_connectome.meshing.volume_export import export_volume_meshes
+    from napari_connectome.volumes import open_volume
+
+    root, _img, _seg = volumes
+    meshes = tmp_path / "meshes"
+    export_volume_meshes(open_volume(root / "seg.ome.zarr"), meshes, segments=[BIG])
+    with make_link([str(root / "seg.ome.zarr")], meshes=meshes, client="public") as link:
+        (layer,) = link.state["layers"]
+        volume_url, mesh_url = layer["source"]
+        assert volume_url.startswith("zarr3://")
+        assert mesh_url.startswith("precomputed://http://127.0.0.1:")
+        base = mesh_url.removeprefix("precomputed://")
+        for name in ("info", f"{BIG}:0", f"{BIG}:0:mesh"):
+            served = urllib.request.urlopen(base + name, timeout=10).read()
+            assert served == (meshes / name).read_bytes()
+    with pytest.raises(UserInputError, match="not a neuroglancer precomputed mesh folder"):
+        make_link([str(root / "seg.ome.zarr")], meshes=tmp_path, client="public")

@@ -50,6 +50,11 @@ def register(subparsers: Any) -> None:
         help="segments to select (with --project: the project's segment ids)",
     )
     p.add_argument(
+        "--meshes",
+        metavar="DIR",
+        help="a precomputed mesh folder (napari-connectome export-meshes) for the segmentation",
+    )
+    p.add_argument(
         "--no-browser", action="store_true", help="print the link only, do not open a browser"
     )
     p.add_argument(
@@ -81,6 +86,7 @@ def cmd_neuroglancer(args: argparse.Namespace) -> int:
         segments=args.segments,
         port=args.port,
         client=args.client,
+        meshes=args.meshes,
     )
     stop = threading.Event()
     try:
@@ -89,6 +95,8 @@ def cmd_neuroglancer(args: argparse.Namespace) -> int:
             where = sv.folder if sv.folder is not None else f"{sv.volume.source} (read by us)"
             kind = "segmentation" if sv.layer.segmentation else "image"
             print(f"serving {kind} layer '{sv.layer.name}': {where}")
+            if sv.layer.meshes:
+                print(f"  with meshes from {args.meshes}")
         print(f"neuroglancer: {link.url}", flush=True)
         print("press Ctrl-C to stop serving", file=sys.stderr, flush=True)
         if not args.no_browser:

@@ -197,10 +197,12 @@ def make_link(
     client: str = "auto",
     names: Sequence[str] | None = None,
     discover: bool = True,
+    meshes: str | os.PathLike | None = None,
 ) -> NeuroglancerLink:
     """Open every layer of ``sources`` (and a project's fragments and image), serve the folders
     neuroglancer reads itself, and build the viewer state. Call ``start()`` (or use ``with``).
-    ``discover=False``: each source is one volume (a napari layer's), named by ``names``."""
+    ``discover=False``: each source is one volume (a napari layer's), named by ``names``.
+    ``meshes``: a precomputed mesh folder (``export-meshes``) shown with the first segmentation."""
     from napari_connectome.volumes import discover_volumes, open_volume
 
     table = None
@@ -229,9 +231,15 @@ def make_link(
             if os.path.realpath(str(v.source)) == pf or str(v.source) == project_fragments:
                 v.is_labels = True  # the project's fragments are a segmentation whatever the file
     wanted = [int(s) for s in segments]
+    mesh_folder = _mesh_folder(meshes) if meshes is not None else None
     files = FileServer(LOOPBACK, port).start()
     try:
         served = _layers(volumes, files, wanted, table, project_fragments)
+        if mesh_folder is not None:
+            seg = next((sv for sv in served if sv.layer.segmentation), None)
+            if seg is None:
+                raise UserInputError("--meshes needs a segmentation among the sources")
+            seg.layer.meshes.append(f"precomputed://{files.add_folder('meshes', mesh_folder)}")
     except BaseException:
         files.stop()
         raise
@@ -276,6 +284,21 @@ def _layers(
             layer.source = f"python://{name}"  # replaced by the package's own URL at start
             served.append(ServedVolume(v, layer, None))
     return served
+
+
+def _mesh_folder(path: str | os.PathLike) -> Path:
+    """A precomputed mesh folder neuroglancer reads (legacy or multi-resolution ``info``)."""
+    folder = Path(path)
+    try:
+        kind = json.loads((folder / "info").read_text()).get("@type")
+    except (OSError, ValueError, AttributeError):
+        kind = None
+    if kind not in ("neuroglancer_legacy_mesh", "neuroglancer_multilod_draco"):
+        raise UserInputError(
+            f"{folder} is not a neuroglancer precomputed mesh folder (no mesh 'info'); make one "
+            "with napari-connectome export-meshes"
+        )
+    return folder
 
 
 def _as_fragments(table: Any, segments: Sequence[int]) -> list[int]:
@@ -351,7 +374,8 @@ def _package_viewer(state: dict[str, Any], local: list[ServedVolume]) -> tuple[A
                     if layer["type"] == "segmentation"
                     else neuroglancer.ImageLayer
                 )
-                s.layers[layer["name"]] = kind(source=_local_volume(sv), **_layer_options(layer))
+                source = [_local_volume(sv), *sv.layer.meshes]
+                s.layers[layer["name"]] = kind(source=source, **_layer_options(layer))
     return viewer, viewer.get_viewer_url()
 
 

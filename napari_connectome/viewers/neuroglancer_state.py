@@ -35,11 +35,13 @@ class LayerSpec:
     segmentation: bool
     segments: list[int] = field(default_factory=list)
     equivalences: list[list[int]] = field(default_factory=list)
+    meshes: list[str] = field(default_factory=list)  # precomputed mesh sources (URLs)
 
     def to_json(self) -> dict[str, Any]:
+        main = self.source if isinstance(self.source, str) else str(self.source)
         out: dict[str, Any] = {
             "type": "segmentation" if self.segmentation else "image",
-            "source": self.source if isinstance(self.source, str) else str(self.source),
+            "source": [main, *self.meshes] if self.meshes else main,
             "name": self.name,
         }
         if self.segmentation:
