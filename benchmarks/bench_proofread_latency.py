@@ -123,7 +123,7 @@ def run(name: str, frags, raw, bodies_of_tile: dict[int, list[int]], workdir: Pa
     op = s.split(big.id, [tuple(map(int, pa))], [tuple(map(int, pb))])
     emit(name, "split_watershed", 1000 * (time.perf_counter() - a),
          supervoxel_voxels=int(s.table.counts[frow]) + 0,
-         rewritten_voxels=int(op.arrays["mask0"].sum()) if "mask0" in op.arrays else 0)  # fmt: skip
+         rewritten_voxels=int(op.masks[0].sum()) if op.masks else 0)  # fmt: skip
     a = time.perf_counter()
     s.undo()
     emit(name, "undo_split_watershed", 1000 * (time.perf_counter() - a))
