@@ -1,0 +1,217 @@
+"""The proofreading queue panel: the agglomeration's decisions most likely wrong, one by one.
+
+Open an agglomerate output (``napari-connectome agglomerate``) and a new project folder; the
+panel makes a proofreading project over its supervoxels (the agglomeration applied as merge
+edits), then shows one item at a time: the EM and the segments in a box around the contact, the
+two sides in their own layer, the view centred on the contact. ``Y`` accepts the rule's
+decision, ``N`` rejects it (an ordinary edit in the project's log: a merge, or a min-cut split),
+``K`` skips it for later, ``U`` undoes the last decision (and its edit). The panel shows items
+done / left and what the queue expects to gain. What a step costs follows the box, never the
+volume (napari_connectome.agglomerate.queue).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+BOX = 48  # voxels per axis shown around a contact
+KEYS = {"y": "accept", "n": "reject", "k": "skip", "u": "undo"}
+
+
+class ProofreadQueueWidget(QWidget):
+    """Dock widget: ``Plugins > Connectome > Proofreading queue``."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.queue: Any = None
+        self.session: Any = None
+        self.index: int | None = None
+        self.made: list[tuple[int, bool]] = []  # (item, whether it edited), newest last
+        layout = QVBoxLayout(self)
+        self.open_button = QPushButton("Open agglomerate output…")
+        self.open_button.clicked.connect(self._choose)
+        layout.addWidget(self.open_button)
+        self.item_label = QLabel("no queue open")
+        self.item_label.setWordWrap(True)
+        layout.addWidget(self.item_label)
+        row = QHBoxLayout()
+        self.buttons = {}
+        for key, verdict in KEYS.items():
+            b = QPushButton(f"{verdict} ({key.upper()})")
+            b.clicked.connect(lambda _=False, v=verdict: self.decide(v))
+            b.setEnabled(False)
+            row.addWidget(b)
+            self.buttons[verdict] = b
+        layout.addLayout(row)
+        self.progress_label = QLabel("")
+        layout.addWidget(self.progress_label)
+        self.message = QLabel("")
+        self.message.setWordWrap(True)
+        layout.addWidget(self.message)
+        layout.addStretch(1)
+        for key, verdict in KEYS.items():
+            self.viewer.bind_key(key, self._key(verdict), overwrite=True)
+
+    def _key(self, verdict: str):
+        def handler(_viewer: Any) -> None:
+            self.decide(verdict)
+
+        handler.__doc__ = f"proofreading queue: {verdict}"
+        return handler
+
+    # ---- opening -------------------------------------------------------------------------------
+
+    def _choose(self) -> None:
+        dest = QFileDialog.getExistingDirectory(self, "Agglomerate output (DEST of agglomerate)")
+        if not dest:
+            return
+        project = QFileDialog.getSaveFileName(self, "New proofreading project folder")[0]
+        if project:
+            self.open(dest, project)
+
+    def open(self, dest: str | Path, project: str | Path) -> None:
+        """Open the queue of ``dest`` with the project ``project`` (made if it does not exist)."""
+        from napari_connectome.agglomerate.queue import ProofreadQueue, apply_agglomeration
+        from napari_connectome.errors import UserInputError
+        from napari_connectome.gui._notify import report_error
+        from napari_connectome.proofread.reference import create_project
+        from napari_connectome.proofread.session import ProofreadSession
+
+        dest, project = Path(dest), Path(project)
+        try:
+            queue = ProofreadQueue(dest)
+            fresh = not project.exists()
+            if fresh:
+                import json
+
+                meta = json.loads((dest / "agglomeration.json").read_text())
+                create_project(
+                    project,
+                    str(dest / "supervoxels"),
+                    image=meta["em"],
+                    region_graph=dest / "region_graph",
+                )
+            session = ProofreadSession.open(project)
+            if fresh:
+                apply_agglomeration(session, dest)
+        except UserInputError as exc:
+            self.message.setText(report_error(exc, "open the queue"))
+            return
+        self.close_session()
+        self.queue, self.session, self.made = queue, session, []
+        for b in self.buttons.values():
+            b.setEnabled(True)
+        self.show_item(queue.next_index())
+
+    def close_session(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+    def closeEvent(self, event: Any) -> None:
+        self.close_session()
+        super().closeEvent(event)
+
+    # ---- one item ------------------------------------------------------------------------------
+
+    def _box(self, point: tuple[int, ...]) -> tuple[slice, ...]:
+        shape = np.asarray(self.session.shape)
+        lo = np.clip(np.asarray(point) - BOX // 2, 0, np.maximum(shape - BOX, 0))
+        hi = np.minimum(lo + BOX, shape)
+        return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+
+    def show_item(self, index: int | None) -> None:
+        """Show item ``index``: EM, segments and the two sides in a box, the view on the contact."""
+        self.index = index
+        self._update_progress()
+        if index is None:
+            self.item_label.setText("queue finished: every item decided")
+            return
+        item = self.queue.items[index]
+        box = self._box(item.point)
+        offset = np.array([s.start for s in box], float)
+        scale = np.asarray(self.session.voxel_size_nm, float)
+        labels = np.asarray(self.session.labels(box))
+        pa, pb = self.queue.sides(self.session, item)
+        sa, sb = self.session.segment_at(pa), self.session.segment_at(pb)
+        pair = np.zeros(labels.shape, np.uint8)
+        pair[labels == sa] = 1
+        pair[labels == sb] = 2 if sb != sa else 1
+        em = None if self.session.image is None else np.asarray(self.session.image[box])
+        kw = {"scale": scale, "translate": offset * scale}
+        self._layer("queue: EM", em, "image", kw)
+        self._layer("queue: segments", labels, "labels", {**kw, "opacity": 0.3})
+        self._layer("queue: the two sides", pair, "labels", {**kw, "opacity": 0.6})
+        world = np.asarray(item.point, float) * scale
+        for ax in range(3):
+            self.viewer.dims.set_point(ax, world[ax])
+        self.viewer.camera.center = tuple(world)
+        self.item_label.setText(
+            f"item {index + 1} of {len(self.queue.items)}: {item.describe()}; segments {sa} "
+            f"and {sb}" + (" (one segment now)" if sa == sb else "")
+        )
+
+    def _layer(self, name: str, data: Any, kind: str, kw: dict) -> None:
+        if data is None:
+            return
+        if name in self.viewer.layers:
+            layer = self.viewer.layers[name]
+            layer.data = data
+            layer.scale, layer.translate = kw["scale"], kw["translate"]
+            return
+        add = self.viewer.add_image if kind == "image" else self.viewer.add_labels
+        add(data, name=name, **kw)
+
+    def _update_progress(self) -> None:
+        q = self.queue
+        if q is None:
+            return
+        self.progress_label.setText(
+            f"done {q.done}, left {q.left}; expected gain: {q.expected_gain():.1f} wrong "
+            "decisions among the items left"
+        )
+
+    # ---- decisions ------------------------------------------------------------------------------
+
+    def decide(self, verdict: str) -> None:
+        from napari_connectome.gui._notify import report_error
+
+        if self.queue is None or self.session is None:
+            return
+        try:
+            if verdict == "undo":
+                self._undo()
+                return
+            if self.index is None:
+                return
+            op = self.queue.decide(self.session, self.index, verdict)
+        except Exception as exc:  # an edit the session refused (locked segment, ...)
+            self.message.setText(report_error(exc, verdict))
+            return
+        if verdict != "skip":
+            self.made.append((self.index, op is not None))
+        self.message.setText("" if op is None else f"edit: {op.describe()}")
+        self.show_item(self.queue.next_index(self.index))
+
+    def _undo(self) -> None:
+        if not self.made:
+            self.message.setText("no decision to undo")
+            return
+        index, edited = self.made.pop()
+        if edited:
+            self.session.undo()
+        self.queue.undo_decision(index)
+        self.message.setText(f"undid the decision on item {index + 1}")
+        self.show_item(index)

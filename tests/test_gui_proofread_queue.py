@@ -1,0 +1,72 @@
+"""The proofreading queue panel in a real napari viewer: real key presses accept, reject, skip
+and undo; a reject is an ordinary edit in the project's log; the view jumps to the contact."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_connectome.agglomerate import agglomerate
+from napari_connectome.volumes import open_volume
+from tests.test_agglomerate import write_crop
+from tests.test_gui_proofread import press
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture(scope="module")
+def agglomerated(google_ffn_dir, fib25_h5, tmp_path_factory):
+    crop = write_crop(tmp_path_factory.mktemp("crop") / "crop.h5", google_ffn_dir, fib25_h5)
+    dest = tmp_path_factory.mktemp("q") / "agg.ome.zarr"
+    agglomerate(open_volume(f"{crop}:seg"), open_volume(f"{crop}:raw"), dest, threshold=0.4)
+    return dest
+
+
+def test_keys_accept_reject_skip_and_undo_through_the_project_log(
+    make_napari_viewer, agglomerated, tmp_path, qtbot
+):
+    from qtpy.QtCore import Qt
+
+    from napari_connectome.gui.proofread_queue import ProofreadQueueWidget
+
+    viewer = make_napari_viewer(show=True)
+    widget = ProofreadQueueWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Proofreading queue")
+    widget.open(agglomerated, tmp_path / "project")
+    queue, session = widget.queue, widget.session
+    assert widget.index == 0
+    assert {"queue: EM", "queue: segments", "queue: the two sides"} <= {
+        layer.name for layer in viewer.layers
+    }
+    first = queue.items[0]
+    scale = np.asarray(session.voxel_size_nm)
+    assert np.allclose(viewer.dims.point, np.asarray(first.point) * scale)
+    sides = viewer.layers["queue: the two sides"]
+    assert set(np.unique(sides.data)) >= {1}
+    assert sides.data.shape[0] <= 48  # a box around the contact, not the volume
+    assert f"left {len(queue.items)}" in widget.progress_label.text()
+
+    # find an item the rule left apart, skipping the ones before it with K
+    target = next(i for i, it in enumerate(queue.items) if it.kind == "apart")
+    for _ in range(target):
+        press(viewer, Qt.Key_K)
+    assert widget.index == target
+    pa, pb = queue.sides(session, queue.items[target])
+    assert session.segment_at(pa) != session.segment_at(pb)
+    n_edits = len(session.history())
+    press(viewer, Qt.Key_N)  # reject: they are one neuron -> a merge edit in the log
+    assert session.segment_at(pa) == session.segment_at(pb)
+    assert len(session.history()) == n_edits + 1
+    assert queue.done == 1
+    assert f"done 1, left {len(queue.items) - 1}" in widget.progress_label.text()
+    after = widget.index
+    press(viewer, Qt.Key_Y)  # accept: no edit
+    assert len(session.history()) == n_edits + 1
+    assert queue.done == 2
+    press(viewer, Qt.Key_U)  # undo the accept
+    assert widget.index == after
+    press(viewer, Qt.Key_U)  # undo the reject: the merge is undone in the log
+    assert session.segment_at(pa) != session.segment_at(pb)
+    assert queue.done == 0
+    assert widget.index == target
+    widget.close_session()
