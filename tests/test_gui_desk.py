@@ -8,24 +8,33 @@ runner, worker threads and layers. The ``realdata`` tests use Google's published
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
+from qtpy.QtCore import Qt
 
 from napari_connectome.gui._camera import camera
-from napari_connectome.gui._models import LOCAL
-from napari_connectome.gui.click_segment import PREVIEW, ClickToSegmentWidget
-from napari_connectome.gui.segment_region import SHAPES_BOX, WHOLE, SegmentRegionWidget
+from napari_connectome.gui._models import LOCAL, NOT_DOWNLOADED
+from napari_connectome.gui.click_segment import CLICK, PREVIEW, ClickToSegmentWidget
+from napari_connectome.gui.segment_region import (
+    CURRENT_VIEW,
+    SHAPES_BOX,
+    WHOLE,
+    SegmentRegionWidget,
+)
 from napari_connectome.samples import synthetic_em
 
 pytestmark = pytest.mark.gui
 
 
-def _flood_model(path, deltas: int):
+def _flood_model(path, deltas: int, min_segment_size: int = 1000):
     import torch
 
     from napari_connectome.ffn.checkpoint import save_model
     from napari_connectome.ffn.config import ModelConfig
     from napari_connectome.ffn.model import FFNArchitecture, build_model
+    from napari_connectome.ffn.options import InferenceOptions
 
     arch = FFNArchitecture(depth=1, features=4, fov_size=(9, 9, 9), deltas=(deltas,) * 3)
     model = build_model(arch)
@@ -33,7 +42,8 @@ def _flood_model(path, deltas: int):
         for p in model.parameters():
             p.zero_()
         model.conv_lom.bias.fill_(8.0)  # every voxel of every FOV becomes "object"
-    return save_model(path, model, ModelConfig(architecture=arch))
+    options = InferenceOptions(min_segment_size=min_segment_size)
+    return save_model(path, model, ModelConfig(architecture=arch, inference=options))
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +55,12 @@ def flood_model(tmp_path_factory):
 def slow_flood_model(tmp_path_factory):
     """Moves one voxel at a time, so a region takes long enough to cancel."""
     return _flood_model(tmp_path_factory.mktemp("models") / "flood-slow", deltas=1)
+
+
+@pytest.fixture(scope="module")
+def picky_flood_model(tmp_path_factory):
+    """Fills everything but keeps no object smaller than a million voxels."""
+    return _flood_model(tmp_path_factory.mktemp("models") / "flood-picky", 4, 10**6)
 
 
 @pytest.fixture
@@ -61,30 +77,50 @@ def _region_widget(viewer, model_dir) -> SegmentRegionWidget:
     viewer.window.add_dock_widget(widget, name="Segment region")
     widget.model.choice.value = LOCAL
     widget.model.path.value = model_dir
+    # Only the test of the question asks it: on a busy machine any run's estimate may be long.
+    widget.confirm_above_s = 1e9
     return widget
 
 
 def test_segment_region_shows_objects_while_it_runs(viewer, flood_model, qtbot):
     widget = _region_widget(viewer, flood_model)
+    assert widget.region.value == CURRENT_VIEW  # never the whole volume by default
     widget.region.value = WHOLE
     widget.update_interval_s = 0.0
-    seen: list[int] = []
+    seen: list[tuple[int, int]] = []  # (objects, voxels) drawn at each layer update
     viewer.layers.events.inserted.connect(
         lambda e: e.value.events.data.connect(
-            lambda _: seen.append(len(np.unique(e.value.data)) - 1)
+            lambda _: seen.append(
+                (len(np.unique(e.value.data)) - 1, int(e.value.data.astype(bool).sum()))
+            )
         )
     )
 
+    statuses: list[str] = []  # the status line whenever the layer was redrawn
+    viewer.layers.events.inserted.connect(
+        lambda e: e.value.events.data.connect(lambda _: statuses.append(widget.status.value))
+    )
     widget.run_button.clicked.emit()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
 
     out = viewer.layers["em FFN"]
     assert widget.status.value.startswith("done:")
+    assert "FFN steps" in widget.status.value
     n_objects = len(np.unique(out.data)) - 1
     assert n_objects == widget.last_counters["segments"] >= 2
-    # Objects arrived one after another, not only at the end.
-    assert seen[0] < n_objects
-    assert seen[-1] == n_objects
+    # Objects arrived one after another, not only at the end, and grew while they were growing:
+    # the first object was drawn at more than one size before the second appeared.
+    assert seen[0][0] < n_objects
+    assert seen[-1][0] == n_objects
+    first = [v for n, v in seen if n == 1]
+    assert len(set(first)) >= 2
+    # Before the run: its size and estimated time; during it: FFN steps and time left.
+    assert "48 x 48 x 48 = 110,592 voxels" in widget.estimate.value
+    assert "FFN steps" in widget.estimate.value
+    assert "steps/s measured" in widget.estimate.value
+    # while it ran: FFN steps done of those expected, and the time left
+    assert any(" FFN steps, " in t and " left (seed " in t for t in statuses)
+    assert widget.progress.max > widget.last_counters["seeds_tried"]  # steps, not seeds
     assert out.data.shape == (48, 48, 48)
     assert tuple(out.scale) == (10, 10, 10)
     assert widget.progress.value == widget.progress.max
@@ -129,12 +165,68 @@ def test_seed_points_grow_one_object_each_and_border_points_are_skipped(viewer, 
     assert out.data[24, 24, 24] == 1
 
 
+def test_long_runs_ask_first_and_no_means_nothing_runs(viewer, flood_model, qtbot):
+    from qtpy.QtWidgets import QMessageBox
+
+    widget = _region_widget(viewer, flood_model)
+    widget.region.value = WHOLE
+    widget.confirm_above_s = 0.0  # every run counts as long here
+
+    widget.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: widget.confirm_box is not None, timeout=60_000)
+    box = widget.confirm_box
+    assert box.isVisible()
+    assert "estimated to take" in box.text()
+    assert "110,592 voxels" in box.informativeText()
+    qtbot.mouseClick(box.button(QMessageBox.No), Qt.LeftButton)
+    qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=10_000)
+    assert "em FFN" not in viewer.layers
+    assert widget.status.value.startswith("not started")
+
+    widget.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: widget.confirm_box is not None, timeout=60_000)
+    qtbot.mouseClick(widget.confirm_box.button(QMessageBox.Yes), Qt.LeftButton)
+    qtbot.waitUntil(lambda: widget.worker is None and widget.run_button.enabled, timeout=120_000)
+    assert widget.status.value.startswith("done:")
+    assert viewer.layers["em FFN"].data.any()
+
+
+def test_a_box_outside_the_volume_is_refused_and_a_clamped_one_said(viewer, flood_model, qtbot):
+    viewer.dims.set_point(0, 200)
+    outside = np.array([[200, 600, 600], [200, 600, 900], [200, 900, 900], [200, 900, 600]])
+    shapes = viewer.add_shapes([outside], shape_type="rectangle", name="box")
+    widget = _region_widget(viewer, flood_model)
+    widget.region.value = SHAPES_BOX
+    widget.shapes.value = shapes
+
+    widget.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: widget.worker is None and widget.run_button.enabled, timeout=60_000)
+    assert "lies outside the volume" in widget.status.value
+    assert "em FFN" not in viewer.layers
+
+    partly = np.array([[200, -100, 50], [200, -100, 300], [200, 300, 300], [200, 300, 50]])
+    shapes.data = [partly]
+    widget.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: widget.worker is None and widget.run_button.enabled, timeout=120_000)
+    out = viewer.layers["em FFN"]
+    assert out.metadata["region_zyx"][1] == [0, 31]
+    messages = [n.message for n in _notifications()]
+    assert any("box clamped from" in m and "y -10:31" in m and "y 0:31" in m for m in messages)
+    assert widget.status.value.startswith("done:")
+
+
+def _notifications():
+    from napari.utils.notifications import notification_manager
+
+    return list(notification_manager.records)
+
+
 def test_cancel_stops_the_run_and_keeps_the_ui_usable(viewer, slow_flood_model, qtbot):
     widget = _region_widget(viewer, slow_flood_model)
     widget.region.value = WHOLE
 
     widget.run_button.clicked.emit()
-    qtbot.waitUntil(lambda: "seed" in widget.status.value, timeout=60_000)
+    qtbot.waitUntil(lambda: "FFN steps" in widget.status.value, timeout=60_000)
     widget.cancel_button.clicked.emit()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
 
@@ -169,6 +261,39 @@ def test_bad_inputs_are_notified(make_napari_viewer, flood_model, qtbot):
     widget.run_button.clicked.emit()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
     assert "model folder" in widget.status.value
+
+
+def test_the_model_menu_says_what_each_model_is_and_which_needs_internet(
+    make_napari_viewer, qtbot, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("NAPARI_CONNECTOME_CACHE", str(tmp_path / "empty-cache"))
+    # offline: the zoo's files are nowhere to be had
+    monkeypatch.setenv("NAPARI_CONNECTOME_ZOO_URL", (tmp_path / "no-mirror").as_uri())
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(synthetic_em((48, 48, 48), seed=0).image, name="em")
+    widget = SegmentRegionWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Segment region")
+    widget.confirm_above_s = 1e9
+    combo = widget.model.choice.native
+    labels = [combo.itemText(i) for i in range(combo.count())]
+
+    assert labels[0].startswith("fib25-small (default): quick, rough")
+    assert "ARAND 0.48" in labels[0]
+    assert widget.model.note.native.isHidden()
+    google = next(t for t in labels if t.startswith("google-fib25"))
+    assert NOT_DOWNLOADED in google
+    combo.setCurrentIndex(labels.index(google))  # as a user picks it
+    assert widget.model.choice.value == "google-fib25"
+    assert not widget.model.note.native.isHidden()
+    assert NOT_DOWNLOADED in widget.model.note.value
+
+    widget.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: widget.worker is None and widget.run_button.enabled, timeout=60_000)
+    text = widget.status.value
+    assert "google-fib25 is not downloaded and could not be downloaded now" in text
+    assert "use the default fib25-small" in text.lower()
+    assert "://" not in text
+    assert "Error" not in text
 
 
 def _click_canvas_centre(viewer, qtbot, world_zyx):
@@ -210,6 +335,14 @@ def test_click_grows_an_object_live_then_accept_and_undo(viewer, flood_model, qt
     qtbot.waitUntil(lambda: widget.accept_button.enabled, timeout=60_000)
 
     assert len(updates) >= 2  # the preview showed the object growing, then the result
+    # The click is marked, in the image's world and units.
+    marker = viewer.layers[CLICK]
+    assert marker.data.tolist() == [[24, 24, 24]]
+    assert tuple(marker.scale) == (10, 10, 10)
+    assert tuple(marker.units) == tuple(viewer.layers["em"].units)
+    # The flood fills the whole 40-voxel context box (4..44 of a 48-voxel volume): flagged.
+    assert "CUT OFF" in widget.status.value
+    assert "raise 'context'" in widget.status.value
     assert widget.precision.value == "auto"
     assert "native bf16" in widget.precision_note.value  # what runs and why
     segments = viewer.layers["em segments"]
@@ -257,6 +390,61 @@ def test_click_in_the_3d_view(viewer, flood_model, qtbot):
 
     assert widget.accept() == 1
     assert (viewer.layers["em segments"].data == 1).sum() > 1000
+
+
+@pytest.mark.parametrize("how", ["Stop button", "Esc"])
+def test_stop_ends_a_growing_object_within_a_second(viewer, slow_flood_model, qtbot, how):
+    from qtpy.QtWidgets import QApplication
+
+    widget = _click_widget(viewer, slow_flood_model)  # one voxel per step: minutes to fill
+    widget.context.value = 48
+
+    _click_canvas_centre(viewer, qtbot, (240, 240, 240))
+    qtbot.waitUntil(lambda: _growth_step(widget.status.value) >= 10, timeout=60_000)
+    assert widget.stop_button.enabled
+    worker = widget.worker
+    t0 = time.perf_counter()
+    with qtbot.waitSignal(worker.finished, timeout=1_000):  # the thread itself has ended
+        if how == "Esc":
+            canvas = viewer.window._qt_viewer.canvas.native
+            canvas.setFocus()
+            qtbot.keyClick(canvas, Qt.Key_Escape)
+        else:
+            qtbot.mouseClick(widget.stop_button.native, Qt.LeftButton)
+    assert time.perf_counter() - t0 < 1.0
+    assert widget.worker is None
+    steps = widget.status.value
+    assert steps.startswith("stopped after")
+    assert "Accept keeps them" in steps
+    qtbot.wait(500)
+    QApplication.processEvents()
+    assert widget.status.value == steps  # no further growth reported after Stop
+    assert not widget.stop_button.enabled
+    assert widget.accept_button.enabled
+    new_id = widget.accept()
+    grown = viewer.layers["em segments"].data == new_id
+    assert grown[24, 24, 24]
+    assert 0 < grown.sum() < 48**3
+
+
+def _growth_step(status: str) -> int:
+    import re
+
+    match = re.search(r"step (\d+)", status)
+    return int(match.group(1)) if match else -1
+
+
+def test_no_object_is_said_in_words(viewer, picky_flood_model, qtbot):
+    widget = _click_widget(viewer, picky_flood_model)
+
+    _click_canvas_centre(viewer, qtbot, (240, 240, 240))
+    qtbot.waitUntil(lambda: widget.status.value.startswith("no object here"), timeout=60_000)
+
+    text = widget.status.value
+    assert "fewer than the model's minimum of 1,000,000" in text
+    assert "too_small" not in text
+    assert "_" not in text.split(":", 1)[1]
+    assert not widget.accept_button.enabled
 
 
 def test_tool_off_means_clicks_do_nothing(viewer, flood_model, qtbot):
@@ -350,6 +538,7 @@ def test_segment_a_fib25_box_from_seed_points_with_googles_model(
     widget.region.value = SHAPES_BOX
     widget.shapes.value = shapes
     widget.seeds.value = points
+    widget.confirm_above_s = 1e9  # (one seed: the region's estimate overstates this run)
 
     widget.run_button.clicked.emit()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=300_000)

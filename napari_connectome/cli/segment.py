@@ -213,6 +213,10 @@ def _segment(args: argparse.Namespace) -> int:
         f"thread{'s' if threads != 1 else ''}",
         file=sys.stderr,
     )
+    if seeds is None:  # explicit seeds grow only their objects: no estimate for the region
+        from napari_connectome.ffn.estimate import estimate_run
+
+        print(f"region {estimate_run(roi_shape, runner, config).describe()}", file=sys.stderr)
     progress, close = cli_progress(args, "segment", unit="seed")
     try:
         result = segment_region(

@@ -1,9 +1,12 @@
-"""FFN work for the desk widgets, as generators a napari thread worker can run and abort.
+"""FFN work for the desk widgets: typed requests in, typed updates out, the core's inference.
 
-No Qt here: each function yields small updates (progress, finished objects, the growing mask) and
-stops cleanly when the worker stops iterating it, which is how Cancel works. The segmentation
-itself is :mod:`napari_connectome.ffn` (canvas, google/ffn's ``segment_all`` rules, the lockstep
-runner); this module only drives it round by round so the viewer sees objects as they finish.
+No Qt here. A widget reads its inputs on the Qt thread into a small frozen dataclass
+(:class:`RegionInputs`, :class:`GrowRequest`), a worker thread turns it into a plan (the model
+loaded, the region clipped with what was clamped said, the run's time estimated) and runs
+:func:`napari_connectome.ffn.inference.iter_segment_region` or
+:func:`~napari_connectome.ffn.inference.grow_object`, yielding :class:`RegionUpdate` or
+:class:`GrowUpdate`. A worker that stops iterating stops the run after the current FFN step, which
+is how Cancel, Stop and Esc work.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,119 +27,27 @@ PRECISION_TIP = (
     "auto: bf16 where the CPU (AVX512_BF16 or AMX-BF16) or the GPU has native bf16, fp32 "
     "otherwise (bf16 without it is emulated and many times slower); fp16 is GPU only"
 )
+#: Interactive regions are read into memory; larger ones belong in a job (napari-connectome submit).
+MAX_REGION_VOXELS = 2**25
 
-
-@dataclass
-class RegionUpdate:
-    """One step of a region run. ``labels`` is set when objects finished since the last update;
-    ``counters`` on the first update (the precision chosen and why, threads) and the last."""
-
-    seeds_done: int
-    seeds_total: int
-    segments: int
-    labels: np.ndarray | None = None
-    finished: bool = False
-    counters: dict[str, Any] = field(default_factory=dict)
-
-
-def iter_segment_region(
-    image: Any,
-    model: Any,
-    config: Any,
-    options: Any = None,
-    *,
-    seeds: Sequence[Sequence[int]] | None = None,
-    device: str = "cpu",
-    precision: str = "auto",
-    min_interval_s: float = 0.25,
-) -> Iterator[RegionUpdate]:
-    """Segment ``image`` with google/ffn's rules, yielding after every FFN round.
-
-    Finished objects are reported as a copy of the region's labels (uint32, 0 = background) at most
-    every ``min_interval_s`` seconds and once at the end, so a viewer shows them as they appear
-    without copying the volume on every step. Torch leaves the Qt thread a core meanwhile.
-    """
-    from napari_connectome.ffn.threads import leave_a_core
-
-    with leave_a_core():
-        yield from _segment_region_steps(
-            image, model, config, options, seeds, device, precision, min_interval_s
-        )
-
-
-def _segment_region_steps(
-    image, model, config, options, seeds, device, precision, min_interval_s
-) -> Iterator[RegionUpdate]:
-    from napari_connectome.ffn.canvas import Canvas, segment_all
-    from napari_connectome.ffn.inference import check_image, run_settings
-    from napari_connectome.ffn.options import options_for_model
-    from napari_connectome.ffn.runner import LockstepRunner
-    from napari_connectome.ffn.seeds import check_points, policy_seeds
-
-    options = options or options_for_model(config)
-    arch = config.architecture
-    runner = LockstepRunner(model, device=device, precision=precision, batch=1)
-    img = check_image(image, arch.fov_size, "the region", config=config)
-    canvas = Canvas(
-        img,
-        fov_size=arch.fov_size,
-        deltas=arch.deltas,
-        image_mean=float(config.image_mean),
-        image_stddev=float(config.image_stddev),
-        options=options,
-        device=runner.device,
-    )
-    if seeds is None:
-        points = policy_seeds(options.seed_policy, img, None, options.seed_policy_args)
-    else:
-        points = check_points(seeds, canvas.shape, tuple(canvas.margin), None)
-    total = len(points)
-    state = {"done": 0, "new": False}
-
-    def on_object(outcome: Any) -> None:
-        state["done"] += 1
-        state["new"] = state["new"] or outcome.segment_id > 0
-
-    driver = segment_all(canvas, points, explicit_ids=seeds is not None, on_object=on_object)
-    t_start = last = time.perf_counter()
-    settings = run_settings(runner)
-    yield RegionUpdate(0, total, 0, counters=dict(settings))
-    for _ in runner.iterate([driver]):
-        now = time.perf_counter()
-        labels = None
-        if state["new"] and now - last >= min_interval_s:
-            labels, state["new"], last = _positive(canvas.segmentation), False, now
-        yield RegionUpdate(state["done"], total, int(canvas.counters["segments"]), labels)
-    counters = {**canvas.counters, **settings}
-    counters["seconds"] = round(time.perf_counter() - t_start, 3)
-    yield RegionUpdate(
-        total,
-        total,
-        int(canvas.counters["segments"]),
-        _positive(canvas.segmentation),
-        finished=True,
-        counters=counters,
-    )
-
-
-def _positive(segmentation: np.ndarray) -> np.ndarray:
-    """The canvas marks failed seeds with -1; the viewer shows only real ids."""
-    out = segmentation.astype(np.uint32)
-    out[segmentation < 0] = 0
-    return out
+Box = tuple[slice, slice, slice]
 
 
 # --------------------------------------------------------------------------------------------------
 # regions
 # --------------------------------------------------------------------------------------------------
 
-Box = tuple[slice, slice, slice]
+
+def _ranges(lo: Sequence[float], hi: Sequence[float]) -> str:
+    return ", ".join(f"{a} {int(b)}:{int(c)}" for a, b, c in zip("zyx", lo, hi))
 
 
 def clip_box(
     lo: Sequence[float], hi: Sequence[float], shape: Sequence[int], min_size: Sequence[int]
-) -> Box:
-    """An integer box covering ``lo``..``hi`` inside ``shape``, grown to at least ``min_size``."""
+) -> tuple[Box, str]:
+    """An integer box covering ``lo``..``hi`` inside ``shape``, grown to at least ``min_size``,
+    and a sentence saying what was clamped or grown ('' if nothing). A box that does not overlap
+    the volume at all is refused: clamping it would segment a corner nobody chose."""
     shape_a = np.asarray(shape, int)
     need = np.asarray(min_size, int)
     if np.any(shape_a < need):
@@ -145,26 +57,218 @@ def clip_box(
         )
     start = np.floor(np.minimum(lo, hi)).astype(int)
     stop = np.ceil(np.maximum(lo, hi)).astype(int)
+    if np.any(stop <= 0) or np.any(start >= shape_a):
+        raise UserInputError(
+            f"the box ({_ranges(start, stop)}) lies outside the volume (z 0:{shape_a[0]}, "
+            f"y 0:{shape_a[1]}, x 0:{shape_a[2]}); draw it over the image"
+        )
+    asked = (start.copy(), stop.copy())
     start, stop = np.clip(start, 0, shape_a), np.clip(stop, 0, shape_a)
+    notes = []
+    if np.any(asked[0] != start) or np.any(asked[1] != stop):
+        notes.append(
+            f"box clamped from {_ranges(*asked)} to {_ranges(start, stop)} (the volume's edge)"
+        )
     short = np.maximum(need - (stop - start), 0)
-    start = start - short // 2
-    stop = stop + (short - short // 2)
-    shift_up = np.maximum(-start, 0)
-    shift_down = np.maximum(stop - shape_a, 0)
-    start, stop = start + shift_up - shift_down, stop + shift_up - shift_down
-    return tuple(slice(int(a), int(b)) for a, b in zip(start, stop))
+    if short.any():
+        before = (start.copy(), stop.copy())
+        start = start - short // 2
+        stop = stop + (short - short // 2)
+        shift_up = np.maximum(-start, 0)
+        shift_down = np.maximum(stop - shape_a, 0)
+        start, stop = start + shift_up - shift_down, stop + shift_up - shift_down
+        notes.append(
+            f"box grown from {_ranges(*before)} to {_ranges(start, stop)} to fit the model's "
+            f"field of view {tuple(int(v) for v in need)}"
+        )
+    return tuple(slice(int(a), int(b)) for a, b in zip(start, stop)), "; ".join(notes)
 
 
 def box_around(point: Sequence[float], size: Sequence[int], shape: Sequence[int]) -> Box:
     """A box of ``size`` centred on ``point``, moved inside ``shape`` (for click-to-segment)."""
     p = np.asarray(point, float)
     half = np.asarray(size, int) / 2
-    return clip_box(p - half, p + half, shape, np.minimum(size, shape))
+    box, _ = clip_box(p - half, p + half, shape, np.minimum(size, shape))
+    return box
+
+
+def box_shape(box: Box) -> tuple[int, int, int]:
+    return tuple(int(s.stop - s.start) for s in box)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """A model menu entry as the worker needs it (see :mod:`._models`)."""
+
+    choice: str
+    path: Path | None
+    device: str
+    precision: str
+
+
+@dataclass(frozen=True)
+class RegionInputs:
+    """What Segment region was asked, read on the Qt thread: the image's full-resolution array,
+    the requested box (voxels, floats, before clipping), seed points (voxels) or None."""
+
+    data: Any
+    lo: tuple[float, float, float]
+    hi: tuple[float, float, float]
+    seed_points: np.ndarray | None
+    model: ModelChoice
+
+
+@dataclass
+class RegionPlan:
+    """A region run, ready to start: what the user confirms before a long run."""
+
+    inputs: RegionInputs
+    box: Box
+    note: str  # what was clamped or grown, or ''
+    seeds: np.ndarray | None  # region-local points, or None for the seed policy
+    skipped_seeds: int
+    estimate: Any  # napari_connectome.ffn.estimate.RunEstimate
+    model: Any = field(repr=False, default=None)
+    config: Any = field(repr=False, default=None)
+    runner: Any = field(repr=False, default=None)
+
+    def as_core_arguments(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`napari_connectome.ffn.inference.iter_segment_region`."""
+        return {
+            "image": np.asarray(self.inputs.data[self.box]),
+            "model": self.model,
+            "config": self.config,
+            "seeds": self.seeds,
+            "runner": self.runner,
+        }
+
+
+def plan_region(inputs: RegionInputs) -> RegionPlan:
+    """Worker thread: load the model, clip the box, place the seeds, estimate the time."""
+    from napari_connectome.ffn.estimate import estimate_run
+    from napari_connectome.ffn.runner import LockstepRunner
+    from napari_connectome.gui._models import load
+
+    m = inputs.model
+    model, config, folder = load(m.choice, m.path, m.device)
+    shape = tuple(inputs.data.shape)
+    box, note = clip_box(inputs.lo, inputs.hi, shape, config.fov_size)
+    size = int(np.prod(box_shape(box)))
+    if size > MAX_REGION_VOXELS:
+        raise UserInputError(
+            f"the region {' x '.join(map(str, box_shape(box)))} has {size:,} voxels, more than "
+            f"the {MAX_REGION_VOXELS:,} segmented interactively; draw a smaller box (region: box "
+            "from a Shapes layer) or run a job (napari-connectome submit)"
+        )
+    seeds, skipped = None, 0
+    if inputs.seed_points is not None and len(inputs.seed_points):
+        # Points where the model's FOV does not fit inside the region cannot start an object.
+        start = np.array([s.start for s in box])
+        points = np.round(inputs.seed_points).astype(int) - start
+        margin = np.asarray(config.fov_size) // 2
+        usable = np.all((points >= margin) & (points < np.asarray(box_shape(box)) - margin), 1)
+        seeds, skipped = points[usable], int((~usable).sum())
+        if not len(seeds):
+            raise UserInputError(
+                f"none of the {len(points)} seed points lies inside the region with room for "
+                f"the model's field of view {tuple(config.fov_size)}; move them or the region"
+            )
+    runner = LockstepRunner(model, device=m.device, precision=m.precision, batch=1)
+    estimate = estimate_run(box_shape(box), runner, config, key=str(folder.resolve()))
+    return RegionPlan(inputs, box, note, seeds, skipped, estimate, model, config, runner)
+
+
+@dataclass
+class RegionUpdate:
+    """Where a region run stands. Progress counts FFN steps: ``steps`` done of ``steps_expected``
+    (done + the expected steps of the voxels no object holds yet); ``labels`` (uint32, the objects
+    growing included) at most every ``min_interval_s``; ``counters`` on the last update."""
+
+    steps: int
+    steps_expected: int
+    seeds_done: int
+    seeds_total: int
+    segments: int
+    seconds: float
+    eta_seconds: float
+    labels: np.ndarray | None = None
+    finished: bool = False
+    counters: dict[str, Any] = field(default_factory=dict)
+    outcomes: dict[str, int] = field(default_factory=dict)  # seeds per status (last update)
+
+
+def run_region(plan: RegionPlan, min_interval_s: float = 0.5) -> Iterator[RegionUpdate]:
+    """Worker thread: the core's region inference, as updates a viewer can draw."""
+    from collections import Counter
+
+    from napari_connectome.ffn.estimate import expected_steps
+    from napari_connectome.ffn.inference import iter_segment_region, run_settings
+    from napari_connectome.ffn.threads import leave_a_core
+
+    est, cfg = plan.estimate, plan.config
+    shape = est.shape
+    free, last = 1.0, 0.0
+    with leave_a_core():
+        for p in iter_segment_region(**plan.as_core_arguments()):
+            now = time.perf_counter()
+            labels = None
+            if p.done or now - last >= min_interval_s:
+                labels, last = p.live_labels(), now
+                free = float(np.count_nonzero(labels == 0)) / max(labels.size, 1)
+            remaining = 0 if p.done else expected_steps(shape, cfg.fov_size, cfg.deltas, free)
+            # the run's own rate once it has one, the measured step time before
+            rate = p.seconds / p.steps if p.steps >= 20 else est.step_seconds
+            update = RegionUpdate(
+                steps=p.steps,
+                steps_expected=p.steps + remaining,
+                seeds_done=p.seeds_done,
+                seeds_total=p.seeds_total,
+                segments=p.segments,
+                seconds=p.seconds,
+                eta_seconds=remaining * rate,
+                labels=labels,
+            )
+            if p.done:
+                (res,) = p.results
+                update.finished = True
+                update.counters = dict(res.counters)
+                update.outcomes = dict(Counter(o.status for o in res.outcomes))
+            elif p.steps == 0:
+                update.counters = run_settings(plan.runner)  # what runs and why, at once
+            yield update
 
 
 # --------------------------------------------------------------------------------------------------
 # click to segment
 # --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GrowRequest:
+    """One click: the crop around it (``box`` of the image's full-resolution ``data``), the seed
+    inside the crop, the segments already there (never claimed), and the model."""
+
+    data: Any
+    box: Box
+    seed: tuple[int, int, int]
+    existing: Any  # the target labels layer's data
+    model: ModelChoice
+    every: int = 2  # FFN steps between preview updates
+
+    def as_core_arguments(self, model: Any, config: Any) -> dict[str, Any]:
+        """Keyword arguments of :func:`napari_connectome.ffn.inference.grow_object`."""
+        seg = np.asarray(self.existing[self.box])
+        seg = np.where(seg > np.iinfo(np.int32).max, 1, seg).astype(np.int32)  # ids > 0 matter
+        return {
+            "image": np.asarray(self.data[self.box]),
+            "seed_zyx": self.seed,
+            "model": model,
+            "config": config,
+            "segmentation": seg,
+            "device": self.model.device,
+            "precision": self.model.precision,
+            "every": self.every,
+        }
 
 
 @dataclass
@@ -174,58 +278,63 @@ class GrowUpdate:
     steps: int
     offset: tuple[int, int, int]
     probability: np.ndarray
+    segment_threshold: float
     done: bool = False
     mask: np.ndarray | None = None
     status: str = ""
     voxels: int = 0
+    min_segment_size: int = 0
+    edges: tuple[str, ...] = ()  # faces of the crop the final object reaches
     precision_reason: str = ""  # what precision runs and why (every update)
 
 
-def iter_grow(
-    image: np.ndarray,
-    seed: Sequence[int],
-    model: Any,
-    config: Any,
-    *,
-    segmentation: np.ndarray | None = None,
-    device: str = "cpu",
-    precision: str = "auto",
-    every: int = 2,
-) -> Iterator[GrowUpdate]:
-    """Grow one object from ``seed`` in ``image`` (a crop); a snapshot every ``every`` steps.
-    Torch leaves the Qt thread a core meanwhile."""
+def run_grow(request: GrowRequest) -> Iterator[GrowUpdate]:
+    """Worker thread: grow one object with the core's :func:`grow_object`, a snapshot every
+    ``request.every`` steps. Torch leaves the Qt thread a core meanwhile."""
     from napari_connectome.ffn.inference import grow_object
+    from napari_connectome.ffn.options import options_for_model
     from napari_connectome.ffn.precision import choose_precision
     from napari_connectome.ffn.runner import resolve_device
     from napari_connectome.ffn.threads import leave_a_core
+    from napari_connectome.gui._models import load
 
-    _, why = choose_precision(precision, resolve_device(device), warn=False)  # the runner warns
-    seg = None
-    if segmentation is not None:
-        seg = np.asarray(segmentation)
-        seg = np.where(seg > np.iinfo(np.int32).max, 1, seg).astype(np.int32)  # ids > 0 matter
+    m = request.model
+    model, config, _ = load(m.choice, m.path, m.device)
+    _, why = choose_precision(m.precision, resolve_device(m.device), warn=False)  # runner warns
+    opts = options_for_model(config)
     with leave_a_core():
-        for snap in grow_object(
-            image,
-            tuple(int(v) for v in seed),
-            model,
-            config,
-            segmentation=seg,
-            device=device,
-            precision=precision,
-            every=every,
-        ):
-            if snap.done:
-                out = snap.outcome
-                yield GrowUpdate(
-                    snap.steps,
-                    snap.offset,
-                    snap.probability,
-                    True,
-                    snap.mask,
-                    out.status if out else "",
-                    int(out.voxels) if out else 0,
-                    why,
-                )
-            else:
-                yield GrowUpdate(snap.steps, snap.offset, snap.probability, precision_reason=why)
+        for snap in grow_object(**request.as_core_arguments(model, config)):
+            out = snap.outcome
+            yield GrowUpdate(
+                steps=snap.steps,
+                offset=snap.offset,
+                probability=snap.probability,
+                segment_threshold=float(opts.segment_threshold),
+                done=snap.done,
+                mask=snap.mask,
+                status=out.status if out else "",
+                voxels=int(out.voxels) if out else 0,
+                min_segment_size=int(opts.min_segment_size),
+                edges=snap.edges,
+                precision_reason=why,
+            )
+
+
+#: What became of a click, in words (google/ffn's outcome codes stay in the counters).
+OUTCOME_SENTENCES = {
+    "weak_seed": (
+        "the FFN is not confident at the clicked voxel (a membrane or dark gap?); "
+        "click inside a neuron"
+    ),
+    "too_small": (
+        "the object grew to only {voxels:,} voxels, fewer than the model's minimum of {minimum:,}; "
+        "click in a larger part of the neuron"
+    ),
+    "no_steps": "the FFN could not take a single step from there; click further from the edge",
+}
+
+
+def outcome_sentence(status: str, voxels: int = 0, minimum: int = 0) -> str:
+    """A user-facing sentence for an object's outcome code."""
+    text = OUTCOME_SENTENCES.get(status, "the FFN did not grow an object there; click elsewhere")
+    return text.format(voxels=voxels, minimum=minimum)

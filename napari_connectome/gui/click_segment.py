@@ -4,7 +4,11 @@ A tool mode in neuroglancer's sense: while "active" is on, a plain click (no dra
 grows one object from the clicked voxel in a box of context around it; the growing probability
 map is drawn in a preview layer as it changes, and Accept writes the object as a new segment into
 the chosen labels layer through napari's undoable ``data_setitem`` (Reject drops it). Voxels that
-already belong to a segment are never claimed, as in google/ffn.
+already belong to a segment are never claimed, as in google/ffn. The click is marked with a point;
+Stop (or Esc on the canvas) ends a growth after the current FFN step and keeps what grew so far
+for Accept or Reject; an object that reaches the edge of its context box is flagged as cut off.
+The growth itself is the core's :func:`~napari_connectome.ffn.inference.grow_object`, run by
+:func:`~._ffn_tasks.run_grow` on a typed :class:`~._ffn_tasks.GrowRequest`.
 """
 
 from __future__ import annotations
@@ -26,11 +30,14 @@ from napari_connectome.errors import UserInputError
 from napari_connectome.gui._ffn_tasks import (
     PRECISION_CHOICES,
     PRECISION_TIP,
+    GrowRequest,
     GrowUpdate,
+    ModelChoice,
     box_around,
-    iter_grow,
+    outcome_sentence,
+    run_grow,
 )
-from napari_connectome.gui._models import ModelPicker, device_names, load
+from napari_connectome.gui._models import ModelPicker, device_names
 from napari_connectome.gui._notify import report_error
 from napari_connectome.gui.segment_region import image_level0
 
@@ -38,6 +45,7 @@ if TYPE_CHECKING:
     import napari
 
 PREVIEW = "FFN preview"
+CLICK = "FFN click"  # a Points layer marking where the last click was
 
 
 def clicked_voxel(layer: Any, event: Any) -> np.ndarray | None:
@@ -70,6 +78,15 @@ def clicked_voxel(layer: Any, event: Any) -> np.ndarray | None:
     return voxels[int(np.argmax(values))]
 
 
+def _helper_layer_kwargs(layer: Any) -> dict[str, Any]:
+    """The image's scale, translate and units for a helper layer (``gui/_layers.py``'s helper)."""
+    try:
+        from napari_connectome.gui._layers import helper_layer_kwargs
+    except ImportError:  # (the shared helper is newer than this widget)
+        return {"scale": layer.scale, "translate": layer.translate, "units": layer.units}
+    return helper_layer_kwargs(layer)
+
+
 class ClickToSegmentWidget(Container):
     """Click a neuron to grow it with FFN; Accept adds it as a new segment of a labels layer."""
 
@@ -88,6 +105,8 @@ class ClickToSegmentWidget(Container):
         self.precision_note.native.setWordWrap(True)
         self.context = SpinBox(label="context (voxels)", min=33, max=512, value=96, step=8)
         self.active = CheckBox(text="active: click a neuron to segment it", value=False)
+        self.stop_button = PushButton(text="Stop", enabled=False)
+        self.stop_button.tooltip = "stop the growing object (Esc on the canvas); keep what grew"
         self.accept_button = PushButton(text="Accept", enabled=False)
         self.reject_button = PushButton(text="Reject", enabled=False)
         self.status = Label(value="")
@@ -102,26 +121,43 @@ class ClickToSegmentWidget(Container):
                 self.precision_note,
                 self.context,
                 self.active,
-                Container(widgets=[self.accept_button, self.reject_button], layout="horizontal"),
+                Container(
+                    widgets=[self.stop_button, self.accept_button, self.reject_button],
+                    layout="horizontal",
+                ),
                 self.status,
             ]
         )
         self.active.changed.connect(self._on_active)
+        self.stop_button.changed.connect(self.stop)
         self.accept_button.changed.connect(self.accept)
         self.reject_button.changed.connect(self.reject)
         self.worker: Any = None
         self.pending: dict[str, Any] | None = None  # the grown object awaiting Accept/Reject
         self.every = 2  # FFN steps between preview updates
+        self._escape_before: Any = None  # the viewer's Esc binding while the tool is active
 
     # -- tool mode -----------------------------------------------------------------------------
     def _on_active(self, on: bool) -> None:
         callbacks = self._viewer.mouse_drag_callbacks
         if on and self._on_click not in callbacks:
             callbacks.append(self._on_click)
+            self._escape_before = self._viewer.bind_key("Escape", self._on_escape, overwrite=True)
             self.status.value = "click a neuron"
         elif not on and self._on_click in callbacks:
             callbacks.remove(self._on_click)
-            self.status.value = ""
+            self._viewer.bind_key("Escape", self._escape_before, overwrite=True)
+            self._escape_before = None
+            self.stop()  # switching the tool off also stops a growth
+            if self.pending is None:
+                self.status.value = ""
+
+    def _on_escape(self, viewer: Any = None) -> None:
+        """Esc on the canvas stops a growing object; otherwise it does what it did before."""
+        if self.worker is not None:
+            self.stop()
+        elif callable(self._escape_before):
+            self._escape_before(viewer)
 
     def _on_click(self, viewer: Any, event: Any):
         """A press-release without moving is a click; a drag still pans and rotates."""
@@ -148,6 +184,7 @@ class ClickToSegmentWidget(Container):
 
         if self.worker is not None:
             self.worker.quit()  # a new click replaces a growth still running
+            self.worker = None
         self._clear_preview()
         try:
             layer = self.image.value
@@ -161,44 +198,43 @@ class ClickToSegmentWidget(Container):
             self.status.value = report_error(exc, "Click to segment")
             return
         start = np.array([s.start for s in box])
-        args = {
-            "data": data,
-            "box": box,
-            "seed": np.asarray(point, int) - start,
-            "target": target,
-            "choice": self.model.choice.value,
-            "path": self.model.path_value(),
-            "device": self.device.value,
-            "precision": self.precision.value,
-        }
-        self.pending = {"layer": layer, "box": box, "target": target, "done": False}
-        self.status.value = f"growing from {tuple(int(v) for v in point)}…"
-        worker = create_worker(self._work, args, _start_thread=False, _ignore_errors=True)
-        worker.yielded.connect(self._on_update)
-        worker.errored.connect(self._on_error)
-        worker.finished.connect(lambda w=worker: self._on_finished(w))
-        self.worker = worker
-        worker.start()
-
-    def _work(self, args: dict[str, Any]):
-        model, config, _ = load(args["choice"], args["path"], args["device"])
-        box = args["box"]
-        image = np.asarray(args["data"][box])
-        existing = np.asarray(args["target"].data[box])
-        yield from iter_grow(
-            image,
-            args["seed"],
-            model,
-            config,
-            segmentation=existing,
-            device=args["device"],
-            precision=args["precision"],
+        request = GrowRequest(
+            data=data,
+            box=box,
+            seed=tuple(int(v) for v in np.asarray(point, int) - start),
+            existing=target.data,
+            model=ModelChoice(
+                self.model.choice.value,
+                self.model.path_value(),
+                self.device.value,
+                self.precision.value,
+            ),
             every=self.every,
         )
+        self._mark_click(layer, point)
+        self.pending = {"layer": layer, "box": box, "target": target, "done": False, "last": None}
+        self.accept_button.enabled = self.reject_button.enabled = False
+        self.status.value = f"growing from {tuple(int(v) for v in point)}… (Stop or Esc to stop)"
+        worker = create_worker(run_grow, request, _start_thread=False, _ignore_errors=True)
+        worker.yielded.connect(self._on_update)
+        worker.errored.connect(self._on_error)
+        worker.aborted.connect(lambda w=worker: self._on_stopped(w))
+        worker.finished.connect(lambda w=worker: self._on_finished(w))
+        self.worker = worker
+        self.stop_button.enabled = True
+        worker.start()
+
+    def stop(self) -> None:
+        """Stop the growing object after the current FFN step; what grew stays for a decision."""
+        worker = self.worker
+        if worker is None:
+            return
+        worker.quit()
+        self._on_stopped(worker)
 
     def _on_update(self, update: GrowUpdate) -> None:
         pending = self.pending
-        if pending is None:
+        if pending is None or pending.get("stopped"):
             return
         layer = pending["layer"]
         start = np.array([s.start for s in pending["box"]]) + np.asarray(update.offset)
@@ -208,23 +244,83 @@ class ClickToSegmentWidget(Container):
         preview.data = np.nan_to_num(shown, nan=0.0)
         preview.translate = translate
         preview.contrast_limits = (0.0, 1.0)
+        pending["last"] = (update, start)
         if update.precision_reason:
             self.precision_note.value = update.precision_reason
-        self.status.value = f"step {update.steps}"
+        self.status.value = f"growing: step {update.steps} (Stop or Esc to stop)"
         if update.done:
+            self.stop_button.enabled = False
             pending.update(done=True, start=start, mask=update.mask)
             if update.status == "ok" and update.mask is not None and update.mask.any():
                 self.status.value = (
                     f"grown in {update.steps} steps, {int(update.mask.sum()):,} voxels: "
-                    "Accept or Reject"
+                    "Accept or Reject" + self._cut_off_note(update.edges, pending["box"], layer)
                 )
                 self.accept_button.enabled = self.reject_button.enabled = True
             else:
-                why = {"weak_seed": "the FFN is not confident at this voxel (a membrane?)"}
-                reason = why.get(update.status, f"{update.status}: the object is too small")
-                self.status.value = f"no object here: {reason}; click inside a neuron"
+                reason = outcome_sentence(update.status, update.voxels, update.min_segment_size)
+                self.status.value = f"no object here: {reason}"
                 self._clear_preview()
                 self.pending = None
+
+    def _on_stopped(self, worker: Any) -> None:
+        """Stop or Esc: keep the voxels grown so far (at the model's segment threshold)."""
+        if self.worker is not worker:
+            return
+        self.worker = None
+        self.stop_button.enabled = False
+        pending = self.pending
+        if pending is None or pending.get("done") or pending.get("stopped"):
+            return
+        pending["stopped"] = True
+        last = pending.get("last")
+        if last is None:
+            self.status.value = "stopped before the first FFN step; click again"
+            self._clear_preview()
+            self.pending = None
+            return
+        update, start = last
+        box = pending["box"]
+        offset = start - np.array([s.start for s in box])
+        shape = update.probability.shape
+        sl = tuple(
+            slice(int(o) + s.start, int(o) + s.start + n) for o, s, n in zip(offset, box, shape)
+        )
+        mask = (update.probability >= update.segment_threshold) & (
+            np.asarray(pending["target"].data[sl]) == 0
+        )
+        pending.update(done=True, start=start, mask=mask)
+        n = int(mask.sum())
+        if not n:
+            self.status.value = f"stopped after {update.steps} steps: no voxel grown yet"
+            self._clear_preview()
+            self.pending = None
+            return
+        self._preview(pending["layer"]).data = mask.astype(np.float32)
+        self.status.value = (
+            f"stopped after {update.steps} steps: {n:,} voxels so far; Accept keeps them, "
+            "Reject drops them"
+        )
+        self.accept_button.enabled = self.reject_button.enabled = True
+
+    def _cut_off_note(self, edges: tuple[str, ...], box: Any, layer: Any) -> str:
+        """Flag an object that reaches a face of its context box inside the volume."""
+        shape = image_level0(layer).shape
+        cut = []
+        for face in edges:
+            axis = "zyx".index(face[0])
+            at_volume_edge = (
+                box[axis].start == 0 if face[1] == "-" else box[axis].stop == shape[axis]
+            )
+            if not at_volume_edge:
+                cut.append(face[0])
+        if not cut:
+            return ""
+        axes = ", ".join(dict.fromkeys(cut))
+        return (
+            f". CUT OFF: it reaches the edge of the {self.context.value}-voxel context box "
+            f"({axes}), so it probably goes on: raise 'context' and click again"
+        )
 
     def _on_error(self, exc: BaseException) -> None:
         self.status.value = report_error(exc, "Click to segment")
@@ -234,6 +330,7 @@ class ClickToSegmentWidget(Container):
     def _on_finished(self, worker: Any) -> None:
         if self.worker is worker:
             self.worker = None
+            self.stop_button.enabled = False
 
     # -- decisions -----------------------------------------------------------------------------
     def accept(self) -> int:
@@ -300,6 +397,7 @@ class ClickToSegmentWidget(Container):
         return self._viewer.add_image(
             np.zeros((1, 1, 1), np.float32),
             name=PREVIEW,
+            translate=layer.translate,
             scale=layer.scale,
             units=layer.units,
             colormap="magma",
@@ -307,6 +405,24 @@ class ClickToSegmentWidget(Container):
             contrast_limits=(0.0, 1.0),
             opacity=0.7,
         )
+
+    def _mark_click(self, layer: Any, point: Any) -> None:
+        """A point where the click was, in the image's scale and units (replaced on each click)."""
+        if CLICK in self._viewer.layers:
+            marker = self._viewer.layers[CLICK]
+            marker.data = np.asarray([point], float)
+            return
+        self._viewer.add_points(
+            np.asarray([point], float),
+            name=CLICK,
+            **_helper_layer_kwargs(layer),
+            symbol="cross",
+            size=5,
+            face_color="cyan",
+            border_width=0,
+            out_of_slice_display=True,
+        )
+        self._viewer.layers.selection.active = layer  # keep the image the active layer
 
     def _clear_preview(self) -> None:
         if PREVIEW in self._viewer.layers:

@@ -1,9 +1,11 @@
-"""The "Segment region" dock widget: FFN on a region of an image layer, objects shown as they end.
+"""The "Segment region" dock widget: FFN on a region of an image layer, objects drawn as they grow.
 
-The widget only gathers inputs (image layer, model, region, device, precision, optional seed points)
-and shows results; the segmentation runs in a napari thread worker over
-:func:`~napari_connectome.gui._ffn_tasks.iter_segment_region`, so the viewer stays responsive and
-Cancel stops the run after the current FFN step, keeping the objects finished so far.
+The widget gathers inputs on the Qt thread into a :class:`~._ffn_tasks.RegionInputs`; a worker
+plans the run (model loaded, box clipped, time estimated from this machine's measured step rate:
+:mod:`napari_connectome.ffn.estimate`), the widget shows the voxel count and the estimate and asks
+before a long run, and a second worker runs the core's
+:func:`~napari_connectome.ffn.inference.iter_segment_region`. Progress and ETA count FFN steps;
+Cancel stops after the current step, keeping the objects finished so far.
 """
 
 from __future__ import annotations
@@ -14,15 +16,19 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, ProgressBar, PushButton, create_widget
 
 from napari_connectome.errors import UserInputError
+from napari_connectome.ffn.estimate import format_duration
 from napari_connectome.gui._ffn_tasks import (
     PRECISION_CHOICES,
     PRECISION_TIP,
     Box,
+    ModelChoice,
+    RegionInputs,
+    RegionPlan,
     RegionUpdate,
-    clip_box,
-    iter_segment_region,
+    plan_region,
+    run_region,
 )
-from napari_connectome.gui._models import ModelPicker, device_names, load
+from napari_connectome.gui._models import ModelPicker, device_names
 from napari_connectome.gui._notify import report_error
 
 if TYPE_CHECKING:
@@ -31,8 +37,10 @@ if TYPE_CHECKING:
 CURRENT_VIEW = "current view"
 SHAPES_BOX = "box from a Shapes layer"
 WHOLE = "whole volume"
-#: Interactive regions are read into memory; larger ones belong in a job (napari-connectome submit).
-MAX_REGION_VOXELS = 2**25
+#: Runs estimated longer than this ask before they start (seconds).
+CONFIRM_ABOVE_S = 60.0
+#: Depth given to a flat box or a 2D view (voxels each side of the slice, in total).
+FLAT_CONTEXT = 48
 
 
 def image_level0(layer: Any) -> Any:
@@ -50,12 +58,12 @@ def _world_to_data(layer: Any, points: np.ndarray) -> np.ndarray:
     return np.array([layer.world_to_data(p) for p in points])
 
 
-def region_box(choice: str, layer: Any, fov: tuple[int, ...], shapes: Any = None) -> Box:
-    """The region, as voxel slices of ``layer``'s full-resolution data, for a region choice."""
-    shape = image_level0(layer).shape
-    context = np.maximum(np.asarray(fov), 48)
+def requested_region(choice: str, layer: Any, shapes: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """The region asked for, as (lo, hi) voxels of ``layer``'s full-resolution data (floats, not
+    yet clipped to the volume: :func:`~._ffn_tasks.clip_box` says what it clamps)."""
+    shape = np.asarray(image_level0(layer).shape, float)
     if choice == WHOLE:
-        return clip_box((0, 0, 0), shape, shape, fov)
+        return np.zeros(3), shape
     if choice == SHAPES_BOX:
         if shapes is None or len(shapes.data) == 0:
             raise UserInputError(
@@ -72,13 +80,15 @@ def region_box(choice: str, layer: Any, fov: tuple[int, ...], shapes: Any = None
         pts = corners[:, -3:]
     lo, hi = pts.min(axis=0), pts.max(axis=0)
     flat = (hi - lo) < 1  # a 2D box or a 2D view: give the flat axis some depth around it
-    lo = np.where(flat, lo - context / 2, lo)
-    hi = np.where(flat, hi + context / 2, hi + 1)
-    return clip_box(lo, hi, shape, fov)
+    # (the depth added here is ours, not the user's: keep it inside the volume, so that what
+    # clip_box reports as clamped is only what the user drew or viewed outside it)
+    lo = np.where(flat, np.clip(lo - FLAT_CONTEXT / 2, 0, shape), lo)
+    hi = np.where(flat, np.clip(hi + FLAT_CONTEXT / 2, 0, shape), hi + 1)
+    return lo, hi
 
 
 class SegmentRegionWidget(Container):
-    """Run FFN on a region of an image layer; results go to a labels layer as objects finish."""
+    """Run FFN on a region of an image layer; results go to a labels layer as objects grow."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         from napari.layers import Image, Points, Shapes
@@ -87,7 +97,12 @@ class SegmentRegionWidget(Container):
         self.image = create_widget(label="image", annotation=Image)
         self.model = ModelPicker()
         self.region = ComboBox(label="region", choices=[CURRENT_VIEW, SHAPES_BOX, WHOLE])
-        self.region.value = WHOLE
+        # Never the whole volume by default: one press must not start an hours-long run.
+        self.region.value = CURRENT_VIEW
+        self.region.tooltip = (
+            "current view: what is on screen (in 2D: the slice with 48 voxels of depth); "
+            "every run shows its size and estimated time first and asks before a long one"
+        )
         self.shapes = create_widget(label="box layer", annotation=Shapes | None, value=None)
         self.shapes.visible = False
         self.seeds = create_widget(label="seed points", annotation=Points | None, value=None)
@@ -99,7 +114,9 @@ class SegmentRegionWidget(Container):
         self.precision_note.native.setWordWrap(True)
         self.run_button = PushButton(text="Segment")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.progress = ProgressBar(label="seeds", min=0, max=1, value=0)
+        self.progress = ProgressBar(label="FFN steps", min=0, max=1, value=0)
+        self.estimate = Label(value="")  # the region's size and estimated time
+        self.estimate.native.setWordWrap(True)
         self.status = Label(value="")
         self.status.native.setWordWrap(True)  # long messages must not widen the dock
         super().__init__(
@@ -113,6 +130,7 @@ class SegmentRegionWidget(Container):
                 self.precision,
                 self.precision_note,
                 Container(widgets=[self.run_button, self.cancel_button], layout="horizontal"),
+                self.estimate,
                 self.progress,
                 self.status,
             ]
@@ -120,125 +138,162 @@ class SegmentRegionWidget(Container):
         self.region.changed.connect(lambda v: setattr(self.shapes, "visible", v == SHAPES_BOX))
         self.run_button.changed.connect(self.start)
         self.cancel_button.changed.connect(self.cancel)
-        self.worker: Any = None
+        self.worker: Any = None  # the planning worker, then the run's
+        self.plan: RegionPlan | None = None
+        self.confirm_box: Any = None  # the QMessageBox asking before a long run, while open
+        self.confirm_above_s = CONFIRM_ABOVE_S
         self.output: Any = None  # the labels layer of the current / last run
         self.last_counters: dict[str, Any] = {}
         self._napari_progress: Any = None
-        self.update_interval_s = 0.25  # at most this often the labels layer is refreshed
+        self.update_interval_s = 0.5  # at most this often the labels layer is refreshed
         self._cancelled = False
 
     # -- inputs --------------------------------------------------------------------------------
-    def _inputs(self) -> dict[str, Any]:
+    def _inputs(self) -> RegionInputs:
         layer = self.image.value
         if layer is None:
             raise UserInputError("open an EM volume first: there is no image layer to segment")
-        image_level0(layer)
+        data = image_level0(layer)
+        lo, hi = requested_region(self.region.value, layer, self.shapes.value)
         seeds_layer = self.seeds.value
-        return {
-            "layer": layer,
-            "choice": self.model.choice.value,
-            "path": self.model.path_value(),
-            "device": self.device.value,
-            "precision": self.precision.value,
-            "region": self.region.value,
-            "shapes": self.shapes.value,
-            "seed_points": None
-            if seeds_layer is None
-            else _world_to_data(
-                layer, np.array([seeds_layer.data_to_world(p) for p in seeds_layer.data])
+        points = None
+        if seeds_layer is not None:
+            world = np.array([seeds_layer.data_to_world(p) for p in seeds_layer.data])
+            points = _world_to_data(layer, world) if len(world) else np.zeros((0, 3))
+        return RegionInputs(
+            data=data,
+            lo=tuple(float(v) for v in lo),
+            hi=tuple(float(v) for v in hi),
+            seed_points=points,
+            model=ModelChoice(
+                self.model.choice.value,
+                self.model.path_value(),
+                self.device.value,
+                self.precision.value,
             ),
-        }
+        )
 
     # -- run -------------------------------------------------------------------------------------
     def start(self) -> None:
-        """Check inputs, then segment the region in a worker thread."""
+        """Check inputs, plan the run in a worker (model, box, estimate), then confirm and run."""
         from napari.qt.threading import create_worker
 
-        if self.worker is not None:
+        if self.worker is not None or self.confirm_box is not None:
             return
         try:
-            args = self._inputs()
+            inputs = self._inputs()
         except UserInputError as exc:
             self.status.value = report_error(exc, "Segment region")
             return
-        self.worker = create_worker(self._work, args, _start_thread=False, _ignore_errors=True)
-        self.worker.yielded.connect(self._on_update)
-        self.worker.errored.connect(self._on_error)
-        self.worker.finished.connect(self._on_finished)
-        self.run_button.enabled, self.cancel_button.enabled = False, True
         self._cancelled = False
-        self.status.value = "loading model…"
-        self.worker.start()
+        self.plan = None
+        worker = create_worker(plan_region, inputs, _start_thread=False, _ignore_errors=True)
+        worker.returned.connect(self._on_plan)
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(lambda w=worker: self._on_worker_done(w))
+        self.worker = worker
+        self.run_button.enabled, self.cancel_button.enabled = False, True
+        self.estimate.value = ""
+        self.status.value = "loading the model and measuring its speed on this machine…"
+        worker.start()
 
-    def _work(self, args: dict[str, Any]):
-        """Worker thread: load the model, read the region, then stream the segmentation."""
-        model, config, _ = load(args["choice"], args["path"], args["device"])
-        layer = args["layer"]
-        box = region_box(args["region"], layer, config.fov_size, args["shapes"])
-        size = int(np.prod([s.stop - s.start for s in box]))
-        if size > MAX_REGION_VOXELS:
-            raise UserInputError(
-                f"the region has {size:,} voxels, more than the {MAX_REGION_VOXELS:,} segmented "
-                "interactively; draw a smaller box or run a job (napari-connectome submit)"
+    def _on_plan(self, plan: RegionPlan) -> None:
+        if self._cancelled:
+            return
+        self.plan = plan
+        notes = [plan.note] if plan.note and self.region.value == SHAPES_BOX else []
+        if plan.skipped_seeds:
+            notes.append(
+                f"{plan.skipped_seeds} seed point(s) too close to the region's border skipped"
             )
-        image = np.asarray(image_level0(layer)[box])
-        seeds = None
-        skipped = 0
-        if args["seed_points"] is not None and len(args["seed_points"]):
-            # Points where the model's FOV does not fit inside the region cannot start an object.
-            start = np.array([s.start for s in box])
-            points = np.round(args["seed_points"]).astype(int) - start
-            margin = np.asarray(config.fov_size) // 2
-            usable = np.all((points >= margin) & (points < np.asarray(image.shape) - margin), 1)
-            seeds, skipped = points[usable], int((~usable).sum())
-            if not len(seeds):
-                raise UserInputError(
-                    f"none of the {len(points)} seed points lies inside the region with room for "
-                    f"the model's field of view {tuple(config.fov_size)}; move them or the region"
-                )
-        yield ("region", box, skipped)
-        yield from iter_segment_region(
-            image,
-            model,
-            config,
-            seeds=seeds,
-            device=args["device"],
-            precision=args["precision"],
-            min_interval_s=self.update_interval_s,
-        )
+        self.estimate.value = plan.estimate.describe()
+        self.precision_note.value = plan.runner.precision_reason
+        if notes:
+            from napari.utils.notifications import show_warning
 
-    def _on_update(self, update: Any) -> None:
+            show_warning("; ".join(notes))
+        self.status.value = "; ".join(notes)
+        if plan.estimate.seconds > self.confirm_above_s:
+            self._ask(plan)
+        else:
+            self._run(plan)
+
+    def _ask(self, plan: RegionPlan) -> None:
+        """A long run starts only when the user says so (a window-modal question, not blocking)."""
+        from qtpy.QtWidgets import QMessageBox
+
+        box = QMessageBox(self.native)
+        box.setIcon(QMessageBox.Question)
+        box.setWindowTitle("Segment region")
+        box.setText(
+            f"This run is estimated to take {format_duration(plan.estimate.seconds)}. Start it?"
+        )
+        box.setInformativeText(
+            plan.estimate.describe() + ". Draw a smaller box (region: box from a Shapes layer) "
+            "for a quicker look, or run a job (napari-connectome submit) for a large volume."
+        )
+        box.setStandardButtons(QMessageBox.Yes | QMessageBox.No)
+        box.setDefaultButton(QMessageBox.No)
+        self.confirm_box = box
+
+        def answered(result: int) -> None:
+            self.confirm_box = None
+            if result == QMessageBox.Yes and not self._cancelled:
+                self._run(plan)
+            else:
+                self.status.value = "not started: the estimate was too long for you"
+                self._idle()
+
+        box.finished.connect(answered)
+        box.open()
+
+    def _run(self, plan: RegionPlan) -> None:
+        from napari.qt.threading import create_worker
+
+        worker = create_worker(
+            run_region, plan, self.update_interval_s, _start_thread=False, _ignore_errors=True
+        )
+        # The run's worker is ours before _make_output, whose progress bar processes Qt events:
+        # the plan worker's finished may run there and must not find the widget idle.
+        self.worker = worker
+        self._make_output(plan.box)
+        worker.yielded.connect(self._on_update)
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(lambda w=worker: self._on_worker_done(w))
+        self.worker = worker
+        self.cancel_button.enabled = True
+        worker.start()
+
+    def _on_update(self, update: RegionUpdate) -> None:
         if self._cancelled:
             return  # updates already queued when Cancel was pressed
-        if isinstance(update, tuple):  # the region is known: make its output layer
-            self._make_output(update[1])
-            if update[2]:
-                from napari.utils.notifications import show_warning
-
-                show_warning(f"{update[2]} seed point(s) too close to the region's border skipped")
-            return
-        assert isinstance(update, RegionUpdate)
         if "precision_reason" in update.counters:
             self.precision_note.value = update.counters["precision_reason"]
-        self.progress.max = max(update.seeds_total, 1)
-        self.progress.value = update.seeds_done
+        self.progress.max = max(update.steps_expected, 1)
+        self.progress.value = min(update.steps, self.progress.max)
         self.status.value = (
-            f"{update.segments} objects, seed {update.seeds_done}/{update.seeds_total}"
+            f"{update.segments} objects, {update.steps:,} of ~{update.steps_expected:,} FFN steps, "
+            f"{format_duration(update.eta_seconds)} left (seed {update.seeds_done}/"
+            f"{update.seeds_total})"
         )
         if update.labels is not None and self.output is not None:
             self.output.data = update.labels
         if update.finished:
             self.last_counters = update.counters
-            seconds = update.counters.get("seconds", 0)
             how = update.counters.get("precision", "")
-            self.status.value = f"done: {update.segments} objects in {seconds:.1f} s ({how})"
+            self.status.value = (
+                f"done: {update.segments} objects in {update.seconds:.1f} s, "
+                f"{update.steps:,} FFN steps ({how})"
+            )
+            if not update.segments:
+                self.status.value += "; " + _why_no_objects(update.outcomes)
         # Last: napari's progress bar processes Qt events when it redraws, so later updates may
         # run inside this call; nothing above must be written after them.
         pbar = self._napari_progress
-        if pbar is not None and update.seeds_done > pbar.n:
-            pbar.total = max(update.seeds_total, 1)
+        if pbar is not None and (update.steps > pbar.n or update.finished):
+            pbar.total = max(update.steps_expected, update.steps, 1)
             pbar.set_description(f"FFN: {update.segments} objects")
-            pbar.update(update.seeds_done - pbar.n)
+            pbar.update(update.steps - pbar.n)
 
     def _make_output(self, box: Box) -> None:
         from napari.utils import progress
@@ -255,14 +310,23 @@ class SegmentRegionWidget(Container):
             units=layer.units,
             metadata={"region_zyx": [[int(s.start), int(s.stop)] for s in box]},
         )
-        self.status.value = f"segmenting region {[(s.start, s.stop) for s in box]}…"
+        where = ", ".join(f"{a} {s.start}:{s.stop}" for a, s in zip("zyx", box))
+        note = self.status.value
+        self.status.value = f"segmenting {where}…" + (f" ({note})" if note else "")
         self._napari_progress = progress(total=1, desc="FFN")  # (processes pending Qt events)
 
     def _on_error(self, exc: BaseException) -> None:
         self.status.value = report_error(exc, "Segment region")
 
-    def _on_finished(self) -> None:
+    def _on_worker_done(self, worker: Any) -> None:
+        """A worker ended: the plan's hands over to the question or the run; a run's end idles."""
+        if self.worker is not worker:
+            return
         self.worker = None
+        if self.confirm_box is None:
+            self._idle()
+
+    def _idle(self) -> None:
         try:
             self.run_button.enabled, self.cancel_button.enabled = True, False
         except RuntimeError:  # the window was closed while the worker ran
@@ -273,7 +337,25 @@ class SegmentRegionWidget(Container):
 
     def cancel(self) -> None:
         """Stop after the current FFN step; finished objects stay in the layer."""
+        self._cancelled = True
+        if self.confirm_box is not None:
+            self.confirm_box.reject()
         if self.worker is not None:
-            self._cancelled = True
             self.worker.quit()
-            self.status.value = "cancelled"
+        self.status.value = "cancelled"
+
+
+def _why_no_objects(outcomes: dict[str, int]) -> str:
+    """Why a run kept nothing, from its seeds' outcomes, in words."""
+    if not outcomes:
+        return "the seed policy found no place to start an object in this region"
+    words = {
+        "weak_seed": "the FFN was not confident at the seed",
+        "too_small": "the object stayed smaller than the model's minimum size",
+        "skipped_invalid": "the seed was too close to the region's edge",
+        "skipped_near_segment": "the seed was next to an object",
+        "skipped_masked": "the seed was masked",
+        "no_steps": "the FFN could not take a step",
+    }
+    parts = [f"{n} seed(s): {words.get(k, k)}" for k, n in sorted(outcomes.items())]
+    return "no object was kept (" + "; ".join(parts) + ")"
