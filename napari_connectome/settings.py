@@ -20,7 +20,10 @@ from napari_connectome.errors import UserInputError
 
 SETTINGS_FILE = "settings.yaml"
 DEFAULT_CACHE_GB = 10.0
-KNOWN = {"cache_gb": "most disk space (GB) the chunk cache of remote volumes may use"}
+KNOWN = {
+    "cache_gb": "most disk space (GB) the chunk cache of remote volumes may use",
+    "user": "the name proofreading edits are logged under (default: your login name)",
+}
 
 
 def config_dir() -> Path:
@@ -94,6 +97,22 @@ def write_setting(name: str, value: Any) -> Path:
 def _check(data: dict[str, Any]) -> None:
     if "cache_gb" in data:
         _cache_gb(data["cache_gb"])
+    if "user" in data:
+        _user(data["user"])
+
+
+def _user(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > 100:
+        raise UserInputError(
+            f"user in {settings_path()} must be a name (text of 1-100 characters), got {value!r}"
+        )
+    return value.strip()
+
+
+def user_name() -> str | None:
+    """The ``user`` setting (who proofreading edits are logged as), None when not set."""
+    value = read_settings().get("user")
+    return None if value is None else _user(value)
 
 
 def _cache_gb(value: Any) -> float:

@@ -12,11 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from napari_connectome.errors import UserInputError
 from napari_connectome.proofread import EditRefused, ProofreadSession
 from napari_connectome.proofread import log as edit_log
 from napari_connectome.proofread.operations import RollbackFailed
 from napari_connectome.proofread.project import FRAGMENTS, LOG, create_v1_project
 from napari_connectome.proofread.table import FragmentTable
+from napari_connectome.settings import write_setting
 from napari_connectome.testing.filesystems import fill, full_filesystem
 from napari_connectome.testing.processes import ServiceUnavailable
 
@@ -307,7 +309,8 @@ def test_a_log_of_the_first_format_opens_and_gains_statuses(tmp_path):
     assert [st for _, st in statuses(p)] == ["applied"] * 5
 
 
-def test_every_row_names_its_user(tmp_path):
+def test_every_row_names_its_user(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_CONNECTOME_CONFIG_DIR", str(tmp_path / "config"))
     p = make(tmp_path / "p", cells(), chunks=8)
     with ProofreadSession.open(p, user="alice") as s:
         s.merge([1, 2])
@@ -320,3 +323,13 @@ def test_every_row_names_its_user(tmp_path):
     users = [u for (u,) in db.execute("SELECT user FROM ops ORDER BY seq")]
     db.close()
     assert users == ["alice", getpass.getuser(), getpass.getuser()]
+    write_setting("user", "Bob Lee")
+    with ProofreadSession.open(p) as s:
+        s.redo()
+        assert s.history()[-1].user == getpass.getuser()  # who made the edit, not who redid it
+    db = sqlite3.connect(p / LOG)
+    assert db.execute("SELECT user FROM ops ORDER BY seq DESC LIMIT 1").fetchone() == ("Bob Lee",)
+    db.close()
+    (tmp_path / "config" / "settings.yaml").write_text("user: 7\n")
+    with pytest.raises(UserInputError, match="must be a name"):
+        ProofreadSession.open(p)

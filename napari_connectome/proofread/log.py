@@ -50,7 +50,13 @@ WRITTEN, APPLIED, FAILED = "written", "applied", "failed"
 
 
 def current_user() -> str:
-    """The login name for the rows' ``user`` column (``uid N`` where the system has none)."""
+    """Who the rows' ``user`` column names: the ``user`` setting (settings.yaml), else the login
+    name (``uid N`` where the system has none)."""
+    from napari_connectome.settings import user_name
+
+    name = user_name()
+    if name:
+        return name
     try:
         return getpass.getuser()
     except (OSError, KeyError, ImportError):  # no name for this uid (a container, say)
