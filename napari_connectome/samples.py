@@ -1,9 +1,11 @@
 """Sample volumes: a seeded synthetic EM-like volume with dense ground truth, and real FIB-25.
 
-The synthetic volume lets tests, benchmarks and the demo run FFN and proofreading on something that
-looks like neuropil (packed neurites, cell bodies and boutons separated by dark membranes)
-without any download, in a fraction of a second. The real FIB-25 training_sample2 crop is
-fetched with pooch and checked against its sha256, so a corrupt or substituted file is never used.
+The synthetic volume lets tests and benchmarks run FFN and proofreading on something that looks
+like neuropil (packed neurites, cell bodies and boutons separated by dark membranes) without any
+download, in a fraction of a second. Real FIB-25 comes two ways: a small crop shipped in the
+package (the demo's volume: real EM with its ground truth, offline, from the half of
+training_sample2 the default model never saw), and the whole training_sample2 volume, fetched with
+pooch and checked against its sha256, so a corrupt or substituted file is never used.
 """
 
 from __future__ import annotations
@@ -21,10 +23,13 @@ from napari_connectome.errors import UserInputError
 
 __all__ = [
     "FIB25_ATTRIBUTION",
+    "FIB25_DEMO_CROP",
     "FIB25_FILENAME",
     "FIB25_SHA256",
+    "FIB25Crop",
     "SyntheticEM",
     "fetch_fib25",
+    "fib25_demo_crop",
     "synthetic_em",
 ]
 
@@ -234,3 +239,49 @@ def fetch_fib25(
             f"could not download the FIB-25 sample from {base}{FIB25_FILENAME} ({exc}); "
             f"check the network or set {DATA_URL_ENV} to a mirror"
         ) from exc
+
+
+# --------------------------------------------------------------------------------------------------
+# the shipped FIB-25 crop (the demo's volume)
+# --------------------------------------------------------------------------------------------------
+
+#: A crop of training_sample2 in the package (see resources/README.md for how it was cut).
+FIB25_DEMO_CROP = Path(__file__).resolve().parent / "resources" / "samples" / "fib25-demo-crop.npz"
+
+
+class FIB25Crop(NamedTuple):
+    """Real FIB-25 EM (``image`` uint8 zyx) with its dense ground-truth bodies (``labels``)."""
+
+    image: np.ndarray
+    labels: np.ndarray
+    voxel_size_nm: tuple[float, float, float]
+    origin_zyx: tuple[int, int, int]  # where the crop starts in training_sample2
+    source: str
+    attribution: str
+
+
+def fib25_demo_crop(path: str | Path | None = None) -> FIB25Crop:
+    """The FIB-25 crop shipped in the package (no download): EM, ground truth, where it came from.
+
+    It lies in the z >= 125 half of training_sample2, which the default model ``fib25-small``
+    was not trained on, so the demo shows the model on EM it has never seen. The file is a
+    compressed ``.npz`` read without pickle.
+    """
+    path = Path(path) if path is not None else FIB25_DEMO_CROP
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            image, labels = f["raw"], f["labels"]
+            voxel = tuple(float(v) for v in f["resolution_nm_zyx"])
+            origin = tuple(int(v) for v in f["origin_zyx"])
+            source, attribution = str(f["source"]), str(f["attribution"])
+    except (OSError, KeyError, ValueError) as exc:
+        raise UserInputError(
+            f"the FIB-25 demo crop {path} is missing or damaged ({exc}); "
+            "reinstall napari-connectome"
+        ) from exc
+    if image.dtype != np.uint8 or image.ndim != 3 or labels.shape != image.shape:
+        raise UserInputError(
+            f"the FIB-25 demo crop {path} holds raw {image.dtype}{image.shape} and labels "
+            f"{labels.shape}; expected uint8 EM and labels of the same 3D shape"
+        )
+    return FIB25Crop(image, labels, voxel, origin, source, attribution)

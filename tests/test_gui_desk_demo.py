@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from napari_connectome.cli import main as cli
@@ -35,56 +37,117 @@ def _looks_like_a_window(png) -> None:
 
 
 @pytest.mark.gui
-def test_demo_saves_a_screenshot_when_the_region_is_segmented(tmp_path):
+def test_demo_saves_a_screenshot_when_the_fib25_crop_is_segmented(tmp_path):
     model = _flood_model(tmp_path / "flood", deltas=4)
     shot = tmp_path / "demo.png"
 
-    result = _run(["--size", "48", "--model", str(model), "--screenshot", str(shot)])
+    result = _run(["--model", str(model), "--screenshot", str(shot)])
 
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"saved {shot}" in result.stdout
+    assert re.search(r"demo wall time \d+\.\d s, [1-9]\d* FFN steps", result.stdout), result.stdout
+    assert "against the ground truth" in result.stdout
     _looks_like_a_window(shot)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.png", "flood"]
 
 
-@pytest.fixture
-def zoo_mirror(google_ffn_dir, tmp_path_factory):
-    """The default model from the shared copy of Google's checkpoint (offline)."""
-    env = os.environ.copy()
-    env["NAPARI_CONNECTOME_ZOO_URL"] = google_ffn_dir.as_uri()
-    env["NAPARI_CONNECTOME_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    return env
+def _session(viewer, request):
+    from napari_connectome.gui.demo import DemoSession
+
+    session = DemoSession(viewer, request)
+    said: list[str] = []
+    session.overlay.events.text.connect(lambda *_: said.append(session.overlay.text))
+    return session, said
 
 
 @pytest.mark.gui
-@pytest.mark.realdata
-@pytest.mark.slow  # minutes on a busy 2-core CPU; the local-model run above is the CI twin
-def test_demo_with_the_default_model_on_a_small_volume(tmp_path, zoo_mirror):
-    shot = tmp_path / "demo.png"
+def test_demo_opens_real_em_with_ground_truth_docks_every_tool_and_says_how_long(
+    make_napari_viewer, qtbot, tmp_path
+):
+    from npe2 import PluginManager
 
-    result = _run(["--size", "48", "--precision", "bf16", "--screenshot", str(shot)], zoo_mirror)
+    from napari_connectome.gui.demo import DemoRequest
+    from napari_connectome.samples import FIB25_ATTRIBUTION, fib25_demo_crop
 
-    assert result.returncode == 0, result.stderr[-3000:]
-    _looks_like_a_window(shot)
+    viewer = make_napari_viewer(show=True)
+    model = _flood_model(tmp_path / "flood", deltas=4)
+    session, said = _session(viewer, DemoRequest(model=str(model)))
+
+    em, gt = viewer.layers["FIB-25 EM"], viewer.layers["ground truth"]
+    crop = fib25_demo_crop()
+    assert crop.origin_zyx[0] >= 125  # the half the default model never saw
+    np.testing.assert_array_equal(em.data, crop.image)
+    np.testing.assert_array_equal(gt.data, crop.labels)
+    for layer in (em, gt):
+        assert layer.metadata["attribution"] == FIB25_ATTRIBUTION
+    assert not gt.visible
+    manifest = PluginManager.instance().get_manifest("napari-connectome")
+    assert len(session.widgets) == len(manifest.contributions.widgets)
+
+    session.start()
+    qtbot.waitUntil(lambda: session.result is not None, timeout=120_000)
+
+    assert session.result["rc"] == 0, session.result
+    assert session.result["steps"] > 0
+    assert viewer.layers.selection.active is viewer.layers["FIB-25 EM FFN"]
+    assert said[0].startswith("Segmenting FIB-25 EM (28x80x80 voxels) with the FFN model flood")
+    duration = r"(about [\d.]+ (s|min|h)|under a second)"
+    how_long = rf"~[\d,]+ FFN steps, {duration} \(cpu, \w+, [\d.,]+ steps/s measured\)"
+    assert any(re.search(how_long + r"; \d+ s so far", t) for t in said), said
+    assert "done" in said[-1]
+    assert re.search(r"VI \d+\.\d\d .*adapted Rand error \d\.\d\d", said[-1])
 
 
 @pytest.mark.gui
-@pytest.mark.realdata
-@pytest.mark.slow
-def test_demo_full_size_with_the_default_model(tmp_path, zoo_mirror):
+def test_demo_on_the_synthetic_sample(make_napari_viewer, qtbot, tmp_path):
+    from napari_connectome.gui.demo import DemoRequest
+
+    viewer = make_napari_viewer()
+    model = _flood_model(tmp_path / "flood", deltas=4)
+    session, said = _session(viewer, DemoRequest(sample="synthetic", size=48, model=str(model)))
+    session.start()
+    qtbot.waitUntil(lambda: session.result is not None, timeout=120_000)
+
+    assert session.result["rc"] == 0, session.result
+    assert [layer.name for layer in viewer.layers] == [
+        "synthetic EM",
+        "ground truth",
+        "synthetic EM FFN",
+    ]
+    assert "done" in said[-1]
+
+
+@pytest.mark.gui
+@pytest.mark.slow  # about a minute on a 2-core CPU; the flood-model runs above are the CI twins
+def test_demo_with_the_default_model_on_the_fib25_crop(tmp_path):
     shot = tmp_path / "demo.png"
 
-    result = _run(["--screenshot", str(shot)], zoo_mirror, timeout=1800)
+    result = _run(["--screenshot", str(shot)], timeout=900)
 
     assert result.returncode == 0, result.stderr[-3000:]
     _looks_like_a_window(shot)
+    objects = int(re.search(r"done, (\d+) objects", result.stdout).group(1))
+    arand = float(re.search(r"adapted Rand error (\d\.\d+)", result.stdout).group(1))
+    assert objects >= 5
+    assert arand < 0.5  # a plain watershed scores about 0.7 on this half
+
+
+def test_demo_without_napari_says_what_to_install(monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "napari", None)  # import napari fails, as when not installed
+
+    assert cli(["demo"]) == 2
+
+    assert "install napari-connectome[napari]" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--size", "20"], "field of view"),
-        (["--size", "4000"], "too large"),
+        (["--sample", "synthetic", "--size", "20"], "field of view"),
+        (["--sample", "synthetic", "--size", "4000"], "too large"),
+        (["--size", "48"], "add --sample synthetic"),
         (["--model", "no-such-model"], "neither a model folder"),
         (["--screenshot", "missing-dir/x.png"], "does not exist"),
         (["--screenshot", "shot.jpg"], ".png"),

@@ -61,11 +61,11 @@ def main() -> None:
             app.processEvents()
             time.sleep(0.02)
 
-    from napari_connectome.cli.demo import dismiss_toasts
+    from napari_connectome.gui.demo import dismiss_toasts
 
     def shot(name: str) -> None:
         wait(lambda: True, 0)
-        dismiss_toasts(viewer)
+        dismiss_toasts()
         viewer.screenshot(str(HERE / name), canvas_only=False)
         print("saved", HERE / name, flush=True)
 
@@ -163,6 +163,7 @@ def segment_region_shot(viewer, origins, choose_model, wait, shot) -> None:
     region.region.value = SHAPES_BOX
     region.shapes.value = shapes
     region.seeds.value = points
+    region.confirm_above_s = 1e9  # the question would cover the window; its test is in tests/
     region.start()
     wait(lambda: region.worker is None)
     print("segment region:", region.status.value, flush=True)

@@ -1,4 +1,5 @@
-"""napari sample data: the synthetic EM volume (instant, offline) and the real FIB-25 crop."""
+"""napari sample data: the synthetic EM volume (instant, offline), the shipped FIB-25 crop (real
+EM with ground truth, offline) and the whole FIB-25 training_sample2 volume (downloaded once)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,47 @@ def synthetic_sample(shape: tuple[int, int, int] = (96, 96, 96), seed: int = 0) 
             "image",
         ),
         (labels, {**common, "name": "ground truth", "opacity": 0.4, "metadata": meta}, "labels"),
+    ]
+
+
+def fib25_demo_sample() -> list[LayerData]:
+    """The FIB-25 crop shipped in the package: EM and its ground-truth bodies, CC-BY attributed."""
+    from napari_connectome.samples import fib25_demo_crop
+
+    crop = fib25_demo_crop()
+    z, y, x = crop.origin_zyx
+    meta = {
+        "source": crop.source,
+        "origin_zyx": list(crop.origin_zyx),
+        "attribution": crop.attribution,
+    }
+    common: dict[str, Any] = {
+        "scale": crop.voxel_size_nm,
+        "units": "nm",
+        "translate": tuple(o * v for o, v in zip(crop.origin_zyx, crop.voxel_size_nm)),
+    }
+    where = f"z {z}, y {y}, x {x}"
+    return [
+        (
+            crop.image,
+            {
+                **common,
+                "name": "FIB-25 EM",
+                "contrast_limits": (0, 255),
+                "metadata": {**meta, "description": f"training_sample2 raw from {where}"},
+            },
+            "image",
+        ),
+        (
+            crop.labels,
+            {
+                **common,
+                "name": "ground truth",
+                "opacity": 0.4,
+                "metadata": {**meta, "description": f"training_sample2 labels from {where}"},
+            },
+            "labels",
+        ),
     ]
 
 
