@@ -190,3 +190,34 @@ def test_skeletonize_cli_subprocess_and_unknown_segment(seg_path, tmp_path):
     assert "99" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "s").exists()
+
+
+class _BlockReadsOnly:
+    """An array that refuses any read larger than one skeleton block (plus its overlap): dask
+    computes a dask array handed to a task whole, which a volume of any size must never see."""
+
+    def __init__(self, data: np.ndarray, limit: int) -> None:
+        self.data, self.limit = data, limit
+        self.shape, self.dtype, self.ndim = data.shape, data.dtype, data.ndim
+
+    def __getitem__(self, key):
+        out = self.data[key]
+        assert out.size <= self.limit, f"read {out.shape} at once"
+        return out
+
+
+def test_each_block_task_reads_its_block_only(tmp_path):
+    import dask.array as da
+
+    from napari_connectome.volumes import Volume
+
+    seg = _tube_volume()
+    reader = _BlockReadsOnly(seg, limit=17 * 33 * 33)
+    data = da.from_array(reader, chunks=seg.shape)  # one dask chunk: the whole volume
+    volume = Volume(
+        name="seg", data=data, multiscale=[data], voxel_size_nm=VOXEL, offset_nm=OFFSET,
+        axes="zyx", is_labels=True, source=str(tmp_path / "in-memory"),
+    )  # fmt: skip
+    s = skeletonize_volume(volume, tmp_path / "sk", block_shape=(16, 32, 32))
+    assert s.segments == 2
+    _check_swc(tmp_path / "sk" / f"{BIG}.swc", seg, BIG)

@@ -105,9 +105,26 @@ def block_slices(shape: Sequence[int], chunks: Sequence[Sequence[int]]) -> list[
     ]
 
 
-def _read(data: Any, region: tuple[slice, ...]) -> np.ndarray:
-    block = data[region]
-    return np.asarray(block.compute() if hasattr(block, "compute") else block)
+class Lazy:
+    """A lazy array handed to tasks as it is: dask computes a dask array (or one inside a list)
+    given to a task before the task runs, i.e. the whole volume; wrapped, each task reads only
+    the region it slices (on this thread: ``scheduler="sync"``)."""
+
+    def __init__(self, data: Any) -> None:
+        self.data = data
+        self.shape = tuple(int(s) for s in data.shape)
+        self.dtype = np.dtype(data.dtype)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        block = self.data[key]
+        if hasattr(block, "compute"):
+            block = block.compute(scheduler="sync")
+        return np.asarray(block)
+
+
+def _read(data: Lazy, region: tuple[slice, ...]) -> np.ndarray:
+    return data[region]
 
 
 def volume_stats(
@@ -124,8 +141,9 @@ def volume_stats(
     if not isinstance(data, da.Array):
         data = da.from_array(data, chunks=tuple(min(64, s) for s in data.shape))
     regions = block_slices(data.shape, data.chunks)
+    lazy = Lazy(data)
     tasks = [
-        dask.delayed(block_stats)(dask.delayed(_read)(data, r), [s.start for s in r])
+        dask.delayed(block_stats)(dask.delayed(_read)(lazy, r), [s.start for s in r])
         for r in regions
     ]
     # merge in groups of 8 inside the graph, so the driver receives a handful of tables

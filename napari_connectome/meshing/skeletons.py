@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from napari_connectome.errors import UserInputError
-from napari_connectome.meshing.blockwise import run_tasks
+from napari_connectome.meshing.blockwise import Lazy, run_tasks
 from napari_connectome.meshing.formats import check_mesh_dest, commit_mesh_folder, new_mesh_folder
 from napari_connectome.progress import ProgressCallback
 
@@ -73,8 +73,7 @@ def _skeletonize_block(
     shape = data.shape
     read_hi = [min(h + 1, s) for h, s in zip(hi, shape)]
     region = tuple(slice(a, b) for a, b in zip(lo, read_hi))
-    block = data[region]
-    block = np.asarray(block.compute() if hasattr(block, "compute") else block)
+    block = np.asarray(data[region])
     if not block.any():
         return {}
     labels_xyz = np.asfortranarray(block.T)  # kimimaro's order: x, y, z
@@ -146,8 +145,9 @@ def skeletonize_volume(
     origin = np.asarray(offset[::-1], np.float64) + 0.5 * np.asarray(anis)
     ids = None if segments is None else np.unique(np.asarray(segments, np.uint64))
     params = {**TEASAR, **(teasar or {})}
+    lazy = Lazy(data)  # each task reads its own block only
     tasks = [
-        dask.delayed(_skeletonize_block, pure=False)(data, lo, hi, ids, anis, origin, params)
+        dask.delayed(_skeletonize_block, pure=False)(lazy, lo, hi, ids, anis, origin, params)
         for lo, hi in block_grid(shape, block_shape)
     ]
     parts = run_tasks(tasks, client=client, workers=workers, progress=progress, message="blocks")

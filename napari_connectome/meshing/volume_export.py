@@ -59,8 +59,11 @@ def spatial_placement(volume: Any) -> tuple[tuple[float, ...], tuple[float, ...]
 
 def volume_levels(volume: Any) -> list[tuple[Any, tuple[int, int, int]]]:
     """The segmentation's pyramid as ``(array, factors vs level 0)``."""
+    from napari_connectome.meshing.blockwise import Lazy
+
     shape0 = volume.multiscale[0].shape
-    return [(arr, level_factors(shape0, arr.shape)) for arr in volume.multiscale]
+    # wrapped: a task reads only its segments' boxes (see blockwise.Lazy)
+    return [(Lazy(arr), level_factors(shape0, arr.shape)) for arr in volume.multiscale]
 
 
 def _mesh_group(
