@@ -73,6 +73,10 @@ def test_step_time_is_measured_once_per_model_device_and_precision():
     text = est.describe()
     assert text.startswith("48 x 48 x 48 = 110,592 voxels: ~1,300 FFN steps")
     assert "(cpu, fp32," in text
+    # explicit seeds grow only their objects: at most STEPS_PER_SEED each
+    seeded = estimate_run((48, 48, 48), runner, config, key="flood-test", seeds=2)
+    assert seeded.steps == 200
+    assert "voxels: at most 200 FFN steps" in seeded.describe()
 
 
 def test_durations_read_like_estimates():

@@ -213,10 +213,11 @@ def _segment(args: argparse.Namespace) -> int:
         f"thread{'s' if threads != 1 else ''}",
         file=sys.stderr,
     )
-    if seeds is None:  # explicit seeds grow only their objects: no estimate for the region
-        from napari_connectome.ffn.estimate import estimate_run
+    from napari_connectome.ffn.estimate import estimate_run
 
-        print(f"region {estimate_run(roi_shape, runner, config).describe()}", file=sys.stderr)
+    n_seeds = None if seeds is None else len(seeds)
+    estimate = estimate_run(roi_shape, runner, config, seeds=n_seeds)
+    print(f"region {estimate.describe()}", file=sys.stderr)
     progress, close = cli_progress(args, "segment", unit="seed")
     try:
         result = segment_region(

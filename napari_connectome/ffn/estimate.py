@@ -14,6 +14,10 @@ cells (1.27); the shipped ``fib25-small`` (FOV 17, deltas 4) on the 48^3 box at 
 the same volume took 438 steps for 512 cells (0.86). 1.3 errs on the long side. EM with larger or
 smaller cells than FIB-25's neurites, or a model that stops early, moves it; the estimate is a
 guide, and the running ETA uses the run's own step rate once it has one.
+
+**Explicit seeds** grow only their own objects: then the expected steps are at most
+:data:`STEPS_PER_SEED` per seed (Google's FIB-25 run: 25,799 steps for 254 objects, 102 each), and
+never more than the region's; the estimate says "at most".
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ import numpy as np
 
 #: FFN steps per lattice cell (``prod(deltas)`` voxels where the FOV fits); see the module doc.
 STEPS_PER_CELL = 1.3
+#: FFN steps per explicit seed (an upper guide; see the module docstring).
+STEPS_PER_SEED = 100
 
 _STEP_SECONDS: dict[tuple[Any, str, str], float] = {}
 
@@ -96,6 +102,7 @@ class RunEstimate:
     step_seconds: float
     device: str
     precision: str
+    at_most: bool = False  # explicit seeds: an upper bound
 
     @property
     def voxels(self) -> int:
@@ -109,20 +116,28 @@ class RunEstimate:
         """E.g. '48 x 250 x 250 = 3,000,000 voxels: ~2,200 FFN steps, about 40 s (cpu, bf16)'."""
         dims = " x ".join(str(s) for s in self.shape)
         return (
-            f"{dims} = {self.voxels:,} voxels: ~{self.steps:,} FFN steps, "
-            f"{format_duration(self.seconds)} ({self.device}, {self.precision}, "
+            f"{dims} = {self.voxels:,} voxels: {'at most ' if self.at_most else '~'}"
+            f"{self.steps:,} FFN steps, {format_duration(self.seconds)} "
+            f"({self.device}, {self.precision}, "
             f"{_rate(1.0 / max(self.step_seconds, 1e-9))} steps/s measured)"
         )
 
 
-def estimate_run(shape: Sequence[int], runner: Any, config: Any, *, key: Any = None) -> RunEstimate:
-    """The expected steps of a region of ``shape`` times this machine's measured step time."""
+def estimate_run(
+    shape: Sequence[int], runner: Any, config: Any, *, key: Any = None, seeds: int | None = None
+) -> RunEstimate:
+    """The expected steps of a region of ``shape`` (or of ``seeds`` explicit seeds in it) times
+    this machine's measured step time."""
+    steps = expected_steps(shape, config.fov_size, config.deltas)
+    if seeds is not None:
+        steps = min(steps, STEPS_PER_SEED * int(seeds))
     return RunEstimate(
         shape=tuple(int(s) for s in shape),  # type: ignore[arg-type]
-        steps=expected_steps(shape, config.fov_size, config.deltas),
+        steps=steps,
         step_seconds=step_seconds(runner, config, key=key),
         device=str(runner.device),
         precision=str(runner.precision),
+        at_most=seeds is not None,
     )
 
 

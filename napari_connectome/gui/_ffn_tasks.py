@@ -147,6 +147,7 @@ def plan_region(inputs: RegionInputs) -> RegionPlan:
     """Worker thread: load the model, clip the box, place the seeds, estimate the time."""
     from napari_connectome.ffn.estimate import estimate_run
     from napari_connectome.ffn.runner import LockstepRunner
+    from napari_connectome.ffn.threads import leave_a_core
     from napari_connectome.gui._models import load
 
     m = inputs.model
@@ -174,7 +175,14 @@ def plan_region(inputs: RegionInputs) -> RegionPlan:
                 f"the model's field of view {tuple(config.fov_size)}; move them or the region"
             )
     runner = LockstepRunner(model, device=m.device, precision=m.precision, batch=1)
-    estimate = estimate_run(box_shape(box), runner, config, key=str(folder.resolve()))
+    with leave_a_core():  # measured with the threads the run will have
+        estimate = estimate_run(
+            box_shape(box),
+            runner,
+            config,
+            key=str(folder.resolve()),
+            seeds=None if seeds is None else len(seeds),
+        )
     return RegionPlan(inputs, box, note, seeds, skipped, estimate, model, config, runner)
 
 
