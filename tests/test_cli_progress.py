@@ -32,6 +32,8 @@ LONG_COMMANDS = [
     ["evaluate", "seg.zarr", "gt.zarr"],
     ["run-job", "job.yaml"],
     ["stream", "job-id", "cache.zarr"],
+    ["export-meshes", "seg.zarr", "meshes"],
+    ["skeletonize", "seg.zarr", "swc"],
 ]
 
 
