@@ -29,6 +29,15 @@ BOX = 48  # voxels per axis shown around a contact
 KEYS = {"y": "accept", "n": "reject", "k": "skip", "u": "undo"}
 
 
+def _two_sides_colors() -> Any:
+    """Magenta for the first side, cyan for the second, nothing elsewhere."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    return DirectLabelColormap(
+        color_dict={None: "transparent", 0: "transparent", 1: "magenta", 2: "cyan"}
+    )
+
+
 class ProofreadQueueWidget(QWidget):
     """Dock widget: ``Plugins > Connectome > Proofreading queue``."""
 
@@ -152,12 +161,16 @@ class ProofreadQueueWidget(QWidget):
         em = None if self.session.image is None else np.asarray(self.session.image[box])
         kw = {"scale": scale, "translate": offset * scale}
         self._layer("queue: EM", em, "image", kw)
-        self._layer("queue: segments", labels, "labels", {**kw, "opacity": 0.3})
-        self._layer("queue: the two sides", pair, "labels", {**kw, "opacity": 0.6})
+        self._layer("queue: segments", labels, "labels", {**kw, "opacity": 0.8})
+        self.viewer.layers["queue: segments"].contour = 1  # outlines: the EM shows through
+        self._layer("queue: the two sides", pair, "labels", {**kw, "opacity": 0.4})
+        self.viewer.layers["queue: the two sides"].colormap = _two_sides_colors()
         world = np.asarray(item.point, float) * scale
         for ax in range(3):
             self.viewer.dims.set_point(ax, world[ax])
         self.viewer.camera.center = tuple(world)
+        size = getattr(self.viewer, "_canvas_size", None) or (600, 600)  # frame the box
+        self.viewer.camera.zoom = 0.9 * min(size) / (BOX * float(scale[1:].max()))
         self.item_label.setText(
             f"item {index + 1} of {len(self.queue.items)}: {item.describe()}; segments {sa} "
             f"and {sb}" + (" (one segment now)" if sa == sb else "")
