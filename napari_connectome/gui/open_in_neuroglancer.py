@@ -74,6 +74,8 @@ class OpenInNeuroglancerWidget(Container):
             return None
         self.link = link
         self.url.value = link.url
+        self.url.native.setCursorPosition(0)  # show where it points: http://127.0.0.1:...
+        self.url.tooltip = link.url
         self.stop_button.enabled = True
         served = sum(sv.folder is not None for sv in link.volumes)
         self.status.value = (
