@@ -195,12 +195,27 @@ def _filled_blocks(layer, block=(20, 32, 32)) -> int:
     )
 
 
+def _status(widget, job_id: str, field: str = "state", default=None):
+    """One field of a job's last polled JobStatus (``default`` before the first poll)."""
+    status = widget.statuses.get(job_id)
+    return default if status is None else getattr(status, field)
+
+
 def _alive(widget, job_id: str) -> bool:
     """For waits: a stream that failed ends the test at once, with the widget's message."""
     stream = widget.streams.get(job_id)
     if stream is not None and stream.final == "error":
         raise RuntimeError(f"streaming failed: {widget.status.value}")
     return True
+
+
+def _show_jobs(widget, qtbot) -> None:
+    """What a user does to watch jobs: fold the saved profile away, scroll to the job list."""
+    widget.profiles.editing.value = False
+    qtbot.wait(100)  # the form's new height
+    bar = widget.scroll.verticalScrollBar()
+    bar.setValue(bar.maximum())  # as the mouse wheel would, to the end
+    qtbot.wait(300)  # repainted before the screenshot
 
 
 def _screenshot(viewer, tmp_path: Path, name: str) -> Path:
@@ -248,11 +263,10 @@ def test_submit_watch_blocks_arrive_restart_and_reattach(
     )
     out_layer = widget.layers[job_id]
     assert out_layer.scale.tolist() == layer.scale.tolist()
-    qtbot.waitUntil(
-        lambda: widget.statuses.get(job_id, {}).get("blocks_done", 0) >= 2, timeout=60_000
-    )
+    qtbot.waitUntil(lambda: _status(widget, job_id, "blocks_done", 0) >= 2, timeout=60_000)
     widget.select_job(job_id)
     viewer.dims.order = (2, 0, 1)  # a z-y view: finished blocks above, the rest still empty
+    _show_jobs(widget, qtbot)
     _screenshot(viewer, tmp_path, "remote-jobs-streaming.png")
 
     # 3. napari is closed while the job runs; a new session lists the job and re-attaches
@@ -270,7 +284,7 @@ def test_submit_watch_blocks_arrive_restart_and_reattach(
     stream2 = widget2.streams[job_id]
     qtbot.waitUntil(lambda: _alive(widget2, job_id) and stream2.final is not None, timeout=180_000)
     assert stream2.final == "done"
-    qtbot.waitUntil(lambda: widget2.statuses.get(job_id, {}).get("state") == "done", timeout=30_000)
+    qtbot.waitUntil(lambda: _status(widget2, job_id) == "done", timeout=30_000)
 
     # 4. the layer equals the job's final output, voxel for voxel
     record = widget2.records[job_id]
@@ -285,6 +299,7 @@ def test_submit_watch_blocks_arrive_restart_and_reattach(
 
     assert row[COLUMNS.index("faces")] == "z 0.00 y 0.00 x 0.00"
     widget2.select_job(job_id)
+    _show_jobs(widget2, qtbot)
     _screenshot(viewer2, tmp_path, "remote-jobs-done.png")
 
     # 5. attaching again to the finished job fetches nothing more and ends at once
@@ -338,6 +353,7 @@ def test_view_a_running_job_remotely_on_demand(
     qtbot.waitUntil(some_but_not_all, timeout=120_000)
     widget.select_job(job_id)
     assert "(live)" in widget._row(widget.records[job_id])[0]
+    _show_jobs(widget, qtbot)
     _screenshot(viewer, tmp_path, "remote-jobs-on-demand.png")
 
     qtbot.waitUntil(lambda: view.final is not None, timeout=180_000)
@@ -383,11 +399,9 @@ def test_cancel_a_running_job(make_napari_viewer, volume, slurm_login_node, tmp_
     widget.cancel_button.clicked.emit()
     qtbot.waitUntil(lambda: widget.streams[job_id].final is not None, timeout=60_000)
     assert widget.streams[job_id].final == "cancelled"
-    qtbot.waitUntil(
-        lambda: widget.statuses.get(job_id, {}).get("state") == "cancelled", timeout=30_000
-    )
+    qtbot.waitUntil(lambda: _status(widget, job_id) == "cancelled", timeout=30_000)
     assert any("cancel sent" in m for m in _notes_since(start))
-    assert widget.statuses[job_id]["blocks_done"] < 8
+    assert widget.statuses[job_id].blocks_done < 8
     assert widget.submit_button.enabled
 
 
@@ -421,6 +435,7 @@ def test_a_cluster_that_cannot_be_reached_is_a_notification(
     qtbot.waitUntil(lambda: widget.connection.value == "failed", timeout=60_000)
     notes = _notes_since(start)
     assert any(expected in m for m in notes), notes
+    assert expected in widget.connection_detail.value  # beside the button, not only a toast
 
     # submitting with the same profile fails the same way; nothing is left half done
     _type_job(widget, layer, delay_s=0.1)
@@ -523,9 +538,7 @@ def test_a_job_submitted_from_the_command_line_that_dies_is_listed_with_its_reas
     widget.refresh_button.clicked.emit()
     assert len(widget.records) == 1
     (job_id,) = widget.records
-    qtbot.waitUntil(
-        lambda: widget.statuses.get(job_id, {}).get("state") == "failed", timeout=120_000
-    )
+    qtbot.waitUntil(lambda: _status(widget, job_id) == "failed", timeout=120_000)
     notes = _notes_since(start)
     assert any(f"{job_id} failed" in m and "exploded on purpose" in m for m in notes), notes
     assert widget._row(widget.records[job_id])[0] == "failed"
@@ -602,11 +615,285 @@ def test_a_listed_job_on_a_cluster_gone_says_unreachable_once(
     start = _n_notes()
     widget = _widget(viewer)  # lists the job and polls it at once
     assert list(widget.records) == ["old-job-1"]
-    qtbot.waitUntil(
-        lambda: widget.statuses.get("old-job-1", {}).get("state") == "unreachable", timeout=60_000
-    )
+    qtbot.waitUntil(lambda: _status(widget, "old-job-1") == "unreachable", timeout=60_000)
     qtbot.wait(1500)  # a few more polls (every 0.5 s)
     notes = [m for m in _notes_since(start) if "old-job-1 unreachable" in m]
     assert len(notes) == 1
     assert "cannot reach" in notes[0]
     assert widget._row(widget.records["old-job-1"])[0] == "unreachable"
+
+
+# -- the dock as a new user meets it (issue 19) --
+def _click(qtbot, button) -> None:
+    """A real left click on a magicgui button's Qt widget."""
+    from qtpy.QtCore import Qt
+
+    qtbot.mouseClick(button.native, Qt.LeftButton)
+
+
+@pytest.mark.gui
+def test_the_dock_fits_a_1280x800_window_and_scrolls(make_napari_viewer, qtbot, tmp_path):
+    from qtpy.QtCore import QPoint, QPointF, Qt
+    from qtpy.QtGui import QWheelEvent
+    from qtpy.QtWidgets import QApplication, QScrollArea
+
+    viewer = make_napari_viewer(show=True)
+    window = viewer.window._qt_window
+    window.resize(1280, 800)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Remote jobs")
+    qtbot.waitUntil(lambda: widget.native.isVisible(), timeout=10_000)
+    QApplication.processEvents()
+    qtbot.wait(200)
+    assert window.height() <= 800, window.height()
+    assert window.minimumSizeHint().height() <= 800
+    scroll = widget.scroll
+    assert isinstance(scroll, QScrollArea)
+    assert widget.native.isAncestorOf(scroll)  # docked with the dock's content
+    bar = scroll.verticalScrollBar()
+    assert bar.maximum() > 0  # the form is taller than the dock: it scrolls, the window does not
+    refresh = widget.refresh_button.native
+    bottom = lambda: refresh.mapTo(scroll.viewport(), QPoint(0, refresh.height())).y()  # noqa: E731
+    assert bottom() > scroll.viewport().height()  # the last buttons start out of view
+    bar.setValue(0)
+    qtbot.wait(300)
+    _screenshot(viewer, tmp_path, "remote-jobs-first-run.png")
+    viewport = scroll.viewport()
+    centre = QPointF(viewport.width() / 2, viewport.height() / 2)
+    for _ in range(40):  # the mouse wheel, turned down over the form
+        event = QWheelEvent(
+            centre,
+            QPointF(viewport.mapToGlobal(centre.toPoint())),
+            QPoint(0, -120),
+            QPoint(0, -120),
+            Qt.NoButton,
+            Qt.NoModifier,
+            Qt.ScrollUpdate,
+            False,
+        )
+        QApplication.sendEvent(viewport, event)
+    qtbot.waitUntil(lambda: bar.value() == bar.maximum(), timeout=5_000)
+    assert 0 < bottom() <= viewport.height()  # scrolled into view
+
+
+@pytest.mark.gui
+def test_first_run_hint_points_to_the_docs_and_the_try_it_script(make_napari_viewer, qtbot):
+    from napari_connectome.gui.remote_jobs import TRY_IT
+
+    viewer = make_napari_viewer(show=True)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Remote jobs")
+    qtbot.waitUntil(widget.native.isVisible, timeout=10_000)
+    assert widget.hint.native.isVisible()
+    text = widget.hint.native.text()
+    assert "docs/hpc.md" in text
+    assert TRY_IT in text
+    assert (REPO / TRY_IT).is_file()  # the script the hint names exists
+    assert (REPO / "docs" / "hpc.md").as_uri() in text  # a link to this checkout's docs
+    assert widget.hint.native.openExternalLinks()
+
+    widget.profiles.profile_name.value = "mine"
+    widget.profiles.workdir.value = "/scratch/me"
+    _click(qtbot, widget.profiles.save_button)
+    assert list_profiles() == ["mine"]
+    assert widget.hint.native.isHidden()  # set up: the hint goes
+    _click(qtbot, widget.profiles.delete_button)
+    assert list_profiles() == []
+    assert not widget.hint.native.isHidden()
+
+
+def _job_yaml(tmp_path: Path, **backend) -> Path:
+    import yaml
+
+    spec = {
+        "name": "try-slurm",
+        "input": "/data/synthetic.h5:raw",
+        "output": "/scratch/me/jobs/result.ome.zarr",
+        "segmenter": {"kind": "watershed"},
+        "backend": {
+            "kind": "slurm",
+            "workers": 1,
+            "resources": {
+                "partition": "debug",
+                "walltime": "00:10:00",
+                "python": "/opt/nc/bin/python",
+                "setup": ["module load conda"],
+            },
+            "ssh": {
+                "host": "127.0.0.1",
+                "port": 2222,
+                "user": "me",
+                "key": "/home/me/.ssh/id_nc",
+                "known_hosts": "/home/me/.ssh/known_hosts_nc",
+            },
+            **backend,
+        },
+    }
+    path = tmp_path / f"job-{len(list(tmp_path.glob('job-*')))}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def _import_through_the_dialog(qtbot, widget, path: Path) -> None:
+    """Press Import, pick the file in the (Qt, non-native) file dialog, press its Open."""
+    _click(qtbot, widget.import_button)
+    dialog = widget._import_dialog
+    qtbot.waitUntil(dialog.isVisible, timeout=5_000)
+    dialog.selectFile(str(path))
+    dialog.accept()
+    qtbot.waitUntil(lambda: not dialog.isVisible(), timeout=5_000)
+
+
+@pytest.mark.gui
+def test_a_cluster_profile_is_imported_from_a_job_yaml(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer(show=True)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Remote jobs")
+    _import_through_the_dialog(qtbot, widget, _job_yaml(tmp_path))
+    form = widget.profiles
+    assert form.editing.value
+    assert (form.profile_name.value, form.host.value, form.port.value) == (
+        "try-slurm",
+        "127.0.0.1",
+        2222,
+    )
+    assert (form.user.value, form.key.value) == ("me", "/home/me/.ssh/id_nc")
+    assert form.known_hosts.value == "/home/me/.ssh/known_hosts_nc"
+    assert (form.scheduler.value, form.partition.value, form.walltime.value) == (
+        "slurm",
+        "debug",
+        "00:10:00",
+    )
+    assert form.python.value == "/opt/nc/bin/python"
+    assert form.setup.value == "module load conda"
+    assert form.workdir.value == "/scratch/me/jobs"  # the folder of the spec's output
+    assert "imported profile 'try-slurm'" in widget.status.value
+    assert list_profiles() == []  # nothing saved before Save profile
+    _click(qtbot, form.save_button)
+    saved = load_profile("try-slurm")
+    assert saved.ssh().model_dump() == {
+        "host": "127.0.0.1",
+        "port": 2222,
+        "user": "me",
+        "key": "/home/me/.ssh/id_nc",
+        "known_hosts": "/home/me/.ssh/known_hosts_nc",
+        "jump_host": None,
+        "connect_timeout_s": 20.0,
+    }
+
+    # a spec that is not a cluster's, and a file that is not a spec, are said; nothing changes
+    start = _n_notes()
+    _import_through_the_dialog(qtbot, widget, _job_yaml(tmp_path, kind="local", ssh=None))
+    assert any("backend is 'local'" in m for m in _notes_since(start))
+    junk = tmp_path / "junk.yaml"
+    junk.write_bytes(b"\x00\x01 not yaml")
+    start = _n_notes()
+    _import_through_the_dialog(qtbot, widget, junk)
+    assert any("binary file" in m for m in _notes_since(start))
+    assert list_profiles() == ["try-slurm"]
+
+
+@pytest.mark.gui
+def test_test_connection_answers_beside_the_button(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch
+):
+    viewer = make_napari_viewer(show=True)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Remote jobs")
+    # a desk without Slurm (PATH without sinfo), host left empty
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", str(bin_dir))
+    widget.profiles.workdir.value = str(tmp_path)
+    status_before = widget.status.value
+    _click(qtbot, widget.test_button)
+    assert widget.connection.value == "enter a host"
+    assert "login host" in widget.connection_detail.value
+    assert "sinfo" in widget.connection_detail.value
+    assert widget.status.value == status_before  # nothing at the bottom, far from the button
+    assert not widget.busy  # nothing was run
+    # on screen the answer sits right under the button (not at the bottom of the dock)
+    from qtpy.QtCore import QPoint
+
+    qtbot.waitUntil(widget.connection_detail.native.isVisible, timeout=5_000)
+    form = widget.form.native
+    form.layout().activate()  # place the label that just appeared
+    button = widget.test_button.native
+    button_bottom = button.mapTo(form, QPoint(0, button.height())).y()
+    detail_top = widget.connection_detail.native.mapTo(form, QPoint(0, 0)).y()
+    assert 0 <= detail_top - button_bottom < 30
+    assert widget.status.native.mapTo(form, QPoint(0, 0)).y() - button_bottom > 300
+
+
+@pytest.mark.gui
+def test_a_path_and_a_layer_say_which_is_used(make_napari_viewer, volume, qtbot, tmp_path):
+    viewer, layer = _open_viewer(make_napari_viewer, volume)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Remote jobs")
+    assert widget.image.value is layer
+    assert widget.input_note.native.isHidden()  # one input: nothing to say
+    widget.profiles.workdir.value = str(tmp_path)
+    assert widget.job_spec().input == layer.metadata["source"]
+    assert widget.result_placement_layer() is layer
+
+    widget.input_path.native.setFocus()
+    qtbot.keyClicks(widget.input_path.native, "/scratch/other.zarr/raw")
+    assert not widget.input_note.native.isHidden()
+    note = widget.input_note.value
+    assert "reads the path" in note
+    assert f"not layer {layer.name!r}" in note
+    assert widget.job_spec().input == "/scratch/other.zarr/raw"
+    # the result of that job is placed by its own metadata, not over this layer
+    assert widget.result_placement_layer() is None
+
+    widget.upload.value = True
+    assert "the path is not used" in widget.input_note.value
+    assert widget.result_placement_layer() is layer
+    widget.upload.value = False
+    widget.input_path.value = ""
+    assert widget.input_note.native.isHidden()
+
+
+@pytest.mark.gui
+@pytest.mark.slurm
+@pytest.mark.ssh
+@pytest.mark.timeout(180)
+def test_the_try_it_job_yaml_becomes_a_working_profile(
+    make_napari_viewer, slurm_login_node, tmp_path, qtbot
+):
+    """What the first-run hint says, done: the try-it script's kind of job.yaml (Slurm over SSH to
+    the loopback login node) is imported, saved and its connection tested, in a few clicks."""
+    import yaml
+
+    login = slurm_login_node
+    spec = {
+        "name": "try-slurm",
+        "input": f"{tmp_path}/synthetic.h5:raw",
+        "output": str(tmp_path / "result.ome.zarr"),
+        "segmenter": {"kind": "watershed", "threshold": 110},
+        "backend": {
+            "kind": "slurm",
+            "workers": 1,
+            "resources": {
+                "partition": "debug",
+                "walltime": "00:10:00",
+                "python": sys.executable,
+                "setup": [f"export PYTHONPATH={REPO}"],
+            },
+            "ssh": {
+                "host": login.host,
+                "port": login.port,
+                "user": login.user,
+                "key": str(login.client_key),
+                "known_hosts": str(login.known_hosts),
+            },
+        },
+    }
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    viewer = make_napari_viewer(show=True)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Remote jobs")
+    _import_through_the_dialog(qtbot, widget, path)
+    _click(qtbot, widget.profiles.save_button)
+    assert list_profiles() == ["try-slurm"]
+    _click(qtbot, widget.test_button)
+    qtbot.waitUntil(lambda: widget.connection.value in ("connected", "failed"), timeout=60_000)
+    assert widget.connection.value == "connected", widget.connection_detail.value
+    assert "debug" in widget.connection_detail.value  # sinfo's answer, under the button
+    shown = widget.connection_detail.value.replace("\u200b", "")  # wrap points in paths
+    assert str(tmp_path) in shown  # the work dir was found

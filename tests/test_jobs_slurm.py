@@ -183,7 +183,7 @@ def test_stream_resumes_after_the_ssh_connection_drops(
     seen, dropped = [], []
 
     def on_block(event):
-        seen.append((event["phase"], tuple(event["block"])))
+        seen.append((event.phase, event.block))
         if len(seen) == 2:
             for session in sshd.children(recursive=True):  # the sshd processes serving us
                 with contextlib.suppress(psutil.NoSuchProcess):  # one may be exiting already

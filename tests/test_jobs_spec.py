@@ -276,7 +276,7 @@ def test_local_backend_submit_status_stream_cancel(tmp_path, capsys):
     stop, seen = threading.Event(), []
 
     def close_after_three(event):
-        seen.append(event["block"])
+        seen.append(event.block)
         if len(seen) == 3:
             stop.set()
 
@@ -284,7 +284,7 @@ def test_local_backend_submit_status_stream_cancel(tmp_path, capsys):
     first = stream_job(load_record(job_id), second, on_block=close_after_three, stop=stop)
     assert first.state == "stopped"
     assert first.blocks == 3
-    rest = stream_job(load_record(job_id), second, on_block=lambda ev: seen.append(ev["block"]))
+    rest = stream_job(load_record(job_id), second, on_block=lambda ev: seen.append(ev.block))
     assert rest.state == "done"
     assert len(seen) == 16  # 8 blocks x (segment, relabel), none twice, none missed
     np.testing.assert_array_equal(zarr.open_array(str(second / "0"))[:], out)

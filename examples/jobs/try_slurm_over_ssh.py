@@ -84,6 +84,7 @@ def main() -> None:
     print("  napari-connectome status $J")
     print(f"  napari-connectome stream $J {q(work / 'cache.ome.zarr')}")
     print(f"  napari {q(work / 'cache.ome.zarr')}          # open what arrived")
+    print(f"\nOr in napari: Remote jobs > Import from job YAML... {spec_path}, Save profile.")
     print("\nInterrupt and resume (864 blocks, about half a minute):\n")
     print(f"  R=$(napari-connectome submit {q(work / 'resume.yaml')})")
     print("  napari-connectome status $R                 # when blocks_done is about half:")

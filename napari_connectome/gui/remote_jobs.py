@@ -1,16 +1,18 @@
 """The "Remote jobs" dock widget: cluster profiles, submit the open volume as a full-volume job,
 watch every submitted job, and see the result fill in block by block.
 
-Everything slow (SSH logins, ``sbatch``, status polls, streaming) runs in napari thread workers;
-the Qt thread only reads form fields and updates the table and layers. Jobs come from the jobs
-registry (the same list ``napari-connectome jobs`` prints), so after a restart the table shows
-them again and Attach resumes streaming into the same local cache.
+Everything slow (SSH logins, ``sbatch``, status polls, streaming) runs in napari thread workers
+through one :class:`~napari_connectome.jobs.client.JobsClient`, which keeps one SSH connection
+per cluster for all of them; the Qt thread only reads form fields and updates the table and
+layers. Jobs come from the jobs registry (the same list ``napari-connectome jobs`` prints), so
+after a restart the table shows them again and Attach resumes streaming into the same local cache.
+The form sits in a scroll area, so the dock fits a laptop screen.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import (
@@ -29,7 +31,10 @@ from napari_connectome.errors import UserInputError
 from napari_connectome.gui._notify import report_error
 from napari_connectome.gui.remote_profile import ProfileEditor
 from napari_connectome.gui.remote_stream import JobStream, cache_level0_transform
+from napari_connectome.jobs.client import JobsClient
+from napari_connectome.jobs.events import JobEvent
 from napari_connectome.jobs.registry import JobRecord, list_records
+from napari_connectome.jobs.status import FINAL_STATES, JobStatus
 
 if TYPE_CHECKING:
     import napari
@@ -37,8 +42,33 @@ if TYPE_CHECKING:
 COLUMNS = ["state", "blocks", "blocks/s", "ETA", "faces", "job", "where", "output"]
 MIRROR = "copy every block here (mirror)"
 ON_DEMAND = "view remotely (on demand)"
-FINAL = ("done", "failed", "cancelled")
 SEGMENTERS = ["ffn", "watershed", "plugin"]
+DOCS_URL = "https://github.com/napari-connectome/napari-connectome/tree/main/docs"
+TRY_IT = "examples/jobs/try_slurm_over_ssh.py"
+
+
+def _docs_link(name: str) -> str:
+    """A link to one of our docs: the file of this checkout when there is one, else online."""
+    local = Path(__file__).resolve().parents[2] / "docs" / name
+    href = local.as_uri() if local.is_file() else f"{DOCS_URL}/{name}"
+    return f'<a href="{href}" style="color: #7fb8ff;">docs/{name}</a>'
+
+
+def first_run_hint() -> str:
+    """What the dock says while no cluster profile is saved and no job is listed (short lines:
+    a narrow dock must not wrap them at random)."""
+    return "<br>".join(
+        [
+            "<b>No cluster set up yet.</b> Try it on this machine:",
+            f"<code>python {TRY_IT}</code>",
+            "<code>/tmp/nc-try</code> (in the source tree; needs",
+            "slurm-wlm, munge, openssh-server), then",
+            "<b>Import from job YAML…</b> <code>/tmp/nc-try/job.yaml</code>,",
+            "<b>Save profile</b>, <b>Test connection</b>.",
+            f"Your cluster: {_docs_link('remote-jobs.md')}, {_docs_link('hpc.md')},",
+            "or import the YAML of a job you already submit.",
+        ]
+    )
 
 
 def layer_source(layer: Any) -> str | None:
@@ -83,71 +113,17 @@ def _faces(seams: dict) -> str:
     )
 
 
+def _scheduler_here(scheduler: str) -> bool:
+    """Whether this machine has the scheduler's commands (then an empty host is a login node)."""
+    import shutil
+
+    return shutil.which("sinfo" if scheduler == "slurm" else "qstat") is not None
+
+
 def _eta(seconds: float | None) -> str:
     if seconds is None:
         return ""
     return time.strftime("%H:%M:%S", time.gmtime(seconds)) if seconds < 86400 else ">1 day"
-
-
-def poll_statuses(records: list[JobRecord]) -> dict[str, dict]:
-    """Status of every job, one SSH login per cluster; a cluster that cannot be reached marks its
-    jobs 'unreachable' with the reason instead of failing the whole poll."""
-    import json
-
-    from napari_connectome.jobs.backends import job_status
-    from napari_connectome.jobs.transport import open_transport
-
-    groups: dict[str, list[JobRecord]] = {}
-    for r in records:
-        groups.setdefault(json.dumps(r.ssh, sort_keys=True), []).append(r)
-    out: dict[str, dict] = {}
-    for group in groups.values():
-        try:
-            transport = open_transport(group[0].ssh)
-        except UserInputError as exc:
-            for r in group:
-                out[r.id] = {"id": r.id, "state": "unreachable", "error": str(exc)}
-            continue
-        try:
-            for r in group:
-                try:
-                    out[r.id] = job_status(r, transport)
-                except UserInputError as exc:
-                    out[r.id] = {"id": r.id, "state": "unknown", "error": str(exc)}
-                except Exception as exc:  # connection lost mid-poll: said once, retried next poll
-                    reason = f"{type(exc).__name__}: {exc}"
-                    out[r.id] = {"id": r.id, "state": "unreachable", "error": reason}
-        finally:
-            with contextlib.suppress(Exception):
-                transport.close()
-    return out
-
-
-def submit_job(spec: Any, upload: tuple[Any, tuple[float, ...]] | None = None) -> JobRecord:
-    """Worker thread: copy the layer to ``spec.input`` on the cluster when asked, then submit.
-    A submission that fails removes the copy again, so a refused job leaves nothing behind."""
-    from napari_connectome.jobs.backends import submit
-    from napari_connectome.jobs.transport import open_transport
-    from napari_connectome.jobs.upload import upload_volume
-
-    if upload is None:
-        return submit(spec)
-    data, voxel_size = upload
-    transport = open_transport(spec.backend.ssh)
-    try:
-        upload_volume(data, transport, spec.input, voxel_size_nm=voxel_size)
-    finally:
-        transport.close()
-    try:
-        return submit(spec)
-    except BaseException:
-        with contextlib.suppress(Exception):  # the submission's own error is the one to show
-            transport = open_transport(spec.backend.ssh)
-            try:
-                transport.remove_tree(spec.input)
-            finally:
-                transport.close()
-        raise
 
 
 class RemoteJobsWidget(Container):
@@ -160,19 +136,30 @@ class RemoteJobsWidget(Container):
         refresh_interval_ms: int = 250,
     ) -> None:
         from napari.layers import Image
-        from qtpy.QtCore import QTimer
-        from qtpy.QtWidgets import QAbstractItemView
+        from qtpy.QtCore import Qt, QTimer
+        from qtpy.QtWidgets import QAbstractItemView, QFrame, QScrollArea, QSizePolicy
 
         self._viewer = viewer
+        self.client = JobsClient()  # one SSH connection per cluster for polls, submits, streams
+        self.hint = Label(value=first_run_hint())
         self.profiles = ProfileEditor()
+        self.import_button = PushButton(text="Import from job YAML…")
+        self.import_button.tooltip = (
+            "fill the profile from the backend of a job spec (slurm/pbs, ssh, resources); the "
+            "work dir becomes the folder of its output"
+        )
         self.test_button = PushButton(text="Test connection")
-        self.connection = Label(value="")
+        self.connection = Label(value="")  # connecting… / connected / failed, beside the button
+        self.connection_detail = Label(value="")  # what the test saw, or why it failed
+        self.connection_detail.visible = False  # shown with the first answer
         self.image = create_widget(label="image", annotation=Image | None, value=None)
         self.input_path = LineEdit(label="or path on cluster")
         self.input_path.tooltip = (
             "a source the cluster can open, e.g. /scratch/em.zarr/raw or /data/v.h5:raw; "
-            "empty: the image layer's file (it must be visible to the cluster)"
+            "empty: the image layer's file (it must be visible to the cluster). A path here is "
+            "used instead of the image layer"
         )
+        self.input_note = Label(value="")  # which input the job reads, when both are set
         self.upload = CheckBox(text="upload the layer to the work dir")
         self.upload.tooltip = "for a layer the cluster cannot read: copy it there (OME-Zarr) first"
         self.job_name = LineEdit(label="job name", value="segmentation")
@@ -203,12 +190,15 @@ class RemoteJobsWidget(Container):
         self.cancel_button = PushButton(text="Cancel job")
         self.refresh_button = PushButton(text="Refresh")
         self.status = Label(value="")
-        super().__init__(
+        fields = Container(
             widgets=[
+                self.import_button,
                 self.profiles,
                 Container(widgets=[self.test_button, self.connection], layout="horizontal"),
+                self.connection_detail,
                 self.image,
                 self.input_path,
+                self.input_note,
                 self.upload,
                 self.job_name,
                 self.segmenter,
@@ -226,15 +216,40 @@ class RemoteJobsWidget(Container):
                     layout="horizontal",
                 ),
                 self.status,
-            ]
+            ],
         )
+        # the hint spans the dock's width (outside the form's label column)
+        self.form = Container(widgets=[self.hint, fields], labels=False)
+        self.form.margins = (0, 0, 0, 0)
+        super().__init__(widgets=[])
+        self.margins = (0, 0, 0, 0)
+        # napari docks ``native`` itself (magicgui's own scroll area would be left out): the form
+        # scrolls inside the dock instead of making the window taller than the screen
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.scroll.setWidget(self.form.native)
+        self.native.layout().addWidget(self.scroll)
         self.table.native.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.native.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.native.setSelectionMode(QAbstractItemView.SingleSelection)
         self.table.native.setMinimumHeight(140)
         self.table.native.horizontalHeader().setStretchLastSection(True)
-        self.status.native.setWordWrap(True)  # a long message must not widen the dock
+        for label in (self.status, self.connection_detail, self.input_note):
+            # wrapped to the dock's width: a long message (a path has no spaces to break at)
+            # must not widen the form beyond the dock, which would scroll it sideways
+            label.native.setWordWrap(True)
+            label.native.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+            label.native.setMinimumWidth(120)
+
         self.connection.native.setWordWrap(True)
+        self.hint.native.setTextFormat(Qt.RichText)
+        self.hint.native.setOpenExternalLinks(True)
+        self.hint.native.setTextInteractionFlags(Qt.TextBrowserInteraction)
+        self.hint.native.setAlignment(Qt.AlignLeft | Qt.AlignTop)
+        # room for the mixed fonts of the rich text (Qt's hint undercounts them)
+        self.hint.native.setMinimumHeight(self.hint.native.sizeHint().height() + 16)
         images = [ly for ly in viewer.layers if isinstance(ly, Image)]
         if images:
             self.image.value = images[-1]
@@ -243,7 +258,7 @@ class RemoteJobsWidget(Container):
         self._closed = False
 
         self.records: dict[str, JobRecord] = {}
-        self.statuses: dict[str, dict] = {}
+        self.statuses: dict[str, JobStatus] = {}
         self.streams: dict[str, JobStream] = {}
         self.live: dict[str, Any] = {}  # job id -> LiveView (results viewed on demand)
         self.layers: dict[str, Any] = {}
@@ -251,8 +266,13 @@ class RemoteJobsWidget(Container):
         self._busy: dict[str, Any] = {}  # what -> running worker (one of each at a time)
 
         self.profiles.save_button.changed.connect(self.save_profile)
-        self.profiles.delete_button.changed.connect(self.profiles.delete)
+        self.profiles.delete_button.changed.connect(self._delete_profile)
+        self.import_button.changed.connect(self.choose_job_yaml)
+        self._import_dialog: Any = None
         self.test_button.changed.connect(self.test_connection)
+        self.image.changed.connect(self._update_input_note)
+        self.input_path.changed.connect(self._update_input_note)
+        self.upload.changed.connect(self._update_input_note)
         self.segmenter.changed.connect(self._on_segmenter)
         self.submit_button.changed.connect(self.submit)
         self.attach_button.changed.connect(self.attach_selected)
@@ -270,7 +290,16 @@ class RemoteJobsWidget(Container):
         self._redraw.timeout.connect(self._refresh_dirty)
         self.native.destroyed.connect(self._on_destroyed)
         self.reload_jobs()
+        self._update_input_note()
+        # the table scrolls its own columns; the dock is never narrower than the rest of the form
+        self.table.native.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Expanding)
+        bar = self.scroll.verticalScrollBar().sizeHint().width()
+        self.scroll.setMinimumWidth(self.form.native.minimumSizeHint().width() + bar)
         self.poll()
+
+    def reset_choices(self, *_: Any) -> None:
+        """napari calls this when layers change: refresh the form's layer and profile pickers."""
+        self.form.reset_choices()
 
     # -- workers -----------------------------------------------------------------------------------
     def _run(self, what: str, func: Any, *args: Any, on_done: Any = None) -> bool:
@@ -289,10 +318,25 @@ class RemoteJobsWidget(Container):
         return True
 
     def _on_error(self, what: str, exc: BaseException) -> None:
-        self.status.value = report_error(exc, what)
-        if what == "Test connection":
+        if self._closed:
+            return
+        message = report_error(exc, what)
+        if what == "Test connection":  # said beside the button, where the user looks
             self.connection.value = "failed"
+            self._detail = message
+        else:
+            self.status.value = message
         self.submit_button.enabled = True
+
+    @property
+    def _detail(self) -> str:
+        return self.connection_detail.value
+
+    @_detail.setter
+    def _detail(self, text: str) -> None:
+        """What Test connection saw, under the button (hidden while there is nothing to say)."""
+        self.connection_detail.value = text
+        self.connection_detail.visible = bool(text)
 
     @property
     def busy(self) -> bool:
@@ -306,18 +350,73 @@ class RemoteJobsWidget(Container):
             self.status.value = report_error(exc, "Save profile")
             return
         self.status.value = f"saved profile {profile.name}"
+        self._update_hint()
+
+    def _delete_profile(self) -> None:
+        self.profiles.delete()
+        self._update_hint()
+
+    def _update_hint(self) -> None:
+        """The first-run hint shows until a profile is saved or a job is listed."""
+        from napari_connectome.jobs.profiles import list_profiles
+
+        self.hint.visible = not list_profiles() and not self.records
+
+    def choose_job_yaml(self) -> None:
+        """Ask for a job spec file (a non-modal Qt file dialog), then :meth:`import_job_yaml`."""
+        from qtpy.QtWidgets import QFileDialog
+
+        dialog = QFileDialog(self.native, "Import a cluster profile from a job spec")
+        dialog.setFileMode(QFileDialog.ExistingFile)
+        dialog.setNameFilters(["job specs (*.yaml *.yml)", "all files (*)"])
+        dialog.setOption(QFileDialog.DontUseNativeDialog, True)  # the same on every desktop
+        dialog.fileSelected.connect(self.import_job_yaml)
+        self._import_dialog = dialog
+        dialog.open()
+
+    def import_job_yaml(self, path: str) -> None:
+        """Fill the profile form from a job spec's backend (checked by the core spec loader).
+        Nothing is saved until Save profile."""
+        from napari_connectome.jobs.profiles import profile_from_spec
+        from napari_connectome.jobs.spec import load_spec
+
+        try:
+            profile, dropped = profile_from_spec(load_spec(path))
+        except UserInputError as exc:
+            self.status.value = report_error(exc, "Import from job YAML")
+            return
+        self.profiles.choice.value = "<new profile>"
+        self.profiles.fill(profile)
+        self.profiles.editing.value = True
+        message = (
+            f"imported profile {profile.name!r} from {Path(path).name} "
+            f"({profile.label}, {profile.scheduler}): check it, then Save profile"
+        )
+        if dropped:
+            message += "; a profile does not keep " + ", ".join(dropped)
+        self.status.value = message
 
     def test_connection(self) -> None:
         """Log in with the form's profile (host key verified) and ask the scheduler, off the Qt
-        thread."""
+        thread. The answer (or the reason it failed) shows beside the button."""
         from napari_connectome.jobs.profiles import check_connection
 
         try:
             profile = self.profiles.profile()
         except UserInputError as exc:
-            self.status.value = report_error(exc, "Test connection")
+            self.connection.value = "failed"
+            self._detail = report_error(exc, "Test connection")
+            return
+        if not profile.host and not _scheduler_here(profile.scheduler):
+            # an empty host means "this machine is the login node": say so, not a sinfo error
+            self.connection.value = "enter a host"
+            self._detail = (
+                f"this machine has no {'sinfo' if profile.scheduler == 'slurm' else 'qstat'}: "
+                "enter the cluster's login host (empty only when napari runs on the login node)"
+            )
             return
         self.connection.value = f"connecting to {profile.label}…"
+        self._detail = ""
         self._run("Test connection", check_connection, profile, on_done=self._on_connected)
 
     def _on_connected(self, found: dict[str, str]) -> None:
@@ -326,14 +425,47 @@ class RemoteJobsWidget(Container):
         from napari.utils.notifications import show_info
 
         self.connection.value = "connected"
-        self.status.value = "connected: " + "; ".join(f"{k}: {v}" for k, v in found.items())
-        show_info(f"Test connection: {self.status.value}")
+        lines = (f"{k}: {v}" for k, v in found.items())
+        # a zero-width space after each "/" lets a long path wrap inside the dock
+        self._detail = "\n".join(lines).replace("/", "/\u200b")
+        detail = "; ".join(f"{k}: {v}" for k, v in found.items())
+        self.status.value = f"connected: {detail}"
+        show_info(f"Test connection: connected: {detail}")
 
     # -- submit ------------------------------------------------------------------------------------
     def _on_segmenter(self, kind: str) -> None:
         self.model.visible = kind == "ffn"
         self.factory.visible = kind == "plugin"
         self.plugin_options.visible = kind == "plugin"
+
+    def input_choice(self) -> str:
+        """Which input a job reads: ``upload`` (the layer, copied), ``path`` or ``layer``."""
+        if self.upload.value:
+            return "upload"
+        return "path" if self.input_path.value.strip() else "layer"
+
+    def result_placement_layer(self) -> Any:
+        """The layer whose scale and position the result takes: the image layer only when the
+        job reads that layer. A path read instead is placed by the job's own metadata, so the
+        result is never drawn over an image of another shape."""
+        return self.image.value if self.input_choice() != "path" else None
+
+    def _update_input_note(self, *_: Any) -> None:
+        """Say which input is used when the form names two (a path wins over the layer)."""
+        layer = self.image.value
+        choice = self.input_choice()
+        if choice == "path" and layer is not None:
+            text = (
+                f"the job reads the path on the cluster, not layer {layer.name!r}; the result "
+                "is placed by the path's own voxel size (clear the path to segment the layer)"
+            )
+        elif choice == "upload" and self.input_path.value.strip():
+            layer_name = layer.name if layer is not None else "(none chosen)"
+            text = f"the job reads layer {layer_name!r}, uploaded; the path is not used"
+        else:
+            text = ""
+        self.input_note.value = text
+        self.input_note.visible = bool(text)
 
     def job_spec(self) -> Any:
         """The job spec the form describes (checked; nothing is created yet)."""
@@ -385,7 +517,7 @@ class RemoteJobsWidget(Container):
         except UserInputError as exc:
             self.status.value = report_error(exc, "Submit job")
             return
-        hint = self.image.value
+        hint = self.result_placement_layer()
         upload = None
         if self.upload.value:
             data = hint.data[0] if hint.multiscale else hint.data
@@ -398,11 +530,20 @@ class RemoteJobsWidget(Container):
                 return
             upload = (data, tuple(float(v) for v in hint.scale[-3:]))
         if self._run(
-            "Submit job", submit_job, spec, upload, on_done=lambda r: self._on_submitted(r, hint)
+            "Submit job",
+            self.client.submit,
+            spec,
+            upload,
+            on_done=lambda r: self._on_submitted(r, hint),
         ):
             self.submit_button.enabled = False
             verb = "uploading the layer and submitting" if upload else "submitting"
-            self.status.value = f"{verb} {spec.name} to {spec.backend.kind}…"
+            what = (
+                f"{spec.input} (not layer {self.image.value.name!r})"
+                if (self.input_choice() == "path" and self.image.value is not None)
+                else spec.name
+            )
+            self.status.value = f"{verb} {what} to {spec.backend.kind}…"
 
     def _on_submitted(self, record: JobRecord, image_layer: Any) -> None:
         if self._closed:
@@ -411,6 +552,7 @@ class RemoteJobsWidget(Container):
 
         self.submit_button.enabled = True
         self.records[record.id] = record
+        self._update_hint()
         if image_layer is not None:
             self._layer_hints[record.id] = image_layer
         where = f" ({record.backend} job {record.scheduler_id})" if record.scheduler_id else ""
@@ -423,24 +565,25 @@ class RemoteJobsWidget(Container):
     def reload_jobs(self) -> None:
         """Every job in the registry (also those submitted before napari was restarted)."""
         self.records = {r.id: r for r in list_records()}
+        self._update_hint()
         self._fill_table()
 
     def _row(self, record: JobRecord) -> list[str]:
-        st = self.statuses.get(record.id, {})
+        st = self.statuses.get(record.id)
         where = record.ssh["host"] if record.ssh else "this machine"
         if record.scheduler_id:
             where += f" #{record.scheduler_id}"
-        state = st.get("state", "…")
+        if st is None:
+            return ["…", "", "", "", "", record.id, where, record.output]
+        state = st.state
         if record.id in self.streams and self.streams[record.id].running:
             state += " (streaming)"
         elif record.id in self.live and self.live[record.id].running:
             state += " (live)"
-        total = st.get("blocks_total")
-        blocks = f"{st.get('blocks_done', 0)}/{total}" if total else ""
-        rate = st.get("rate_blocks_per_s")
-        eta = _eta(st.get("eta_s")) if st.get("state") == "running" else ""
-        rate_text = f"{rate:.2f}" if rate else ""
-        faces = _faces(st.get("seams") or {})
+        blocks = f"{st.blocks_done}/{st.blocks_total}" if st.blocks_total else ""
+        eta = _eta(st.eta_s) if st.state == "running" else ""
+        rate_text = f"{st.rate_blocks_per_s:.2f}" if st.rate_blocks_per_s else ""
+        faces = _faces(st.seams or {})
         return [state, blocks, rate_text, eta, faces, record.id, where, record.output]
 
     def _fill_table(self) -> None:
@@ -457,7 +600,8 @@ class RemoteJobsWidget(Container):
             for j, text in enumerate(self._row(record)):
                 item = QTableWidgetItem(text)
                 item.setData(Qt.UserRole, record.id)
-                error = self.statuses.get(record.id, {}).get("error")
+                status = self.statuses.get(record.id)
+                error = status.error if status is not None else None
                 if error:
                     item.setToolTip(str(error))
                 elif COLUMNS[j] == "faces":
@@ -497,27 +641,28 @@ class RemoteJobsWidget(Container):
 
     def poll(self) -> None:
         """Ask for the state of every job not known to be finished (in a worker)."""
-        pending = [
-            r
-            for r in self.records.values()
-            if self.statuses.get(r.id, {}).get("state") not in FINAL
-        ]
-        if pending:
-            self._run("Job status", poll_statuses, pending, on_done=self._on_statuses)
+        pending = [r for r in self.records.values() if not self._final(r.id)]
+        if pending and not self._closed:
+            self._run("Job status", self.client.poll, pending, on_done=self._on_statuses)
 
-    def _on_statuses(self, statuses: dict[str, dict]) -> None:
+    def _final(self, job_id: str) -> bool:
+        status = self.statuses.get(job_id)
+        return status is not None and status.state in FINAL_STATES
+
+    def _on_statuses(self, statuses: dict[str, JobStatus]) -> None:
         if self._closed:
             return
         from napari.utils.notifications import show_warning
 
         for job_id, status in statuses.items():
-            state = status.get("state")
-            before = self.statuses.get(job_id, {}).get("state")
-            if state in ("failed", "unreachable") and state != before:
+            before = self.statuses.get(job_id)
+            if status.state in ("failed", "unreachable") and (
+                before is None or before.state != status.state
+            ):
                 # a job that died, or a cluster gone: say why once, not on every poll
-                tail = (status.get("log_tail") or "").strip().splitlines()
-                reason = status.get("error") or (tail[-1] if tail else "no message")
-                show_warning(f"Remote jobs: {job_id} {state}: {reason}")
+                tail = (status.log_tail or "").strip().splitlines()
+                reason = status.error or (tail[-1] if tail else "no message")
+                show_warning(f"Remote jobs: {job_id} {status.state}: {reason}")
         self.statuses.update(statuses)
         self._fill_table()
 
@@ -544,7 +689,11 @@ class RemoteJobsWidget(Container):
         if old is not None and old.running:
             return
         stream = JobStream(
-            self.records[job_id], self._on_block, self._on_stream_end, self._on_stream_error
+            self.records[job_id],
+            self.client,
+            self._on_block,
+            self._on_stream_end,
+            self._on_stream_error,
         )
         self.streams[job_id] = stream
         stream.start()
@@ -600,7 +749,7 @@ class RemoteJobsWidget(Container):
         self.layers[job_id] = layer
         return layer
 
-    def _on_block(self, job_id: str, event: dict) -> None:
+    def _on_block(self, job_id: str, event: JobEvent) -> None:
         """Qt thread: a block's chunk is in the cache; show it."""
         if self._closed:
             return
@@ -609,7 +758,7 @@ class RemoteJobsWidget(Container):
         if not self._redraw.isActive():
             self._redraw.start()
         stream = self.streams[job_id]
-        self.status.value = f"{job_id}: {stream.blocks} blocks streamed ({event.get('phase', '')})"
+        self.status.value = f"{job_id}: {stream.blocks} blocks streamed ({event.phase or ''})"
 
     def _refresh_dirty(self) -> None:
         """Redraw layers that got blocks since the last redraw: one redraw per interval, however
@@ -650,13 +799,16 @@ class RemoteJobsWidget(Container):
         self._fill_table()
 
     def cancel_selected(self) -> None:
-        from napari_connectome.jobs.backends import cancel
-
         record = self._selected_record("Cancel job")
         if record is None:
             return
         self.status.value = f"cancelling {record.id}…"
-        self._run("Cancel job", cancel, record, on_done=lambda _: self._on_cancelled(record.id))
+        self._run(
+            "Cancel job",
+            self.client.cancel,
+            record,
+            on_done=lambda _: self._on_cancelled(record.id),
+        )
 
     def _on_cancelled(self, job_id: str) -> None:
         if self._closed:
@@ -677,4 +829,10 @@ class RemoteJobsWidget(Container):
 
     def _on_destroyed(self, *_: Any) -> None:
         self._closed = True
+        self._timer.stop()
         self.detach_all()
+        # log out off the Qt thread (a dead network must not freeze the closing window);
+        # streams still running see their stop flag or the closed client and end
+        import threading
+
+        threading.Thread(target=self.client.close, daemon=True, name="jobs-client-close").start()

@@ -1,11 +1,12 @@
 """Following one submitted job from the viewer: its blocks stream into a local cache zarr and a
 labels layer over that cache is refreshed on the Qt thread after each block.
 
-The stream itself is the jobs core's :func:`~napari_connectome.jobs.stream.stream_into` (it tails
-``progress.jsonl``, copies each finished chunk, resumes from its saved offset), run in a napari
-thread worker. Its per-block callback fires on that worker thread, so it only emits a Qt signal;
-the slot on the Qt thread touches the layer. Re-attaching after a restart reuses the same cache
-folder, so nothing already copied is fetched again.
+The stream itself is the jobs client's :meth:`~napari_connectome.jobs.client.JobsClient.stream`
+(the core's ``stream_job``: it tails the job's progress log, copies each finished chunk, resumes
+from its saved offset, ends by the core's one end-of-stream rule), run in a napari thread worker
+over the client's shared connection to the cluster. Its per-block callback fires on that worker
+thread, so it only emits a Qt signal; the slot on the Qt thread touches the layer. Re-attaching
+after a restart reuses the same cache folder, so nothing already copied is fetched again.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any
 
 from qtpy.QtCore import QObject, Signal
 
+from napari_connectome.jobs.client import JobsClient
+from napari_connectome.jobs.events import JobEvent
 from napari_connectome.jobs.registry import JobRecord
 
 
@@ -53,7 +56,7 @@ def cache_level0_transform(cache: Path) -> tuple[list[float], list[float]]:
 class _Bridge(QObject):
     """Carries stream events from the worker thread to the Qt thread (queued connection)."""
 
-    block = Signal(str, object)  # job id, the block's progress line
+    block = Signal(str, object)  # job id, the block's JobEvent
     ended = Signal(str, str)  # job id, final state (done/failed/cancelled/detached/timeout)
     error = Signal(str, object)  # job id, the exception
 
@@ -64,12 +67,14 @@ class JobStream:
     def __init__(
         self,
         record: JobRecord,
-        on_block: Callable[[str, dict], None],
+        client: JobsClient,
+        on_block: Callable[[str, JobEvent], None],
         on_end: Callable[[str, str], None],
         on_error: Callable[[str, BaseException], None],
         poll_s: float = 0.5,
     ) -> None:
         self.record = record
+        self.client = client
         self.cache = cache_path(record)
         self.poll_s = poll_s
         self.blocks = 0
@@ -101,46 +106,18 @@ class JobStream:
         self.final = state
 
     def stop(self) -> None:
+        """Detach: the stream ends after the line it is handling (the job keeps running)."""
         self._stop.set()
 
-    def _ended(self, transport: Any) -> str | None:
-        """A final state once the job stopped and every line of its log has been handled."""
-        from napari_connectome.jobs.backends import scheduler_state
-        from napari_connectome.jobs.events import split_lines, summarize
-        from napari_connectome.jobs.stream import STATE_FILE
-
-        if self._stop.is_set():
-            return "detached"
-        state = scheduler_state(self.record, transport)
-        if state in ("pending", "running", "unknown"):
-            return None
-        data = transport.read_file(f"{self.record.output}/progress.jsonl") or b""
-        events, used = split_lines(data)
-        if summarize(events).done:
-            # a stream re-attached after the end: done once its saved offset reached the end
-            state_file = self.cache / STATE_FILE
-            offset = (
-                json.loads(state_file.read_text()).get("offset", 0) if state_file.is_file() else 0
-            )
-            return "done" if offset >= used else None
-        return "cancelled" if state == "cancelled" else "failed"
-
     def _run(self) -> str:
-        from napari_connectome.jobs.stream import stream_into
-        from napari_connectome.jobs.transport import open_transport
-
-        def block(ev: dict) -> None:
+        def block(ev: JobEvent) -> None:
             self.blocks += 1
             self._bridge.block.emit(self.record.id, ev)
 
-        result = stream_into(
-            lambda: open_transport(self.record.ssh),
-            self.record.output,
-            self.cache,
-            on_block=block,
-            is_finished=self._ended,
-            poll_s=self.poll_s,
+        result = self.client.stream(
+            self.record, self.cache, on_block=block, stop=self._stop, poll_s=self.poll_s
         )
         self.skipped = result.skipped
-        self._bridge.ended.emit(self.record.id, result.state)
-        return result.state
+        state = "detached" if result.state == "stopped" else result.state
+        self._bridge.ended.emit(self.record.id, state)
+        return state

@@ -3,8 +3,9 @@
 ``local`` and ``dask`` start ``napari-connectome run-job`` as a detached process on this machine
 (it makes a LocalCluster on 127.0.0.1, or connects to the scheduler). ``slurm`` and ``pbs`` stage
 the spec and a batch script inside the output folder on the cluster (over SFTP, or directly when
-there is
-no ``ssh`` section, i.e. on the login node itself) and hand the script to ``sbatch`` / ``qsub``.
+there is no ``ssh`` section, i.e. on the login node itself) and hand the script to ``sbatch`` /
+``qsub``. Each call takes an open ``transport`` (the jobs client keeps one per cluster) or opens
+and closes its own.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from pathlib import Path, PurePosixPath
 from napari_connectome.errors import UserInputError
 from napari_connectome.jobs import procinfo
 from napari_connectome.jobs.events import split_lines, summarize
+from napari_connectome.jobs.layout import JobLayout
 from napari_connectome.jobs.registry import JobRecord, new_job_id, save_record
 from napari_connectome.jobs.schedulers import Scheduler, batch_script
 from napari_connectome.jobs.spec import JobSpec
+from napari_connectome.jobs.status import JobStatus
 from napari_connectome.jobs.transport import Transport, open_transport
 
 
@@ -43,7 +46,8 @@ def stage(transport: Transport, spec: JobSpec) -> str:
             f"output folder {parent} does not exist on {transport.label}: create it or fix 'output'"
         )
     _refuse_output_over_inputs(transport, spec)  # before anything there is deleted
-    spec_path = _p(out, "_job", "spec.yaml")
+    layout = JobLayout.on_cluster(out)
+    spec_path = str(layout.spec)
     if transport.exists(out):
         if spec.resume:
             from napari_connectome.jobs.spec import parse_spec_text
@@ -72,7 +76,7 @@ def stage(transport: Transport, spec: JobSpec) -> str:
                 f"output {out} already exists on {transport.label}: set resume: true to continue "
                 "that job, or pass --overwrite to replace it"
             )
-    transport.makedirs(_p(out, "_job", "scheduler"))
+    transport.makedirs(str(layout.scheduler))
     transport.write_file(spec_path, spec.to_yaml().encode())
     return spec_path
 
@@ -104,13 +108,14 @@ def _ours_on(transport: Transport, out: str) -> bool:
     ``zarr.json``, or a job's ``_job/spec.yaml`` in it (jobs always wrote one)."""
     from napari_connectome.volumes.output_safety import has_marker
 
-    if transport.exists(_p(out, "_job", "spec.yaml")):
+    if transport.exists(str(JobLayout.on_cluster(out).spec)):
         return True
     return has_marker(transport.read_file(_p(out, "zarr.json")))
 
 
-def submit(spec: JobSpec) -> JobRecord:
-    """Start the job where its backend says; returns the record saved in the local job registry."""
+def submit(spec: JobSpec, transport: Transport | None = None) -> JobRecord:
+    """Start the job where its backend says; returns the record saved in the local job registry.
+    ``transport``: an open connection to the spec's cluster (slurm/pbs), kept open."""
     kind = spec.backend.kind
     job_id = new_job_id(spec.name)
     if kind in ("local", "dask"):
@@ -124,7 +129,7 @@ def submit(spec: JobSpec) -> JobRecord:
         created = not os.path.lexists(spec.output)  # then everything in it is ours to remove
         try:
             spec_path = stage(transport, spec)
-            log = _p(spec.output, "_job", "scheduler", "run-job.log")
+            log = str(JobLayout(spec.output).run_log)
             with open(log, "ab") as logf:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "napari_connectome", "run-job", spec_path],
@@ -153,15 +158,16 @@ def submit(spec: JobSpec) -> JobRecord:
         return record
     ssh = spec.backend.ssh
     env = spec.backend.resources.submit_env
-    transport = open_transport(ssh)
+    own = transport is None
+    transport = transport or open_transport(ssh)
     created = False
     try:
         _refuse_running_driver(transport, spec)
         fresh = not transport.exists(spec.output) or spec.overwrite
         spec_path = stage(transport, spec)
         created = fresh  # only now: a refused stage must never remove what was there
-        workdir = _p(spec.output, "_job", "scheduler")
-        script = _p(workdir, "job.sh")
+        layout = JobLayout.on_cluster(spec.output)
+        workdir, script = str(layout.scheduler), str(layout.batch_script)
         transport.write_file(script, batch_script(spec, spec_path).encode())
         check = transport.run(["bash", script, "--check"], env=env, timeout=300)
         if check.returncode != 0:
@@ -184,7 +190,8 @@ def submit(spec: JobSpec) -> JobRecord:
             transport.remove_tree(spec.output)  # a refused submission leaves nothing behind
         raise
     finally:
-        transport.close()
+        if own:
+            transport.close()
     record = JobRecord(
         job_id,
         spec.name,
@@ -205,11 +212,11 @@ def _refuse_running_driver(transport: Transport, spec: JobSpec) -> None:
     """``submit --resume`` / ``--overwrite`` while a driver still writes that output: refuse now,
     before the spec is restaged or the output deleted under it (run-job refuses too, by its lock:
     this is the early answer where the lock file can be read from here)."""
-    from napari_connectome.jobs.driver_lock import LOCK_NAME, live_holder, refused
+    from napari_connectome.jobs.driver_lock import live_holder, refused
 
     if not (spec.resume or spec.overwrite):
         return  # an existing output is refused anyway
-    path = _p(spec.output, "_job", LOCK_NAME)
+    path = str(JobLayout.on_cluster(spec.output).driver_lock)
     holder = live_holder(lambda: transport.read_file(path))
     if holder is not None:
         raise refused(spec.output, holder)
@@ -232,9 +239,14 @@ def _job_process_alive(record: JobRecord) -> bool | None:
 
 def _job_ended(record: JobRecord) -> str | None:
     """``done`` / ``failed`` when the job's own log says it ended."""
-    data = open_transport(None).read_file(_p(record.output, "progress.jsonl")) or b""
-    summary = summarize(split_lines(data)[0])
+    summary = read_summary(open_transport(None), record.output)
     return "done" if summary.done else "failed" if summary.failed else None
+
+
+def read_summary(transport: Transport, output: str):
+    """What the job's own log (``progress.jsonl``) says so far."""
+    data = transport.read_file(str(JobLayout.on_cluster(output).progress)) or b""
+    return summarize(split_lines(data)[0])
 
 
 def scheduler_state(record: JobRecord, transport: Transport) -> str:
@@ -258,51 +270,55 @@ def log_tail(transport: Transport, path: str | None, lines: int = 20) -> str:
     return "\n".join(data[-8192:].decode(errors="replace").splitlines()[-lines:])
 
 
+def read_status(record: JobRecord, transport: Transport) -> JobStatus:
+    """State (pending/running/done/failed/cancelled), blocks done/total, rate, ETA; failed: the
+    job's error and its log tail. The job's own log wins over the scheduler's word."""
+    sched = scheduler_state(record, transport)
+    summary = read_summary(transport, record.output)
+    if summary.done:
+        state = "done"
+    elif summary.failed:
+        state = "failed"
+    elif sched in ("pending", "running", "cancelled"):
+        state = sched
+    elif record.cancelled:
+        state = "cancelled"
+    else:
+        state = "failed"  # the scheduler says it ended, the job never wrote "done"
+    status = JobStatus(
+        id=record.id,
+        state=state,
+        backend=record.backend,
+        scheduler_id=record.scheduler_id,
+        scheduler_state=sched,
+        output=record.output,
+        **summary.as_dict(time.time()),
+    )
+    if summary.done:
+        status.segments = summary.done.get("segments")
+        status.seams = summary.done.get("seams", {})
+    if state == "failed":
+        if summary.failed:
+            status.error = summary.failed.get("error")
+        status.log_tail = log_tail(transport, record.log)
+    return status
+
+
 def job_status(record: JobRecord, transport: Transport | None = None) -> dict:
-    """State (pending/running/done/failed/cancelled), blocks done/total, rate, ETA; failed: log
-    tail."""
+    """:func:`read_status` as the JSON mapping ``napari-connectome status`` prints."""
     own = transport is None
     transport = transport or open_transport(record.ssh)
     try:
-        sched = scheduler_state(record, transport)
-        data = transport.read_file(_p(record.output, "progress.jsonl")) or b""
-        events, _ = split_lines(data)
-        summary = summarize(events)
-        if summary.done:
-            state = "done"
-        elif summary.failed:
-            state = "failed"
-        elif sched in ("pending", "running", "cancelled"):
-            state = sched
-        elif record.cancelled:
-            state = "cancelled"
-        else:
-            state = "failed"  # the scheduler says it ended, the job never wrote "done"
-        status = {
-            "id": record.id,
-            "backend": record.backend,
-            "scheduler_id": record.scheduler_id,
-            "state": state,
-            "scheduler_state": sched,
-            "output": record.output,
-            **summary.as_dict(time.time()),
-        }
-        if summary.done:
-            status["segments"] = summary.done.get("segments")
-            status["seams"] = summary.done.get("seams", {})
-        if state == "failed":
-            if summary.failed:
-                status["error"] = summary.failed.get("error")
-            status["log_tail"] = log_tail(transport, record.log)
-        return status
+        return read_status(record, transport).as_dict()
     finally:
         if own:
             transport.close()
 
 
-def cancel(record: JobRecord) -> str:
+def cancel(record: JobRecord, transport: Transport | None = None) -> str:
     """Stop a job; returns what happened. A local job that already ended, or whose pid now names
-    another process, is not signalled."""
+    another process, is not signalled. ``transport``: an open connection to its cluster, kept
+    open."""
     if record.backend in ("local", "dask"):
         alive = _job_process_alive(record)
         if alive is None:
@@ -318,7 +334,8 @@ def cancel(record: JobRecord) -> str:
         record.cancelled = True
         save_record(record)
         return f"cancelled {record.id}"
-    transport = open_transport(record.ssh)
+    own = transport is None
+    transport = transport or open_transport(record.ssh)
     try:
         sched = Scheduler(record.backend)
         res = transport.run(sched.cancel_argv(record.scheduler_id), env=record.submit_env)
@@ -332,4 +349,5 @@ def cancel(record: JobRecord) -> str:
             )
         return f"cancelled {record.id}"
     finally:
-        transport.close()
+        if own:
+            transport.close()

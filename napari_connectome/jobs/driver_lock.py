@@ -33,8 +33,9 @@ from pathlib import Path
 
 from napari_connectome.errors import UserInputError
 from napari_connectome.jobs import procinfo
+from napari_connectome.jobs.layout import JobLayout
 
-LOCK_NAME = "driver.lock"
+LOCK_NAME = JobLayout.DRIVER_LOCK
 HEARTBEAT_S = 5.0
 WATCH_S = 2.5 * HEARTBEAT_S  # two heartbeats and a half: a live holder on another host beats
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 
 def split_lines(buffer: bytes) -> tuple[list[dict], int]:
@@ -22,6 +23,40 @@ def split_lines(buffer: bytes) -> tuple[list[dict], int]:
             if isinstance(ev, dict):  # anything else is not an event (a damaged or foreign line)
                 events.append(ev)
     return events, end
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One line of ``progress.jsonl``, typed. ``kind``: start | block | phase | done | failed
+    (another word: a line from a newer version, kept in ``fields``)."""
+
+    kind: str
+    t: float | None = None
+    phase: str | None = None  # block lines: segment | relabel; phase lines: the phase begun
+    block: tuple[int, ...] | None = None  # block lines: the block's grid index
+    chunk: str | None = None  # block lines: the level-0 chunk file the block wrote
+    cached_t: float | None = None  # set by a stream: when the chunk reached the local cache
+    fields: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_line(cls, ev: dict, cached_t: float | None = None) -> JobEvent:
+        """The event a decoded line describes (wrong types read as absent)."""
+        block = ev.get("block")
+        block = tuple(block) if isinstance(block, list | tuple) else None
+        chunk, phase, t = ev.get("chunk"), ev.get("phase"), ev.get("t")
+        return cls(
+            kind=str(ev.get("event", "")),
+            t=float(t) if isinstance(t, int | float) else None,
+            phase=phase if isinstance(phase, str) else None,
+            block=block,
+            chunk=chunk if isinstance(chunk, str) else None,
+            cached_t=cached_t,
+            fields=dict(ev),
+        )
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """Any other field of the line (``n_segments``, ``seconds``, ``error``, ...)."""
+        return self.fields.get(name, default)
 
 
 @dataclass

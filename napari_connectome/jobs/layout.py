@@ -22,7 +22,7 @@ that a rerun would trust.
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -36,18 +36,49 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 class JobLayout:
-    def __init__(self, output: str | Path):
-        self.root = Path(output)
-        self.job = self.root / "_job"
-        self.spec = self.job / "spec.yaml"
-        self.state = self.job / "state.json"
-        self.blocks = self.job / "blocks"
-        self.faces = self.job / "faces"
-        self.lut = self.job / "lut.npy"
-        self.relabel = self.job / "relabel"
-        self.scheduler = self.job / "scheduler"
-        self.progress = self.root / "progress.jsonl"
-        self.region_graph = self.root / "region_graph"
+    """The names of a job's files (the only place they are spelled), as paths under ``output``.
+
+    ``JobLayout(output)`` gives paths on this machine; :meth:`on_cluster` the same names as POSIX
+    paths on a login node (read and written over SFTP).
+    """
+
+    PROGRESS = "progress.jsonl"
+    JOB = "_job"
+    REGION_GRAPH = "region_graph"
+    SPEC = "spec.yaml"
+    STATE = "state.json"
+    BLOCKS = "blocks"
+    FACES = "faces"
+    LUT = "lut.npy"
+    RELABEL = "relabel"
+    SCHEDULER = "scheduler"
+    DRIVER_LOCK = "driver.lock"
+    RUN_LOG = "run-job.log"  # a local/dask job's output (scheduler/)
+    BATCH_SCRIPT = "job.sh"  # slurm/pbs (scheduler/)
+    # what a start writes before the first block (besides the level arrays)
+    START_FILES = frozenset({JOB, "zarr.json", PROGRESS})
+    START_JOB_FILES = frozenset({SPEC, STATE, DRIVER_LOCK, SCHEDULER})
+
+    def __init__(self, output: str | Path | PurePosixPath, path: type = Path):
+        self.root = path(output)
+        self.job = self.root / self.JOB
+        self.spec = self.job / self.SPEC
+        self.state = self.job / self.STATE
+        self.blocks = self.job / self.BLOCKS
+        self.faces = self.job / self.FACES
+        self.lut = self.job / self.LUT
+        self.relabel = self.job / self.RELABEL
+        self.scheduler = self.job / self.SCHEDULER
+        self.driver_lock = self.job / self.DRIVER_LOCK
+        self.run_log = self.scheduler / self.RUN_LOG
+        self.batch_script = self.scheduler / self.BATCH_SCRIPT
+        self.progress = self.root / self.PROGRESS
+        self.region_graph = self.root / self.REGION_GRAPH
+
+    @classmethod
+    def on_cluster(cls, output: str) -> JobLayout:
+        """The same names as POSIX paths (``str()`` them for a transport)."""
+        return cls(output, PurePosixPath)
 
     def block_json(self, block: Block) -> Path:
         return self.blocks / f"{block.name}.json"

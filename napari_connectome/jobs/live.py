@@ -21,9 +21,10 @@ from typing import Any
 
 from napari_connectome.errors import UserInputError
 from napari_connectome.jobs.events import Summary, split_lines
+from napari_connectome.jobs.layout import JobLayout
 
 log = logging.getLogger(__name__)
-PROGRESS = "progress.jsonl"
+PROGRESS = JobLayout.PROGRESS
 
 
 @dataclass

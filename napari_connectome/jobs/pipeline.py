@@ -173,7 +173,8 @@ def _refuse_output_over_inputs(spec: JobSpec) -> None:
 
 
 class ProgressLog:
-    """Appends one JSON line per event to progress.jsonl (flushed, so tails see it at once)."""
+    """Appends one JSON line per event to the job's progress log (flushed, so tails see it at
+    once)."""
 
     def __init__(self, path: Path):
         self._f = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
@@ -368,8 +369,8 @@ def run_job(
 
 
 # what an output holds after prepare_output and before any block ran (besides the level arrays)
-_START_FILES = {"_job", "zarr.json", "progress.jsonl"}
-_START_JOB_FILES = {"spec.yaml", "state.json", "driver.lock", "scheduler"}
+_START_FILES = JobLayout.START_FILES
+_START_JOB_FILES = JobLayout.START_JOB_FILES
 
 
 def _listing(layout: JobLayout) -> tuple:
@@ -437,7 +438,7 @@ def _undo_start(layout: JobLayout, lock) -> None:
         lock.release()
         shutil.rmtree(layout.root, ignore_errors=True)
         return
-    keep = {"spec.yaml", "scheduler", "driver.lock"}
+    keep = {JobLayout.SPEC, JobLayout.SCHEDULER, JobLayout.DRIVER_LOCK}
     for path in [*layout.root.iterdir(), *layout.job.iterdir()]:
         if path == layout.job or (path.parent == layout.job and path.name in keep):
             continue

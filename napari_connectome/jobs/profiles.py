@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from napari_connectome.errors import UserInputError
-from napari_connectome.jobs.spec import BackendSpec, Resources, SSHSpec
+from napari_connectome.jobs.spec import BackendSpec, JobSpec, Resources, SSHSpec
 from napari_connectome.jobs.transport import Transport, open_transport
 
 
@@ -129,6 +129,53 @@ def parse_address(text: str) -> tuple[str | None, str, int]:
     return user or None, host, int(port or 22)
 
 
+# Resources a profile does not hold: a job from the profile gets their defaults
+_NOT_IN_PROFILE = ("cpus_per_node", "memory", "filesystems", "extra_args")
+
+
+def profile_from_spec(spec: JobSpec, name: str | None = None) -> tuple[ClusterProfile, list[str]]:
+    """The cluster profile a job spec's backend describes (slurm/pbs, its SSH settings and
+    resources); the work dir is the folder holding the spec's output. Also returns the spec's
+    settings a profile cannot hold (set to non-defaults there), so a caller can say so."""
+    backend = spec.backend
+    if backend.kind not in ("slurm", "pbs"):
+        raise UserInputError(
+            f"the job spec's backend is {backend.kind!r}: a cluster profile comes from a spec "
+            "with backend.kind slurm or pbs (e.g. examples/jobs/slurm-ssh.yaml, or the job.yaml "
+            "examples/jobs/try_slurm_over_ssh.py writes)"
+        )
+    res, ssh = backend.resources, backend.ssh
+    defaults = Resources()
+    dropped = [f"resources.{k}" for k in _NOT_IN_PROFILE if getattr(res, k) != getattr(defaults, k)]
+    jump = None
+    if ssh is not None and ssh.jump_host is not None:
+        j = ssh.jump_host
+        if (j.key, j.known_hosts) != (ssh.key, ssh.known_hosts):
+            dropped.append("ssh.jump_host.key/known_hosts (a profile uses the login's for both)")
+        jump = f"{j.user + '@' if j.user else ''}{j.host}:{j.port}"
+    raw = name or spec.name
+    clean = "".join(c if c.isalnum() or c in "-_." else "-" for c in raw)[:64] or "imported"
+    data = {
+        "name": clean,
+        "scheduler": backend.kind,
+        "partition": res.partition if backend.kind == "slurm" else res.queue,
+        "account": res.account,
+        "walltime": res.walltime,
+        "nodes": res.nodes,
+        "gpus_per_node": res.gpus_per_node,
+        "setup": list(res.setup),
+        "python": res.python,
+        "submit_env": dict(res.submit_env),
+        "workdir": str(PurePosixPath(spec.output).parent),
+        "jump_host": jump,
+    }
+    if ssh is not None:
+        data.update(
+            host=ssh.host, port=ssh.port, user=ssh.user, key=ssh.key, known_hosts=ssh.known_hosts
+        )
+    return make_profile(data), dropped
+
+
 def profiles_dir() -> Path:
     from napari_connectome.jobs.registry import jobs_dir
 
@@ -213,6 +260,11 @@ def check_connection(profile: ClusterProfile, transport: Transport | None = None
         found: dict[str, str] = {"login": transport.label}
         res = transport.run(_scheduler_argv(profile), env=profile.submit_env, timeout=60)
         what = shlex.join(_scheduler_argv(profile))
+        if res.returncode == 127 and not profile.host:
+            raise UserInputError(
+                f"enter a host: this machine has no `{_scheduler_argv(profile)[0]}` (an empty "
+                "login host means napari runs on the cluster's login node itself)"
+            )
         if res.returncode != 0:
             reason = res.stderr.strip() or res.stdout.strip() or f"exit {res.returncode}"
             raise UserInputError(

@@ -1,8 +1,9 @@
 """Streaming a running job's result into a local cache zarr, block by block.
 
-The client tails ``progress.jsonl`` (a local file or over SFTP) from a byte offset. Each block line
-names the chunk file the block just wrote; the client copies that file byte for byte into the cache
-(an OME-Zarr with the same metadata) and calls ``on_block``. The offset is saved in the cache after
+The client tails the job's ``progress.jsonl`` (a local file or over SFTP) from a byte offset. Each
+block line names the chunk file the block just wrote; the client copies that file byte for byte
+into the cache (an OME-Zarr with the same metadata) and calls ``on_block`` with the typed
+:class:`~napari_connectome.jobs.events.JobEvent`. The offset is saved in the cache after
 every line, and only advanced once a line's chunk is copied, so a dropped connection or a restarted
 client resumes where it stopped and misses nothing.
 """
@@ -18,11 +19,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from napari_connectome.errors import UserInputError
-from napari_connectome.jobs.events import split_lines, summarize
-from napari_connectome.jobs.layout import atomic_write_bytes
+from napari_connectome.jobs.events import JobEvent, split_lines, summarize
+from napari_connectome.jobs.layout import JobLayout, atomic_write_bytes
 from napari_connectome.jobs.registry import JobRecord
 from napari_connectome.jobs.remote_paths import (
     ChunkGrid,
@@ -36,6 +37,7 @@ from napari_connectome.jobs.transport import Transport, open_transport, transien
 from napari_connectome.progress import ProgressCallback, no_progress
 
 STATE_FILE = ".stream.json"
+PROGRESS = JobLayout.PROGRESS
 log = logging.getLogger(__name__)
 
 
@@ -46,10 +48,6 @@ class StreamResult:
     reconnects: int
     cache: Path
     skipped: list[str] = field(default_factory=list)  # lines / files refused, and why
-
-
-def _rp(*parts: str) -> str:
-    return str(PurePosixPath(*parts))
 
 
 class _Remote:
@@ -241,7 +239,7 @@ def _block_chunk(ev: dict, level0: str, grid: ChunkGrid, lineno: int) -> str:
     ):
         return chunk
     raise UntrustedPath(
-        f"progress.jsonl line {lineno} names chunk {str(chunk)[:200]!r}, which is not a chunk of "
+        f"{PROGRESS} line {lineno} names chunk {str(chunk)[:200]!r}, which is not a chunk of "
         f"the output's level {level0} (grid {'x'.join(map(str, grid.grid))}): skipped, nothing "
         "written for it. Something other than napari-connectome wrote to the job's output folder"
     )
@@ -264,7 +262,7 @@ def stream_into(
     output: str,
     cache: str | Path,
     *,
-    on_block: Callable[[dict], None] | None = None,
+    on_block: Callable[[JobEvent], None] | None = None,
     progress: ProgressCallback | None = None,
     is_finished: Callable[[Transport], str | None] | None = None,
     poll_s: float = 0.5,
@@ -315,10 +313,10 @@ def stream_into(
                     # a resumed stream: what was read before counts (a finished log stays finished)
                     primed = True
                     if state["offset"]:
-                        seen = (remote.read("progress.jsonl") or b"")[: state["offset"]]
+                        seen = (remote.read(PROGRESS) or b"")[: state["offset"]]
                         summary = summarize(split_lines(seen)[0])
                         lineno = seen.count(b"\n")
-                data = remote.read("progress.jsonl", state["offset"]) or b""
+                data = remote.read(PROGRESS, state["offset"]) or b""
                 events, used = split_lines(data)
                 if not events and used == 0:
                     if summary.done:
@@ -359,9 +357,8 @@ def stream_into(
                     _save_state(cache, state)
                     if ev.get("event") == "block":
                         handled += 1
-                        ev["cached_t"] = time.time()
                         if on_block:
-                            on_block(ev)
+                            on_block(JobEvent.from_line(ev, cached_t=time.time()))
                         total = summary.blocks_total or 0
                         progress(len(summary.segmented), total, ev.get("phase", ""))
                     if ev.get("event") == "failed":
@@ -390,44 +387,47 @@ def stream_into(
         transport.close()
 
 
+def job_ended(record: JobRecord, transport: Transport) -> str | None:
+    """The end-of-stream rule (the CLI's ``stream`` and the widget share it): ``failed`` or
+    ``cancelled`` once the scheduler says the job stopped and its log has no ``done`` line; None
+    while it is queued or running, and when the log says done (the stream then reads the log to
+    its end and ends ``done`` itself). Asked only while the log has nothing new."""
+    from napari_connectome.jobs.backends import read_summary, scheduler_state
+
+    state = scheduler_state(record, transport)
+    if state in ("pending", "running", "unknown"):
+        return None
+    if read_summary(transport, record.output).done:  # read once more before giving up
+        return None
+    return "cancelled" if state == "cancelled" else "failed"
+
+
 def stream_job(
     record: JobRecord,
     cache: str | Path,
     *,
-    on_block: Callable[[dict], None] | None = None,
+    on_block: Callable[[JobEvent], None] | None = None,
     progress: ProgressCallback | None = None,
     poll_s: float = 0.5,
     timeout_s: float | None = None,
     stop: threading.Event | None = None,
+    transport_factory: Callable[[], Transport] | None = None,
 ) -> StreamResult:
     """Stream a submitted job (from the registry) into ``cache``; see :func:`stream_into`. The
-    cache of a job on this machine may not be, lie inside or contain the job's output."""
-    from napari_connectome.jobs.backends import scheduler_state
-
+    cache of a job on this machine may not be, lie inside or contain the job's output.
+    ``transport_factory``: connections to the job's cluster (default: a login of its own; the
+    jobs client passes its shared connection)."""
     if not record.ssh:
         from napari_connectome.volumes.output_safety import refuse_overlap
 
         refuse_overlap(cache, [record.output])
-
-    def ended(transport: Transport) -> str | None:
-        state = scheduler_state(record, transport)
-        if state in ("pending", "running", "unknown"):
-            return None
-        # the scheduler says it ended: read the log once more before giving up
-        data = transport.read_file(_rp(record.output, "progress.jsonl")) or b""
-        events, _ = split_lines(data)
-        s = summarize(events)
-        if s.done:
-            return None
-        return "cancelled" if state == "cancelled" else "failed"
-
     return stream_into(
-        lambda: open_transport(record.ssh),
+        transport_factory or (lambda: open_transport(record.ssh)),
         record.output,
         cache,
         on_block=on_block,
         progress=progress,
-        is_finished=ended,
+        is_finished=lambda transport: job_ended(record, transport),
         poll_s=poll_s,
         timeout_s=timeout_s,
         stop=stop,

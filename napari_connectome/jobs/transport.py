@@ -10,12 +10,15 @@ check), never accepted blindly.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import errno
 import os
 import shlex
 import shutil
 import subprocess
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Protocol
@@ -109,12 +112,34 @@ class SSHTransport:
         self._thread.start()
         self._conns: list = []
         self._sftp = None
-        self._call(self._connect())
+        self._closed = False
+        try:
+            self._call(self._connect())
+        except BaseException:
+            self._stop_loop()  # a refused login leaves no thread behind (polls retry it)
+            raise
 
     # -- plumbing -----------------------------------------------------------------------------
     def _call(self, coro, timeout: float | None = None):
+        """Run ``coro`` on the SSH loop. A transport closed meanwhile (by another thread that
+        saw the connection drop) raises ConnectionError instead of waiting forever."""
+        if self._closed:
+            coro.close()
+            raise ConnectionError(f"{self.label}: the connection was closed")
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+            while True:
+                wait = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
+                concurrent.futures.wait([future], timeout=wait)
+                if future.done():
+                    return future.result()
+                if not self._loop.is_running():
+                    future.cancel()
+                    raise ConnectionError(f"{self.label}: the connection was closed")
+                if deadline is not None and time.monotonic() >= deadline:
+                    future.cancel()
+                    raise TimeoutError(f"{self.label}: no answer in {timeout:g} s")
         except transient_errors():
             raise
         except OSError as exc:
@@ -127,7 +152,8 @@ class SSHTransport:
             raise OSError(_SFTP_ERRNO.get(exc.code, errno.EIO), exc.reason, exc.code) from exc
 
     async def _open(self, spec: SSHSpec, tunnel=None):
-        return await ssh_connect(spec, tunnel)
+        # keepalives: a connection kept open between polls (jobs client) notices a dead peer
+        return await ssh_connect(spec, tunnel, keepalive_interval=30, keepalive_count_max=3)
 
     async def _connect(self) -> None:
         tunnel = None
@@ -148,10 +174,22 @@ class SSHTransport:
         return self._conns[-1]
 
     def close(self) -> None:
+        if self._closed:
+            return
         if self._loop.is_running():
-            self._call(self._disconnect())
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                self._call(self._disconnect(), timeout=10)
+        self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self._closed = True
+        if self._loop.is_running():
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
+        if not self._thread.is_alive() and not self._loop.is_closed():
+            # the loop's resolver threads go with it (one set per login otherwise)
+            self._loop.run_until_complete(self._loop.shutdown_default_executor())
+            self._loop.close()
 
     # -- operations ---------------------------------------------------------------------------
     def run(
