@@ -319,3 +319,23 @@ def test_exported_meshes_are_served_with_the_segmentation(volumes, tmp_path):
             assert served == (meshes / name).read_bytes()
     with pytest.raises(UserInputError, match="not a neuroglancer precomputed mesh folder"):
         make_link([str(root / "seg.ome.zarr")], meshes=tmp_path, client="public")
+
+
+def test_a_project_s_watershed_splits_are_named_as_not_shown(volumes, tmp_path):
+    from napari_connectome.errors import DataWarning
+    from napari_connectome.proofread import ProofreadSession
+
+    root, _img, _seg = volumes
+    project = tmp_path / "proj"
+    ProofreadSession.create(
+        project, str(root / "seg.ome.zarr"), image=str(root / "em.ome.zarr")
+    ).close()
+    with ProofreadSession.open(project) as s:
+        plan = s.preview_split(9, [(16, 10, 6)], [(16, 10, 27)])  # both in fragment 9
+        assert plan.method == "watershed"
+        s.commit_split(plan)
+    with (
+        pytest.warns(DataWarning, match="watershed splits"),
+        make_link([], project=project, client="public") as link,
+    ):
+        assert {lay["type"] for lay in link.state["layers"]} == {"image", "segmentation"}

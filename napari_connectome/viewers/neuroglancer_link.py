@@ -33,7 +33,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from napari_connectome.errors import UserInputError
+from napari_connectome.errors import DataWarning, UserInputError
 from napari_connectome.viewers.file_server import LOOPBACK, FileServer
 from napari_connectome.viewers.neuroglancer_state import (
     LayerSpec,
@@ -178,11 +178,12 @@ def open_project_table(project: str | os.PathLike) -> tuple[list[str], Any]:
             sources = [resolve_source(path, meta["fragments"])]
             if meta.get("image"):
                 sources.append(resolve_source(path, meta["image"]))
-        if session.overlay is not None and len(getattr(session.overlay, "entries", ()) or ()):
+        if session.overlay is not None and len(session.overlay):
             warnings.warn(
                 f"{path}: watershed splits patch voxels napari-connectome keeps in the project; "
                 "neuroglancer shows the source fragments without them (export the project to "
                 "see the splits there)",
+                DataWarning,
                 stacklevel=2,
             )
     return sources, table
