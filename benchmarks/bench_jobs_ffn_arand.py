@@ -33,7 +33,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-SHARED = ROOT.parent / "shared" / "data"
+from _data import DATA as SHARED  # noqa: E402  (../shared/data, or .gpu/data on the GPU machine)
 
 
 def face_cuts(ref: np.ndarray, test: np.ndarray, block: int, margin: int = 16) -> dict:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-H5 = ROOT.parent / "shared" / "data" / "fib25-training-sample2" / "fib25_training_sample2.h5"
+from _data import H5  # noqa: E402  (../shared/data, or .gpu/data on the GPU machine)
 
 
 def main() -> None:

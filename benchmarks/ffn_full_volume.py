@@ -25,9 +25,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-H5 = DATA / "fib25-training-sample2" / "fib25_training_sample2.h5"
-GOOGLE = DATA / "google-ffn-fib25"
+from _data import GOOGLE, H5  # noqa: E402  (../shared/data, or .gpu/data on the GPU machine)
 
 
 def emit(**kw) -> None:
