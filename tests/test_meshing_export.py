@@ -221,3 +221,21 @@ def test_each_block_task_reads_its_block_only(tmp_path):
     s = skeletonize_volume(volume, tmp_path / "sk", block_shape=(16, 32, 32))
     assert s.segments == 2
     _check_swc(tmp_path / "sk" / f"{BIG}.swc", seg, BIG)
+
+
+def test_a_segment_too_large_for_the_read_budget_is_left_out_with_a_warning(seg_path, tmp_path):
+    import dataclasses
+
+    from napari_connectome.errors import DataWarning
+
+    v = open_volume(seg_path)
+    single = dataclasses.replace(  # no pyramid, as an HDF5 segmentation
+        v, multiscale=v.multiscale[:1], level_voxel_sizes=v.level_voxel_sizes[:1],
+        level_offsets_nm=v.level_offsets_nm[:1],
+    )  # fmt: skip
+    # the box of 7 is 10 x 16 x 20 voxels (+2 margin); the T's box is far larger
+    with pytest.warns(DataWarning, match="too large to mesh"):
+        s = export_volume_meshes(single, tmp_path / "m", max_read_voxels=12 * 18 * 22)
+    assert s.too_large == (BIG,)
+    assert s.segments == 1
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["7:0", "7:0:mesh", "info"]

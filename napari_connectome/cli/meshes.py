@@ -81,5 +81,6 @@ def cmd_export_meshes(args: argparse.Namespace) -> int:
     print(json.dumps({
         "meshes": str(summary.dest), "format": args.format, "segments": summary.segments,
         "empty": summary.empty, "vertices": summary.vertices, "faces": summary.faces,
+        "too_large": list(summary.too_large),
     }))  # fmt: skip
     return 0

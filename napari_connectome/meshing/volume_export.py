@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_connectome.errors import UserInputError
+from napari_connectome.errors import DataWarning, UserInputError
 from napari_connectome.meshing.blockwise import level_factors, run_tasks, stats_for
 from napari_connectome.meshing.build import Mesh, mesh_segment
 from napari_connectome.meshing.formats import (
@@ -46,6 +48,7 @@ class ExportSummary:
     empty: int  # segments whose mesh had no faces (none at the levels read)
     vertices: int
     faces: int
+    too_large: tuple[int, ...] = ()  # segments whose box no level fits the read budget of
 
 
 def spatial_placement(volume: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -74,14 +77,23 @@ def _mesh_group(
     folder: str,
     fmt: str,
     options: dict[str, Any],
-) -> tuple[int, int, int, int]:
-    """Mesh and write a group of segments; returns (segments, empty, vertices, faces)."""
+) -> tuple[int, int, int, int, list[int]]:
+    """Mesh and write a group of segments; returns (segments, empty, vertices, faces, too large
+    ids): a segment no pyramid level can read within the budget is left out, not the export."""
     out = Path(folder)
     empty = nv = nf = 0
+    too_large: list[int] = []
     for sid, count, lo, hi in zip(rows["id"], rows["count"], rows["lo"], rows["hi"]):
-        m = mesh_segment(
-            levels, [int(sid)], lo, hi, voxel_size, voxels=int(count), segment=int(sid), **options
-        )
+        try:
+            m = mesh_segment(
+                levels, [int(sid)], lo, hi, voxel_size, voxels=int(count), segment=int(sid),
+                **options,
+            )  # fmt: skip
+        except UserInputError:
+            if "too large to mesh" not in str(sys.exc_info()[1]):
+                raise
+            too_large.append(int(sid))
+            continue
         if len(m.faces) == 0:
             empty += 1
             continue
@@ -91,7 +103,7 @@ def _mesh_group(
         else:
             (write_ply if fmt == "ply" else write_obj)(out / f"{m.segment}.{fmt}", m)
         nv, nf = nv + len(m.vertices), nf + len(m.faces)
-    return len(rows["id"]), empty, nv, nf
+    return len(rows["id"]) - len(too_large), empty, nv, nf, too_large
 
 
 def export_volume_meshes(
@@ -158,8 +170,20 @@ def export_volume_meshes(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    total = np.asarray(done, np.int64).sum(axis=0) if done else np.zeros(4, np.int64)
-    return ExportSummary(dest, int(total[0]), int(total[1]), int(total[2]), int(total[3]))
+    total = np.asarray([d[:4] for d in done], np.int64).sum(axis=0) if done else np.zeros(4, int)
+    too_large = tuple(sorted(i for d in done for i in d[4]))
+    if too_large:
+        warnings.warn(
+            f"{len(too_large)} segment(s) are too large to mesh at any level of "
+            f"{volume.source} and were left out ({', '.join(map(str, too_large[:10]))}"
+            f"{', ...' if len(too_large) > 10 else ''}); give the segmentation a pyramid "
+            "(napari-connectome convert) to mesh them",
+            DataWarning,
+            stacklevel=2,
+        )
+    return ExportSummary(
+        dest, int(total[0]), int(total[1]), int(total[2]), int(total[3]), too_large
+    )
 
 
 def read_precomputed_mesh(folder: str | os.PathLike, segment: int) -> tuple[np.ndarray, np.ndarray]:
