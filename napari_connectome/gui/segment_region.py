@@ -145,6 +145,7 @@ class SegmentRegionWidget(Container):
         self.output: Any = None  # the labels layer of the current / last run
         self.last_counters: dict[str, Any] = {}
         self._napari_progress: Any = None
+        self._in_progress_bar = False  # inside napari's progress bar (it processes Qt events)
         self.update_interval_s = 0.5  # at most this often the labels layer is refreshed
         self._cancelled = False
 
@@ -241,7 +242,9 @@ class SegmentRegionWidget(Container):
             if result == QMessageBox.Yes and not self._cancelled:
                 self._run(plan)
             else:
-                self.status.value = "not started: the estimate was too long for you"
+                self.status.value = (
+                    "not started (you answered No): draw a smaller box for a quicker run"
+                )
                 self._idle()
 
         box.finished.connect(answered)
@@ -289,11 +292,21 @@ class SegmentRegionWidget(Container):
                 self.status.value += "; " + _why_no_objects(update.outcomes)
         # Last: napari's progress bar processes Qt events when it redraws, so later updates may
         # run inside this call; nothing above must be written after them.
+        # Not re-entered: each later update arriving inside it would nest one call deeper
+        # (at tens of steps per second the stack and vispy's GL state broke within a minute).
         pbar = self._napari_progress
-        if pbar is not None and (update.steps > pbar.n or update.finished):
-            pbar.total = max(update.steps_expected, update.steps, 1)
-            pbar.set_description(f"FFN: {update.segments} objects")
-            pbar.update(update.steps - pbar.n)
+        if (
+            pbar is not None
+            and not self._in_progress_bar
+            and (update.steps > pbar.n or update.finished)
+        ):
+            self._in_progress_bar = True
+            try:
+                pbar.total = max(update.steps_expected, update.steps, 1)
+                pbar.set_description(f"FFN: {update.segments} objects")
+                pbar.update(update.steps - pbar.n)
+            finally:
+                self._in_progress_bar = False
 
     def _make_output(self, box: Box) -> None:
         from napari.utils import progress
