@@ -1,8 +1,9 @@
 """The job driver: check the spec, create the output, then run the phases on Dask.
 
-Phases: segment every missing block -> match every face -> one lookup table -> relabel every block
-->
-pyramid. The driver is the only writer of ``progress.jsonl`` (workers return, the driver appends),
+Phases (:func:`job_phases`, run by :func:`~napari_connectome.jobs.phases.run_phases`): segment
+every missing block -> match every face -> one lookup table -> relabel every block -> pyramid ->
+region graph; the cluster they run on starts in :mod:`~napari_connectome.jobs.cluster`. The
+driver is the only writer of ``progress.jsonl`` (workers return, the driver appends),
 so lines never interleave, even with workers on many nodes of a shared file system.
 """
 
@@ -14,13 +15,20 @@ import os
 import shutil
 import socket
 import time
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from napari_connectome.errors import UserInputError
+from napari_connectome.jobs.cluster import (  # open_client, launch_mode: named here too
+    LOCAL_WORKERS_PER_CORE,
+    default_workers,
+    launch_mode,
+    open_client,
+)
 from napari_connectome.jobs.grid import BlockGrid
 from napari_connectome.jobs.layout import JobLayout, atomic_write_bytes, atomic_write_json
 from napari_connectome.jobs.output import create_output, level_shapes, open_level
@@ -80,9 +88,6 @@ def make_grid(spec: JobSpec) -> BlockGrid:
                 f"segmenter's field of view {list(fov)}: use a larger block_shape or overlap"
             )
     return grid
-
-
-LOCAL_WORKERS_PER_CORE = 4
 
 
 def check_host(spec: JobSpec) -> None:
@@ -187,150 +192,6 @@ class ProgressLog:
 
     def close(self) -> None:
         self._f.close()
-
-
-def default_workers(spec: JobSpec) -> int:
-    if spec.backend.workers:
-        return spec.backend.workers
-    gpus = spec.backend.resources.gpus_per_node
-    if gpus:
-        return gpus
-    from napari_connectome.ffn.threads import allocated_cores
-
-    return max(1, allocated_cores()[0] // 2)  # the allocation's cores, not the whole node's
-
-
-def open_client(spec: JobSpec) -> AbstractContextManager:
-    """A Dask client for the spec's backend: a LocalCluster on loopback, or the given scheduler.
-
-    Inside a Slurm/PBS allocation (backends slurm/pbs) this is a LocalCluster on the node the job
-    landed on, one worker per GPU (or per two cores).
-    """
-    from dask.distributed import Client, LocalCluster
-
-    if spec.backend.kind == "dask":
-        try:
-            return Client(spec.backend.scheduler, timeout="20s")
-        except OSError as exc:
-            raise UserInputError(
-                f"cannot reach Dask scheduler {spec.backend.scheduler}: {exc}"
-            ) from None
-    launch = launch_mode(spec)
-    if launch != "local":
-        return _AllocationCluster(spec, launch)
-    cluster = LocalCluster(
-        n_workers=default_workers(spec),
-        threads_per_worker=spec.backend.threads_per_worker,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address="127.0.0.1:0",
-    )
-    return _ClientAndCluster(Client(cluster), cluster)
-
-
-def launch_mode(spec: JobSpec) -> str:
-    launch = spec.backend.launch
-    if launch != "auto":
-        return launch
-    if spec.backend.kind in ("slurm", "pbs") and spec.backend.resources.nodes > 1:
-        return "srun" if spec.backend.kind == "slurm" else "mpiexec"
-    return "local"
-
-
-class _AllocationCluster(AbstractContextManager):
-    """Scheduler here (TLS, on this node's address), workers on every node of the allocation."""
-
-    def __init__(self, spec: JobSpec, launch: str):
-        self.spec, self.launch = spec, launch
-
-    def __enter__(self):
-        import subprocess
-        import sys
-
-        from dask.distributed import Client, LocalCluster
-
-        from napari_connectome.jobs.node import write_tls
-        from napari_connectome.jobs.schedulers import node_launch_argv
-
-        spec = self.spec
-        tls_dir = JobLayout(spec.output).scheduler / f"tls-{os.getpid()}"
-        security = write_tls(tls_dir)
-        host = socket.gethostbyname(socket.gethostname())
-        self.cluster = LocalCluster(
-            n_workers=0,
-            host=host,
-            protocol="tls://",
-            security=security,
-            dashboard_address=None,
-        )
-        nodes = spec.backend.resources.nodes
-        workers = default_workers(spec)
-        argv = node_launch_argv(
-            self.launch,
-            nodes,
-            sys.executable,
-            self.cluster.scheduler_address,
-            workers,
-            spec.backend.threads_per_worker,
-            str(tls_dir),
-        )
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
-        self.client = Client(self.cluster, security=security)
-        expected = nodes * workers
-        deadline = time.monotonic() + 600
-        while len(self.client.scheduler_info()["workers"]) < expected:
-            if self.proc.poll() is not None:
-                self.__exit__()
-                raise RuntimeError(
-                    f"{argv[0]} starting the workers exited with {self.proc.returncode}"
-                )
-            if time.monotonic() > deadline:
-                self.__exit__()
-                started = len(self.client.scheduler_info()["workers"])
-                raise RuntimeError(f"only {started} of {expected} workers started in 10 minutes")
-            time.sleep(0.2)
-        return self.client
-
-    def __exit__(self, *exc):
-        self.client.close()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except Exception:
-                self.proc.kill()
-        self.cluster.close()
-        shutil.rmtree(
-            JobLayout(self.spec.output).scheduler / f"tls-{os.getpid()}", ignore_errors=True
-        )
-
-
-class _ClientAndCluster(AbstractContextManager):
-    def __init__(self, client, cluster):
-        self.client, self.cluster = client, cluster
-
-    def __enter__(self):
-        return self.client
-
-    def __exit__(self, *exc):
-        self.client.close()
-        self.cluster.close()
-
-
-def _run_all(client, fn, args_list, on_done) -> list:
-    from dask.distributed import as_completed
-
-    futures = [client.submit(fn, *args, key=key, retries=2) for key, args in args_list]
-    results = {}
-    try:
-        for fut in as_completed(futures):
-            res = fut.result()
-            results[fut.key] = res
-            on_done(fut.key, res)
-    except BaseException:
-        client.cancel(futures)  # an interrupted run stops handing out blocks
-        raise
-    return [results[f.key] for f in futures]
 
 
 def run_job(
@@ -448,158 +309,216 @@ def _undo_start(layout: JobLayout, lock) -> None:
             path.unlink(missing_ok=True)
 
 
-def _drive(spec, grid, layout, client, progress, t_start) -> JobResult:
+@dataclass
+class _Run:
+    """What one run of a job computes as it goes, shared by its phases."""
+
+    blocks: list
+    pending: list
+    offsets: Any = None
+    digest: str = ""
+    n_final: int = 0
+    relabelled: int = 0
+    seams: dict = field(default_factory=dict)
+
+
+def job_phases(spec, grid, layout, client, log, progress, run: _Run) -> list:
+    """The job's phases, in order: segment every missing block, match every face (then one
+    lookup table), relabel every block not relabelled with that table, one pyramid level after
+    another, the region graph."""
     from napari_connectome.jobs import tasks
+    from napari_connectome.jobs.phases import Phase
 
     spec_json = spec.model_dump_json()
     fp = spec.fingerprint()
+    blocks, total = run.blocks, len(run.blocks)
+    pending = {b.index for b in run.pending}
+    chunk_key = open_level(layout.root, 0, mode="r").metadata.chunk_key_encoding.encode_chunk_key
+    segmented = [total - len(pending)]
+
+    def begin_segment() -> None:
+        log.write(
+            event="start",
+            job=spec.name,
+            blocks_total=total,
+            already_done=total - len(pending),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+        )
+        progress(segmented[0], total, "segmenting")
+
+    def segmented_one(_block, info) -> None:
+        segmented[0] += 1
+        log.write(
+            event="block",
+            phase="segment",
+            block=info["block"],
+            chunk=f"0/{chunk_key(tuple(info['block']))}",
+            n_segments=info["n_segments"],
+            seconds=info["seconds"],
+            written_t=info.get("written_t"),
+            worker=info.get("worker"),
+            worker_name=info.get("worker_name"),
+        )
+        progress(segmented[0], total, "segmenting")
+
+    segment = Phase(
+        "segment",
+        items=lambda: blocks,
+        task=tasks.segment_block,
+        args=lambda b: (spec_json, grid, b.index),
+        key=lambda b: f"segment-{fp}-{b.name}",
+        is_done=lambda b: b.index not in pending,
+        on_done=segmented_one,
+        begin=begin_segment,
+    )
+
+    def lookup_table(faces: list, pairs: list) -> None:
+        from napari_connectome.jobs.reconcile import block_offsets, global_lut
+
+        counts = [int(layout.read_block_info(b)["n_segments"]) for b in blocks]
+        run.offsets = offsets = block_offsets(counts)
+        edges = [
+            np.stack([p[:, 0] + offsets[a.flat], p[:, 1] + offsets[b.flat]], axis=1)
+            for (a, b, _), p in zip(faces, pairs)
+            if len(p)
+        ]
+        edges = np.concatenate(edges) if edges else np.zeros((0, 2), np.uint64)
+        lut = global_lut(int(sum(counts)), edges)
+        import io
+
+        buf = io.BytesIO()
+        np.save(buf, lut, allow_pickle=False)
+        atomic_write_bytes(layout.lut, buf.getvalue())
+        run.digest = _table_digest(lut)
+        run.n_final = int(lut.max(initial=0))
+        log.write(event="phase", phase="relabel", fragments=int(sum(counts)), segments=run.n_final)
+
+    reconcile = Phase(
+        "reconcile",
+        items=lambda: list(grid.faces()),
+        task=tasks.match_face,
+        args=lambda face: (spec_json, grid, face[0].index, face[2]),
+        key=lambda face: f"face-{fp}-{face[0].name}-{face[2]}",
+        begin=lambda: log.write(event="phase", phase="reconcile"),
+        end=lookup_table,
+    )
+
+    def relabel_args(b) -> tuple:
+        neighbours = tuple((n.index, int(run.offsets[n.flat])) for n in grid.face_neighbours(b))
+        return (spec_json, grid, b.index, int(run.offsets[b.flat]), neighbours, run.digest)
+
+    def relabelled(todo: list, _results: list) -> None:
+        run.relabelled = len(todo)
+        run.seams = _seam_report(layout, blocks)
+
+    relabel = Phase(
+        "relabel",
+        items=lambda: blocks,
+        task=tasks.relabel_block,
+        args=relabel_args,
+        key=lambda b: f"relabel-{fp}-{b.name}",
+        # a block relabelled with another table (a resume by a newer version) is done again
+        is_done=lambda b: layout.relabel_digest(b) == run.digest,
+        on_done=lambda _b, info: log.write(
+            event="block",
+            phase="relabel",
+            block=info["block"],
+            chunk=info["chunk"],
+            written_t=info["written_t"],
+            filled=info.get("filled", 0),
+        ),
+        end=relabelled,
+    )
+
+    def pyramid(level: int) -> Phase:
+        def chunks() -> list:
+            arr = open_level(layout.root, level, mode="r")
+            n = [-(-s // c) for s, c in zip(arr.shape, arr.chunks)]
+            return [(z, y, x) for z in range(n[0]) for y in range(n[1]) for x in range(n[2])]
+
+        return Phase(
+            f"pyramid {level}",
+            items=chunks,
+            task=tasks.downsample,
+            args=lambda idx: (spec.output, level, idx),
+            key=lambda idx: f"pyramid-{fp}-{level}-{idx[0]}_{idx[1]}_{idx[2]}",
+            begin=lambda: log.write(event="phase", phase="pyramid", level=level),
+        )
+
+    def region_graph() -> Phase | None:
+        if not spec.region_graph:
+            return None
+        from napari_connectome.jobs.graph_phase import region_graph_phase
+
+        return Phase(
+            "region_graph",
+            items=lambda: [layout.region_graph],
+            # its own blockwise pass on the same workers; it says when it is complete
+            task=lambda _dest: region_graph_phase(
+                spec,
+                grid,
+                layout,
+                client,
+                log,
+                progress,
+                output_changed=bool(run.relabelled),
+            ),
+            where="driver",
+        )
+
+    def agglomerate() -> Phase | None:
+        if spec.agglomerate is None:
+            return None
+        from napari_connectome.jobs.agglomerate_phase import agglomerate_output, agglomerate_phase
+
+        return Phase(
+            "agglomerate",
+            items=lambda: [agglomerate_output(spec)],
+            # its own blockwise passes on the same workers (jobs/agglomerate_phase.py)
+            task=lambda _dest: agglomerate_phase(
+                spec,
+                grid,
+                layout,
+                client,
+                log,
+                progress,
+                output_changed=bool(run.relabelled),
+            ),
+            where="driver",
+        )
+
+    levels = len(level_shapes(grid.roi_shape, spec.pyramid_levels))
+    pyramids = (pyramid(lv) for lv in range(1, levels))
+    return [segment, reconcile, relabel, *pyramids, region_graph, agglomerate]
+
+
+def _drive(spec, grid, layout, client, progress, t_start) -> JobResult:
+    from napari_connectome.jobs.phases import run_phases
+
+    fp = spec.fingerprint()
     blocks = list(grid)
-    pending = [b for b in blocks if layout.read_block_info(b) is None]
-    level0 = open_level(layout.root, 0, mode="r")
-    chunk_key = level0.metadata.chunk_key_encoding.encode_chunk_key
+    run = _Run(blocks, [b for b in blocks if layout.read_block_info(b) is None])
     log = ProgressLog(layout.progress)
     atomic_write_json(layout.state, {"state": "running", "fingerprint": fp, "pid": os.getpid()})
     ctx = nullcontext(client) if client is not None else open_client(spec)
     try:
         with ctx as dask_client:
-            log.write(
-                event="start",
-                job=spec.name,
-                blocks_total=len(blocks),
-                already_done=len(blocks) - len(pending),
-                host=socket.gethostname(),
-                pid=os.getpid(),
-            )
-            done = len(blocks) - len(pending)
-            progress(done, len(blocks), "segmenting")
-
-            def on_segment(key, info):
-                nonlocal done
-                done += 1
-                log.write(
-                    event="block",
-                    phase="segment",
-                    block=info["block"],
-                    chunk=f"0/{chunk_key(tuple(info['block']))}",
-                    n_segments=info["n_segments"],
-                    seconds=info["seconds"],
-                    written_t=info.get("written_t"),
-                    worker=info.get("worker"),
-                    worker_name=info.get("worker_name"),
-                )
-                progress(done, len(blocks), "segmenting")
-
-            _run_all(
-                dask_client,
-                tasks.segment_block,
-                [(f"segment-{fp}-{b.name}", (spec_json, grid, b.index)) for b in pending],
-                on_segment,
-            )
-            log.write(event="phase", phase="reconcile")
-            infos = [layout.read_block_info(b) for b in blocks]
-            counts = [int(i["n_segments"]) for i in infos]
-            from napari_connectome.jobs.reconcile import block_offsets, global_lut
-
-            offsets = block_offsets(counts)
-            faces = list(grid.faces())
-            pairs = _run_all(
-                dask_client,
-                tasks.match_face,
-                [
-                    (f"face-{fp}-{a.name}-{ax}", (spec_json, grid, a.index, ax))
-                    for a, _, ax in faces
-                ],
-                lambda k, r: None,
-            )
-            edges = [
-                np.stack([p[:, 0] + offsets[a.flat], p[:, 1] + offsets[b.flat]], axis=1)
-                for (a, b, _), p in zip(faces, pairs)
-                if len(p)
-            ]
-            edges = np.concatenate(edges) if edges else np.zeros((0, 2), np.uint64)
-            lut = global_lut(int(sum(counts)), edges)
-            import io
-
-            buf = io.BytesIO()
-            np.save(buf, lut, allow_pickle=False)
-            atomic_write_bytes(layout.lut, buf.getvalue())
-            digest = _table_digest(lut)
-            n_final = int(lut.max(initial=0))
-            log.write(event="phase", phase="relabel", fragments=int(sum(counts)), segments=n_final)
-
-            def on_relabel(key, info):
-                log.write(
-                    event="block",
-                    phase="relabel",
-                    block=info["block"],
-                    chunk=info["chunk"],
-                    written_t=info["written_t"],
-                    filled=info.get("filled", 0),
-                )
-
-            # a block relabelled with another table (a resume by a newer version) is done again
-            todo = [b for b in blocks if layout.relabel_digest(b) != digest]
-            _run_all(
-                dask_client,
-                tasks.relabel_block,
-                [
-                    (
-                        f"relabel-{fp}-{b.name}",
-                        (
-                            spec_json,
-                            grid,
-                            b.index,
-                            int(offsets[b.flat]),
-                            tuple((n.index, int(offsets[n.flat])) for n in grid.face_neighbours(b)),
-                            digest,
-                        ),
-                    )
-                    for b in todo
-                ],
-                on_relabel,
-            )
-            seams = _seam_report(layout, blocks)
-            shapes = level_shapes(grid.roi_shape, spec.pyramid_levels)
-            for level in range(1, len(shapes)):
-                log.write(event="phase", phase="pyramid", level=level)
-                arr = open_level(layout.root, level, mode="r")
-                n_chunks = [-(-s // c) for s, c in zip(arr.shape, arr.chunks)]
-                _run_all(
-                    dask_client,
-                    tasks.downsample,
-                    [
-                        (f"pyramid-{fp}-{level}-{z}_{y}_{x}", (spec.output, level, (z, y, x)))
-                        for z in range(n_chunks[0])
-                        for y in range(n_chunks[1])
-                        for x in range(n_chunks[2])
-                    ],
-                    lambda k, r: None,
-                )
-            if spec.region_graph:
-                from napari_connectome.jobs.graph_phase import region_graph_phase
-
-                region_graph_phase(
-                    spec, grid, layout, dask_client, log, progress, output_changed=bool(todo)
-                )
-            if spec.agglomerate is not None:
-                from napari_connectome.jobs.agglomerate_phase import agglomerate_phase
-
-                agglomerate_phase(
-                    spec, grid, layout, dask_client, log, progress, output_changed=bool(todo)
-                )
+            run_phases(dask_client, job_phases(spec, grid, layout, dask_client, log, progress, run))
     except BaseException as exc:
         log.write(event="failed", error=f"{type(exc).__name__}: {exc}")
         atomic_write_json(layout.state, {"state": "failed", "fingerprint": fp, "error": str(exc)})
         log.close()
         raise
     seconds = time.perf_counter() - t_start
-    log.write(event="done", segments=n_final, seconds=round(seconds, 3), seams=seams)
+    log.write(event="done", segments=run.n_final, seconds=round(seconds, 3), seams=run.seams)
     log.close()
     atomic_write_json(
-        layout.state, {"state": "done", "fingerprint": fp, "segments": n_final, "seams": seams}
+        layout.state,
+        {"state": "done", "fingerprint": fp, "segments": run.n_final, "seams": run.seams},
     )
     progress(len(blocks), len(blocks), "done")
-    return JobResult(layout.root, len(blocks), len(pending), n_final, seconds, seams)
+    return JobResult(layout.root, len(blocks), len(run.pending), run.n_final, seconds, run.seams)
 
 
 def _table_digest(lut: np.ndarray) -> str:

@@ -47,7 +47,7 @@ def _use_allocation(spec: JobSpec) -> None:
         except (ImportError, ValueError, AttributeError):
             return
     else:
-        from napari_connectome.jobs.pipeline import default_workers
+        from napari_connectome.jobs.cluster import default_workers
 
         threads = job_threads(default_workers(spec) * spec.backend.threads_per_worker)
     torch.set_num_threads(max(1, threads))
