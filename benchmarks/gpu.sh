@@ -37,7 +37,7 @@ else
     export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
 if [ -d .gpu/data ]; then
-    export NAPARI_CONNECTOME_DATA="${NAPARI_CONNECTOME_DATA:-$PWD/.gpu/data}"
+    export NAPARI_CONNECTOME_SHARED_DATA="${NAPARI_CONNECTOME_SHARED_DATA:-$PWD/.gpu/data}"
 fi
 
 DEV=cuda

@@ -19,7 +19,7 @@ grep -v '^#' benchmarks/gpu_wheels.txt | grep . | while read -r req; do
         --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \
         -d "$wheels" "$req"
 done
-src="${NAPARI_CONNECTOME_DATA:-../shared/data}"
+src="${NAPARI_CONNECTOME_SHARED_DATA:-../shared/data}"
 mkdir -p .gpu/data/fib25-training-sample2 .gpu/data/google-ffn-fib25
 cp -u "$src/fib25-training-sample2"/* .gpu/data/fib25-training-sample2/
 cp -u "$src/google-ffn-fib25"/* .gpu/data/google-ffn-fib25/
