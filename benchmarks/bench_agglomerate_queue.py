@@ -106,6 +106,20 @@ def main(argv=None) -> int:
                         flush=True,
                     )
                 i = queue.next_index(i)
+            if seen not in checkpoints:  # the queue ended between checkpoints
+                end = scores(session.labels(), gt)
+                print(
+                    json.dumps(
+                        {
+                            **base,
+                            "what": "end",
+                            "items_seen": seen,
+                            "real_errors": real,
+                            "edits": edits,
+                            **end,
+                        }
+                    )
+                )
     return 0
 
 
