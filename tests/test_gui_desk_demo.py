@@ -56,7 +56,10 @@ def _session(viewer, request):
 
     session = DemoSession(viewer, request)
     said: list[str] = []
-    session.overlay.events.text.connect(lambda *_: said.append(session.overlay.text))
+    # what the canvas says, its lines joined again (they are wrapped to fit the canvas)
+    session.overlay.events.text.connect(
+        lambda *_: said.append(" ".join(session.overlay.text.split()))
+    )
     return session, said
 
 
@@ -173,3 +176,20 @@ def test_demo_never_overwrites_a_screenshot(tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
     assert shot.read_bytes() == b"precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.png"]
+
+
+@pytest.mark.gui
+def test_the_demo_crop_opens_from_napari_sample_menu(make_napari_viewer):
+    from napari_connectome.samples import FIB25_ATTRIBUTION
+
+    viewer = make_napari_viewer()
+
+    viewer.open_sample("napari-connectome", "fib25_demo")
+
+    assert [layer.name for layer in viewer.layers] == ["FIB-25 EM", "ground truth"]
+    em = viewer.layers["FIB-25 EM"]
+    assert em.data.shape == (28, 80, 80)
+    assert em.metadata["attribution"] == FIB25_ATTRIBUTION
+    assert tuple(em.scale) == (10.0, 10.0, 10.0)
+    # placed where it lies in training_sample2, so it overlays the whole volume when both are open
+    assert tuple(em.translate) == tuple(10.0 * o for o in em.metadata["origin_zyx"])

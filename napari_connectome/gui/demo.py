@@ -100,7 +100,7 @@ class DemoSession:
         self.overlay = _text_overlay(viewer)
         self.overlay.visible = True
         self.overlay.position = "top_left"
-        self.overlay.font_size = 11
+        self.overlay.font_size = 10
         self.overlay.color = "white"
         self._say(f"{self._what_runs()}: loading the model and timing it on this machine…")
         self._ticker = QTimer()
@@ -125,7 +125,10 @@ class DemoSession:
         region.confirm_above_s = float("inf")
 
     def _say(self, text: str) -> None:
-        self.overlay.text = text
+        """Show ``text`` on the canvas, its lines wrapped to fit beside the docked tools."""
+        import textwrap
+
+        self.overlay.text = "\n".join(textwrap.fill(line, 66) for line in text.split("\n"))
 
     def _what_runs(self) -> str:
         layer, device = self.image_layer, self.region.device.value
