@@ -8,6 +8,7 @@ ctrl+click / ctrl+alt+click split seeds, Enter for the preview; then the 3D view
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import tempfile
 from pathlib import Path
@@ -15,6 +16,18 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def dismiss_toasts() -> None:
+    """Close napari's pop-up notifications (its PyQt5 notice) so they do not hide the canvas."""
+    from qtpy.QtWidgets import QApplication
+
+    for widget in QApplication.allWidgets():
+        if type(widget).__name__ == "NapariQtNotification":
+            with contextlib.suppress(RuntimeError):  # already deleted by Qt
+                widget.close()
+
+
 H5 = ROOT.parent / "shared" / "data" / "fib25-training-sample2" / "fib25_training_sample2.h5"
 
 
@@ -47,7 +60,7 @@ def main(out: Path) -> int:
         if len(members) > 1:
             s.merge(members)
     viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1500, 950)
+    viewer.window._qt_window.resize(1700, 980)
     widget = ProofreadWidget(viewer, s)
     viewer.window.add_dock_widget(widget, name="Proofreading", area="right")
     tool = widget.tool
@@ -68,6 +81,8 @@ def main(out: Path) -> int:
     tool.split_key()
     del fr, big
     napari.qt.get_qapp().processEvents()
+    dismiss_toasts()
+    napari.qt.get_qapp().processEvents()
     imwrite(out / "proofreading-2d.png", viewer.screenshot(canvas_only=False, flash=False))
     tool.cancel_split()
     # 3D: the selected segments (two mid-sized neurites) among hidden others
@@ -81,8 +96,11 @@ def main(out: Path) -> int:
         napari.qt.get_qapp().processEvents()
     viewer.reset_view()
     camera(viewer).angles = (0, -35, 60)
+    camera(viewer).zoom *= 0.8  # the whole of both neurites, not cut at the canvas edge
     if tool.image_layer is not None:
         tool.image_layer.visible = False
+    napari.qt.get_qapp().processEvents()
+    dismiss_toasts()
     napari.qt.get_qapp().processEvents()
     imwrite(out / "proofreading-3d.png", viewer.screenshot(canvas_only=False, flash=False))
     print(f"wrote {out / 'proofreading-2d.png'} and {out / 'proofreading-3d.png'}")

@@ -329,7 +329,7 @@ def test_switching_to_3d_with_the_viewer_button_draws_meshes_not_the_label_volum
 
     from napari_connectome.gui.proofread.meshes_layer import LAYER_NAME, labels_views
 
-    viewer, _widget, tool = desk
+    viewer, widget, tool = desk
     click(tool, (2, 2, 2))
     views = labels_views(tool.layer) + labels_views(tool.selection_layer)
     for v in views:
@@ -344,6 +344,8 @@ def test_switching_to_3d_with_the_viewer_button_draws_meshes_not_the_label_volum
     assert viewer.layers[LAYER_NAME].visible
     assert [m.segment for m in tool.meshes.meshes] == [1]
     assert sum(v.volume_reads for v in views) == 0  # the label volume was never read for 3D
+    hover(viewer, qtbot)
+    assert viewer.help == widget.message.text() == "segment 1: 512 voxels"  # 3D keeps it too
     qtbot.mouseClick(button, Qt.LeftButton)
     assert viewer.dims.ndisplay == 2
     assert tool.layer.visible

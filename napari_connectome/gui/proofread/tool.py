@@ -111,6 +111,9 @@ class ProofreadTool:
         self.layer.mode = "pan_zoom"
         self.layer.mouse_drag_callbacks.append(self._on_mouse)
         self._bind_keys()
+        # napari rewrites a layer's help (its status-bar field) with its own tool shortcuts on
+        # mode changes; on this layer that field holds the tool's last message
+        self.layer.events.help.connect(self._keep_help)
         session.listeners.append(self._on_session_edit)  # after every applied edit, undo, redo
         viewer.dims.events.ndisplay.connect(self._on_ndisplay)
         viewer.layers.selection.active = self.layer
@@ -197,6 +200,10 @@ class ProofreadTool:
             from napari.utils.notifications import show_warning
 
             show_warning(message)
+
+    def _keep_help(self, event: Any = None) -> None:
+        if self.layer.help != self.last_message:
+            self.layer.help = self.last_message
 
     def _guard(self, fn: Callable[[], Any]) -> Any:
         try:
@@ -309,8 +316,8 @@ class ProofreadTool:
                 self.preview_layer.visible = True
                 self.viewer.layers.selection.active = self.layer
                 self._say(
-                    f"split preview ({plan.method}): {plan.voxels_a} voxels keep {plan.segment}, "
-                    f"{plan.voxels_b} become {plan.new_segment}; Enter commits, Esc cancels"
+                    f"split preview ({plan.method}): {plan.voxels_a:,} voxels keep {plan.segment}, "
+                    f"{plan.voxels_b:,} become {plan.new_segment}; Enter commits, Esc cancels"
                 )
                 self.changed.emit("preview")
             else:
