@@ -209,17 +209,17 @@ def main() -> int:
         runner = run["runner"]
         raw_rate, inf_rate = run["fw"][0] / run["fw"][1], run["inf"][0] / run["inf"][1]
         rates[precision] = (raw_rate, inf_rate)
-        common = dict(
-            device=str(runner.device),
-            precision=precision,
-            ran_as=runner.precision,
-            channels_last=True,
-            compile=args.compile,
-            batch=args.regions * args.width,
-            regions=args.regions,
-            objects_in_flight_per_region=args.width,
-            threads=torch.get_num_threads(),
-        )
+        common = {
+            "device": str(runner.device),
+            "precision": precision,
+            "ran_as": runner.precision,
+            "channels_last": True,
+            "compile": args.compile,
+            "batch": args.regions * args.width,
+            "regions": args.regions,
+            "objects_in_flight_per_region": args.width,
+            "threads": torch.get_num_threads(),
+        }
         emit(
             figure="ffn_raw_forward",
             fovs_per_s=round(raw_rate, 2),

@@ -148,26 +148,26 @@ def main() -> int:
     labels = canvas.result()
     done_seeds = state["seeds_done"]
     c = canvas.counters
-    summary = dict(
-        figure="ffn_full_volume",
-        complete=complete,
-        precision=args.precision,
-        device=str(runner.device),
-        threads=args.threads,
-        objects_in_flight=args.width,
-        seconds=round(elapsed, 1),
-        seeds_done=done_seeds,
-        seeds_total=len(seeds),
-        segments=int(c["segments"]),
-        google_segments=len(origins),
-        steps=int(c["steps"]),
-        ffn_steps_incl_unfinished_object=int(runner.counters["predict_calls"]),
-        google_predict_calls=25799,
-        google_steps_in_segments=int(sum(o["iters"] for o in origins.values())),
-        steps_per_s=round(runner.counters["predict_calls"] / elapsed, 3),
-        voxels_per_hour=round(labels.size * 3600 / elapsed) if complete else None,
-        peak_rss_mb=round(peak_rss_mb(), 1),
-    )
+    summary = {
+        "figure": "ffn_full_volume",
+        "complete": complete,
+        "precision": args.precision,
+        "device": str(runner.device),
+        "threads": args.threads,
+        "objects_in_flight": args.width,
+        "seconds": round(elapsed, 1),
+        "seeds_done": done_seeds,
+        "seeds_total": len(seeds),
+        "segments": int(c["segments"]),
+        "google_segments": len(origins),
+        "steps": int(c["steps"]),
+        "ffn_steps_incl_unfinished_object": int(runner.counters["predict_calls"]),
+        "google_predict_calls": 25799,
+        "google_steps_in_segments": int(sum(o["iters"] for o in origins.values())),
+        "steps_per_s": round(runner.counters["predict_calls"] / elapsed, 3),
+        "voxels_per_hour": round(labels.size * 3600 / elapsed) if complete else None,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
     if args.out:  # labels first: a crash while scoring must not lose an hour of inference
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

@@ -48,11 +48,13 @@ def click(tool, zyx, modifiers=()):
     world = layer.data_to_world(np.asarray(zyx, float))
     if viewer.dims.ndisplay == 2:
         viewer.dims.set_point(0, world[0])
-    kw = dict(
-        modifiers=list(modifiers), position=tuple(world), button=1,
-        view_direction=list(camera(viewer).view_direction) if viewer.dims.ndisplay == 3 else None,
-        dims_displayed=list(viewer.dims.displayed),
-    )  # fmt: skip
+    kw = {
+        "modifiers": list(modifiers), "position": tuple(world), "button": 1,
+        "view_direction": (
+            list(camera(viewer).view_direction) if viewer.dims.ndisplay == 3 else None
+        ),
+        "dims_displayed": list(viewer.dims.displayed),
+    }  # fmt: skip
     mouse_press_callbacks(layer, read_only_mouse_event(type="mouse_press", **kw))
     mouse_release_callbacks(layer, read_only_mouse_event(type="mouse_release", **kw))
 

@@ -288,7 +288,7 @@ def test_streaming_onto_a_full_disk_fails_at_once(tmp_path, full_disk_dir, capsy
     err = _stream_fails_at_once(_record(out, name="big"), cache, capsys)
     assert f"cannot write the stream cache at {cache}" in err
     assert "No space left on device" in err
-    assert not [p for p in cache.rglob("*.tmp")]  # no half-written chunk left behind
+    assert not list(cache.rglob("*.tmp"))  # no half-written chunk left behind
 
 
 @pytest.mark.gui

@@ -98,7 +98,7 @@ def _write_ome_with_ome_zarr_py(path, image, labels, fmt):
         "axes": "zyx",
         "fmt": fmt,
         "scale": {"z": 0.04, "y": 0.008, "x": 0.008},
-        "axes_units": {a: "micrometer" for a in "zyx"},
+        "axes_units": dict.fromkeys("zyx", "micrometer"),
         "scale_factors": [{"z": 1, "y": 2, "x": 2}],
     }
     write_image(image, root, name="img", **common)

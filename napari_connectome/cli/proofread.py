@@ -56,7 +56,7 @@ def open_array(spec: str) -> tuple[Any, Any]:
             node = node[inner]
         elif hasattr(node, "keys") and "0" in node:
             node = node["0"]  # OME-Zarr: the full-resolution level
-    except Exception as exc:
+    except (OSError, KeyError, ValueError) as exc:  # zarr's own errors are ValueErrors
         raise UserInputError(f"cannot open {spec} as HDF5, npz, npy or zarr: {exc}") from None
     if not hasattr(node, "shape"):
         raise UserInputError(f"{spec} is a zarr group; name the array as {path}:ARRAY")

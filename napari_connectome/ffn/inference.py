@@ -451,7 +451,7 @@ def _counters(
     canvas_c: Counter, run: LockstepRunner, seconds: float, n_regions: int
 ) -> dict[str, Any]:
     run_c = run.counters
-    out: dict[str, Any] = {k: v for k, v in sorted(canvas_c.items())}
+    out: dict[str, Any] = dict(sorted(canvas_c.items()))
     out["seconds"] = round(seconds, 3)
     out["predict_calls"] = int(canvas_c["steps"])  # FOV predictions made for this region
     out["batch_predict_calls"] = int(run_c["predict_calls"])  # all regions of the run together

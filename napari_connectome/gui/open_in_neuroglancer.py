@@ -69,7 +69,7 @@ class OpenInNeuroglancerWidget(Container):
                 discover=False,
             )
             link.start()
-        except Exception as exc:  # shown in napari, never a traceback only
+        except Exception as exc:  # noqa: BLE001  (a GUI boundary: shown in napari, never a traceback only)
             self.status.value = report_error(exc, "Open in neuroglancer")
             return None
         self.link = link

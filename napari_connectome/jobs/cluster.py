@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
 import time
 from contextlib import AbstractContextManager
 
@@ -76,7 +77,6 @@ class _AllocationCluster(AbstractContextManager):
         self.spec, self.launch = spec, launch
 
     def __enter__(self):
-        import subprocess
         import sys
 
         from dask.distributed import Client, LocalCluster
@@ -129,7 +129,7 @@ class _AllocationCluster(AbstractContextManager):
             self.proc.terminate()
             try:
                 self.proc.wait(30)
-            except Exception:
+            except subprocess.TimeoutExpired:
                 self.proc.kill()
         self.cluster.close()
         shutil.rmtree(

@@ -59,7 +59,7 @@ def run_steps(state: EditState, steps: Sequence[Step]) -> None:
         for undo in reversed(done):
             try:
                 undo(state)
-            except BaseException as again:
+            except BaseException as again:  # noqa: BLE001  (a failed rollback is recorded; the first error is raised)
                 raise RollbackFailed(f"{type(again).__name__}: {again}") from exc
         raise
 

@@ -278,7 +278,7 @@ class ProofreadSession:
         except BaseException:
             try:
                 self.fragments[sl] = before
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001  (a failed rollback is recorded; the first error is raised)
                 self._broken = f"a voxel patch could not be put back ({exc})"
             raise
 
@@ -412,7 +412,7 @@ class ProofreadSession:
         except BaseException as exc:
             try:
                 undo(row, op)
-            except BaseException as again:
+            except BaseException as again:  # noqa: BLE001  (a failed rollback is recorded; the first error is raised)
                 self._broken = f"'{op.describe()}' could not be undone ({again})"
             self._failed(row, exc, saved)
             raise

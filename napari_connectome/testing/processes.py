@@ -147,7 +147,7 @@ def stop_all(daemons: Sequence[Daemon], timeout: float = 10.0) -> None:
     for daemon in reversed(daemons):
         try:
             daemon.stop(timeout)
-        except Exception as exc:  # keep stopping the others
+        except Exception as exc:  # noqa: BLE001  (keep stopping the others; the first is raised)
             errors.append(exc)
     if errors:
         raise errors[0]

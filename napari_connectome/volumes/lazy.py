@@ -104,7 +104,7 @@ def first_bad_chunk(
         sel = tuple(slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(coords, chunks, shape))
         try:
             read(sel)
-        except Exception:
+        except Exception:  # noqa: BLE001  (any failure marks the chunk; the caller re-raises the original)
             return coords
     return None
 

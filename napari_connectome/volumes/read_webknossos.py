@@ -205,7 +205,7 @@ class WkwArray:
             ) from None
         try:
             return wkw.Dataset.open(str(path))
-        except Exception as exc:  # wkw.WKWException: no header.wkw, a damaged header
+        except wkw.wkw.WKWException as exc:  # no header.wkw, a damaged header
             raise UserInputError(
                 f"{path} cannot be opened as a wkw mag ({exc}); the WebKnossos dataset is "
                 "damaged or incomplete: re-create or re-download it."
@@ -220,9 +220,11 @@ class WkwArray:
         region = _normalise(key, self.shape)
         off = [s.start for s in region[1:]]
         size = [max(0, s.stop - s.start) for s in region[1:]]
+        import wkw  # imported by _open_path already
+
         try:
             block = self._ds.read(off, size)
-        except Exception as exc:
+        except (wkw.wkw.WKWException, OSError) as exc:
             raise UserInputError(
                 f"wkw mag {self.path} cannot be read at x, y, z {off} (size {size}): {exc}; the "
                 "file is damaged: re-copy it."

@@ -36,7 +36,7 @@ def plot_metrics(csv_path: str | Path, png_path: str | Path) -> Path:
 
     data = read_metrics(csv_path)
     fig, (ax_loss, ax_mask) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
-    styles = {"train": dict(alpha=0.6, lw=1), "val": dict(marker="o", lw=1.5)}
+    styles = {"train": {"alpha": 0.6, "lw": 1}, "val": {"marker": "o", "lw": 1.5}}
     for split, cols in data.items():
         style = styles.get(split, {})
         if "loss" in cols:

@@ -113,7 +113,7 @@ class SegmentMeshes:
     def _color(self, segment: int) -> np.ndarray:
         try:
             rgba = np.asarray(self.tool.layer.colormap.map(segment), float).reshape(-1)[:4]
-        except Exception:  # a colormap without a mapping for this id: neutral grey
+        except (KeyError, IndexError, ValueError, TypeError):  # no colour for this id: neutral grey
             rgba = np.array([0.8, 0.8, 0.8, 1.0])
         rgba[3] = 1.0
         return rgba

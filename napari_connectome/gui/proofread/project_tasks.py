@@ -173,11 +173,11 @@ class ProjectTasks(QWidget):
             return
         from napari_connectome.proofread import create_project
 
-        args = dict(
-            fragments=layer_source(labels),
-            image=None if image is None else layer_source(image),
-            voxel_size_nm=layer_voxel_size(labels),
-        )
+        args = {
+            "fragments": layer_source(labels),
+            "image": None if image is None else layer_source(image),
+            "voxel_size_nm": layer_voxel_size(labels),
+        }
 
         def work(progress: Callable[..., None]) -> Path:
             return create_project(folder, progress=progress, **args)
