@@ -60,16 +60,14 @@ def ffn_rate(model_dir: Path, seconds: float = 20.0) -> float:
     from napari_connectome.ffn.runner import LockstepRunner
 
     model, config = load_model(model_dir)
-    fov = tuple(config.arch.fov_size)
-    run = LockstepRunner(model, device="cpu", precision="auto", batch=1)
-    x = torch.zeros((1, 2, *fov))
-    with torch.inference_mode():
+    run = LockstepRunner(model, device="cpu", precision="auto", batch=1)  # the precision auto picks
+    x = torch.zeros((1, 2, *config.fov_size))
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, run.precision == "bf16"):
         model(x)
         n, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds:
             model(x)
             n += 1
-    del run
     return n / (time.perf_counter() - t0)
 
 
