@@ -104,7 +104,7 @@ class DemoSession:
         self.overlay.color = "white"
         self._say(f"{self._what_runs()}: loading the model and timing it on this machine…")
         self._ticker = QTimer()
-        self._ticker.setInterval(250)
+        self._ticker.setInterval(500)
         self._ticker.timeout.connect(self._tick)
 
     # -- set-up ----------------------------------------------------------------------------------
@@ -123,6 +123,9 @@ class DemoSession:
         region.precision.value = request.precision
         # The user asked for this run by starting the demo: no "this will take long" question.
         region.confirm_above_s = float("inf")
+        # The canvas line says what runs; napari's activity dock as well would halve the speed
+        # on a 2-core CPU without a GPU (docs/benchmarks.md, "The demo").
+        region.activity_progress = False
 
     def _say(self, text: str) -> None:
         """Show ``text`` on the canvas, its lines wrapped to fit beside the docked tools."""
