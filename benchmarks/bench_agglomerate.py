@@ -61,12 +61,12 @@ def ffn_rate(model_dir: Path, seconds: float = 20.0) -> float:
 
     model, config = load_model(model_dir)
     run = LockstepRunner(model, device="cpu", precision="auto", batch=1)  # the precision auto picks
-    x = torch.zeros((1, 2, *config.fov_size))
+    x = torch.zeros((1, 1, *config.fov_size))  # image and logits, one FOV
     with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, run.precision == "bf16"):
-        model(x)
+        model(x, x)
         n, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds:
-            model(x)
+            model(x, x)
             n += 1
     return n / (time.perf_counter() - t0)
 
