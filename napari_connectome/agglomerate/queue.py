@@ -96,7 +96,7 @@ class ProofreadQueue:
     def next_index(self, after: int = -1) -> int | None:
         """The first undecided item after ``after`` (wrapping round to skipped ones)."""
         n = len(self.items)
-        for i in list(range(after + 1, n)) + list(range(0, after + 1)):
+        for i in [*range(after + 1, n), *range(after + 1)]:
             if self.decisions.get(i) in (None, "skipped"):
                 return i
         return None

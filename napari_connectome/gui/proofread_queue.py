@@ -210,7 +210,7 @@ class ProofreadQueueWidget(QWidget):
             if self.index is None:
                 return
             op = self.queue.decide(self.session, self.index, verdict)
-        except Exception as exc:  # an edit the session refused (locked segment, ...)
+        except Exception as exc:  # noqa: BLE001  (a GUI boundary: an edit the session refused, shown)
             self.message.setText(report_error(exc, verdict))
             return
         if verdict != "skip":
