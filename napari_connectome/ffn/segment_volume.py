@@ -1,0 +1,292 @@
+"""Segment a volume (or a region of it) from file to OME-Zarr labels: the work behind ``segment``.
+
+The command line, a script and a widget call :func:`segment_volume` with one
+:class:`SegmentVolumeRequest`, so all three check the same things in the same order and write the
+same output. Everything is checked before the model runs (inputs, ROI, seeds, device, the
+destination), and the result is written to a hidden sibling and renamed into place, so a bad input
+or a crash leaves nothing behind and an existing destination is never touched without
+``overwrite``. Messages for the user (device, estimate, what was written) go to ``log``; seed
+progress goes to ``progress`` (:mod:`napari_connectome.progress`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from napari_connectome.errors import UserInputError
+from napari_connectome.progress import ProgressCallback
+
+if TYPE_CHECKING:
+    from napari_connectome.ffn.inference import SegmentationResult
+
+COUNTERS_FILE = "ffn_counters.json"
+"""The run's report beside the labels: source, model, ROI, device, options, counters, objects."""
+
+Region = tuple[slice, slice, slice]
+
+
+@dataclass(frozen=True)
+class SegmentVolumeRequest:
+    """What to segment and how. Paths and the ROI are as a user gives them; nothing is opened yet.
+
+    ``roi`` is ``"z0:z1,y0:y1,x0:x1"`` (an empty bound = the volume edge) or three ``(start, stop)``
+    pairs, None for the whole volume. ``seeds`` are (z, y, x) points in volume voxels, or their
+    ``"z,y,x"`` texts (segment k grows from the k-th point), or None for the seed policy.
+    ``overrides`` replace fields of the model's recommended
+    :class:`~napari_connectome.ffn.options.InferenceOptions` (None values are ignored); an unknown
+    name fails here rather than after the model has loaded.
+    """
+
+    source: str
+    dest: Path | str
+    model: str | Path | None = None  # model directory or zoo name; None: the default model
+    roi: str | Sequence[Sequence[int]] | None = None
+    seeds: Sequence[Sequence[int] | str] | None = None  # (z, y, x) points or "z,y,x" texts
+    mask: str | None = None  # exclusion mask source (nonzero = never segment), same shape
+    device: str = "cpu"
+    precision: str = "auto"
+    batch: int = 1
+    compile: bool = False
+    threads: int | None = None  # CPU threads for torch; None: leave torch's setting
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        from napari_connectome.ffn.options import InferenceOptions
+
+        known = {f.name for f in fields(InferenceOptions)}
+        unknown = sorted(set(self.overrides) - known)
+        if unknown:
+            raise UserInputError(
+                f"unknown inference option(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(known))}"
+            )
+
+
+@dataclass
+class SegmentVolumeResult:
+    """What was written: the labels at ``dest`` and the report at ``dest / COUNTERS_FILE``."""
+
+    dest: Path
+    roi: Region
+    segmentation: SegmentationResult
+    report: dict[str, Any]
+
+    @property
+    def counters(self) -> dict[str, Any]:
+        return self.segmentation.counters
+
+
+def parse_roi(text: str | None, shape: tuple[int, ...]) -> Region:
+    """``z0:z1,y0:y1,x0:x1`` (an empty bound = the volume edge) -> slices within ``shape``."""
+    if not text:
+        return tuple(slice(0, s) for s in shape)  # type: ignore[return-value]
+    parts = text.split(",")
+    if len(parts) != 3:
+        raise UserInputError(f"--roi {text!r}: give three ranges z0:z1,y0:y1,x0:x1")
+    out = []
+    for axis, part, n in zip("zyx", parts, shape):
+        lo, sep, hi = part.partition(":")
+        try:
+            a = int(lo) if lo.strip() else 0
+            b = int(hi) if hi.strip() else n
+        except ValueError:
+            raise UserInputError(f"--roi {text!r}: {part!r} is not a range like 10:200") from None
+        if not sep or a < 0 or b > n or a >= b:
+            raise UserInputError(
+                f"--roi {text!r}: the {axis} range {part!r} must lie within 0:{n} and not be empty"
+            )
+        out.append(slice(a, b))
+    return tuple(out)  # type: ignore[return-value]
+
+
+def parse_seed(text: str) -> tuple[int, int, int]:
+    """``"z,y,x"`` -> a point, or a clear error naming the expected form."""
+    try:
+        vals = tuple(int(v) for v in text.replace(" ", "").split(","))
+    except ValueError:
+        vals = ()
+    if len(vals) != 3:
+        raise UserInputError(f"--seed {text!r}: give a point as z,y,x integers, e.g. 100,120,130")
+    return vals  # type: ignore[return-value]
+
+
+def _point(seed: Sequence[int] | str) -> tuple[int, int, int]:
+    if isinstance(seed, str):
+        return parse_seed(seed)
+    point = tuple(int(v) for v in seed)
+    if len(point) != 3:
+        raise UserInputError(f"seed {tuple(seed)}: give a point as (z, y, x) integers")
+    return point  # type: ignore[return-value]
+
+
+def roi_text(roi: str | Sequence[Sequence[int]] | None) -> str | None:
+    """The ROI as the ``z0:z1,y0:y1,x0:x1`` text that messages quote (pairs are written out)."""
+    if roi is None or isinstance(roi, str):
+        return roi
+    return ",".join(f"{int(a)}:{int(b)}" for a, b in roi)
+
+
+def torch_threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
+
+
+def _log_to_logger(message: str) -> None:
+    logging.getLogger(__name__).info(message)
+
+
+def segment_volume(
+    request: SegmentVolumeRequest,
+    *,
+    progress: ProgressCallback | None = None,
+    log: Callable[[str], None] | None = None,
+) -> SegmentVolumeResult:
+    """Check ``request``, run the FFN on its region and write labels + report to its ``dest``.
+
+    Raises :class:`~napari_connectome.errors.UserInputError` (nothing written) for bad input.
+    ``progress(done, total, message)`` counts seeds; it is first called once the model runs, so a
+    progress bar made lazily appears after the ``log`` lines about device and estimate.
+    """
+    import numpy as np
+
+    from napari_connectome.ffn.checkpoint import load_model
+    from napari_connectome.ffn.estimate import estimate_run
+    from napari_connectome.ffn.inference import check_image, segment_region
+    from napari_connectome.ffn.options import options_for_model
+    from napari_connectome.ffn.runner import LockstepRunner, resolve_device
+    from napari_connectome.volumes import open_volume, require_3d, write_ome_zarr
+    from napari_connectome.volumes.atomic import (
+        check_destination,
+        commit,
+        remove_path,
+        temp_sibling,
+    )
+    from napari_connectome.volumes.output_safety import refuse_overlap
+
+    say = _log_to_logger if log is None else log
+    req = request
+    source = str(req.source)
+    roi_given = roi_text(req.roi)
+    dest = Path(req.dest).expanduser()
+    model_path = req.model if req.model and Path(req.model).expanduser().exists() else None
+    refuse_overlap(dest, [source, req.mask, model_path])
+    check_destination(dest, req.overwrite)
+    device = resolve_device(req.device)
+    if req.threads:
+        import torch
+
+        torch.set_num_threads(req.threads)
+    seeds = [_point(s) for s in req.seeds] if req.seeds else None
+
+    vol = require_3d(open_volume(source), "FFN segmentation")
+    if vol.axes != "zyx":
+        raise UserInputError(f"{source} has axes '{vol.axes}'; segment needs a zyx volume")
+    if vol.is_labels and vol.format.startswith("ome-zarr"):
+        raise UserInputError(
+            f"{source} is an OME-Zarr label image (a segmentation), not EM; give the EM "
+            "image as SOURCE"
+        )
+    roi = parse_roi(roi_given, vol.shape)
+    start = np.array([s.start for s in roi])
+    if seeds is not None:
+        local = []
+        for s in seeds:
+            p = np.asarray(s)
+            if np.any(p < 0) or np.any(p >= np.asarray(vol.shape)):
+                raise UserInputError(
+                    f"seed {s} (z, y, x) lies outside the volume of shape {vol.shape}"
+                )
+            if any(not (r.start <= v < r.stop) for v, r in zip(s, roi)):
+                raise UserInputError(f"seed {s} lies outside the --roi {roi_given}")
+            local.append(tuple(int(v) for v in p - start))
+        seeds = local
+
+    if req.model:
+        model_dir: Any = req.model
+    else:
+        from napari_connectome.ffn.zoo import default_model
+
+        model_dir = default_model()
+    model, config = load_model(model_dir, device="cpu")
+    options = options_for_model(config, **dict(req.overrides))
+
+    # Cheap checks first (shape vs FOV), then read the region and check its values.
+    roi_shape = tuple(r.stop - r.start for r in roi)
+    fov = config.architecture.fov_size
+    if any(s < f for s, f in zip(roi_shape, fov)):
+        raise UserInputError(
+            f"the model's field of view {fov} (z, y, x) is larger than the region {roi_shape}; "
+            "choose a larger --roi"
+        )
+    what = f"{source} (region {roi_shape})"
+    image = check_image(np.asarray(vol.data[roi]), fov, what=what, config=config)
+    mask = None
+    if req.mask:
+        mvol = open_volume(req.mask)
+        if mvol.shape != vol.shape:
+            raise UserInputError(
+                f"--mask {req.mask} has shape {mvol.shape} but the volume has {vol.shape}"
+            )
+        mask = np.asarray(mvol.data[roi]) != 0
+
+    runner = LockstepRunner(
+        model, device=device, precision=req.precision, batch=req.batch, compile=req.compile
+    )
+    threads = torch_threads()
+    say(
+        f"FFN on {runner.device}: {runner.precision_reason}; {threads} CPU "
+        f"thread{'s' if threads != 1 else ''}"
+    )
+    n_seeds = None if seeds is None else len(seeds)
+    estimate = estimate_run(roi_shape, runner, config, seeds=n_seeds)
+    say(f"region {estimate.describe()}")
+    result = segment_region(
+        image, model, config, options, seeds=seeds, mask=mask, progress=progress, runner=runner
+    )
+
+    voxel = tuple(float(v) for v in vol.voxel_size_nm[-3:])
+    offset = tuple(float(o) + float(a) * v for o, a, v in zip(vol.offset_nm[-3:], start, voxel))
+    # labels and counters are assembled at a hidden sibling and renamed into place together
+    tmp = temp_sibling(dest, "segment")
+    try:
+        write_ome_zarr(
+            result.labels,
+            tmp,
+            voxel_size_nm=voxel,
+            offset_nm=offset,
+            labels=True,
+            name=dest.name.split(".")[0],
+        )
+        report = {
+            "source": source,
+            "model": str(model_dir),
+            "roi_zyx": [[r.start, r.stop] for r in roi],
+            "device": str(runner.device),
+            "precision": runner.precision,
+            "precision_requested": runner.precision_requested,
+            "precision_reason": runner.precision_reason,
+            "options": options.to_dict(),
+            "counters": result.counters,
+            "objects": {
+                str(k): {**v, "start_zyx": [int(a) + int(b) for a, b in zip(v["start_zyx"], start)]}
+                for k, v in result.origins.items()
+            },
+        }
+        (tmp / COUNTERS_FILE).write_text(json.dumps(report, indent=2) + "\n")
+        commit(tmp, dest, req.overwrite)
+    except BaseException:
+        remove_path(tmp)
+        raise
+    c = result.counters
+    say(
+        f"wrote {dest}: {c.get('segments', 0)} segments, {c.get('steps', 0)} FFN steps "
+        f"in {c['seconds']:.1f} s"
+    )
+    return SegmentVolumeResult(dest=dest, roi=roi, segmentation=result, report=report)
