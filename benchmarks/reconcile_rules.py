@@ -43,11 +43,10 @@ def reconcile(
     cache = {b.flat: layout.load_block(b) for b in blocks}
     edges = []
     for a, b, axis in grid.faces():
-        start, stop = seam_region(a, b, axis, slab)
+        seam = seam_region(a, b, axis, slab)
 
-        def crop(block, start=start, stop=stop):
-            sl = tuple(slice(s - r, e - r) for s, e, r in zip(start, stop, block.read_start))
-            return cache[block.flat][sl]
+        def crop(block, seam=seam):
+            return cache[block.flat][seam.slices_in(block.read)]
 
         p = match_overlap(crop(a), crop(b), min_fraction, min_voxels, rule).astype(np.uint64)
         if len(p):
@@ -66,9 +65,9 @@ def reconcile(
         final = table(blk)[cache[blk.flat][blk.write_slices_in_read]]
         if fill:
             nbs = grid.face_neighbours(blk)
-            others = [(n.read_start, cache[n.flat], table(n)) for n in nbs]
+            others = [(n.read.start, cache[n.flat], table(n)) for n in nbs]
             owned = [table(n)[cache[n.flat][n.write_slices_in_read]] for n in nbs]
-            fill_holes(final, blk.write_start, others, owned_ids(final, owned))
+            fill_holes(final, blk.write.start, others, owned_ids(final, owned))
         out[blk.output_slices(grid.roi_start)] = final
     return out
 
@@ -92,7 +91,7 @@ def main() -> None:
     layout = JobLayout(args.job)
     spec = load_spec(layout.spec)
     grid = make_grid(spec)
-    roi = tuple(slice(a, b) for a, b in zip(grid.roi_start, grid.roi_stop))
+    roi = grid.roi.slices
     ref = np.load(args.reference, allow_pickle=False).astype(np.int64)
     gt = None
     if args.gt:

@@ -55,7 +55,7 @@ def test_a_block_counts_the_face_to_its_lower_neighbour_from_the_neighbours_own_
     lower, upper = grid.block((0, 0, 0)), grid.block((1, 0, 0))
 
     def read(b):
-        return volume[tuple(slice(s, e) for s, e in zip(b.read_start, b.read_stop))]
+        return volume[b.read.slices]
 
     identity = np.arange(3)
     final = volume[6:12]

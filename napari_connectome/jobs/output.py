@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_connectome.volumes.box import Box, chunk_box
+
 Triple = tuple[int, int, int]
 
 
@@ -101,9 +103,9 @@ def downsample_chunk(dest: Path | str, level: int, chunk_index: Triple) -> None:
     """Fill one chunk of ``level`` from ``level - 1`` by taking every second voxel."""
     src = open_level(dest, level - 1, mode="r")
     dst = open_level(dest, level)
-    sl = tuple(
-        slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(chunk_index, dst.chunks, dst.shape)
+    box = chunk_box(chunk_index, dst.chunks, dst.shape)
+    source_box = Box(tuple(2 * a for a in box.start), tuple(2 * b for b in box.stop)).intersect(
+        Box.from_shape(src.shape)
     )
-    src_sl = tuple(slice(2 * s.start, min(2 * s.stop, n)) for s, n in zip(sl, src.shape))
-    data = np.asarray(src[src_sl])[::2, ::2, ::2]
-    dst[sl] = data
+    data = np.asarray(src[source_box.slices])[::2, ::2, ::2]
+    dst[box.slices] = data

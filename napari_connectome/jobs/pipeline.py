@@ -34,6 +34,7 @@ from napari_connectome.jobs.layout import JobLayout, atomic_write_bytes, atomic_
 from napari_connectome.jobs.output import create_output, level_shapes, open_level
 from napari_connectome.jobs.spec import MAX_BLOCKS, JobSpec, load_spec
 from napari_connectome.progress import ProgressCallback, no_progress
+from napari_connectome.volumes.box import chunk_indices, grid_shape
 
 
 @dataclass
@@ -80,7 +81,7 @@ def make_grid(spec: JobSpec) -> BlockGrid:
         check_host(spec)  # the workers run here
     fov = segmenter_min_shape(spec.segmenter)
     for block in grid:
-        shape = tuple(b - a for a, b in zip(block.read_start, block.read_stop))
+        shape = block.read.shape
         if any(s < f for s, f in zip(shape, fov)):
             raise UserInputError(
                 f"block {list(block.index)} reads a region of {list(shape)} voxels, smaller than "
@@ -434,8 +435,7 @@ def job_phases(spec, grid, layout, client, log, progress, run: _Run) -> list:
     def pyramid(level: int) -> Phase:
         def chunks() -> list:
             arr = open_level(layout.root, level, mode="r")
-            n = [-(-s // c) for s, c in zip(arr.shape, arr.chunks)]
-            return [(z, y, x) for z in range(n[0]) for y in range(n[1]) for x in range(n[2])]
+            return list(chunk_indices(grid_shape(arr.shape, arr.chunks)))
 
         return Phase(
             f"pyramid {level}",

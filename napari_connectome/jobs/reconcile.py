@@ -74,16 +74,17 @@ def fill_holes(
     from ARAND 0.028 to 0.022 against one canvas, and VI against the ground truth from 1.86 to
     1.81. Returns the number of voxels filled.
     """
+    from napari_connectome.volumes.box import Box
+
     filled = 0
-    stop = tuple(s + n for s, n in zip(write_start, final.shape))
+    write = Box.from_shape(final.shape, write_start)
     for read_start, labels, table in neighbours:
-        read_stop = tuple(r + n for r, n in zip(read_start, labels.shape))
-        lo = tuple(max(a, b) for a, b in zip(write_start, read_start))
-        hi = tuple(min(a, b) for a, b in zip(stop, read_stop))
-        if any(a >= b for a, b in zip(lo, hi)):
+        read = Box.from_shape(labels.shape, read_start)
+        both = write.intersect(read)
+        if both.empty:
             continue
-        mine = final[tuple(slice(a - w, b - w) for a, b, w in zip(lo, hi, write_start))]
-        theirs = labels[tuple(slice(a - r, b - r) for a, b, r in zip(lo, hi, read_start))]
+        mine = final[both.slices_in(write)]
+        theirs = labels[both.slices_in(read)]
         hole = (mine == 0) & (theirs > 0)
         ids = table[theirs[hole]]
         if allowed is not None:

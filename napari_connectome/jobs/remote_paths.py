@@ -95,9 +95,9 @@ class ChunkGrid:
         return self.prefix + self.separator.join(map(str, index))
 
     def chunk_keys(self) -> Iterator[str]:
-        import itertools
+        from napari_connectome.volumes.box import chunk_indices
 
-        for index in itertools.product(*(range(n) for n in self.grid)):
+        for index in chunk_indices(self.grid):
             yield self.encode(index)
 
     def parse(self, key: object) -> tuple[int, ...] | None:

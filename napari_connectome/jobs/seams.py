@@ -45,10 +45,8 @@ def block_seam_counts(final: np.ndarray, block, neighbours: list) -> dict:
         if not lower:
             continue
         ax = lower[0]
-        sl = list(nb.write_slices_in_read)
-        last = nb.write_stop[ax] - 1 - nb.read_start[ax]
-        sl[ax] = slice(last, last + 1)
-        theirs = table[labels[tuple(sl)]]
+        last = nb.write.stop[ax] - 1
+        theirs = table[labels[nb.write.with_axis(ax, last, last + 1).slices_in(nb.read)]]
         mine = final[tuple(slice(0, 1) if a == ax else slice(None) for a in range(3))]
         counts["face"][ax] = list(face_changes(theirs, mine))
     return counts

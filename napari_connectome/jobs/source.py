@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from napari_connectome.errors import UserInputError
+from napari_connectome.volumes.box import Box
 
 Triple = tuple[int, int, int]
 
@@ -55,9 +56,9 @@ def input_info(source: str) -> InputInfo:
     return InputInfo(tuple(int(s) for s in arr.shape), str(arr.dtype), vs, off)
 
 
-def read_region(source: str, start: Triple, stop: Triple) -> np.ndarray:
+def read_region(source: str, box: Box) -> np.ndarray:
     arr, _, _ = _open_array(source)
-    region = arr[tuple(slice(a, b) for a, b in zip(start, stop))]
+    region = arr[box.slices]
     if hasattr(region, "compute"):
         region = region.compute(scheduler="synchronous")
     return np.asarray(region)

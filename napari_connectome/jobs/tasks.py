@@ -78,13 +78,11 @@ def segment_block(spec_json: str, grid: BlockGrid, index: tuple[int, int, int]) 
     t0 = time.perf_counter()
     mask = None
     if spec.mask:
-        mask = read_region(spec.mask, block.read_start, block.read_stop) > 0
+        mask = read_region(spec.mask, block.read) > 0
     if mask is not None and not mask.any():
-        labels = np.zeros(
-            tuple(b - a for a, b in zip(block.read_start, block.read_stop)), np.uint32
-        )
+        labels = np.zeros(block.read.shape, np.uint32)
     else:
-        image = read_region(spec.input, block.read_start, block.read_stop)
+        image = read_region(spec.input, block.read)
         labels = np.asarray(_segmenter(spec)(image), dtype=np.uint64)
         if labels.shape != image.shape:
             raise RuntimeError(
@@ -127,11 +125,10 @@ def match_face(
     path = layout.face_npy(a, axis)
     if path.exists():
         return np.load(path, allow_pickle=False)
-    start, stop = seam_region(a, b, axis, spec.match.slab)
+    seam = seam_region(a, b, axis, spec.match.slab)
 
     def crop(block: Block) -> np.ndarray:
-        sl = tuple(slice(s - r, e - r) for s, e, r in zip(start, stop, block.read_start))
-        return layout.load_block(block)[sl]
+        return layout.load_block(block)[seam.slices_in(block.read)]
 
     m = spec.match
     pairs = match_overlap(crop(a), crop(b), m.min_fraction, m.min_voxels, m.rule)
@@ -182,9 +179,9 @@ def relabel_block(
     seams = block_seam_counts(final, block, list(loaded.values()))
     filled = 0
     if spec.match.fill_holes and loaded:
-        others = [(nb.read_start, labels, tab) for nb, labels, tab in loaded.values()]
+        others = [(nb.read.start, labels, tab) for nb, labels, tab in loaded.values()]
         owned = [tab[labels[nb.write_slices_in_read]] for nb, labels, tab in loaded.values()]
-        filled = fill_holes(final, block.write_start, others, owned_ids(final, owned))
+        filled = fill_holes(final, block.write.start, others, owned_ids(final, owned))
     open_level(spec.output, 0)[block.output_slices(grid.roi_start)] = final
     written_t = time.time()
     marker = {"seams": seams, "lut": digest}  # digest: which table (see pipeline._table_digest)
