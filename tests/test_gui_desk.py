@@ -510,9 +510,9 @@ def test_click_a_fib25_neuron_with_googles_model(
     new_id = widget.accept()
 
     box = box_around(seed, (96, 96, 96), google.shape)
-    ours = viewer.layers["raw segments"].data[box] == new_id
+    ours = viewer.layers["raw segments"].data[box.slices] == new_id
     assert viewer.layers["raw segments"].data[seed] == new_id
-    assert _iou_vs_google(ours, google[box], gid) > 0.8
+    assert _iou_vs_google(ours, google[box.slices], gid) > 0.8
 
 
 @pytest.mark.realdata

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from napari_connectome.errors import UserInputError
+from napari_connectome.volumes.box import Box
 
 # The widgets' precision menu; auto first (the default), decided by ffn/precision.py.
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
@@ -29,8 +30,6 @@ PRECISION_TIP = (
 )
 #: Interactive regions are read into memory; larger ones belong in a job (napari-connectome submit).
 MAX_REGION_VOXELS = 2**25
-
-Box = tuple[slice, slice, slice]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -81,7 +80,7 @@ def clip_box(
             f"box grown from {_ranges(*before)} to {_ranges(start, stop)} to fit the model's "
             f"field of view {tuple(int(v) for v in need)}"
         )
-    return tuple(slice(int(a), int(b)) for a, b in zip(start, stop)), "; ".join(notes)
+    return Box(tuple(start), tuple(stop)), "; ".join(notes)
 
 
 def box_around(point: Sequence[float], size: Sequence[int], shape: Sequence[int]) -> Box:
@@ -90,10 +89,6 @@ def box_around(point: Sequence[float], size: Sequence[int], shape: Sequence[int]
     half = np.asarray(size, int) / 2
     box, _ = clip_box(p - half, p + half, shape, np.minimum(size, shape))
     return box
-
-
-def box_shape(box: Box) -> tuple[int, int, int]:
-    return tuple(int(s.stop - s.start) for s in box)  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -135,7 +130,7 @@ class RegionPlan:
     def as_core_arguments(self) -> dict[str, Any]:
         """Keyword arguments of :func:`napari_connectome.ffn.inference.iter_segment_region`."""
         return {
-            "image": np.asarray(self.inputs.data[self.box]),
+            "image": np.asarray(self.inputs.data[self.box.slices]),
             "model": self.model,
             "config": self.config,
             "seeds": self.seeds,
@@ -154,20 +149,20 @@ def plan_region(inputs: RegionInputs) -> RegionPlan:
     model, config, folder = load(m.choice, m.path, m.device)
     shape = tuple(inputs.data.shape)
     box, note = clip_box(inputs.lo, inputs.hi, shape, config.fov_size)
-    size = int(np.prod(box_shape(box)))
+    size = box.size
     if size > MAX_REGION_VOXELS:
         raise UserInputError(
-            f"the region {' x '.join(map(str, box_shape(box)))} has {size:,} voxels, more than "
+            f"the region {' x '.join(map(str, box.shape))} has {size:,} voxels, more than "
             f"the {MAX_REGION_VOXELS:,} segmented interactively; draw a smaller box (region: box "
             "from a Shapes layer) or run a job (napari-connectome submit)"
         )
     seeds, skipped = None, 0
     if inputs.seed_points is not None and len(inputs.seed_points):
         # Points where the model's FOV does not fit inside the region cannot start an object.
-        start = np.array([s.start for s in box])
+        start = np.array(box.start)
         points = np.round(inputs.seed_points).astype(int) - start
         margin = np.asarray(config.fov_size) // 2
-        usable = np.all((points >= margin) & (points < np.asarray(box_shape(box)) - margin), 1)
+        usable = np.all((points >= margin) & (points < np.asarray(box.shape) - margin), 1)
         seeds, skipped = points[usable], int((~usable).sum())
         if not len(seeds):
             raise UserInputError(
@@ -177,7 +172,7 @@ def plan_region(inputs: RegionInputs) -> RegionPlan:
     runner = LockstepRunner(model, device=m.device, precision=m.precision, batch=1)
     with leave_a_core():  # measured with the threads the run will have
         estimate = estimate_run(
-            box_shape(box),
+            box.shape,
             runner,
             config,
             key=str(folder.resolve()),
@@ -265,10 +260,10 @@ class GrowRequest:
 
     def as_core_arguments(self, model: Any, config: Any) -> dict[str, Any]:
         """Keyword arguments of :func:`napari_connectome.ffn.inference.grow_object`."""
-        seg = np.asarray(self.existing[self.box])
+        seg = np.asarray(self.existing[self.box.slices])
         seg = np.where(seg > np.iinfo(np.int32).max, 1, seg).astype(np.int32)  # ids > 0 matter
         return {
-            "image": np.asarray(self.data[self.box]),
+            "image": np.asarray(self.data[self.box.slices]),
             "seed_zyx": self.seed,
             "model": model,
             "config": config,

@@ -40,6 +40,7 @@ from napari_connectome.gui._ffn_tasks import (
 from napari_connectome.gui._models import ModelPicker, device_names
 from napari_connectome.gui._notify import report_error
 from napari_connectome.gui.segment_region import image_level0
+from napari_connectome.volumes.box import Box
 
 if TYPE_CHECKING:
     import napari
@@ -197,7 +198,7 @@ class ClickToSegmentWidget(Container):
         except UserInputError as exc:
             self.status.value = report_error(exc, "Click to segment")
             return
-        start = np.array([s.start for s in box])
+        start = np.array(box.start)
         request = GrowRequest(
             data=data,
             box=box,
@@ -237,7 +238,7 @@ class ClickToSegmentWidget(Container):
         if pending is None or pending.get("stopped"):
             return
         layer = pending["layer"]
-        start = np.array([s.start for s in pending["box"]]) + np.asarray(update.offset)
+        start = np.array(pending["box"].start) + np.asarray(update.offset)
         translate = np.asarray(layer.translate) + start * np.asarray(layer.scale)
         shown = update.mask.astype(np.float32) if update.done else update.probability
         preview = self._preview(layer)
@@ -280,14 +281,9 @@ class ClickToSegmentWidget(Container):
             self.pending = None
             return
         update, start = last
-        box = pending["box"]
-        offset = start - np.array([s.start for s in box])
-        shape = update.probability.shape
-        sl = tuple(
-            slice(int(o) + s.start, int(o) + s.start + n) for o, s, n in zip(offset, box, shape)
-        )
+        grown = Box.from_shape(update.probability.shape, start)  # where the object's box lies
         mask = (update.probability >= update.segment_threshold) & (
-            np.asarray(pending["target"].data[sl]) == 0
+            np.asarray(pending["target"].data[grown.slices]) == 0
         )
         pending.update(done=True, start=start, mask=mask)
         n = int(mask.sum())
@@ -303,14 +299,14 @@ class ClickToSegmentWidget(Container):
         )
         self.accept_button.enabled = self.reject_button.enabled = True
 
-    def _cut_off_note(self, edges: tuple[str, ...], box: Any, layer: Any) -> str:
+    def _cut_off_note(self, edges: tuple[str, ...], box: Box, layer: Any) -> str:
         """Flag an object that reaches a face of its context box inside the volume."""
         shape = image_level0(layer).shape
         cut = []
         for face in edges:
             axis = "zyx".index(face[0])
             at_volume_edge = (
-                box[axis].start == 0 if face[1] == "-" else box[axis].stop == shape[axis]
+                box.start[axis] == 0 if face[1] == "-" else box.stop[axis] == shape[axis]
             )
             if not at_volume_edge:
                 cut.append(face[0])
@@ -341,13 +337,13 @@ class ClickToSegmentWidget(Container):
         target = pending["target"]
         mask = pending["mask"]
         box = pending["box"]
-        region = np.asarray(target.data[box])
+        region = np.asarray(target.data[box.slices])
         new_id = int(np.max(target.data)) + 1
-        offset = pending["start"] - np.array([s.start for s in box])
+        offset = pending["start"] - np.array(box.start)
         z, y, x = np.nonzero(mask)
         z, y, x = z + offset[0], y + offset[1], x + offset[2]
         free = region[z, y, x] == 0  # never overwrite an existing segment
-        idx = tuple(arr[free] + s.start for arr, s in zip((z, y, x), box))
+        idx = tuple(arr[free] + a for arr, a in zip((z, y, x), box.start))
         target.data_setitem(idx, new_id)
         target.selected_label = new_id
         self._finish_decision(f"accepted as segment {new_id} in {target.name!r}")

@@ -316,8 +316,8 @@ class SegmentRegionWidget(Container):
         from napari.utils import progress
 
         layer = self.image.value
-        start = np.array([s.start for s in box])
-        shape = tuple(s.stop - s.start for s in box)
+        start = np.array(box.start)
+        shape = box.shape
         translate = np.asarray(layer.translate) + start * np.asarray(layer.scale)
         self.output = self._viewer.add_labels(
             np.zeros(shape, np.uint32),
@@ -325,9 +325,9 @@ class SegmentRegionWidget(Container):
             scale=layer.scale,
             translate=translate,
             units=layer.units,
-            metadata={"region_zyx": [[int(s.start), int(s.stop)] for s in box]},
+            metadata={"region_zyx": [[a, b] for a, b in zip(box.start, box.stop)]},
         )
-        where = ", ".join(f"{a} {s.start}:{s.stop}" for a, s in zip("zyx", box))
+        where = ", ".join(f"{n} {a}:{b}" for n, a, b in zip("zyx", box.start, box.stop))
         note = self.status.value
         self.status.value = f"segmenting {where}…" + (f" ({note})" if note else "")
         if self.activity_progress:  # napari's activity dock too (it processes pending Qt events)
