@@ -20,6 +20,7 @@ from napari_connectome.ffn.segment_volume import (
     segment_volume,
 )
 from napari_connectome.volumes import open_volume
+from napari_connectome.volumes.box import Box
 from tests.test_ffn_inference import ARCH, bright_painter
 
 
@@ -61,7 +62,7 @@ def test_a_script_gets_the_cli_output_with_its_own_progress_and_messages(
     )
 
     assert result.dest == tmp_path / "script.ome.zarr"
-    assert result.roi == (slice(0, 40), slice(0, 40), slice(2, 96))
+    assert result.roi == Box((0, 0, 2), (40, 40, 96))
     assert result.counters["segments"] == 2
     seg = np.asarray(open_volume(result.dest).data)
     np.testing.assert_array_equal(seg[18:23, 18:23, 38:90], 1)  # the rod, from the first seed

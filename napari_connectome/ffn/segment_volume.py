@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from napari_connectome.errors import UserInputError
 from napari_connectome.progress import ProgressCallback
+from napari_connectome.volumes.box import Box
 
 if TYPE_CHECKING:
     from napari_connectome.ffn.inference import SegmentationResult
@@ -73,7 +74,7 @@ class SegmentVolumeResult:
     """What was written: the labels at ``dest`` and the report at ``dest / COUNTERS_FILE``."""
 
     dest: Path
-    roi: Region
+    roi: Box  # in volume voxels
     segmentation: SegmentationResult
     report: dict[str, Any]
 
@@ -193,8 +194,8 @@ def segment_volume(
             f"{source} is an OME-Zarr label image (a segmentation), not EM; give the EM "
             "image as SOURCE"
         )
-    roi = parse_roi(roi_given, vol.shape)
-    start = np.array([s.start for s in roi])
+    roi = Box.from_slices(parse_roi(roi_given, vol.shape))
+    start = np.array(roi.start)
     if seeds is not None:
         local = []
         for s in seeds:
@@ -203,7 +204,7 @@ def segment_volume(
                 raise UserInputError(
                     f"seed {s} (z, y, x) lies outside the volume of shape {vol.shape}"
                 )
-            if any(not (r.start <= v < r.stop) for v, r in zip(s, roi)):
+            if any(not (a <= v < b) for v, a, b in zip(s, roi.start, roi.stop)):
                 raise UserInputError(f"seed {s} lies outside the --roi {roi_given}")
             local.append(tuple(int(v) for v in p - start))
         seeds = local
@@ -218,7 +219,7 @@ def segment_volume(
     options = options_for_model(config, **dict(req.overrides))
 
     # Cheap checks first (shape vs FOV), then read the region and check its values.
-    roi_shape = tuple(r.stop - r.start for r in roi)
+    roi_shape = roi.shape
     fov = config.architecture.fov_size
     if any(s < f for s, f in zip(roi_shape, fov)):
         raise UserInputError(
@@ -226,7 +227,7 @@ def segment_volume(
             "choose a larger --roi"
         )
     what = f"{source} (region {roi_shape})"
-    image = check_image(np.asarray(vol.data[roi]), fov, what=what, config=config)
+    image = check_image(np.asarray(vol.data[roi.slices]), fov, what=what, config=config)
     mask = None
     if req.mask:
         mvol = open_volume(req.mask)
@@ -234,7 +235,7 @@ def segment_volume(
             raise UserInputError(
                 f"--mask {req.mask} has shape {mvol.shape} but the volume has {vol.shape}"
             )
-        mask = np.asarray(mvol.data[roi]) != 0
+        mask = np.asarray(mvol.data[roi.slices]) != 0
 
     runner = LockstepRunner(
         model, device=device, precision=req.precision, batch=req.batch, compile=req.compile
@@ -267,7 +268,7 @@ def segment_volume(
         report = {
             "source": source,
             "model": str(model_dir),
-            "roi_zyx": [[r.start, r.stop] for r in roi],
+            "roi_zyx": [[a, b] for a, b in zip(roi.start, roi.stop)],
             "device": str(runner.device),
             "precision": runner.precision,
             "precision_requested": runner.precision_requested,
