@@ -86,8 +86,9 @@ class ChunkGrid:
         )
         if name not in ("default", "v2") or sep not in ("/", "."):
             raise bad(f"unsupported chunk key encoding {enc!r}")
-        n = tuple(-(-s // c) for s, c in zip(shape, chunks))
-        return cls(n, f"c{sep}" if name == "default" else "", sep)
+        from napari_connectome.volumes.box import grid_shape
+
+        return cls(grid_shape(shape, chunks), f"c{sep}" if name == "default" else "", sep)
 
     def encode(self, index: tuple[int, ...]) -> str:
         if not index:
