@@ -84,6 +84,7 @@ def test_demo_opens_real_em_with_ground_truth_docks_every_tool_and_says_how_long
     for layer in (em, gt):
         assert layer.metadata["attribution"] == FIB25_ATTRIBUTION
     assert not gt.visible
+    assert tuple(viewer.dims.axis_labels) == ("z", "y", "x")  # not -3/-2/-1
     manifest = PluginManager.instance().get_manifest("napari-connectome")
     assert len(session.widgets) == len(manifest.contributions.widgets)
 

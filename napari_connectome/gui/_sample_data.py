@@ -13,7 +13,7 @@ def synthetic_sample(shape: tuple[int, int, int] = (96, 96, 96), seed: int = 0) 
     from napari_connectome.samples import synthetic_em
 
     image, labels, voxel = synthetic_em(shape, seed)
-    common: dict[str, Any] = {"scale": voxel, "units": "nm"}
+    common: dict[str, Any] = {"scale": voxel, "units": "nm", "axis_labels": ("z", "y", "x")}
     meta = {"source": f"napari_connectome.samples.synthetic_em({shape}, seed={seed})"}
     return [
         (
@@ -39,6 +39,7 @@ def fib25_demo_sample() -> list[LayerData]:
     common: dict[str, Any] = {
         "scale": crop.voxel_size_nm,
         "units": "nm",
+        "axis_labels": ("z", "y", "x"),
         "translate": tuple(o * v for o, v in zip(crop.origin_zyx, crop.voxel_size_nm)),
     }
     where = f"z {z}, y {y}, x {x}"
