@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import json
 
-import h5py
 import numpy as np
 import pytest
 
 from napari_connectome.cli import main
 from napari_connectome.errors import UserInputError
-from napari_connectome.ffn.checkpoint import save_model
-from napari_connectome.ffn.config import ModelConfig
 from napari_connectome.ffn.segment_volume import (
     COUNTERS_FILE,
     SegmentVolumeRequest,
@@ -21,26 +18,16 @@ from napari_connectome.ffn.segment_volume import (
 )
 from napari_connectome.volumes import open_volume
 from napari_connectome.volumes.box import Box
-from tests.test_ffn_inference import ARCH, bright_painter
+from tests import test_segment_cli as segment_cli_tests
 
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("models") / "painter"
-    save_model(path, bright_painter(), ModelConfig(architecture=ARCH))
-    return path
+model_dir = segment_cli_tests.model_dir  # the same painter model and EM as the CLI's tests
+em = segment_cli_tests.em
 
 
 @pytest.fixture
-def source(tmp_path):
-    """A 40x40x96 'EM' volume with a bright cube and a bright rod, HDF5 with 8 nm voxels."""
-    raw = np.zeros((40, 40, 96), np.uint8)
-    raw[10:20, 10:20, 10:20] = 255
-    raw[18:23, 18:23, 40:92] = 255
-    path = tmp_path / "em.h5"
-    with h5py.File(path, "w") as f:
-        f.create_dataset("raw", data=raw).attrs["resolution_nm_zyx"] = [8, 8, 8]
-    return f"{path}:raw"
+def source(em):
+    """The CLI tests' 40x40x96 'EM' volume (a bright cube and a bright rod), as the CLI names it."""
+    return em[0]
 
 
 def test_a_script_gets_the_cli_output_with_its_own_progress_and_messages(
