@@ -68,6 +68,38 @@ def _face_weights(
     return w * w
 
 
+def renumbered_stats(
+    labels: np.ndarray, offset: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """A block renumbered to local ids 1..n (0 stays 0), the local-to-fragment id table, and its
+    fragment statistics (ids, voxel counts, level-0 boxes with ``hi`` exclusive), sorted by id.
+
+    Renumbering once makes counts and boxes a bincount and a ``find_objects`` over small ids.
+    """
+    import fastremap
+    from scipy import ndimage
+
+    ren, mapping = fastremap.renumber(labels, start=1, preserve_zero=True, in_place=False)
+    n = len(mapping) - (1 if 0 in mapping else 0)
+    local_to_id = np.zeros(n + 1, np.uint64)
+    if n == 0:
+        return ren, local_to_id, empty_stats()
+    for old, new in mapping.items():
+        local_to_id[new] = old
+    counts = np.bincount(ren.ravel(), minlength=n + 1)[1:].astype(np.int64)
+    objs = ndimage.find_objects(ren, max_label=n)
+    off = np.asarray(offset, np.int64)
+    lo = np.array([[s.start for s in o] for o in objs], np.int64) + off
+    hi = np.array([[s.stop for s in o] for o in objs], np.int64) + off
+    ids = local_to_id[1:]
+    order = np.argsort(ids)
+    return (
+        ren,
+        local_to_id,
+        {"id": ids[order], "count": counts[order], "lo": lo[order], "hi": hi[order]},
+    )
+
+
 def block_stats_and_edges(
     labels: np.ndarray,
     offset: Sequence[int],
@@ -79,25 +111,10 @@ def block_stats_and_edges(
     The block is renumbered once to small local ids; counts, boxes and face pairs are computed on
     those, and only the (few) distinct pairs are mapped back to fragment ids.
     """
-    import fastremap
-    from scipy import ndimage
-
-    ren, mapping = fastremap.renumber(labels, start=1, preserve_zero=True, in_place=False)
-    n = len(mapping) - (1 if 0 in mapping else 0)
+    ren, local_to_id, stats = renumbered_stats(labels, offset)
+    n = len(local_to_id) - 1
     if n == 0:
-        return empty_stats(), empty_edges()
-    local_to_id = np.zeros(n + 1, np.uint64)
-    for old, new in mapping.items():
-        local_to_id[new] = old
-    counts = np.bincount(ren.ravel(), minlength=n + 1)[1:].astype(np.int64)
-    objs = ndimage.find_objects(ren, max_label=n)
-    off = np.asarray(offset, np.int64)
-    lo = np.array([[s.start for s in o] for o in objs], np.int64) + off
-    hi = np.array([[s.stop for s in o] for o in objs], np.int64) + off
-    ids = local_to_id[1:]
-    order = np.argsort(ids)
-    stats = {"id": ids[order], "count": counts[order], "lo": lo[order], "hi": hi[order]}
-
+        return stats, empty_edges()
     width = n + 1
     kdt = np.uint32 if width * width < 2**32 else np.uint64
     runs = [

@@ -60,31 +60,12 @@ def run_tasks(
 
 def block_stats(block: np.ndarray, offset: Sequence[int]) -> Stats:
     """Ids (0 left out), voxel counts and boxes (level-0 voxels, hi exclusive) of one block."""
-    import fastremap
-    from scipy import ndimage
-
-    from napari_connectome.graph.kernels import empty_stats
+    from napari_connectome.graph.kernels import renumbered_stats
 
     block = np.asarray(block)
     if block.dtype.kind not in "iu":
         raise UserInputError(f"segment ids must be integers, not {block.dtype}")
-    ren, mapping = fastremap.renumber(
-        block.astype(np.uint64, copy=False), start=1, preserve_zero=True, in_place=False
-    )
-    n = len(mapping) - (1 if 0 in mapping else 0)
-    if n == 0:
-        return empty_stats()
-    local_to_id = np.zeros(n + 1, np.uint64)
-    for old, new in mapping.items():
-        local_to_id[new] = old
-    counts = np.bincount(ren.ravel(), minlength=n + 1)[1:].astype(np.int64)
-    objs = ndimage.find_objects(ren, max_label=n)
-    off = np.asarray(offset, np.int64)
-    lo = np.array([[s.start for s in o] for o in objs], np.int64) + off
-    hi = np.array([[s.stop for s in o] for o in objs], np.int64) + off
-    ids = local_to_id[1:]
-    order = np.argsort(ids)
-    return {"id": ids[order], "count": counts[order], "lo": lo[order], "hi": hi[order]}
+    return renumbered_stats(block.astype(np.uint64, copy=False), offset)[2]
 
 
 def _merge(*parts: Stats) -> Stats:
