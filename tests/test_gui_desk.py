@@ -132,6 +132,30 @@ def test_segment_region_shows_objects_while_it_runs(viewer, flood_model, qtbot):
     assert "native bf16" in widget.precision_note.value
 
 
+def test_region_updates_are_paced_not_one_per_ffn_step(slow_flood_model):
+    """Each update repaints the window on the Qt thread (with software OpenGL, holding the GIL):
+    the worker sends at most one per interval, each with the labels so far, and a consumer that
+    stops iterating stops the run."""
+    from napari_connectome.gui._ffn_tasks import ModelChoice, RegionInputs, plan_region, run_region
+
+    image = synthetic_em((48, 48, 48), seed=0).image
+    model = ModelChoice(LOCAL, slow_flood_model, "cpu", "fp32")
+    plan = plan_region(RegionInputs(image, (0, 0, 0), (48, 48, 48), None, model))
+    t0, updates = time.perf_counter(), []
+    for update in run_region(plan, min_interval_s=0.25):
+        updates.append(update)
+        if time.perf_counter() - t0 > 2.0:
+            break  # what a Cancel does: the generator is closed after this update
+    elapsed = time.perf_counter() - t0
+    assert not updates[-1].finished  # deltas 1 on 48^3 takes far longer than 2 s
+    assert updates[0].steps == 0
+    assert updates[0].counters  # what runs, at once
+    assert len(updates) <= elapsed / 0.25 + 2
+    assert updates[-1].steps > 3 * len(updates)  # many FFN steps per update, not one each
+    assert all(u.labels is not None and u.labels.shape == (48, 48, 48) for u in updates)
+    assert np.count_nonzero(updates[-1].labels) > 0  # the object growing is drawn
+
+
 def test_segment_region_in_a_shapes_box(viewer, flood_model, qtbot):
     viewer.dims.set_point(0, 200)  # slice z = 20 (world 200 nm)
     box = np.array([[200, 50, 60], [200, 50, 400], [200, 420, 400], [200, 420, 60]])

@@ -52,11 +52,16 @@ def expected_steps(
     return math.ceil(STEPS_PER_CELL * cells)
 
 
-def step_seconds(runner: Any, config: Any, *, key: Any = None, steps: int = 4) -> float:
+def step_seconds(
+    runner: Any, config: Any, *, key: Any = None, steps: int = 30, budget_s: float = 0.3
+) -> float:
     """Seconds one FFN step of ``runner``'s model takes on its device and precision.
 
-    Measured once per (``key`` or the model, device, precision) in this process: ``steps`` real
-    steps (forward pass, face maxima, the host copy) on a random FOV after one warm-up step.
+    Measured once per (``key`` or the model, device, precision) in this process: real steps
+    (forward pass, face maxima, the host copy) on a random FOV after two warm-up steps, at least 3
+    and then until ``budget_s`` or ``steps`` is reached; the median step counts. Why the median
+    of many: in the viewer the measurement runs while the window draws itself, and 4 timed steps
+    once gave an estimate 4x too long when a repaint fell inside them.
     """
     cache_key = (key if key is not None else id(runner.model), str(runner.device), runner.precision)
     if cache_key in _STEP_SECONDS:
@@ -80,15 +85,18 @@ def step_seconds(runner: Any, config: Any, *, key: Any = None, steps: int = 4) -
     request = FovRequest(canvas, centre, [centre])
     import torch
 
+    times: list[float] = []
     with torch.inference_mode():
         for _ in range(2):  # warm-up: first-call allocations and kernel choice
             runner._step([request])
-        t0 = time.perf_counter()
-        for _ in range(steps):
+        start = time.perf_counter()
+        while len(times) < 3 or (len(times) < steps and time.perf_counter() - start < budget_s):
+            t0 = time.perf_counter()
             runner._step([request])
-        seconds = (time.perf_counter() - t0) / steps
+            times.append(time.perf_counter() - t0)
     for name in ("predict_calls", "forward_batches"):  # the measurement is not part of a run
-        runner.counters[name] -= steps + 2
+        runner.counters[name] -= len(times) + 2
+    seconds = float(np.median(times))
     _STEP_SECONDS[cache_key] = seconds
     return seconds
 

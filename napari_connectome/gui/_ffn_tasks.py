@@ -185,7 +185,7 @@ def plan_region(inputs: RegionInputs) -> RegionPlan:
 class RegionUpdate:
     """Where a region run stands. Progress counts FFN steps: ``steps`` done of ``steps_expected``
     (done + the expected steps of the voxels no object holds yet); ``labels`` (uint32, the objects
-    growing included) at most every ``min_interval_s``; ``counters`` on the last update."""
+    growing included) with each update; ``counters`` on the first and the last update."""
 
     steps: int
     steps_expected: int
@@ -201,7 +201,15 @@ class RegionUpdate:
 
 
 def run_region(plan: RegionPlan, min_interval_s: float = 0.5) -> Iterator[RegionUpdate]:
-    """Worker thread: the core's region inference, as updates a viewer can draw."""
+    """Worker thread: the core's region inference, as updates a viewer can draw.
+
+    The first and last step and then at most one step every ``min_interval_s`` become an update,
+    each with the labels so far. Every update repaints widgets on the Qt thread, and with software
+    OpenGL (no GPU, a VM, Xvfb) a repaint recomposes the whole window while holding the GIL: one
+    update per FFN step (~90/s for ``fib25-small``) made the demo's FFN 5x slower than without a
+    window (37 s against 7 s; 0.5 s: 11 s, ``docs/benchmarks.md``). A consumer that stops
+    iterating still stops the run within one interval.
+    """
     from collections import Counter
 
     from napari_connectome.ffn.estimate import expected_steps
@@ -210,14 +218,15 @@ def run_region(plan: RegionPlan, min_interval_s: float = 0.5) -> Iterator[Region
 
     est, cfg = plan.estimate, plan.config
     shape = est.shape
-    free, last = 1.0, 0.0
+    last = 0.0
     with leave_a_core():
         for p in iter_segment_region(**plan.as_core_arguments()):
             now = time.perf_counter()
-            labels = None
-            if p.done or now - last >= min_interval_s:
-                labels, last = p.live_labels(), now
-                free = float(np.count_nonzero(labels == 0)) / max(labels.size, 1)
+            if not p.done and p.steps and now - last < min_interval_s:
+                continue
+            last = now
+            labels = p.live_labels()
+            free = float(np.count_nonzero(labels == 0)) / max(labels.size, 1)
             remaining = 0 if p.done else expected_steps(shape, cfg.fov_size, cfg.deltas, free)
             # the run's own rate once it has one, the measured step time before
             rate = p.seconds / p.steps if p.steps >= 20 else est.step_seconds
@@ -256,7 +265,8 @@ class GrowRequest:
     seed: tuple[int, int, int]
     existing: Any  # the target labels layer's data
     model: ModelChoice
-    every: int = 2  # FFN steps between preview updates
+    every: int = 2  # FFN steps between the core's snapshots
+    min_interval_s: float = 0.2  # and at most this often a preview for the Qt thread (run_region)
 
     def as_core_arguments(self, model: Any, config: Any) -> dict[str, Any]:
         """Keyword arguments of :func:`napari_connectome.ffn.inference.grow_object`."""
@@ -293,7 +303,8 @@ class GrowUpdate:
 
 def run_grow(request: GrowRequest) -> Iterator[GrowUpdate]:
     """Worker thread: grow one object with the core's :func:`grow_object`, a snapshot every
-    ``request.every`` steps. Torch leaves the Qt thread a core meanwhile."""
+    ``request.every`` steps and at most every ``request.min_interval_s`` (each preview repaints the
+    window, see :func:`run_region`). Torch leaves the Qt thread a core meanwhile."""
     from napari_connectome.ffn.inference import grow_object
     from napari_connectome.ffn.options import options_for_model
     from napari_connectome.ffn.precision import choose_precision
@@ -305,8 +316,13 @@ def run_grow(request: GrowRequest) -> Iterator[GrowUpdate]:
     model, config, _ = load(m.choice, m.path, m.device)
     _, why = choose_precision(m.precision, resolve_device(m.device), warn=False)  # runner warns
     opts = options_for_model(config)
+    last = 0.0
     with leave_a_core():
         for snap in grow_object(**request.as_core_arguments(model, config)):
+            now = time.perf_counter()
+            if not snap.done and last and now - last < request.min_interval_s:
+                continue
+            last = now
             out = snap.outcome
             yield GrowUpdate(
                 steps=snap.steps,
