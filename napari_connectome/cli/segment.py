@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from napari_connectome.cli._args import nonnegative_int, positive_int, probability, thread_count
 from napari_connectome.cli._progress import add_progress_flags, cli_progress
+from napari_connectome.ffn.consensus import DEFAULT_MIN_SIZE
 from napari_connectome.ffn.segment_volume import COUNTERS_FILE, parse_roi, parse_seed
 from napari_connectome.progress import ProgressCallback
 
@@ -63,6 +64,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--threads", type=thread_count, default=None, help="CPU threads for torch (default: all)"
     )
     p.add_argument("--seed-policy", choices=["peaks", "grid"], help="seed policy without --seed")
+    p.add_argument(
+        "--seed-order",
+        choices=["forward", "reverse"],
+        help="order the seed policy's points are tried in (default forward; reverse: last first)",
+    )
+    p.add_argument(
+        "--oversegment",
+        action="store_true",
+        help="supervoxels for agglomerate: run the seed policy forward and reversed and write "
+        "their split consensus (voxels share an id only where both runs agree); twice the FFN "
+        "time (docs/agglomeration.md)",
+    )
+    p.add_argument(
+        "--consensus-min-size",
+        type=nonnegative_int,
+        default=DEFAULT_MIN_SIZE,
+        help="with --oversegment: consensus pieces smaller than this become 0 (voxels; "
+        f"agglomerate's fill gives them to a neighbour; default {DEFAULT_MIN_SIZE})",
+    )
+    p.add_argument(
+        "--consensus-unmatched",
+        choices=["drop", "keep", "first"],
+        default="drop",
+        help="with --oversegment: voxels only one run segmented become 0 (drop, default), get "
+        "supervoxels of their own (keep), or are kept from the forward run only (first, as "
+        "google/ffn)",
+    )
     for name, what in (
         ("init-activation", "probability at the seed"),
         ("pad-value", "probability of unexplored voxels"),
@@ -87,6 +115,7 @@ OPTION_FLAGS = (
     "min_segment_size",
     "max_steps",
     "seed_policy",
+    "seed_order",
 )
 """The flags that override the model's inference options (same names as the options' fields)."""
 
@@ -127,6 +156,9 @@ def _segment(args: argparse.Namespace) -> int:
         threads=args.threads,
         overrides={name: getattr(args, name) for name in OPTION_FLAGS},
         overwrite=args.overwrite,
+        oversegment=args.oversegment,
+        consensus_min_size=args.consensus_min_size,
+        consensus_unmatched=args.consensus_unmatched,
     )
     progress, close = _lazy_bar(args)
     try:

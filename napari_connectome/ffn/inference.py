@@ -28,7 +28,7 @@ from napari_connectome.errors import UserInputError
 from napari_connectome.ffn.canvas import Canvas, ObjectOutcome, commit_object, grow, segment_all
 from napari_connectome.ffn.options import InferenceOptions, options_for_model
 from napari_connectome.ffn.runner import LockstepRunner
-from napari_connectome.ffn.seeds import check_points, policy_seeds
+from napari_connectome.ffn.seeds import check_points, in_seed_order, policy_seeds
 from napari_connectome.ffn.speculative import segment_all_speculative
 from napari_connectome.progress import ProgressCallback
 
@@ -325,8 +325,15 @@ def iter_segment_many(
             pts = policy_seeds(
                 options.seed_policy, np.asarray(img), canvas.mask, options.seed_policy_args
             )
+            pts = in_seed_order(pts, options.seed_order)
             canvas.counters["seed_policy_seconds"] += time.perf_counter() - t0
         else:
+            if options.seed_order != "forward":
+                raise UserInputError(
+                    f"seed_order {options.seed_order!r} orders the seed policy's points; explicit "
+                    "seeds grow in the order given (segment k from point k), so give them in the "
+                    "order you want instead"
+                )
             pts = check_points(seeds[i], canvas.shape, tuple(canvas.margin), canvas.mask)
         canvases.append(canvas)
         seed_lists.append(pts)

@@ -27,6 +27,7 @@ import numpy as np
 from napari_connectome.errors import UserInputError
 
 SEED_POLICIES = ("peaks", "grid", "points")
+SEED_ORDERS = ("forward", "reverse")
 
 
 def _logit32(p: float) -> np.float32:
@@ -81,6 +82,11 @@ class InferenceOptions:
     seed_policy: str = "peaks"
     # Extra arguments of the seed policy, e.g. {"step": 16, "offsets": [0, 8]} for "grid".
     seed_policy_args: dict[str, Any] = field(default_factory=dict, hash=False)
+    # The order the policy's seeds are tried in: "forward" (the policy's own) or "reverse" (last
+    # first; google/ffn's seed policies take ``reverse``). Objects grown earlier claim contested
+    # voxels, so two orders disagree where the FFN is unsure: the over-segmentation
+    # (ffn/consensus.py) keeps only what both agree on. Explicit seed points are never reordered.
+    seed_order: str = "forward"
     # Stop growing one object after this many FFN steps (0 = no limit; google has none).
     max_steps: int = 0
 
@@ -104,6 +110,10 @@ class InferenceOptions:
             raise UserInputError("min_segment_size and max_steps must be >= 0")
         if self.consistency_threshold < 0:
             raise UserInputError("consistency_threshold must be >= 0 (0 disables it)")
+        if self.seed_order not in SEED_ORDERS:
+            raise UserInputError(
+                f"unknown seed_order {self.seed_order!r}; choose one of {', '.join(SEED_ORDERS)}"
+            )
         if self.seed_policy not in SEED_POLICIES:
             raise UserInputError(
                 f"unknown seed_policy {self.seed_policy!r}; "

@@ -75,6 +75,19 @@ def policy_seeds(
     )
 
 
+def in_seed_order(seeds: np.ndarray, order: str = "forward") -> np.ndarray:
+    """``seeds`` (N, 3) in ``order``: "forward" as the policy returned them, "reverse" last first.
+
+    Reversing is google/ffn's way to get a second, independent run of the same policy: which
+    object claims a contested voxel depends on which seed grows first
+    (:mod:`napari_connectome.ffn.consensus` combines the two runs)."""
+    if order == "forward":
+        return seeds
+    if order == "reverse":
+        return np.ascontiguousarray(seeds[::-1])
+    raise UserInputError(f"unknown seed order {order!r}; choose forward or reverse")
+
+
 def check_points(
     points, shape: tuple[int, ...], margin: tuple[int, int, int], mask: np.ndarray | None
 ) -> np.ndarray:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from napari_connectome.errors import UserInputError
+from napari_connectome.ffn.consensus import DEFAULT_MIN_SIZE
 from napari_connectome.progress import ProgressCallback
 from napari_connectome.volumes.box import Box
 
@@ -56,8 +57,15 @@ class SegmentVolumeRequest:
     threads: int | None = None  # CPU threads for torch; None: leave torch's setting
     overrides: Mapping[str, Any] = field(default_factory=dict)
     overwrite: bool = False
+    # Over-segmentation for agglomerate: run the seed policy forward and in reverse and write
+    # their split consensus (ffn/consensus.py) with its smallest piece and rule for voxels only
+    # one run segmented.
+    oversegment: bool = False
+    consensus_min_size: int = DEFAULT_MIN_SIZE
+    consensus_unmatched: str = "drop"
 
     def __post_init__(self) -> None:
+        from napari_connectome.ffn.consensus import UNMATCHED
         from napari_connectome.ffn.options import InferenceOptions
 
         known = {f.name for f in fields(InferenceOptions)}
@@ -66,6 +74,28 @@ class SegmentVolumeRequest:
             raise UserInputError(
                 f"unknown inference option(s) {', '.join(unknown)}; "
                 f"known: {', '.join(sorted(known))}"
+            )
+        if not self.oversegment:
+            return
+        if self.seeds:
+            raise UserInputError(
+                "--oversegment runs the seed policy forward and in reverse; it cannot be combined "
+                "with --seed (explicit points grow in the order given)"
+            )
+        if self.overrides.get("seed_order") is not None:
+            raise UserInputError(
+                "--oversegment runs both seed orders itself; leave out --seed-order"
+            )
+        if self.overrides.get("seed_policy") == "points":
+            raise UserInputError("--oversegment needs a seed policy (peaks or grid), not points")
+        if int(self.consensus_min_size) < 0:
+            raise UserInputError(
+                f"--consensus-min-size must be >= 0 voxels, got {self.consensus_min_size}"
+            )
+        if self.consensus_unmatched not in UNMATCHED:
+            raise UserInputError(
+                f"--consensus-unmatched must be one of {', '.join(UNMATCHED)}, "
+                f"got {self.consensus_unmatched!r}"
             )
 
 
@@ -248,9 +278,25 @@ def segment_volume(
     n_seeds = None if seeds is None else len(seeds)
     estimate = estimate_run(roi_shape, runner, config, seeds=n_seeds)
     say(f"region {estimate.describe()}")
-    result = segment_region(
-        image, model, config, options, seeds=seeds, mask=mask, progress=progress, runner=runner
-    )
+    if req.oversegment:
+        say("over-segmentation: two runs (seeds forward, then reversed), then their consensus")
+        result, oversegment = oversegment_region(
+            image,
+            model,
+            config,
+            options,
+            mask=mask,
+            runner=runner,
+            min_size=req.consensus_min_size,
+            unmatched=req.consensus_unmatched,
+            progress=progress,
+            log=say,
+        )
+    else:
+        oversegment = None
+        result = segment_region(
+            image, model, config, options, seeds=seeds, mask=mask, progress=progress, runner=runner
+        )
 
     voxel = tuple(float(v) for v in vol.voxel_size_nm[-3:])
     offset = tuple(float(o) + float(a) * v for o, a, v in zip(vol.offset_nm[-3:], start, voxel))
@@ -280,6 +326,8 @@ def segment_volume(
                 for k, v in result.origins.items()
             },
         }
+        if oversegment is not None:
+            report["oversegment"] = oversegment
         (tmp / COUNTERS_FILE).write_text(json.dumps(report, indent=2) + "\n")
         commit(tmp, dest, req.overwrite)
     except BaseException:
@@ -291,3 +339,95 @@ def segment_volume(
         f"in {c['seconds']:.1f} s"
     )
     return SegmentVolumeResult(dest=dest, roi=roi, segmentation=result, report=report)
+
+
+def _pass_progress(
+    progress: ProgressCallback | None, index: int, passes: int, name: str
+) -> ProgressCallback | None:
+    """Seed progress of pass ``index`` of ``passes`` as one bar over all passes (each pass tries
+    the same seeds, in another order)."""
+    if progress is None:
+        return None
+
+    def update(done: int, total: int, message: str = "") -> None:
+        progress(index * total + done, passes * total, f"{name}: {message}" if message else name)
+
+    return update
+
+
+def oversegment_region(
+    image: Any,
+    model: Any,
+    config: Any,
+    options: Any,
+    *,
+    mask: Any = None,
+    runner: Any = None,
+    min_size: int = DEFAULT_MIN_SIZE,
+    unmatched: str = "drop",
+    progress: ProgressCallback | None = None,
+    log: Callable[[str], None] | None = None,
+) -> tuple[SegmentationResult, dict[str, Any]]:
+    """Segment ``image`` with the seed policy forward and reversed, and return their split
+    consensus (:func:`~napari_connectome.ffn.consensus.split_consensus`) as one result, with
+    what each run and the consensus cost (the report's ``oversegment`` entry).
+
+    The result's counters add up both runs (steps, predict calls, seconds); its ``origins`` are
+    empty, since a consensus supervoxel has no single seed."""
+    import time
+
+    from napari_connectome.ffn.consensus import split_consensus
+    from napari_connectome.ffn.inference import SegmentationResult, segment_region
+
+    say = _log_to_logger if log is None else log
+    runs: dict[str, SegmentationResult] = {}
+    for k, order in enumerate(("forward", "reverse")):
+        runs[order] = segment_region(
+            image,
+            model,
+            config,
+            options.updated(seed_order=order),
+            mask=mask,
+            runner=runner,
+            progress=_pass_progress(progress, k, 2, order),
+        )
+        c = runs[order].counters
+        say(
+            f"{order} run: {c.get('segments', 0)} segments, {c.get('steps', 0)} FFN steps "
+            f"in {c['seconds']:.1f} s"
+        )
+    t0 = time.perf_counter()
+    labels, stats = split_consensus(
+        runs["forward"].labels, runs["reverse"].labels, min_size=min_size, unmatched=unmatched
+    )
+    consensus_seconds = round(time.perf_counter() - t0, 3)
+    say(
+        f"consensus: {stats.segments} supervoxels from {stats.segments_a} and {stats.segments_b} "
+        f"segments; {stats.voxels_dropped_unmatched} voxels segmented by one run only and "
+        f"{stats.voxels_dropped_small} in pieces under {min_size} voxels left at 0"
+    )
+    fwd, rev = runs["forward"].counters, runs["reverse"].counters
+    counters = {
+        key: fwd.get(key, 0) + rev.get(key, 0)
+        for key in ("steps", "predict_calls", "batch_predict_calls", "forward_batches")
+    }
+    counters["seconds"] = round(
+        float(fwd["seconds"]) + float(rev["seconds"]) + consensus_seconds, 3
+    )
+    counters["segments"] = stats.segments
+    counters["consensus_seconds"] = consensus_seconds
+    for key in ("precision", "precision_requested", "precision_reason", "threads"):
+        if key in fwd:
+            counters[key] = fwd[key]
+    report = {
+        "rule": "split consensus of seed orders forward and reverse (ffn/consensus.py)",
+        "consensus": stats.to_dict(),
+        "consensus_seconds": consensus_seconds,
+        "runs": {order: res.counters for order, res in runs.items()},
+    }
+    result = SegmentationResult(
+        labels=labels,
+        counters=counters,
+        outcomes=[*runs["forward"].outcomes, *runs["reverse"].outcomes],
+    )
+    return result, report

@@ -55,7 +55,8 @@ class WatershedSegmenter:
 
 
 class FFNSegmenter:
-    """Flood-filling network inference on the block (napari_connectome.ffn, Google's semantics).
+    """Flood-filling network inference on the block (napari_connectome.ffn, Google's semantics);
+    with ``oversegment``, the split consensus of the seed policy forward and reversed.
 
     The model is loaded once per worker process (the pipeline caches segmenters per job).
     """
@@ -74,6 +75,23 @@ class FFNSegmenter:
         from napari_connectome.ffn.options import options_for_model
 
         options = options_for_model(self.config, **self.spec.inference_options())
+        if self.spec.oversegment is not None:
+            from napari_connectome.ffn.runner import LockstepRunner
+            from napari_connectome.ffn.segment_volume import oversegment_region
+
+            runner = LockstepRunner(
+                self.model, device=self.device, precision=self.spec.precision, batch=self.spec.batch
+            )
+            result, _ = oversegment_region(
+                image,
+                self.model,
+                self.config,
+                options,
+                runner=runner,
+                min_size=self.spec.oversegment.min_size,
+                unmatched=self.spec.oversegment.unmatched,
+            )
+            return np.asarray(result.labels, dtype=np.uint64)
         result = segment_region(
             image,
             self.model,

@@ -19,6 +19,7 @@ from pydantic import (
     ValidationError,
     field_serializer,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -95,6 +96,15 @@ class ROI(_Strict):
         return self
 
 
+class OversegmentSpec(_Strict):
+    """``segmenter.oversegment``: each block is segmented with the seed policy forward and
+    reversed and written as their split consensus (napari_connectome.ffn.consensus), the
+    supervoxels an ``agglomerate:`` section refines. ``oversegment: true`` takes the defaults."""
+
+    min_size: int = Field(100, ge=0)  # consensus pieces smaller than this (voxels) become 0
+    unmatched: Literal["drop", "keep", "first"] = "drop"  # voxels only one run segmented
+
+
 class SegmenterSpec(_Strict):
     """How one block is segmented.
 
@@ -118,6 +128,38 @@ class SegmenterSpec(_Strict):
     seed_distance: float = 2.0
     factory: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    oversegment: OversegmentSpec | None = None  # FFN: consensus of forward and reverse seed order
+
+    @field_validator("oversegment", mode="before")
+    @classmethod
+    def _true_is_defaults(cls, v: Any) -> Any:
+        if v is True:
+            return {}
+        return None if v is False else v
+
+    @model_validator(mode="after")
+    def _oversegment_needs_ffn_seeds(self) -> SegmenterSpec:
+        if self.oversegment is None:
+            return self
+        if self.kind != "ffn":
+            raise ValueError("segmenter.oversegment needs kind: ffn (it runs the FFN twice)")
+        chosen = self.inference.model_dump(exclude_unset=True)
+        if chosen.get("seed_order") is not None:
+            raise ValueError(
+                "segmenter.oversegment runs both seed orders itself; leave out "
+                "segmenter.inference.seed_order"
+            )
+        if chosen.get("seed_policy") == "points":
+            raise ValueError("segmenter.oversegment needs a seed policy (peaks or grid)")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_unset_oversegment(self, handler: Any) -> dict[str, Any]:
+        # a spec without oversegment keeps the fingerprint it had before the key existed
+        data = handler(self)
+        if self.oversegment is None:
+            data.pop("oversegment", None)
+        return data
 
     @field_validator("inference", mode="before")
     @classmethod
