@@ -274,6 +274,56 @@ def test_bad_input_is_refused_and_writes_nothing(crop, tmp_path, capsys, google_
     assert "inside the input" in capsys.readouterr().err
 
 
+def test_reuse_runs_only_the_rule_and_equals_a_full_run(crop, tmp_path, capsys):
+    """--reuse PREVIOUS at a new threshold gives what a full run at that threshold gives, leaves
+    PREVIOUS as it was, and refuses an output of another segmentation."""
+    first, full, again = (
+        tmp_path / "t04.ome.zarr",
+        tmp_path / "t07.ome.zarr",
+        tmp_path / "re.ome.zarr",
+    )
+    base = [f"{crop}:seg", f"{crop}:raw"]
+    assert run("agglomerate", *base, first, "--threshold", "0.4", "--quiet") == 0
+    assert run("agglomerate", *base, full, "--threshold", "0.7", "--quiet") == 0
+    before = {p.relative_to(first): p.read_bytes() for p in first.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    rc = run("agglomerate", *base, again, "--threshold", "0.7", "--reuse", first, "--quiet")
+    assert rc == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out)["reused"] == str(first.resolve())
+    meta = json.loads((again / "agglomeration.json").read_text())
+    assert meta["threshold"] == 0.7
+    assert set(meta["seconds"]) == {"check", "agglomerate", "total"}  # no fill, graph or scores
+    for name in ("", "supervoxels"):
+        a = np.asarray(open_volume(str(again / name)).data)
+        b = np.asarray(open_volume(str(full / name)).data)
+        assert np.array_equal(a, b), name
+    for key in ("segment_of", "merged", "affinity"):
+        a = zarr.open_group(str(again / "scores"), mode="r")[key][:]
+        b = zarr.open_group(str(full / "scores"), mode="r")[key][:]
+        assert np.array_equal(a, b), key
+    after = {p.relative_to(first): p.read_bytes() for p in first.rglob("*") if p.is_file()}
+    assert after == before  # the earlier output is untouched (its files are only linked)
+    # another segmentation (one id changed), flags of skipped passes, a folder that is no output
+    other = tmp_path / "other.h5"
+    with h5py.File(crop, "r") as f, h5py.File(other, "w") as out:
+        seg = f["seg"][:]
+        seg[seg == seg.max()] = seg.max() + 1
+        out["seg"] = seg
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    cases = {
+        "another segmentation": [f"{other}:seg", f"{crop}:raw", "--reuse", first],
+        "--no-fill would change nothing": [*base, "--reuse", first, "--no-fill"],
+        "no readable agglomeration.json": [*base, "--reuse", tmp_path],
+    }
+    for why, argv in cases.items():
+        rc = run("agglomerate", *argv[:2], out_dir / "x.ome.zarr", *argv[2:], "--quiet")
+        err = capsys.readouterr().err
+        assert rc == 2, (why, err)
+        assert why in err, (why, err)
+        assert only(out_dir) == [], why
+
+
 # ---- in a job -----------------------------------------------------------------------------------
 
 

@@ -505,6 +505,7 @@ def _build(
         "input_fingerprint": input_fp,
         "region_graph_fingerprint": graph.fingerprint,
         "shape": list(shape),
+        "block": list(block),  # the input fingerprint's blocks (agglomerate --reuse checks it)
         "n_supervoxels": len(ids),
         "n_edges": len(area),
         "n_resegmented": n_reseg,

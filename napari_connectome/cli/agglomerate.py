@@ -88,6 +88,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--scheduler", metavar="ADDRESS", help="run the blocks on this Dask scheduler")
     p.add_argument("--workers", type=positive_int, help="local cluster worker processes")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier agglomerate DEST")
+    p.add_argument(
+        "--reuse",
+        metavar="PREVIOUS",
+        help="an earlier agglomerate output of the same SEG: reuse its supervoxels, region graph "
+        "and scores and run only the rule at --threshold (seconds instead of minutes)",
+    )
     add_progress_flags(p)
     p.set_defaults(func=cmd_agglomerate)
 
@@ -108,6 +114,8 @@ def cmd_agglomerate(args: argparse.Namespace) -> int:
     model_path = args.model if args.model and Path(args.model).expanduser().exists() else None
     refuse_overlap(dest, [args.segmentation, args.em, model_path])
     check_destination(dest, args.overwrite)
+    if args.reuse:
+        return _reuse(args, seg, em, dest)
     model = None
     if args.model:
         from napari_connectome.ffn.checkpoint import load_model
@@ -145,4 +153,51 @@ def cmd_agglomerate(args: argparse.Namespace) -> int:
     meta = json.loads((out / "agglomeration.json").read_text())
     keys = ("n_supervoxels", "n_edges", "n_merges", "n_segments", "n_resegmented")
     print(json.dumps({"agglomerated": str(out), **{k: meta[k] for k in keys}}))
+    return 0
+
+
+def _reuse(args: argparse.Namespace, seg: Any, em: Any, dest: Path) -> int:
+    """``--reuse PREVIOUS``: only the rule runs; options of the passes it skips are refused."""
+    from napari_connectome.agglomerate.reuse import reagglomerate
+    from napari_connectome.agglomerate.run import DEFAULT_SEED_DISTANCE
+    from napari_connectome.cli.graph import _client
+    from napari_connectome.errors import UserInputError
+
+    skipped = [
+        flag
+        for flag, given in (
+            ("--model", bool(args.model)),
+            ("--no-fill", args.no_fill),
+            ("--seed-distance", args.seed_distance != DEFAULT_SEED_DISTANCE),
+        )
+        if given
+    ]
+    if skipped:
+        raise UserInputError(
+            f"--reuse keeps the earlier output's supervoxels and scores, so {', '.join(skipped)} "
+            "would change nothing: leave it out, or run agglomerate without --reuse"
+        )
+    with _client(args.scheduler) as client:
+        update, close = cli_progress(args, "agglomerate")
+        try:
+            out = reagglomerate(
+                seg,
+                em,
+                dest,
+                args.reuse,
+                threshold=args.threshold,
+                client=client,
+                workers=args.workers,
+                overwrite=args.overwrite,
+                progress=update,
+            )
+        finally:
+            close()
+    meta = json.loads((out / "agglomeration.json").read_text())
+    keys = ("n_supervoxels", "n_edges", "n_merges", "n_segments", "n_resegmented")
+    print(
+        json.dumps(
+            {"agglomerated": str(out), "reused": meta["reused"], **{k: meta[k] for k in keys}}
+        )
+    )
     return 0
