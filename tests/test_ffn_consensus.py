@@ -295,3 +295,70 @@ def test_a_bad_oversegment_section_exits_2_and_writes_nothing(
     assert main(["run-job", str(path), "--quiet"]) == 2
     assert message in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cube.h5", "job.yaml"]
+
+
+def _labels_h5(tmp_path, name, data, resolution=(10, 10, 10)):
+    import h5py
+
+    path = tmp_path / name
+    with h5py.File(path, "w") as f:
+        d = f.create_dataset("seg", data=data)
+        d.attrs["resolution_nm_zyx"] = list(resolution)
+    return f"{path}:seg"
+
+
+def test_consensus_command_combines_two_segmentation_files(tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    a = blocky(rng, (12, 14, 16), 4, 4).astype(np.uint64)
+    b = blocky(rng, (12, 14, 16), 5, 3).astype(np.uint32)
+    src_a, src_b = _labels_h5(tmp_path, "a.h5", a), _labels_h5(tmp_path, "b.h5", b)
+    dest = tmp_path / "sv.ome.zarr"
+    assert main(["consensus", src_a, src_b, str(dest), "--min-size", "3", "--quiet"]) == 0
+    assert "supervoxels from" in capsys.readouterr().err
+    vol = open_volume(dest)
+    assert vol.is_labels
+    assert tuple(vol.voxel_size_nm) == (10.0, 10.0, 10.0)
+    expected, stats = split_consensus(a, b, min_size=3)
+    np.testing.assert_array_equal(np.asarray(vol.data), expected)
+    report = json.loads((dest / "consensus.json").read_text())
+    assert report["segments"] == stats.segments
+    assert report["min_size"] == 3
+    # an existing DEST is refused without --overwrite and replaced with it
+    assert main(["consensus", src_a, src_b, str(dest), "--quiet"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["consensus", src_a, src_b, str(dest), "--unmatched", "keep", "--overwrite",
+                 "--quiet"]) == 0  # fmt: skip
+    keep, _ = split_consensus(a, b, unmatched="keep")
+    np.testing.assert_array_equal(np.asarray(open_volume(dest).data), keep)
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("shapes", "shape"),
+        ("float", "not integer ids"),
+        ("voxel_size", "different voxel size"),
+        ("min_size", "must be 0 or more"),
+        ("inside_input", "inside"),
+    ],
+)
+def test_consensus_command_bad_input_exits_2_and_writes_nothing(case, message, tmp_path, capsys):
+    a = np.ones((8, 8, 8), np.uint32)
+    src_a = _labels_h5(tmp_path, "a.h5", a)
+    b, extra, dest = a, [], tmp_path / "out.ome.zarr"
+    if case == "shapes":
+        b = np.ones((8, 8, 9), np.uint32)
+    elif case == "float":
+        b = a.astype(np.float32)
+    elif case == "min_size":
+        extra = ["--min-size", "-1"]
+    src_b = _labels_h5(tmp_path, "b.h5", b, (8, 8, 8) if case == "voxel_size" else (10, 10, 10))
+    if case == "inside_input":
+        zarr_in = tmp_path / "in.ome.zarr"
+        assert main(["consensus", src_a, src_b, str(zarr_in), "--quiet"]) == 0
+        src_a, dest = str(zarr_in), zarr_in / "nested.ome.zarr"
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["consensus", src_a, src_b, str(dest), *extra, "--quiet"]) == 2
+    assert message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert not dest.exists()

@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "volumes",
     "ffn",
     "segment",
+    "consensus",
     "evaluate",
     "train",
     "jobs",

@@ -27,7 +27,10 @@ MARKER = "napari_connectome"
 # what our writers may put beside the levels of an OME-Zarr: segment's counters, a job's files
 # datasource-properties.json: the WebKnossos description napari-connectome writes beside an
 # OME-Zarr (viewers/webknossos_properties.py); one without our entry is the user's (is_ours)
-_EXTRAS = frozenset({"ffn_counters.json", "progress.jsonl", "_job", "datasource-properties.json"})
+# consensus.json: the report of ``consensus A B DEST`` (ffn/consensus_volume.py)
+_EXTRAS = frozenset(
+    {"ffn_counters.json", "consensus.json", "progress.jsonl", "_job", "datasource-properties.json"}
+)
 _JOB_FILES = frozenset({"zarr.json", "progress.jsonl", "_job"})
 # suffixes that end the on-disk part of a source string (``v.h5:raw``, ``s.zarr/group/array``)
 _CONTAINER_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5", ".zarr", ".n5", ".npz")
