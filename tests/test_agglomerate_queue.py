@@ -1,5 +1,5 @@
-"""The proofreading queue over an agglomerate output: ranking, decisions as ordinary edits
-through a proofreading session (undo works), progress and expected gain."""
+"""The proofreading queue over an agglomerate output of a FIB-25 crop: ranking, decisions as
+ordinary edits through a proofreading session (undo works), progress and expected gain."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from napari_connectome.agglomerate import agglomerate
-from napari_connectome.agglomerate.queue import ProofreadQueue, apply_agglomeration
+from napari_connectome.agglomerate.queue import GAIN_WEIGHT, ProofreadQueue, apply_agglomeration
 from napari_connectome.proofread.reference import create_project
 from napari_connectome.proofread.session import ProofreadSession
 from napari_connectome.volumes import open_volume
@@ -36,11 +36,12 @@ def test_queue_ranks_decisions_near_the_threshold_and_edits_through_the_session(
     crop,
     tmp_path,
 ):
-    queue = ProofreadQueue(agglomerated, band=0.15)
-    assert len(queue.items) > 5
-    doubts = [it.doubt for it in queue.items]
-    assert doubts == sorted(doubts, reverse=True)
-    assert all(abs(it.affinity - 0.4) < 0.15 for it in queue.items)
+    near = ProofreadQueue(agglomerated, band=0.15)
+    assert all(abs(it.affinity - 0.4) < 0.15 for it in near.items)
+    queue = ProofreadQueue(agglomerated)  # every decision, not only those near the threshold
+    assert len(queue.items) > len(near.items) > 5
+    rank = [it.p_wrong * it.gain**GAIN_WEIGHT for it in queue.items]
+    assert rank == sorted(rank, reverse=True)
     assert {it.kind for it in queue.items} == {"merged", "apart"}
     project = create_project(
         tmp_path / "p",
@@ -62,7 +63,7 @@ def test_queue_ranks_decisions_near_the_threshold_and_edits_through_the_session(
         assert session.segment_at(pa) == session.segment_at(pb)
         assert queue.done == 1
         assert queue.left == len(queue.items) - 1
-        assert queue.expected_gain() == pytest.approx(gain - item.doubt)
+        assert queue.expected_gain() == pytest.approx(gain - item.p_wrong * item.gain)
         session.undo()  # the decision was an ordinary edit
         assert session.segment_at(pa) != session.segment_at(pb)
         first_merged = next(i for i, it in enumerate(queue.items) if it.kind == "merged")

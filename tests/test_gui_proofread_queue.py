@@ -70,3 +70,45 @@ def test_keys_accept_reject_skip_and_undo_through_the_project_log(
     assert queue.done == 0
     assert widget.index == target
     widget.close_session()
+
+
+def test_a_merge_of_the_rule_is_split_by_n_and_the_split_undone_by_u(
+    make_napari_viewer, agglomerated, tmp_path, qtbot
+):
+    from qtpy.QtCore import Qt
+
+    from napari_connectome.gui.proofread_queue import ProofreadQueueWidget
+
+    viewer = make_napari_viewer(show=True)
+    widget = ProofreadQueueWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Proofreading queue")
+    widget.open(agglomerated, tmp_path / "project")
+    queue, session = widget.queue, widget.session
+    # the panel says why the item is there and what the queue expects
+    assert "chance the rule is wrong" in widget.item_label.text()
+    assert "wrong decisions" in widget.progress_label.text()
+    assert "mbit of VI" in widget.progress_label.text()
+    target = next(i for i, it in enumerate(queue.items) if it.kind == "merged")
+    for _ in range(target):
+        press(viewer, Qt.Key_K)
+    assert widget.index == target
+    assert "merge to check" in widget.item_label.text()
+    assert "merged at affinity" in widget.item_label.text()
+    item = queue.items[target]
+    pa, pb = queue.sides(session, item)
+    assert session.segment_at(pa) == session.segment_at(pb)
+    sides = viewer.layers["queue: the two sides"]
+    n_edits = len(session.history())
+    press(viewer, Qt.Key_N)  # reject: a false merge -> a min-cut split in the log
+    assert session.segment_at(pa) != session.segment_at(pb)
+    assert len(session.history()) == n_edits + 1
+    assert "split" in widget.message.text()
+    assert queue.decisions[target] == "rejected"
+    press(viewer, Qt.Key_U)  # undo the split
+    assert session.segment_at(pa) == session.segment_at(pb)
+    assert widget.index == target
+    assert set(np.unique(sides.data)) == {0, 1}  # one segment again: one colour
+    press(viewer, Qt.Key_Y)  # accept: the merge stands, no edit
+    assert session.segment_at(pa) == session.segment_at(pb)
+    assert queue.decisions[target] == "accepted"
+    widget.close_session()

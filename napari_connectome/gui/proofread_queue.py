@@ -3,10 +3,11 @@
 Open an agglomerate output (``napari-connectome agglomerate``) and a new project folder; the
 panel makes a proofreading project over its supervoxels (the agglomeration applied as merge
 edits), then shows one item at a time: the EM and the segments in a box around the contact, the
-two sides in their own layer, the view centred on the contact. ``Y`` accepts the rule's
-decision, ``N`` rejects it (an ordinary edit in the project's log: a merge, or a min-cut split),
-``K`` skips it for later, ``U`` undoes the last decision (and its edit). The panel shows items
-done / left and what the queue expects to gain. What a step costs follows the box, never the
+two sides in their own layer, the view centred on the contact, and why the item is in the queue
+(its chance of being wrong and what fixing it is worth). ``Y`` accepts the rule's decision,
+``N`` rejects it (an ordinary edit in the project's log: a merge, or a min-cut split along the
+merge), ``K`` skips it for later, ``U`` undoes the last decision (and its edit). The panel shows
+items done / left and what the queue expects to gain. What a step costs follows the box, never the
 volume (napari_connectome.agglomerate.queue).
 """
 
@@ -171,9 +172,11 @@ class ProofreadQueueWidget(QWidget):
         self.viewer.camera.center = tuple(world)
         size = getattr(self.viewer, "_canvas_size", None) or (600, 600)  # frame the box
         self.viewer.camera.zoom = 0.9 * min(size) / (BOX * float(scale[1:].max()))
+        what = "merge to check" if item.kind == "merged" else "pair left apart"
         self.item_label.setText(
-            f"item {index + 1} of {len(self.queue.items)}: {item.describe()}; segments {sa} "
-            f"and {sb}" + (" (one segment now)" if sa == sb else "")
+            f"item {index + 1} of {len(self.queue.items)} ({what}): "
+            f"{self.queue.describe(index)}; segments {sa} and {sb}"
+            + (" (one segment now)" if sa == sb else "")
         )
 
     def _layer(self, name: str, data: Any, kind: str, kw: dict) -> None:
@@ -192,8 +195,8 @@ class ProofreadQueueWidget(QWidget):
         if q is None:
             return
         self.progress_label.setText(
-            f"done {q.done}, left {q.left}; expected gain: {q.expected_gain():.1f} wrong "
-            "decisions among the items left"
+            f"done {q.done}, left {q.left}; expected among the items left: "
+            f"{q.expected_errors():.1f} wrong decisions, {1000 * q.expected_gain():.0f} mbit of VI"
         )
 
     # ---- decisions ------------------------------------------------------------------------------
