@@ -8,9 +8,9 @@ figure.
 The default model was trained on z < 125 of training_sample2, so the crops lie at z >= 125
 (docs/training.md). Per crop: ``run`` lines for the forward and the reverse run (FFN steps,
 seconds, segments, VI split/merge, ARAND), ``consensus`` lines for each rule for voxels one run
-left at 0 (drop / keep / first) and minimum size (segments, seconds, scores), and ``agglomerate``
-lines for the forward run and the default consensus each followed by agglomerate (with its fill),
-with the cost ratio of the consensus to one run. Scores: napari_connectome.evaluate (voxels where
+left at 0 (drop / keep / first) and minimum size (segments, seconds, scores, the cost of both runs
+and the consensus over the forward run alone, in FFN steps and seconds), and ``agglomerate`` lines
+for each run and each consensus followed by agglomerate (with its fill, the default threshold). Scores: napari_connectome.evaluate (voxels where
 the ground truth > 0; segmentation 0 counts as one segment). Uses ../shared/data; writes only
 under a temporary folder.
 """
@@ -98,13 +98,14 @@ def main(argv=None) -> int:
             gt = f["labels"][box]
         common = {"bench": "oversegment", "crop": text, "model": Path(model_dir).name}
         common["threads"] = args.threads
-        runs, seconds = {}, {}
+        runs, seconds, steps = {}, {}, {}
         for order in ("forward", "reverse"):
             res = segment_region(
                 raw, model, config, options.updated(seed_order=order), runner=runner
             )
             runs[order] = res.labels
             seconds[order] = float(res.counters["seconds"])
+            steps[order] = int(res.counters["steps"])
             emit(
                 **common,
                 what="run",
@@ -114,7 +115,7 @@ def main(argv=None) -> int:
                 precision=res.counters.get("precision"),
                 **scores(res.labels, gt),
             )
-        default_seg = None
+        variants = {"forward": runs["forward"], "reverse": runs["reverse"]}
         for unmatched in UNMATCHED:
             for min_size in min_sizes:
                 t0 = time.perf_counter()
@@ -122,29 +123,28 @@ def main(argv=None) -> int:
                     runs["forward"], runs["reverse"], min_size=min_size, unmatched=unmatched
                 )
                 spent = time.perf_counter() - t0
+                both = seconds["forward"] + seconds["reverse"] + spent
                 emit(
                     **common,
                     what="consensus",
                     unmatched=unmatched,
                     min_size=min_size,
                     consensus_seconds=round(spent, 3),
-                    cost_vs_forward=round(
-                        (seconds["forward"] + seconds["reverse"] + spent) / seconds["forward"], 2
-                    ),
+                    seconds_vs_forward=round(both / seconds["forward"], 2),
+                    steps_vs_forward=round(sum(steps.values()) / steps["forward"], 2),
                     voxels_dropped_unmatched=stats.voxels_dropped_unmatched,
                     voxels_dropped_small=stats.voxels_dropped_small,
                     **scores(labels, gt),
                 )
-                if unmatched == "drop" and min_size == min_sizes[0]:
-                    default_seg = labels
+                variants[f"consensus {unmatched} {min_size}"] = labels
         with tempfile.TemporaryDirectory() as tmp:
             h5_em = Path(tmp) / "em.ome.zarr"
             write_ome_zarr(raw, h5_em, voxel_size_nm=(10, 10, 10))
             em = open_volume(str(h5_em))
-            for name, seg in (("forward", runs["forward"]), ("consensus", default_seg)):
-                src = Path(tmp) / f"{name}.ome.zarr"
+            for k, (name, seg) in enumerate(variants.items()):
+                src = Path(tmp) / f"seg{k}.ome.zarr"
                 write_ome_zarr(seg.astype(np.uint64), src, voxel_size_nm=(10, 10, 10), labels=True)
-                dest = Path(tmp) / f"{name}-agg.ome.zarr"
+                dest = Path(tmp) / f"agg{k}.ome.zarr"
                 t0 = time.perf_counter()
                 agglomerate(open_volume(str(src)), em, dest, threshold=args.threshold)
                 wall = time.perf_counter() - t0

@@ -326,9 +326,9 @@ def test_consensus_command_combines_two_segmentation_files(tmp_path, capsys):
     # an existing DEST is refused without --overwrite and replaced with it
     assert main(["consensus", src_a, src_b, str(dest), "--quiet"]) == 2
     assert "already exists" in capsys.readouterr().err
-    assert main(["consensus", src_a, src_b, str(dest), "--unmatched", "keep", "--overwrite",
-                 "--quiet"]) == 0  # fmt: skip
-    keep, _ = split_consensus(a, b, unmatched="keep")
+    assert main(["consensus", src_a, src_b, str(dest), "--unmatched", "keep", "--min-size", "3",
+                 "--overwrite", "--quiet"]) == 0  # fmt: skip
+    keep, _ = split_consensus(a, b, min_size=3, unmatched="keep")
     np.testing.assert_array_equal(np.asarray(open_volume(dest).data), keep)
 
 
@@ -362,3 +362,21 @@ def test_consensus_command_bad_input_exits_2_and_writes_nothing(case, message, t
     assert message in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert not dest.exists()
+
+
+def test_the_job_spec_and_the_cli_share_the_consensus_defaults():
+    from napari_connectome.ffn.consensus import DEFAULT_MIN_SIZE
+    from napari_connectome.jobs.spec import parse_spec
+
+    spec = parse_spec(
+        {"input": "em.h5:raw", "output": "o.zarr", "segmenter": {"oversegment": True}}
+    )
+    assert spec.segmenter.oversegment.min_size == DEFAULT_MIN_SIZE
+    assert spec.segmenter.oversegment.unmatched == "drop"
+    plain = parse_spec({"input": "em.h5:raw", "output": "o.zarr"})
+    assert "oversegment" not in plain.model_dump()["segmenter"]  # old specs keep their fingerprint
+    off = parse_spec(
+        {"input": "em.h5:raw", "output": "o.zarr", "segmenter": {"oversegment": False}}
+    )
+    assert off.fingerprint() == plain.fingerprint()
+    assert spec.fingerprint() != plain.fingerprint()

@@ -34,7 +34,7 @@ import numpy as np
 from napari_connectome.errors import UserInputError
 
 UNMATCHED = ("drop", "keep", "first")
-DEFAULT_MIN_SIZE = 100
+DEFAULT_MIN_SIZE = 1000
 """Smallest supervoxel kept (voxels); smaller pieces become 0, for agglomerate's fill."""
 
 

@@ -101,7 +101,9 @@ class OversegmentSpec(_Strict):
     reversed and written as their split consensus (napari_connectome.ffn.consensus), the
     supervoxels an ``agglomerate:`` section refines. ``oversegment: true`` takes the defaults."""
 
-    min_size: int = Field(100, ge=0)  # consensus pieces smaller than this (voxels) become 0
+    # consensus pieces smaller than this (voxels) become 0; = ffn.consensus.DEFAULT_MIN_SIZE (a
+    # test checks), written out so that reading a spec does not import the ffn package
+    min_size: int = Field(1000, ge=0)
     unmatched: Literal["drop", "keep", "first"] = "drop"  # voxels only one run segmented
 
 
