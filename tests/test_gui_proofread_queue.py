@@ -32,7 +32,8 @@ def test_keys_accept_reject_skip_and_undo_through_the_project_log(
     viewer = make_napari_viewer(show=True)
     widget = ProofreadQueueWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Proofreading queue")
-    widget.open(agglomerated, tmp_path / "project")
+    widget.open(agglomerated, tmp_path / "project")  # a worker builds the project
+    qtbot.waitUntil(lambda: widget.queue is not None, timeout=120_000)
     queue, session = widget.queue, widget.session
     assert widget.index == 0
     assert {"queue: EM", "queue: segments", "queue: the two sides"} <= {
@@ -82,7 +83,8 @@ def test_a_merge_of_the_rule_is_split_by_n_and_the_split_undone_by_u(
     viewer = make_napari_viewer(show=True)
     widget = ProofreadQueueWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Proofreading queue")
-    widget.open(agglomerated, tmp_path / "project")
+    widget.open(agglomerated, tmp_path / "project")  # a worker builds the project
+    qtbot.waitUntil(lambda: widget.queue is not None, timeout=120_000)
     queue, session = widget.queue, widget.session
     # the panel says why the item is there and what the queue expects
     assert "chance the rule is wrong" in widget.item_label.text()
@@ -111,4 +113,40 @@ def test_a_merge_of_the_rule_is_split_by_n_and_the_split_undone_by_u(
     press(viewer, Qt.Key_Y)  # accept: the merge stands, no edit
     assert session.segment_at(pa) == session.segment_at(pb)
     assert queue.decisions[target] == "accepted"
+    widget.close_session()
+
+
+def test_opening_runs_in_a_worker_with_progress_and_cancel_leaves_nothing(
+    make_napari_viewer, agglomerated, tmp_path, qtbot
+):
+    from qtpy.QtCore import Qt
+
+    from napari_connectome.gui.proofread_queue import ProofreadQueueWidget
+
+    viewer = make_napari_viewer(show=True)
+    widget = ProofreadQueueWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Proofreading queue")
+    qtbot.waitUntil(widget.isVisible)
+    folder = tmp_path / "projects"
+    folder.mkdir()
+    widget.open(agglomerated, folder / "project")
+    assert widget.worker is not None  # the Qt thread is free while it runs
+    assert widget.cancel_button.isVisible()
+    assert widget.progress.isVisible()
+    assert not widget.open_button.isEnabled()
+    qtbot.mouseClick(widget.cancel_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
+    assert "cancelled" in widget.message.text()
+    assert widget.queue is None
+    assert list(folder.iterdir()) == []  # no project, no hidden half-built one
+    assert not widget.cancel_button.isVisible()
+    # opened again without Cancel: the progress bar shows the steps, then the first item
+    seen = []
+    widget.reported.connect(lambda n, total, what: seen.append(what))
+    widget.open(agglomerated, folder / "project")
+    qtbot.waitUntil(lambda: widget.queue is not None, timeout=120_000)
+    assert "applying the agglomeration" in seen
+    assert [p.name for p in folder.iterdir()] == ["project"]
+    assert widget.index == 0
+    assert len(widget.session.history()) > 0  # the agglomeration, as merge edits in the log
     widget.close_session()

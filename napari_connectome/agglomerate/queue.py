@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from napari_connectome.errors import UserInputError
+from napari_connectome.progress import ProgressCallback, no_progress
 
 DEFAULT_BAND = (
     0.15  # kept for callers of the band-only queue: only contacts this near the threshold
@@ -452,7 +453,46 @@ class ProofreadQueue:
         self.decisions.pop(index, None)
 
 
-def apply_agglomeration(session: Any, dest: str | Path) -> int:
+def build_queue_project(
+    dest: str | Path, project: str | Path, *, progress: ProgressCallback | None = None
+) -> Path:
+    """Make the proofreading project of an agglomerate output: it refers to ``DEST/supervoxels``,
+    the EM and ``DEST/region_graph``, with the agglomeration applied as merge edits. Built under a
+    hidden sibling of ``project`` and renamed into place when complete; any exception (also a
+    cancel raised from ``progress``) removes the hidden folder, so nothing is left behind."""
+    import shutil
+    import tempfile
+
+    from napari_connectome.proofread.reference import create_project
+    from napari_connectome.proofread.session import ProofreadSession
+
+    dest, project = Path(dest), Path(project)
+    meta, _, _, _ = _open(dest)
+    if project.exists() or project.is_symlink():
+        raise UserInputError(f"{project} exists: choose a new folder for the project")
+    if not project.parent.is_dir():
+        raise UserInputError(f"{project.parent} is not a folder: make it first")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{project.name}.tmp-", dir=project.parent))
+    try:
+        inner = tmp / project.name
+        create_project(
+            inner,
+            str(dest / "supervoxels"),
+            image=meta["em"],
+            region_graph=dest / "region_graph",
+            progress=progress,
+        )
+        with ProofreadSession.open(inner) as session:
+            apply_agglomeration(session, dest, progress=progress)
+        inner.rename(project)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return project
+
+
+def apply_agglomeration(
+    session: Any, dest: str | Path, *, progress: ProgressCallback | None = None
+) -> int:
     """Make a project over ``DEST/supervoxels`` show the agglomerated segments: one merge edit
     per segment of more than one supervoxel (in the log, so undo works); returns the edits."""
     import zarr
@@ -463,8 +503,13 @@ def apply_agglomeration(session: Any, dest: str | Path) -> int:
     order = np.argsort(seg_of, kind="stable")
     seg_sorted = seg_of[order]
     starts = np.flatnonzero(np.r_[True, seg_sorted[1:] != seg_sorted[:-1]])
+    progress = progress or no_progress
     n = 0
-    for s, e in zip(starts, np.r_[starts[1:], len(order)]):
+    ends = np.r_[starts[1:], len(order)]
+    every = max(1, len(starts) // 100)
+    for k, (s, e) in enumerate(zip(starts, ends)):
+        if k % every == 0:
+            progress(k, len(starts), "applying the agglomeration")
         if e - s < 2:
             continue
         members = ids[order[s:e]]
@@ -472,4 +517,5 @@ def apply_agglomeration(session: Any, dest: str | Path) -> int:
         if len(segs) > 1:
             session.merge(segs)
             n += 1
+    progress(len(starts), len(starts), "applying the agglomeration")
     return n

@@ -2,7 +2,8 @@
 
 Open an agglomerate output (``napari-connectome agglomerate``) and a new project folder; the
 panel makes a proofreading project over its supervoxels (the agglomeration applied as merge
-edits), then shows one item at a time: the EM and the segments in a box around the contact, the
+edits; in a worker thread with a progress bar and Cancel, nothing left behind on Cancel), then
+shows one item at a time: the EM and the segments in a box around the contact, the
 two sides in their own layer, the view centred on the contact, and why the item is in the queue
 (its chance of being wrong and what fixing it is worth). ``Y`` accepts the rule's decision,
 ``N`` rejects it (an ordinary edit in the project's log: a merge, or a min-cut split along the
@@ -17,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
     QLabel,
+    QProgressBar,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -39,11 +42,20 @@ def _two_sides_colors() -> Any:
     )
 
 
+class QueueOpenCancelled(Exception):
+    """Raised from a progress report once Cancel was pressed."""
+
+
 class ProofreadQueueWidget(QWidget):
     """Dock widget: ``Plugins > Connectome > Proofreading queue``."""
 
+    reported = Signal(int, int, str)  # progress from the worker thread
+
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
+        self.reported.connect(self._on_progress)
+        self.worker: Any = None
+        self._cancel = False
         self.viewer = napari_viewer
         self.queue: Any = None
         self.session: Any = None
@@ -53,6 +65,15 @@ class ProofreadQueueWidget(QWidget):
         self.open_button = QPushButton("Open agglomerate output…")
         self.open_button.clicked.connect(self._choose)
         layout.addWidget(self.open_button)
+        row = QHBoxLayout()
+        self.progress = QProgressBar()
+        self.progress.setVisible(False)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setVisible(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        row.addWidget(self.progress, 1)
+        row.addWidget(self.cancel_button)
+        layout.addLayout(row)
         self.item_label = QLabel("no queue open")
         self.item_label.setWordWrap(True)
         layout.addWidget(self.item_label)
@@ -92,30 +113,67 @@ class ProofreadQueueWidget(QWidget):
             self.open(dest, project)
 
     def open(self, dest: str | Path, project: str | Path) -> None:
-        """Open the queue of ``dest`` with the project ``project`` (made if it does not exist)."""
-        from napari_connectome.agglomerate.queue import ProofreadQueue, apply_agglomeration
+        """Open the queue of ``dest`` with the project ``project`` (made if it does not exist).
+
+        The queue's tables are read, and a new project is built with the agglomeration applied,
+        in a worker thread with progress and Cancel; the project then opens on the Qt thread
+        (its edit log belongs to that thread)."""
+        from napari.qt.threading import create_worker
+
+        from napari_connectome.agglomerate.queue import ProofreadQueue, build_queue_project
+
+        if self.worker is not None:
+            self.message.setText("the queue is opening; wait for it or press Cancel")
+            return
+        dest, project = Path(dest), Path(project)
+        self._cancel = False
+
+        def progress(n: int, total: int, message: str = "") -> None:  # on the worker thread
+            if self._cancel:
+                raise QueueOpenCancelled()
+            self.reported.emit(int(n), int(total), str(message))  # queued to the Qt thread
+
+        def work() -> Any:
+            progress(0, 0, "reading the scores")
+            queue = ProofreadQueue(dest)
+            if not project.exists():
+                build_queue_project(dest, project, progress=progress)
+            progress(1, 1, "opening the project")
+            return queue
+
+        worker = create_worker(work, _start_thread=False, _ignore_errors=True)
+        worker.returned.connect(lambda queue: self._opened(queue, project))
+        worker.errored.connect(self._open_failed)
+        worker.finished.connect(self._open_ended)
+        self.worker = worker
+        self.progress.setRange(0, 0)
+        self.progress.setVisible(True)
+        self.cancel_button.setVisible(True)
+        self.open_button.setEnabled(False)
+        self.message.setText("opening the queue…")
+        worker.start()
+
+    def cancel(self) -> None:
+        """Stop opening: the worker stops at its next progress report; nothing stays behind."""
+        if self.worker is not None:
+            self._cancel = True
+            self.message.setText("opening the queue: cancelling…")
+
+    def _on_progress(self, n: int, total: int, message: str) -> None:
+        if self.worker is None:
+            return  # a report queued before the task ended
+        if total > 0:
+            self.progress.setRange(0, total)
+            self.progress.setValue(min(n, total))
+        self.message.setText(f"opening the queue: {message} {n}/{total}")
+
+    def _opened(self, queue: Any, project: Path) -> None:
         from napari_connectome.errors import UserInputError
         from napari_connectome.gui._notify import report_error
-        from napari_connectome.proofread.reference import create_project
         from napari_connectome.proofread.session import ProofreadSession
 
-        dest, project = Path(dest), Path(project)
         try:
-            queue = ProofreadQueue(dest)
-            fresh = not project.exists()
-            if fresh:
-                import json
-
-                meta = json.loads((dest / "agglomeration.json").read_text())
-                create_project(
-                    project,
-                    str(dest / "supervoxels"),
-                    image=meta["em"],
-                    region_graph=dest / "region_graph",
-                )
             session = ProofreadSession.open(project)
-            if fresh:
-                apply_agglomeration(session, dest)
         except UserInputError as exc:
             self.message.setText(report_error(exc, "open the queue"))
             return
@@ -123,7 +181,22 @@ class ProofreadQueueWidget(QWidget):
         self.queue, self.session, self.made = queue, session, []
         for b in self.buttons.values():
             b.setEnabled(True)
+        self.message.setText(f"queue of {len(queue.items)} items, project {project}")
         self.show_item(queue.next_index())
+
+    def _open_failed(self, exc: BaseException) -> None:
+        from napari_connectome.gui._notify import report_error
+
+        if isinstance(exc, QueueOpenCancelled):
+            self.message.setText("opening the queue cancelled; no project was written")
+            return
+        self.message.setText(report_error(exc, "open the queue"))
+
+    def _open_ended(self) -> None:
+        self.worker = None
+        self.progress.setVisible(False)
+        self.cancel_button.setVisible(False)
+        self.open_button.setEnabled(True)
 
     def close_session(self) -> None:
         if self.session is not None:
@@ -131,6 +204,7 @@ class ProofreadQueueWidget(QWidget):
             self.session = None
 
     def closeEvent(self, event: Any) -> None:
+        self.cancel()
         self.close_session()
         super().closeEvent(event)
 
