@@ -2,7 +2,7 @@
 the ground truth, and what it costs beside the FFN run it refines. One JSON line per figure.
 
     nice .venv/bin/python benchmarks/bench_agglomerate.py [--thresholds 0.6,0.65,0.7]
-        [--model google-ffn-fib25-dir] [--max-reseg 100] [--threads 1]
+        [--model google-ffn-fib25-dir] [--max-reseg 100] [--threads 1] [--seed-distances 8,12]
 
 Lines: ``google`` (the published segmentation as it is), ``agglomerate`` per threshold and
 variant (fill on/off, with/without FFN resegmentation): VI split/merge/total, ARAND, seconds per
@@ -78,12 +78,16 @@ def main(argv=None) -> int:
     ap.add_argument("--max-reseg", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-fill-variant", action="store_true", help="also run without fill")
+    ap.add_argument(
+        "--seed-distances", default="8", help="fill seed distances to try (comma-separated)"
+    )
     args = ap.parse_args(argv)
     import h5py
     import torch
 
     torch.set_num_threads(args.threads)
     from napari_connectome.agglomerate import agglomerate
+    from napari_connectome.agglomerate.reuse import reagglomerate
     from napari_connectome.volumes import open_volume, write_ome_zarr
 
     with h5py.File(H5, "r") as f:
@@ -100,19 +104,32 @@ def main(argv=None) -> int:
         write_ome_zarr(google.astype(np.uint64), seg_path, voxel_size_nm=(10, 10, 10), labels=True)
         seg = open_volume(str(seg_path))
         em = open_volume(f"{H5}:raw")
-        variants = [(True, None)]
+        distances = [float(d) for d in args.seed_distances.split(",")]
+        variants = [(True, None, d) for d in distances]
         if args.no_fill_variant:
-            variants.append((False, None))
+            variants.append((False, None, distances[0]))
         if model is not None:
-            variants.append((True, model))
+            variants.append((True, model, distances[0]))
         spent = None
-        for fill, mdl in variants:
+        for fill, mdl, dist in variants:
+            first = None  # later thresholds reuse the first one's passes (agglomerate --reuse)
             for th in [float(t) for t in args.thresholds.split(",")]:
-                dest = Path(tmp) / f"agg-{fill}-{mdl is not None}-{th}.ome.zarr"
+                dest = Path(tmp) / f"agg-{fill}-{mdl is not None}-{dist}-{th}.ome.zarr"
                 t0 = time.perf_counter()
-                agglomerate(
-                    seg, em, dest, threshold=th, fill=fill, model=mdl, max_reseg=args.max_reseg
-                )
+                if first is None or mdl is not None:
+                    agglomerate(
+                        seg,
+                        em,
+                        dest,
+                        threshold=th,
+                        fill=fill,
+                        model=mdl,
+                        max_reseg=args.max_reseg,
+                        seed_distance=dist,
+                    )
+                    first = dest
+                else:
+                    reagglomerate(seg, em, dest, first, threshold=th)
                 wall = time.perf_counter() - t0
                 meta = json.loads((dest / "agglomeration.json").read_text())
                 out = np.asarray(open_volume(str(dest)).data)
@@ -121,6 +138,8 @@ def main(argv=None) -> int:
                     what="agglomerate",
                     threshold=th,
                     fill=fill,
+                    seed_distance=dist,
+                    reused=first != dest,
                     reseg=mdl is not None,
                     n_resegmented=meta["n_resegmented"],
                     n_supervoxels=meta["n_supervoxels"],
@@ -130,7 +149,7 @@ def main(argv=None) -> int:
                     threads=args.threads,
                     **scores(out, gt),
                 )
-                if fill and mdl is None and spent is None:
+                if fill and mdl is None and spent is None and first == dest:
                     spent = wall
     if args.model and spent is not None:
         rate = ffn_rate(Path(args.model))

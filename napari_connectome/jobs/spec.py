@@ -294,7 +294,7 @@ class AgglomerateSpec(_Strict):
 
     threshold: float = Field(0.65, ge=0.0, le=1.0)  # merge while the best affinity is >= this
     fill: bool = True  # give unsegmented voxels to supervoxels (seeded watershed on the EM)
-    seed_distance: float = Field(8.0, gt=0)  # blobs farther from any segment: new supervoxels
+    seed_distance: float = Field(12.0, gt=0)  # blobs farther from any segment: new supervoxels
     resegment: bool = False  # FFN resegmentation (the segmenter's model) near the threshold
     band: float = Field(0.1, ge=0.0, le=1.0)
     max_reseg: int = Field(200, ge=0)
