@@ -150,8 +150,13 @@ def cmd_agglomerate(args: argparse.Namespace) -> int:
             )
         finally:
             close()
+    return _report(out)
+
+
+def _report(out: Path, *extra: str) -> int:
+    """One JSON line: where the result is and its counts (``extra``: more keys of its meta)."""
     meta = json.loads((out / "agglomeration.json").read_text())
-    keys = ("n_supervoxels", "n_edges", "n_merges", "n_segments", "n_resegmented")
+    keys = (*extra, "n_supervoxels", "n_edges", "n_merges", "n_segments", "n_resegmented")
     print(json.dumps({"agglomerated": str(out), **{k: meta[k] for k in keys}}))
     return 0
 
@@ -193,11 +198,4 @@ def _reuse(args: argparse.Namespace, seg: Any, em: Any, dest: Path) -> int:
             )
         finally:
             close()
-    meta = json.loads((out / "agglomeration.json").read_text())
-    keys = ("n_supervoxels", "n_edges", "n_merges", "n_segments", "n_resegmented")
-    print(
-        json.dumps(
-            {"agglomerated": str(out), "reused": meta["reused"], **{k: meta[k] for k in keys}}
-        )
-    )
-    return 0
+    return _report(out, "reused")
