@@ -136,7 +136,7 @@ def reagglomerate(
         timings["check"] = time.perf_counter() - t
         t = time.perf_counter()
         voxel = tuple(float(x) for x in getattr(seg, "voxel_size_nm", None) or (1.0,) * 3)
-        chunks = tuple(max(d for d in range(1, min(64, b) + 1) if b % d == 0) for b in block)
+        chunks = run.label_chunks(block)
         create_ome_zarr(
             tmp,
             shape,
@@ -157,17 +157,13 @@ def reagglomerate(
         args = [(sv_src, sl, agg.ids, agg.segment_of, str(tmp / "0")) for sl in blocks]
         runner.map(run.relabel_task, args, progress, "agglomerate: writing labels")
         build_pyramid(tmp)
-        group = zarr.open_group(str(tmp / run.SCORES), mode="w", zarr_format=3)
         columns.update(
             merged=agg.merged_edge,
             merges=agg.merges,
             segment_ids=agg.ids,
             segment_of=agg.segment_of,
         )
-        for key, data in columns.items():
-            data = np.asarray(data)
-            chunks = (max(1, min(65536, len(data))), *data.shape[1:])
-            group.create_array(key, data=data, chunks=chunks)
+        run.write_scores(tmp / run.SCORES, columns)
         timings["agglomerate"] = time.perf_counter() - t
         summary = dict(meta)
         summary.update(

@@ -359,7 +359,7 @@ def _build(
 
     voxel = tuple(float(v) for v in getattr(seg, "voxel_size_nm", None) or (1.0,) * 3)
     # output chunks divide the blocks, so no two tasks ever write the same chunk
-    chunks = tuple(max(d for d in range(1, min(64, b) + 1) if b % d == 0) for b in block)
+    chunks = label_chunks(block)
     create_ome_zarr(
         tmp, shape, np.uint64, voxel_size_nm=voxel, chunks=chunks, labels=True, name="agglomerated"
     )
@@ -473,7 +473,6 @@ def _build(
     args = [(sv_src, sl, agg.ids, agg.segment_of, str(tmp / "0")) for sl in blocks]
     runner.map(relabel_task, args, progress, "agglomerate: writing labels")
     build_pyramid(tmp)
-    group = zarr.open_group(str(tmp / SCORES), mode="w", zarr_format=3)
     columns = {
         "area": area,
         "mean_rank": mean_rank,
@@ -488,9 +487,7 @@ def _build(
         "segment_ids": agg.ids,
         "segment_of": agg.segment_of,
     }
-    for key, data in columns.items():
-        data = np.asarray(data)
-        group.create_array(key, data=data, chunks=(max(1, min(65536, len(data))), *data.shape[1:]))
+    write_scores(tmp / SCORES, columns)
     timings["agglomerate"] = time.perf_counter() - t
     return {
         "format": FORMAT,
@@ -513,6 +510,21 @@ def _build(
         "n_merges": len(agg.merges),
         "unsegmented_voxels": sum(f["zeros"] for f in filled),
     }
+
+
+def label_chunks(block: Sequence[int]) -> tuple[int, ...]:
+    """Output chunks that divide the blocks, so no two tasks ever write the same chunk."""
+    return tuple(max(d for d in range(1, min(64, b) + 1) if b % d == 0) for b in block)
+
+
+def write_scores(path: Path, columns: dict[str, Any]) -> None:
+    """The score columns as one zarr v3 group (``DEST/scores``)."""
+    import zarr
+
+    group = zarr.open_group(str(path), mode="w", zarr_format=3)
+    for key, data in columns.items():
+        data = np.asarray(data)
+        group.create_array(key, data=data, chunks=(max(1, min(65536, len(data))), *data.shape[1:]))
 
 
 def max_task(seg: Any, sl: tuple[slice, ...]) -> int:
