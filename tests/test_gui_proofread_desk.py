@@ -5,6 +5,8 @@ exported from the panel, and 3D that draws meshes, never the label volume."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -309,11 +311,22 @@ def test_new_project_from_a_layer_then_edit_and_export_from_the_panel(
     assert shown(tool, (2, 2, 10)) == 1
 
     answer["path"] = str(tmp_path / "proofread.ome.zarr")
+    # The real export runs, held at its start until the edit below has been tried: a small volume
+    # exports faster than the click, so without the gate the test would race the worker.
+    gate = threading.Event()
+    real_export = tool.session.export
+
+    def export_after_the_gate(*args, **kwargs):
+        assert gate.wait(60), "the test never opened the gate"
+        return real_export(*args, **kwargs)
+
+    monkeypatch.setattr(tool.session, "export", export_after_the_gate)
     qtbot.mouseClick(tasks.export_button, Qt.LeftButton)
     assert tool.busy
     click(tool, (2, 2, 26), ["Shift"])  # edits wait while the export reads the table
     assert "export" in widget.message.text()
     assert shown(tool, (2, 2, 26)) == 4
+    gate.set()
     qtbot.waitUntil(lambda: not tasks.running, timeout=120000)
     assert "exported" in tasks.status.text(), tasks.status.text()
     exported = np.asarray(open_volume(str(tmp_path / "proofread.ome.zarr")).data)
