@@ -237,9 +237,13 @@ def test_package_viewer_serves_other_formats_from_our_reader(tmp_path):
 
 
 # ---- the command line -----------------------------------------------------------------------
+PYTHON_FAULTHANDLER = (sys.executable, "-X", "faulthandler")
+
+
 def _start_cli(*args: str) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "napari_connectome", "neuroglancer", *args, "--no-browser"],
+        # -X faulthandler: a SIGABRT (sent when it hangs) dumps every thread's stack to stderr
+        [*PYTHON_FAULTHANDLER, "-m", "napari_connectome", "neuroglancer", *args, "--no-browser"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -271,7 +275,12 @@ def test_cli_serves_until_ctrl_c(volumes):
         urllib.request.urlopen(url, timeout=20).read()
     finally:
         proc.send_signal(signal.SIGINT)
-        _rest, err = proc.communicate(timeout=30)
+        try:
+            _rest, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)  # faulthandler prints where each thread waits
+            _rest, err = proc.communicate(timeout=30)
+            raise AssertionError(f"still serving 30 s after Ctrl-C:\n{err[-6000:]}") from None
     assert proc.returncode == 0, err
     assert "stopped serving" in err
     assert "Traceback" not in err

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -93,11 +94,18 @@ class NeuroglancerLink:
             self.url = f"{base}#!{quote(json.dumps(self.state, separators=(',', ':')), safe='')}"
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop both servers. neuroglancer's stop joins its server thread after every open
+        connection closed (a browser tab holds an event stream), so it runs in a daemon thread
+        waited for at most ``timeout`` seconds: Ctrl-C never hangs on a client that lingers."""
         if self.viewer is not None:
             import neuroglancer
 
-            neuroglancer.stop()
+            stopper = threading.Thread(
+                target=neuroglancer.stop, name="neuroglancer-stop", daemon=True
+            )
+            stopper.start()
+            stopper.join(timeout)
             self.viewer = None
         self.files.stop()
 
