@@ -21,7 +21,10 @@ Lines:
   edits of an oracle that follows the queue: it rejects the items that are real errors (one edit
   through a ProofreadSession: merge or min-cut split) and accepts the others, until 100 edits or
   --items items.
-* ``fit``: the calibration fitted on the whole volume (the default's source).
+  ``cross-fitted with the shape rule``: the same with calibrations fitted with the shape rule's
+  features too (``fit_calibration(..., shape=True)``; queue.py's module docstring).
+* ``fit``: the calibration fitted on the whole volume (the default's source), and the same with
+  the shape rule's features (``shape_rule``).
 
 An item is a real error when the rule merged two bodies (the majority bodies of the contact's two
 supervoxels differ) or left one body apart (the majority bodies of the two segments now on either
@@ -328,9 +331,21 @@ def main(argv=None) -> int:
         half = cand.point[:, 0] < sv.shape[0] // 2  # as _make_queue splits the items
         low = fit_calibration(_subset(cand, half), same[half], threshold)
         high = fit_calibration(_subset(cand, ~half), same[~half], threshold)
+        shaped = fit_calibration(cand, same, threshold, shape=True)
+        emit(what="fit", shape_rule=True, candidates=len(same), **shaped.as_dict())
+        low_s = fit_calibration(_subset(cand, half), same[half], threshold, shape=True)
+        high_s = fit_calibration(_subset(cand, ~half), same[~half], threshold, shape=True)
         variants = {
             "band": {"band": 0.15, "by_doubt": True},
             "cross-fitted, gain_weight 0.25 (default)": {"split": (high, low), "gain_weight": 0.25},
+            "cross-fitted with the shape rule, gain_weight 0.25": {
+                "split": (high_s, low_s),
+                "gain_weight": 0.25,
+            },
+            "cross-fitted with the shape rule, gain_weight 1": {
+                "split": (high_s, low_s),
+                "gain_weight": 1.0,
+            },
             "cross-fitted, gain_weight 1 (expected VI gain)": {
                 "split": (high, low),
                 "gain_weight": 1.0,
@@ -367,12 +382,10 @@ def main(argv=None) -> int:
 def _subset(cand, mask):
     from dataclasses import replace
 
+    cols = ("merged", "a", "b", "point", "affinity", "area", "n_a", "n_b", "p90", "inside", "reach")
     return replace(
         cand,
-        **{
-            k: getattr(cand, k)[mask]
-            for k in ("merged", "a", "b", "point", "affinity", "area", "n_a", "n_b", "p90")
-        },
+        **{k: getattr(cand, k)[mask] for k in cols if getattr(cand, k, None) is not None},
     )
 
 

@@ -10,6 +10,8 @@ import pytest
 
 from napari_connectome.agglomerate import agglomerate
 from napari_connectome.agglomerate.queue import (
+    FEATURES,
+    SHAPE_FEATURES,
     Calibration,
     Candidates,
     ProofreadQueue,
@@ -106,7 +108,7 @@ def test_queue_order_is_chance_of_error_times_worth(toy):
     # the evidence says nothing (all weights 0): every decision is a coin toss, so only the worth
     # orders them: 1+2 | 3 (20 and 16 blocks: 35.7 block-bits), 1 | 2 (10 and 10: 20), 3 | 4 (16
     # and 4: 14.4), the thin slab last
-    coin = Calibration(0.0, (0.0,) * 6)
+    coin = Calibration(0.0, (0.0,) * len(FEATURES))
     q = ProofreadQueue(toy, calibration=coin, gain_weight=1.0)
     assert [(it.a, it.b) for it in q.items] == [(2, 3), (1, 2), (3, 4)]
     assert all(it.p_wrong == pytest.approx(0.5) for it in q.items)
@@ -114,7 +116,7 @@ def test_queue_order_is_chance_of_error_times_worth(toy):
     assert q.expected_gain() == pytest.approx(sum(0.5 * it.gain for it in q.items))
     # affinity alone: a merge at high affinity is probably right, a pair left apart at low
     # affinity probably right too, but less so the closer it is to the threshold
-    by_aff = Calibration(0.0, (20.0, 0, 0, 0, 0, 0))
+    by_aff = Calibration(0.0, (20.0,) + (0.0,) * (len(FEATURES) - 1))
     q = ProofreadQueue(toy, calibration=by_aff, gain_weight=0.0)
     p = [it.p_wrong for it in q.items]
     assert p == sorted(p, reverse=True)
@@ -135,3 +137,77 @@ def test_bad_settings_are_refused(toy, tmp_path):
         ProofreadQueue(toy, band=0)
     with pytest.raises(UserInputError, match="not an agglomerate output"):
         ProofreadQueue(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    """A neurite-like block 1 across the volume (x < 30) holding three small pieces that end
+    inside it on every side: cube 2 alone, and 4 | 5 joined through bright cytoplasm (merged by
+    the rule, box x 15..28); block 3 (x >= 30) reaches the faces. Membranes are dark."""
+    tmp = tmp_path_factory.mktemp("shapes")
+    seg = np.ones((16, 16, 40), np.uint64)
+    seg[5:10, 5:10, 5:10] = 2
+    seg[5:10, 5:10, 15:20] = 4
+    seg[5:10, 5:10, 20:28] = 5
+    seg[..., 30:] = 3
+    em = np.full(seg.shape, 200, np.uint8)
+    for ax in range(3):
+        d = np.diff(seg.astype(np.int64), axis=ax) != 0
+        lo = [slice(None)] * 3
+        hi = [slice(None)] * 3
+        lo[ax], hi[ax] = slice(0, -1), slice(1, None)
+        wall = np.zeros(seg.shape, bool)
+        wall[tuple(lo)] |= d
+        wall[tuple(hi)] |= d
+        em[wall] = 20
+    em[5:10, 5:10, 19:21] = 200  # 4 | 5: no membrane between them
+    em += np.random.default_rng(2).integers(0, 10, seg.shape, dtype=np.uint8)
+    path = tmp / "shapes.h5"
+    with h5py.File(path, "w") as f:
+        f["seg"], f["raw"] = seg, em
+    dest = tmp / "agg.ome.zarr"
+    # 4 | 5 scores about 0.17 (a small face), the membranes about 0.05: 0.1 merges only 4 | 5
+    agglomerate(open_volume(f"{path}:seg"), open_volume(f"{path}:raw"), dest, threshold=0.1)
+    return dest
+
+
+def test_the_shape_rule_tells_a_piece_ending_inside_from_a_side_reaching_the_boundary(shapes):
+    c = read_candidates(shapes)
+    rows = {(bool(m), int(a), int(b)): k for k, (m, a, b) in enumerate(zip(c.merged, c.a, c.b))}
+    assert set(rows) == {(True, 4, 5), (False, 1, 2), (False, 1, 3), (False, 1, 5)}
+    assert c.features(0.1).shape[1] == len(FEATURES)  # the default ranking leaves them out
+    x = c.features(0.1, shape=True)
+    assert x.shape[1] == len(FEATURES) + len(SHAPE_FEATURES)
+    inside, reach = x[:, len(FEATURES)], x[:, len(FEATURES) + 1]
+    # the cube (125 voxels) and the pieces end inside; the block beyond x = 30 reaches the faces
+    assert inside[rows[(False, 1, 2)]] == 1.0
+    assert inside[rows[(False, 1, 3)]] == 0.0
+    assert reach[rows[(False, 1, 3)]] == 1.0  # spans z and y
+    # the merge: the smaller side is 4 alone (box 5 x 5 x 5 in 16 x 16 x 40)
+    assert inside[rows[(True, 4, 5)]] == 1.0
+    assert reach[rows[(True, 4, 5)]] == pytest.approx(5 / 16)
+    # left apart from 1 (shown at 1 | 5, the widest contact): the merged 4 + 5, its box the
+    # union of theirs (x 15..28: 13 of 40)
+    k = rows[(False, 1, 5)]
+    assert sorted((c.n_a[k], c.n_b[k])) == [325, 16 * 16 * 30 - 125 - 125 - 200]
+    assert inside[k] == 1.0
+    assert reach[k] == pytest.approx(13 / 40)
+    # the reason says it in words
+    q = ProofreadQueue(shapes)
+    by_pair = {(it.kind, it.a, it.b): it for it in q.items}
+    orphan = by_pair[("apart", 1, 2)].reason(q.threshold)
+    assert "the smaller side ends inside the volume on every side" in orphan
+    wide = by_pair[("apart", 1, 3)].reason(q.threshold)
+    assert "ends inside" not in wide
+    assert "the smaller side spans 100% of the volume: a long neurite" in wide
+    # with everything else equal, a side ending inside weighs towards one neuron
+    only_shape = Calibration(0.0, (0.0,) * len(FEATURES) + (2.0, 0.0))
+    assert only_shape.shape
+    assert not Calibration().shape
+    p = only_shape.p_same(x)
+    assert p[rows[(False, 1, 2)]] > 0.5 == pytest.approx(p[rows[(False, 1, 3)]])
+    q = ProofreadQueue(shapes, calibration=only_shape, gain_weight=0.0)
+    assert q.items[0].inside  # ranked by the shape rule alone, a piece ending inside comes first
+    assert [it.p_wrong for it in q.items] == sorted((it.p_wrong for it in q.items), reverse=True)
+    with pytest.raises(UserInputError, match="weights"):
+        ProofreadQueue(shapes, calibration=Calibration(0.0, (1.0, 2.0)))

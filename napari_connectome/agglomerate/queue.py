@@ -16,6 +16,16 @@ contacts near the threshold. Each gets
   separating) sides of n_a and n_b voxels changes VI by (n_a + n_b) H2(n_a / (n_a + n_b)) / N,
   N the volume's segmented voxels, so a sliver weighs little and two halves of a big neurite a lot.
 
+The shape rule: neurites are long and rarely end inside a small volume, so a side whose bounding
+box touches no face of the volume (it ends inside on every side) is likely a piece cut off a
+neurite, and one whose box spans the volume a long neurite. Each side's box is the union of its
+supervoxels' boxes (the fragments table), for merges tracked while the merge tree is replayed;
+two features (:data:`SHAPE_FEATURES`) say whether the smaller side ends inside and how far its box
+reaches. Every item's reason says what the rule sees; the ranking uses the two features only with
+a calibration fitted with them (``fit_calibration(..., shape=True)``): on FIB-25 they moved the
+cross-fitted figures both ways by a few items and thousandths of a bit (docs/agglomeration.md),
+so the default calibration leaves them out.
+
 Items are ranked by ``p_wrong * gain ** gain_weight``: with ``gain_weight`` 1 that is the expected
 VI gain of looking at the item, with 0 the chance of an error alone; the default
 (:data:`GAIN_WEIGHT`, 0.25) keeps most of the first items real errors while still leading to the
@@ -54,12 +64,18 @@ FEATURES = (
     "log10(1 + area)",
     "log10 max(n_a, n_b)",
 )
+SHAPE_FEATURES = (  # the shape rule's, after FEATURES in a calibration fitted with shape=True
+    "the smaller side ends inside the volume on every side (0/1)",
+    "the smaller side's longest box extent / the volume's extent on that axis",
+)
+LONG_REACH = 0.9  # the reason text calls a side whose box spans this much of the volume long
 GAIN_WEIGHT = 0.25  # rank by p_wrong * gain ** GAIN_WEIGHT (docs/agglomeration.md: why 0.25)
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """P(the two sides are one neuron) = sigmoid(bias + weights . features) (:data:`FEATURES`).
+    """P(the two sides are one neuron) = sigmoid(bias + weights . features) (:data:`FEATURES`,
+    followed by :data:`SHAPE_FEATURES` when it has weights for them).
 
     The default was fitted (:func:`fit_calibration`) on FIB-25 training_sample2 with Google's
     published segmentation agglomerated at 0.65 against its ground truth; the benchmark's figures
@@ -69,12 +85,18 @@ class Calibration:
     bias: float = 0.553
     weights: tuple[float, ...] = (-4.052, 2.267, 0.240, 5.230, -1.276, -1.253)
 
+    @property
+    def shape(self) -> bool:
+        """Whether it weighs the shape rule's features too."""
+        return len(self.weights) == len(FEATURES) + len(SHAPE_FEATURES)
+
     def p_same(self, x: np.ndarray) -> np.ndarray:
         z = self.bias + np.asarray(x, float) @ np.asarray(self.weights, float)
         return 1.0 / (1.0 + np.exp(-z))
 
     def as_dict(self) -> dict:
-        return {"bias": self.bias, "weights": list(self.weights), "features": list(FEATURES)}
+        names = [*FEATURES, *(SHAPE_FEATURES if self.shape else ())]
+        return {"bias": self.bias, "weights": list(self.weights), "features": names}
 
 
 @dataclass(frozen=True)
@@ -83,7 +105,9 @@ class Candidates:
     the merge tree) or not (two agglomerated segments left apart); ``a``, ``b`` the supervoxels of
     the contact shown (its widest edge), ``point`` a voxel on their brightest face; ``affinity``
     the rule's affinity between the two sides (face-weighted mean over their edges), ``area`` the
-    faces between them, ``n_a``, ``n_b`` the voxels of the two sides."""
+    faces between them, ``n_a``, ``n_b`` the voxels of the two sides; ``inside`` whether the
+    smaller side's box touches no face of the volume, ``reach`` its longest box extent over the
+    volume's extent on that axis (the shape rule; None: unknown, taken as 0)."""
 
     merged: np.ndarray
     a: np.ndarray
@@ -95,10 +119,13 @@ class Candidates:
     n_b: np.ndarray
     p90: np.ndarray
     total_voxels: int
+    inside: np.ndarray | None = None
+    reach: np.ndarray | None = None
 
-    def features(self, threshold: float) -> np.ndarray:
+    def features(self, threshold: float, shape: bool = False) -> np.ndarray:
+        """One row per candidate: :data:`FEATURES`, then :data:`SHAPE_FEATURES` if ``shape``."""
         small = np.maximum(np.minimum(self.n_a, self.n_b), 1).astype(float)
-        return np.stack(
+        base = np.stack(
             [
                 self.affinity - threshold,
                 np.log1p(self.area / small ** (2 / 3)),
@@ -109,6 +136,12 @@ class Candidates:
             ],
             axis=1,
         )
+        if not shape:
+            return base
+        zero = np.zeros(len(small))
+        inside = zero if self.inside is None else self.inside.astype(float)
+        reach = zero if self.reach is None else self.reach.astype(float)
+        return np.c_[base, inside, reach]
 
     def gain(self) -> np.ndarray:
         """Bits of VI that fixing each decision changes, if it is wrong and the sides are pure."""
@@ -137,7 +170,7 @@ def _open(dest: Path) -> tuple[dict, Any, Any, Any]:
 
 def read_candidates(dest: str | Path) -> Candidates:
     """The candidates of an agglomerate output ``DEST`` (tables only, no voxels)."""
-    _, scores, edges, frags = _open(Path(dest))
+    meta, scores, edges, frags = _open(Path(dest))
     u = np.asarray(edges["u"][:], np.uint64)
     v = np.asarray(edges["v"][:], np.uint64)
     aff = np.asarray(scores["affinity"][:], float)
@@ -150,6 +183,8 @@ def read_candidates(dest: str | Path) -> Candidates:
     merges = np.asarray(scores["merges"][:], float).reshape(-1, 3)
     frag_ids = np.asarray(frags["id"][:], np.uint64)
     counts = np.asarray(frags["count"][:], np.int64)
+    lo = np.asarray(frags["lo"][:], np.int64).reshape(-1, 3)
+    hi = np.asarray(frags["hi"][:], np.int64).reshape(-1, 3)
     if len(frag_ids) != len(ids) or not np.array_equal(frag_ids, ids):
         raise UserInputError(
             f"{dest}: the scores and the region graph hold different supervoxels; "
@@ -157,10 +192,14 @@ def read_candidates(dest: str | Path) -> Candidates:
         )
     _, seg_index = np.unique(seg_of, return_inverse=True)
     seg_size = np.bincount(seg_index, weights=counts)
+    seg_lo = np.full((len(seg_size), 3), np.iinfo(np.int64).max, np.int64)
+    seg_hi = np.full((len(seg_size), 3), np.iinfo(np.int64).min, np.int64)
+    np.minimum.at(seg_lo, seg_index, lo)
+    np.maximum.at(seg_hi, seg_index, hi)
     iu, iv = np.searchsorted(ids, u), np.searchsorted(ids, v)
     su, sv = seg_index[iu], seg_index[iv]
-    apart = _apart_pairs(su, sv, aff, area, seg_size)
-    tree = _merge_tree(merges, ids, counts, iu, iv, merged, area, aff)
+    apart = _apart_pairs(su, sv, aff, area, seg_size, (seg_lo, seg_hi))
+    tree = _merge_tree(merges, ids, counts, iu, iv, merged, area, aff, (lo, hi))
     rows = [*apart, *tree]
     if not rows:
         empty = np.zeros(0, np.int64)
@@ -169,8 +208,11 @@ def read_candidates(dest: str | Path) -> Candidates:
             np.zeros((0, 3), np.int64), empty.astype(float), empty, empty, empty,
             empty.astype(float), int(counts.sum()),
         )  # fmt: skip
-    kind, edge, a_ff, a_rea, na, nb = (np.asarray(c) for c in zip(*rows))
+    kind, edge, a_ff, a_rea, na, nb, box_lo, box_hi = (np.asarray(c) for c in zip(*rows))
     edge = edge.astype(np.int64)
+    inside, reach = _shape_rule(
+        box_lo.reshape(-1, 3), box_hi.reshape(-1, 3), _volume_shape(meta, hi)
+    )
     return Candidates(
         merged=kind.astype(bool),
         a=u[edge],
@@ -182,12 +224,35 @@ def read_candidates(dest: str | Path) -> Candidates:
         n_b=nb.astype(np.int64),
         p90=p90[edge],
         total_voxels=int(counts.sum()),
+        inside=inside,
+        reach=reach,
     )
 
 
-def _apart_pairs(su, sv, aff, area, seg_size) -> list[tuple]:
+def _volume_shape(meta: dict, hi: np.ndarray) -> np.ndarray:
+    """The volume's shape from the metadata (older outputs without it: the fragments' extent)."""
+    shape = meta.get("shape")
+    if shape is not None and len(shape) == 3:
+        return np.asarray(shape, np.int64)
+    return hi.max(axis=0) if len(hi) else np.ones(3, np.int64)
+
+
+def _shape_rule(lo: np.ndarray, hi: np.ndarray, shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per box (the smaller side's): does it touch no face of the volume, and its longest extent
+    over the volume's extent on that axis."""
+    inside = np.all((lo > 0) & (hi < shape), axis=1)
+    reach = ((hi - lo) / np.maximum(shape, 1)).max(axis=1) if len(lo) else np.zeros(0)
+    return inside, reach
+
+
+def _smaller_box(na, nb, box_a, box_b) -> tuple[tuple, tuple]:
+    """The box (lo, hi) of the side with fewer voxels (a on ties)."""
+    return box_a if na <= nb else box_b
+
+
+def _apart_pairs(su, sv, aff, area, seg_size, seg_box) -> list[tuple]:
     """One row per pair of touching agglomerated segments: (False, widest edge, affinity, area,
-    n_a, n_b)."""
+    n_a, n_b, the smaller side's box lo, hi)."""
     cross = np.flatnonzero(su != sv)
     if not len(cross):
         return []
@@ -203,6 +268,8 @@ def _apart_pairs(su, sv, aff, area, seg_size) -> list[tuple]:
     pa, pb = lo[first], hi[first]
     pa_of, pb_of = np.empty(len(uniq), np.int64), np.empty(len(uniq), np.int64)
     pa_of[inv[first]], pb_of[inv[first]] = pa, pb
+    seg_lo, seg_hi = seg_box
+    small = np.where(seg_size[pa_of] <= seg_size[pb_of], pa_of, pb_of)
     return list(
         zip(
             [False] * len(uniq),
@@ -211,13 +278,16 @@ def _apart_pairs(su, sv, aff, area, seg_size) -> list[tuple]:
             faces.tolist(),
             seg_size[pa_of].tolist(),
             seg_size[pb_of].tolist(),
+            seg_lo[small].tolist(),
+            seg_hi[small].tolist(),
         )
     )
 
 
-def _merge_tree(merges, ids, counts, iu, iv, merged, area, aff) -> list[tuple]:
+def _merge_tree(merges, ids, counts, iu, iv, merged, area, aff, boxes) -> list[tuple]:
     """One row per merge of the rule, replayed in order: (True, widest edge between the two
-    clusters, the merge's affinity, faces between them, n_a, n_b)."""
+    clusters, the merge's affinity, faces between them, n_a, n_b, the smaller cluster's box lo,
+    hi); each cluster's box is the union of its members' boxes, kept up as the merges join them."""
     from napari_connectome.agglomerate.rule import UnionFind
 
     if not len(merges):
@@ -231,6 +301,8 @@ def _merge_tree(merges, ids, counts, iu, iv, merged, area, aff) -> list[tuple]:
     uf = UnionFind()
     members: dict[int, list[int]] = {}
     size: dict[int, int] = {}
+    lo, hi = boxes
+    box: dict[int, tuple[list[int], list[int]]] = {}
     rows = []
     for fa, fb, score in merges.tolist():
         ra, rb = uf.find(row_of[int(fa)]), uf.find(row_of[int(fb)])
@@ -248,21 +320,28 @@ def _merge_tree(merges, ids, counts, iu, iv, merged, area, aff) -> list[tuple]:
                         best = e
         na = size.get(ra, int(counts[ra]))
         nb = size.get(rb, int(counts[rb]))
+        ba = box.get(ra) or (lo[ra].tolist(), hi[ra].tolist())
+        bb = box.get(rb) or (lo[rb].tolist(), hi[rb].tolist())
         if best >= 0:
-            rows.append((True, best, float(score), faces, na, nb))
+            rows.append((True, best, float(score), faces, na, nb, *_smaller_box(na, nb, ba, bb)))
         root = uf.union(ra, rb)
         members[root] = ma + mb
         size[root] = na + nb
+        box[root] = (
+            [min(x, y) for x, y in zip(ba[0], bb[0])],
+            [max(x, y) for x, y in zip(ba[1], bb[1])],
+        )
         members.pop(ra if root == rb else rb, None)
     return rows
 
 
 def fit_calibration(
-    cand: Candidates, same: np.ndarray, threshold: float, *, l2: float = 1e-2
+    cand: Candidates, same: np.ndarray, threshold: float, *, l2: float = 1e-2, shape: bool = False
 ) -> Calibration:
     """Fit :class:`Calibration` by L2-regularised logistic regression (Newton's method) on
-    candidates whose truth ``same`` (the two sides are one neuron) is known."""
-    x = np.c_[np.ones(len(same)), cand.features(threshold)]
+    candidates whose truth ``same`` (the two sides are one neuron) is known; ``shape`` adds the
+    shape rule's features."""
+    x = np.c_[np.ones(len(same)), cand.features(threshold, shape)]
     y = np.asarray(same, float)
     w = np.zeros(x.shape[1])
     for _ in range(50):
@@ -288,6 +367,8 @@ class QueueItem:
     n_b: int
     p_wrong: float  # the chance the rule's decision is wrong
     gain: float  # bits of VI fixing it changes
+    inside: bool = False  # the smaller side's box touches no face of the volume (shape rule)
+    reach: float = 0.0  # the smaller side's longest box extent / the volume's on that axis
 
     @property
     def expected(self) -> float:
@@ -307,10 +388,19 @@ class QueueItem:
                 f"left apart at affinity {self.affinity:.2f} (threshold {threshold:.2f}); "
                 f"a merge would join {self.n_a:,} and {self.n_b:,} voxels"
             )
+        if self.inside:
+            shape = (
+                f"; the smaller side ends inside the volume on every side (its box spans "
+                f"{self.reach:.0%} of the volume at most): a piece cut off a neurite?"
+            )
+        elif self.reach >= LONG_REACH:
+            shape = f"; the smaller side spans {self.reach:.0%} of the volume: a long neurite"
+        else:
+            shape = "; the smaller side reaches the volume's boundary"
         return (
-            f"{what}; contact {self.area:,} faces ({wide:.1f}x the smaller side's cross-section); "
-            f"chance the rule is wrong {self.p_wrong:.0%}, worth {1000 * self.gain:.1f} mbit of "
-            "VI if so"
+            f"{what}; contact {self.area:,} faces ({wide:.1f}x the smaller side's cross-section)"
+            f"{shape}; chance the rule is wrong {self.p_wrong:.0%}, "
+            f"worth {1000 * self.gain:.1f} mbit of VI if so"
         )
 
     def describe(self, threshold: float | None = None) -> str:
@@ -345,8 +435,16 @@ class ProofreadQueue:
         self.dest, self.meta, self.band = dest, meta, band
         self.threshold = float(meta["threshold"])
         self.calibration = calibration or Calibration()
+        n_w = len(self.calibration.weights)
+        if n_w not in (len(FEATURES), len(FEATURES) + len(SHAPE_FEATURES)):
+            raise UserInputError(
+                f"the calibration has {n_w} weights: it needs one per feature "
+                f"({len(FEATURES)}, or {len(FEATURES) + len(SHAPE_FEATURES)} with the shape "
+                "rule's); fit one with fit_calibration"
+            )
         cand = read_candidates(dest)
-        p_same = self.calibration.p_same(cand.features(self.threshold))
+        x = cand.features(self.threshold, self.calibration.shape)
+        p_same = self.calibration.p_same(x)
         p_wrong = np.where(cand.merged, 1.0 - p_same, p_same)
         gain = cand.gain()
         keep = np.ones(len(gain), bool)
@@ -367,6 +465,8 @@ class ProofreadQueue:
                 int(cand.n_b[k]),
                 float(p_wrong[k]),
                 float(gain[k]),
+                bool(cand.inside[k]) if cand.inside is not None else False,
+                float(cand.reach[k]) if cand.reach is not None else 0.0,
             )
             for k in order[:limit]
         ]
