@@ -391,7 +391,7 @@ class QueueItem:
         if self.inside:
             shape = (
                 f"; the smaller side ends inside the volume on every side (its box spans "
-                f"{self.reach:.0%} of the volume at most): a piece cut off a neurite?"
+                f"{self.reach:.0%} of the volume at most; neurites rarely end inside)"
             )
         elif self.reach >= LONG_REACH:
             shape = f"; the smaller side spans {self.reach:.0%} of the volume: a long neurite"
