@@ -32,6 +32,7 @@ def main() -> None:
     from qtpy.QtWidgets import QApplication
 
     from napari_connectome.agglomerate import agglomerate
+    from napari_connectome.gui.demo import dismiss_toasts
     from napari_connectome.gui.proofread_queue import ProofreadQueueWidget
     from napari_connectome.volumes import open_volume
 
@@ -50,7 +51,13 @@ def main() -> None:
         viewer.window.resize(1500, 950)
         widget = ProofreadQueueWidget(viewer)
         viewer.window.add_dock_widget(widget, name="Proofreading queue")
-        widget.open(dest, Path(tmp) / "project")
+        widget.open(dest, Path(tmp) / "project")  # opens in a worker, as a click on Open does
+        deadline = time.monotonic() + 600
+        while widget.worker is not None or widget.queue is None:
+            if time.monotonic() > deadline or (widget.worker is None and widget.queue is None):
+                raise SystemExit(f"the queue did not open: {widget.message.text()}")
+            app.processEvents()
+            time.sleep(0.05)
         canvas = viewer.window._qt_viewer.canvas.native
         target = next(  # an item left apart, inside the crop (the box around it is whole)
             i
@@ -63,6 +70,8 @@ def main() -> None:
         for _ in range(50):
             app.processEvents()
             time.sleep(0.02)
+        dismiss_toasts()  # napari's PyQt5 notice would cover the canvas
+        app.processEvents()
         viewer.window.screenshot(str(HERE / "proofreading-queue.png"), canvas_only=False)
         widget.close_session()
         viewer.close()

@@ -29,6 +29,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_connectome.gui._layers import spatial_axis_labels
+
 BOX = 48  # voxels per axis shown around a contact
 KEYS = {"y": "accept", "n": "reject", "k": "skip", "u": "undo"}
 
@@ -234,7 +236,8 @@ class ProofreadQueueWidget(QWidget):
         pair[labels == sa] = 1
         pair[labels == sb] = 2 if sb != sa else 1
         em = None if self.session.image is None else np.asarray(self.session.image[box])
-        kw = {"scale": scale, "translate": offset * scale}
+        kw = {"scale": scale, "translate": offset * scale, "units": "nm"}
+        kw["axis_labels"] = spatial_axis_labels(None, 3)  # the slider says z, not -3
         self._layer("queue: EM", em, "image", kw)
         self._layer("queue: segments", labels, "labels", {**kw, "opacity": 0.8})
         self.viewer.layers["queue: segments"].contour = 1  # outlines: the EM shows through
