@@ -382,7 +382,20 @@ def main(argv=None) -> int:
 def _subset(cand, mask):
     from dataclasses import replace
 
-    cols = ("merged", "a", "b", "point", "affinity", "area", "n_a", "n_b", "p90", "inside", "reach")
+    cols = (
+        "merged",
+        "a",
+        "b",
+        "point",
+        "affinity",
+        "area",
+        "n_a",
+        "n_b",
+        "p90",
+        "inside",
+        "reach",
+        "seam",
+    )
     return replace(
         cand,
         **{k: getattr(cand, k)[mask] for k in cols if getattr(cand, k, None) is not None},

@@ -26,6 +26,13 @@ a calibration fitted with them (``fit_calibration(..., shape=True)``): on FIB-25
 cross-fitted figures both ways by a few items and thousandths of a bit (docs/agglomeration.md),
 so the default calibration leaves them out.
 
+The seam check: a blockwise job segments blocks apart and matches objects across their faces;
+where matching failed, a neurite is cut at a block face. Agglomerating a job's output keeps each
+edge's faces on block faces and the job's seam check (:mod:`.seams`), and a pair left apart
+whose contact lies on faces where the check found more changes than inside blocks is wrong with
+the chance ``seam`` the check gives, on top of the contact evidence:
+``p_wrong = 1 - (1 - p_same) * (1 - seam)``. The reason then says so.
+
 Items are ranked by ``p_wrong * gain ** gain_weight``: with ``gain_weight`` 1 that is the expected
 VI gain of looking at the item, with 0 the chance of an error alone; the default
 (:data:`GAIN_WEIGHT`, 0.25) keeps most of the first items real errors while still leading to the
@@ -69,6 +76,7 @@ SHAPE_FEATURES = (  # the shape rule's, after FEATURES in a calibration fitted w
     "the smaller side's longest box extent / the volume's extent on that axis",
 )
 LONG_REACH = 0.9  # the reason text calls a side whose box spans this much of the volume long
+SEAM_NOTE = 0.05  # the reason text names the seam check from this chance of a cut on
 GAIN_WEIGHT = 0.25  # rank by p_wrong * gain ** GAIN_WEIGHT (docs/agglomeration.md: why 0.25)
 
 
@@ -107,7 +115,9 @@ class Candidates:
     the rule's affinity between the two sides (face-weighted mean over their edges), ``area`` the
     faces between them, ``n_a``, ``n_b`` the voxels of the two sides; ``inside`` whether the
     smaller side's box touches no face of the volume, ``reach`` its longest box extent over the
-    volume's extent on that axis (the shape rule; None: unknown, taken as 0)."""
+    volume's extent on that axis (the shape rule; None: unknown, taken as 0); ``seam`` the
+    chance that a contact left apart is a cut by a job's block face (:mod:`.seams`; 0 for
+    merges; None: not a job's output)."""
 
     merged: np.ndarray
     a: np.ndarray
@@ -121,6 +131,7 @@ class Candidates:
     total_voxels: int
     inside: np.ndarray | None = None
     reach: np.ndarray | None = None
+    seam: np.ndarray | None = None
 
     def features(self, threshold: float, shape: bool = False) -> np.ndarray:
         """One row per candidate: :data:`FEATURES`, then :data:`SHAPE_FEATURES` if ``shape``."""
@@ -181,6 +192,7 @@ def read_candidates(dest: str | Path) -> Candidates:
     ids = np.asarray(scores["segment_ids"][:], np.uint64)
     seg_of = np.asarray(scores["segment_of"][:], np.uint64)
     merges = np.asarray(scores["merges"][:], float).reshape(-1, 3)
+    edge_cut = _edge_seam_cuts(meta, scores, len(u))
     frag_ids = np.asarray(frags["id"][:], np.uint64)
     counts = np.asarray(frags["count"][:], np.int64)
     lo = np.asarray(frags["lo"][:], np.int64).reshape(-1, 3)
@@ -198,7 +210,7 @@ def read_candidates(dest: str | Path) -> Candidates:
     np.maximum.at(seg_hi, seg_index, hi)
     iu, iv = np.searchsorted(ids, u), np.searchsorted(ids, v)
     su, sv = seg_index[iu], seg_index[iv]
-    apart = _apart_pairs(su, sv, aff, area, seg_size, (seg_lo, seg_hi))
+    apart = _apart_pairs(su, sv, aff, area, seg_size, (seg_lo, seg_hi), edge_cut)
     tree = _merge_tree(merges, ids, counts, iu, iv, merged, area, aff, (lo, hi))
     rows = [*apart, *tree]
     if not rows:
@@ -208,7 +220,7 @@ def read_candidates(dest: str | Path) -> Candidates:
             np.zeros((0, 3), np.int64), empty.astype(float), empty, empty, empty,
             empty.astype(float), int(counts.sum()),
         )  # fmt: skip
-    kind, edge, a_ff, a_rea, na, nb, box_lo, box_hi = (np.asarray(c) for c in zip(*rows))
+    kind, edge, a_ff, a_rea, na, nb, box_lo, box_hi, cut = (np.asarray(c) for c in zip(*rows))
     edge = edge.astype(np.int64)
     inside, reach = _shape_rule(
         box_lo.reshape(-1, 3), box_hi.reshape(-1, 3), _volume_shape(meta, hi)
@@ -226,7 +238,24 @@ def read_candidates(dest: str | Path) -> Candidates:
         total_voxels=int(counts.sum()),
         inside=inside,
         reach=reach,
+        seam=None if edge_cut is None else np.clip(cut / np.maximum(a_rea, 1), 0.0, 1.0),
     )
+
+
+def _edge_seam_cuts(meta: dict, scores: Any, n_edges: int) -> np.ndarray | None:
+    """Per edge, the faces the seam check expects to be cuts (:mod:`.seams`); None for a
+    segmentation that was not made blockwise."""
+    from napari_connectome.agglomerate.seams import BlockSeams
+
+    if not meta.get("seams") or "seam_area" not in scores:
+        return None
+    excess = np.asarray(BlockSeams.from_json(meta["seams"]).excess, float)
+    seam_area = np.asarray(scores["seam_area"][:], np.int64).reshape(-1, 3)
+    if len(seam_area) != n_edges:
+        raise UserInputError(
+            "scores/seam_area does not have one row per edge: run agglomerate again"
+        )
+    return seam_area @ excess
 
 
 def _volume_shape(meta: dict, hi: np.ndarray) -> np.ndarray:
@@ -250,9 +279,9 @@ def _smaller_box(na, nb, box_a, box_b) -> tuple[tuple, tuple]:
     return box_a if na <= nb else box_b
 
 
-def _apart_pairs(su, sv, aff, area, seg_size, seg_box) -> list[tuple]:
+def _apart_pairs(su, sv, aff, area, seg_size, seg_box, edge_cut=None) -> list[tuple]:
     """One row per pair of touching agglomerated segments: (False, widest edge, affinity, area,
-    n_a, n_b, the smaller side's box lo, hi)."""
+    n_a, n_b, the smaller side's box lo, hi, faces the seam check expects to be cuts)."""
     cross = np.flatnonzero(su != sv)
     if not len(cross):
         return []
@@ -261,6 +290,11 @@ def _apart_pairs(su, sv, aff, area, seg_size, seg_box) -> list[tuple]:
     uniq, inv = np.unique(key, return_inverse=True)
     faces = np.bincount(inv, weights=area[cross])
     mean = np.bincount(inv, weights=aff[cross] * area[cross]) / np.maximum(faces, 1)
+    cuts = (
+        np.zeros(len(uniq))
+        if edge_cut is None
+        else np.bincount(inv, weights=edge_cut[cross], minlength=len(uniq))
+    )
     order = np.lexsort((-area[cross], inv))  # per pair, its widest edge first
     first = order[np.r_[True, inv[order][1:] != inv[order][:-1]]]
     widest = np.empty(len(uniq), np.int64)
@@ -280,6 +314,7 @@ def _apart_pairs(su, sv, aff, area, seg_size, seg_box) -> list[tuple]:
             seg_size[pb_of].tolist(),
             seg_lo[small].tolist(),
             seg_hi[small].tolist(),
+            cuts.tolist(),
         )
     )
 
@@ -323,7 +358,9 @@ def _merge_tree(merges, ids, counts, iu, iv, merged, area, aff, boxes) -> list[t
         ba = box.get(ra) or (lo[ra].tolist(), hi[ra].tolist())
         bb = box.get(rb) or (lo[rb].tolist(), hi[rb].tolist())
         if best >= 0:
-            rows.append((True, best, float(score), faces, na, nb, *_smaller_box(na, nb, ba, bb)))
+            rows.append(
+                (True, best, float(score), faces, na, nb, *_smaller_box(na, nb, ba, bb), 0.0)
+            )
         root = uf.union(ra, rb)
         members[root] = ma + mb
         size[root] = na + nb
@@ -369,6 +406,7 @@ class QueueItem:
     gain: float  # bits of VI fixing it changes
     inside: bool = False  # the smaller side's box touches no face of the volume (shape rule)
     reach: float = 0.0  # the smaller side's longest box extent / the volume's on that axis
+    seam: float = 0.0  # the seam check's chance that this contact is a cut by a block face
 
     @property
     def expected(self) -> float:
@@ -397,9 +435,15 @@ class QueueItem:
             shape = f"; the smaller side spans {self.reach:.0%} of the volume: a long neurite"
         else:
             shape = "; the smaller side reaches the volume's boundary"
+        seam = ""
+        if self.seam >= SEAM_NOTE:
+            seam = (
+                f"; the contact lies on a block face of the job, where the seam check expects "
+                f"a cut {self.seam:.0%} of the time"
+            )
         return (
             f"{what}; contact {self.area:,} faces ({wide:.1f}x the smaller side's cross-section)"
-            f"{shape}; chance the rule is wrong {self.p_wrong:.0%}, "
+            f"{shape}{seam}; chance the rule is wrong {self.p_wrong:.0%}, "
             f"worth {1000 * self.gain:.1f} mbit of VI if so"
         )
 
@@ -413,7 +457,8 @@ class ProofreadQueue:
 
     ``band`` keeps only candidates whose affinity lies within it of the threshold (None: all);
     ``limit`` keeps the first items; ``calibration`` replaces the default model of ``p_wrong``;
-    ``gain_weight`` sets the ranking (module docstring)."""
+    ``gain_weight`` sets the ranking (module docstring); ``seams`` False leaves a job's seam
+    check out (the contact evidence alone, as for one canvas)."""
 
     def __init__(
         self,
@@ -423,6 +468,7 @@ class ProofreadQueue:
         limit: int | None = None,
         calibration: Calibration | None = None,
         gain_weight: float = GAIN_WEIGHT,
+        seams: bool = True,
     ):
         dest = Path(dest)
         meta, _, _, _ = _open(dest)
@@ -445,7 +491,9 @@ class ProofreadQueue:
         cand = read_candidates(dest)
         x = cand.features(self.threshold, self.calibration.shape)
         p_same = self.calibration.p_same(x)
-        p_wrong = np.where(cand.merged, 1.0 - p_same, p_same)
+        seam = cand.seam if seams and cand.seam is not None else np.zeros(len(p_same))
+        # left apart is wrong if the contact evidence or the seam check says one neuron
+        p_wrong = np.where(cand.merged, 1.0 - p_same, 1.0 - (1.0 - p_same) * (1.0 - seam))
         gain = cand.gain()
         keep = np.ones(len(gain), bool)
         if band is not None:
@@ -467,6 +515,7 @@ class ProofreadQueue:
                 float(gain[k]),
                 bool(cand.inside[k]) if cand.inside is not None else False,
                 float(cand.reach[k]) if cand.reach is not None else 0.0,
+                float(seam[k]),
             )
             for k in order[:limit]
         ]

@@ -7,7 +7,8 @@ small volumes), each reporting through the progress callback:
    the supervoxels are written to ``DEST/supervoxels`` (OME-Zarr).
 2. region graph of the supervoxels with the EM as evidence (``DEST/region_graph``,
    :mod:`napari_connectome.graph`): what proofreading projects read.
-3. contact evidence per edge (:func:`.kernels.block_contacts`), aligned with the graph's edges.
+3. contact evidence per edge (:func:`.kernels.block_contacts`), aligned with the graph's edges;
+   for a job's output also each edge's faces on block faces (:mod:`.seams`, two planes per seam).
 4. optional FFN resegmentation of the contacts whose evidence lies within ``band`` of the
    threshold (:mod:`.reseg`), batched.
 5. the rule (:mod:`.rule`) and the agglomerated labels at ``DEST`` (OME-Zarr labels), the scores
@@ -255,6 +256,7 @@ def agglomerate(
     precision: str = "auto",
     batch: int = 8,
     block_shape: Sequence[int] | None = None,
+    seams: Any = None,
     client: Any = None,
     workers: int | None = None,
     overwrite: bool = False,
@@ -263,7 +265,9 @@ def agglomerate(
     """Agglomerate ``seg`` (a Volume) with ``em`` (a Volume of the same shape) into ``dest``.
 
     ``model``: (module, config) of an FFN for resegmentation scores, or None for EM evidence
-    only. Returns ``dest``.
+    only. ``seams``: the :class:`.seams.BlockSeams` of a job's output (its block faces and seam
+    check), which the proofreading queue weighs; None for a single-canvas segmentation (when
+    ``seg`` is a finished job's output folder they are read from it). Returns ``dest``.
     """
     from napari_connectome.graph.sources import as_source
     from napari_connectome.volumes.atomic import (
@@ -287,6 +291,7 @@ def agglomerate(
     check_destination(dest, overwrite)
 
     shape = tuple(int(s) for s in seg.shape)
+    seams = _seams_for(seg, seams, shape)
     block = _block_shape(seg, block_shape)
     blocks = _blocks(shape, block)
     seg_src, em_src = as_source(seg, "SEG"), as_source(em, "EM")
@@ -314,6 +319,7 @@ def agglomerate(
             max_reseg=max_reseg,
             precision=precision,
             batch=batch,
+            seams=seams,
         )
         summary["seconds"] = {k: round(v, 3) for k, v in timings.items()}
         summary["seconds"]["total"] = round(time.perf_counter() - t0, 3)
@@ -350,6 +356,7 @@ def _build(
     max_reseg,
     precision,
     batch,
+    seams,
 ) -> dict:
     import zarr
 
@@ -438,6 +445,7 @@ def _build(
         raise RuntimeError("contact evidence and region graph disagree on the edges (a bug)")
     area = c["area"]
     mean_rank = c["rank_sum"] / np.maximum(area, 1)
+    seam_area = _seam_faces(runner, progress, sv_src, blocks, shape, seams, c["u"], c["v"], graph)
     timings["contacts"] = time.perf_counter() - t
     # 4. FFN resegmentation near the threshold ------------------------------------------------
     reseg = np.full(len(area), np.nan)
@@ -487,6 +495,8 @@ def _build(
         "segment_ids": agg.ids,
         "segment_of": agg.segment_of,
     }
+    if seam_area is not None:
+        columns["seam_area"] = seam_area
     write_scores(tmp / SCORES, columns)
     timings["agglomerate"] = time.perf_counter() - t
     return {
@@ -509,7 +519,41 @@ def _build(
         "n_segments": len(np.unique(agg.segment_of)),
         "n_merges": len(agg.merges),
         "unsegmented_voxels": sum(f["zeros"] for f in filled),
+        "seams": seams.as_json() if seams is not None else None,
     }
+
+
+def _seams_for(seg: Any, seams: Any, shape: tuple) -> Any:
+    """The block seams to weigh: given ones (checked to fit), else a job output's own."""
+    from napari_connectome.agglomerate.seams import seams_of_job_output
+
+    if seams is None:
+        source = getattr(seg, "source", None)
+        seams = seams_of_job_output(source) if isinstance(source, str | Path) else None
+    if seams is None or not seams.any:  # one block: no faces between blocks
+        return None
+    try:
+        seams.check_fits(shape)
+    except ValueError as exc:
+        raise UserInputError(str(exc)) from None
+    return seams
+
+
+def _seam_faces(runner, progress, sv_src, blocks, shape, seams, u, v, graph) -> Any:
+    """Each edge's faces on the job's block faces per axis, or None without seams."""
+    from napari_connectome.agglomerate import seams as seam_faces
+
+    if seams is None:
+        return None
+    planes = seams.planes
+    args = [
+        (sv_src, sl, shape, planes)
+        for sl in blocks
+        if any(sl[ax].start < p <= sl[ax].stop for ax in range(3) for p in planes[ax])
+    ]
+    parts = runner.map(seam_faces.seam_faces_task, args, progress, "agglomerate: block seams")
+    table = seam_faces.reduce_seam_faces(parts)
+    return seam_faces.align_to_edges(table, u, v, graph.fragment_ids)
 
 
 def label_chunks(block: Sequence[int]) -> tuple[int, ...]:

@@ -4,7 +4,9 @@ spec), on the job's own Dask workers.
 The result is a new OME-Zarr beside the output (``agglomerate.output``, default
 ``OUTPUT`` with ``-agglomerated`` before its suffix): agglomerated labels, the supervoxels
 (the job's output with its unsegmented voxels filled), their region graph and the scores
-(napari_connectome.agglomerate). A resumed job whose output did not change keeps it.
+(napari_connectome.agglomerate). The job's block faces and its seam check go with it, so the
+proofreading queue can lead to the places where matching across a face failed
+(napari_connectome.agglomerate.seams). A resumed job whose output did not change keeps it.
 """
 
 from __future__ import annotations
@@ -37,12 +39,14 @@ def agglomerate_phase(
     progress: ProgressCallback,
     *,
     output_changed: bool,
+    seam_report: dict | None = None,
 ) -> dict | None:
     """Agglomerate the job's output; returns the summary, None when it is already there for
     this output (or the spec has no ``agglomerate:`` section)."""
     import json
 
     from napari_connectome.agglomerate import agglomerate
+    from napari_connectome.agglomerate.seams import BlockSeams
     from napari_connectome.jobs.graph_phase import job_image
     from napari_connectome.volumes import open_volume
 
@@ -72,6 +76,7 @@ def agglomerate_phase(
         seed_distance=section.seed_distance,
         band=section.band,
         max_reseg=section.max_reseg,
+        seams=BlockSeams.of_grid(grid.roi_shape, grid.block_shape, seam_report),
         client=client,
         overwrite=meta_file.is_file(),
         progress=progress,

@@ -484,6 +484,7 @@ def job_phases(spec, grid, layout, client, log, progress, run: _Run) -> list:
                 log,
                 progress,
                 output_changed=bool(run.relabelled),
+                seam_report=run.seams,
             ),
             where="driver",
         )
