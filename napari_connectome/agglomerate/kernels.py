@@ -12,7 +12,10 @@ Two kernels, each on one block read with a halo, each returning only the block's
   faces between them, the sum and a histogram of the faces' boundary evidence (the lower EM rank
   of the two voxels: 0 = darkest voxel of the volume, 1 = brightest), and the position of the
   brightest face (where resegmentation looks). A face is counted by the block holding its low
-  voxel, so every face counts once.
+  voxel, so every face counts once. With the segmentation's FFN claim (``SEG/ffn_claim``, written
+  by ``segment``), also per pair the faces with FFN-segmented voxels within ``CLAIM_REACH`` on
+  both sides (``claim_faces``) and those of them where a later object claimed a voxel there
+  with probability >= 0.5 (``claim_hits``): FFN's own evidence that the two are one neurite.
 """
 
 from __future__ import annotations
@@ -23,7 +26,11 @@ import numpy as np
 
 SIGMA = 1.0  # EM smoothing (voxels) before ranking and watershed: one noisy voxel is no membrane
 RANK_BINS = 16  # histogram of face evidence per pair: percentiles reduce exactly across blocks
-CONTACT_KEYS = ("u", "v", "area", "rank_sum", "hist", "point", "point_rank")
+CONTACT_KEYS = (
+    "u", "v", "area", "rank_sum", "hist", "point", "point_rank", "claim_faces", "claim_hits"
+)  # fmt: skip
+CLAIM_HIT = 128  # claim (x 255) at or above which a face counts as claimed across: p >= 0.5
+CLAIM_REACH = 2  # voxels from a face within which FFN's segmented voxels and claim count for it
 
 
 def smoothed(em: np.ndarray) -> np.ndarray:
@@ -65,6 +72,19 @@ def fill_block(
     return np.ascontiguousarray(filled[core].astype(np.uint64))
 
 
+def claim_near(claim: np.ndarray, segmented: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The FFN claim and "FFN segmented here" spread ``CLAIM_REACH`` voxels: FFN leaves the
+    membrane between its objects unsegmented, so after the fill most faces between two
+    supervoxels lie in filled voxels, next to the FFN voxels that carry the claim."""
+    from scipy import ndimage
+
+    size = 2 * CLAIM_REACH + 1
+    return (
+        ndimage.maximum_filter(claim, size=size, mode="nearest"),
+        ndimage.maximum_filter(segmented, size=size, mode="nearest"),
+    )
+
+
 def rank_of(em: np.ndarray, cdf: np.ndarray, lo: float, step: float) -> np.ndarray:
     """Each voxel's rank in the volume's intensity distribution (``cdf`` over bins of ``step``
     from ``lo``), after smoothing: dataset-independent evidence in [0, 1]."""
@@ -74,12 +94,18 @@ def rank_of(em: np.ndarray, cdf: np.ndarray, lo: float, step: float) -> np.ndarr
 
 
 def block_contacts(
-    labels: np.ndarray, rank: np.ndarray, n_low: Sequence[int], offset: Sequence[int]
+    labels: np.ndarray,
+    rank: np.ndarray,
+    n_low: Sequence[int],
+    offset: Sequence[int],
+    claim: np.ndarray | None = None,
+    segmented: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Contacts whose low voxel lies in the first ``n_low`` planes of each axis of ``labels``
     (the block plus one plane of its high neighbours); ``offset``: global position of
-    ``labels[0, 0, 0]``."""
-    us, vs, rs, pos = [], [], [], []
+    ``labels[0, 0, 0]``. ``claim`` (uint8) and ``segmented`` (bool: the input segmentation held
+    the voxel, it was not filled), both like ``labels``, give the FFN claim counts."""
+    us, vs, rs, pos, cf, ch = [], [], [], [], [], []
     for ax in range(3):
         n = min(int(n_low[ax]), labels.shape[ax] - 1)
         if n <= 0:
@@ -99,13 +125,23 @@ def block_contacts(
         vs.append(np.maximum(a[sel], b[sel]))
         rs.append(np.minimum(ra, rb))
         pos.append(np.argwhere(sel) + np.asarray(offset, np.int64))
+        if claim is not None and segmented is not None:
+            both = segmented[tuple(sl_a)][sel] & segmented[tuple(sl_b)][sel]
+            top = np.maximum(claim[tuple(sl_a)][sel], claim[tuple(sl_b)][sel])
+            cf.append(both)
+            ch.append(both & (top >= CLAIM_HIT))
+        else:
+            cf.append(np.zeros(int(sel.sum()), bool))
+            ch.append(cf[-1])
     if not us:
         return empty_contacts()
     u, v = np.concatenate(us).astype(np.uint64), np.concatenate(vs).astype(np.uint64)
     r = np.concatenate(rs).astype(np.float64)
     p = np.concatenate(pos)
+    faces, hits = np.concatenate(cf), np.concatenate(ch)
     order = np.lexsort((-r, v, u))  # per pair, brightest face first
     u, v, r, p = u[order], v[order], r[order], p[order]
+    faces, hits = faces[order].astype(np.int64), hits[order].astype(np.int64)
     start = np.flatnonzero(np.r_[True, (u[1:] != u[:-1]) | (v[1:] != v[:-1])])
     pair = np.repeat(np.arange(len(start)), np.diff(np.r_[start, len(u)]))
     bins = np.minimum((r * RANK_BINS).astype(np.int64), RANK_BINS - 1)
@@ -119,6 +155,8 @@ def block_contacts(
         "hist": hist,
         "point": p[start],
         "point_rank": r[start],
+        "claim_faces": np.add.reduceat(faces, start),
+        "claim_hits": np.add.reduceat(hits, start),
     }
 
 
@@ -131,6 +169,8 @@ def empty_contacts() -> dict[str, np.ndarray]:
         "hist": np.zeros((0, RANK_BINS), np.int64),
         "point": np.zeros((0, 3), np.int64),
         "point_rank": np.zeros(0, np.float64),
+        "claim_faces": np.zeros(0, np.int64),
+        "claim_hits": np.zeros(0, np.int64),
     }
 
 
@@ -152,6 +192,8 @@ def reduce_contacts(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndar
         "hist": np.add.reduceat(c["hist"], start, axis=0),
         "point": c["point"][start],
         "point_rank": c["point_rank"][start],
+        "claim_faces": np.add.reduceat(c["claim_faces"], start),
+        "claim_hits": np.add.reduceat(c["claim_hits"], start),
     }
 
 

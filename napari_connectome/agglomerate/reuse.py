@@ -133,8 +133,9 @@ def reagglomerate(
                     f"edge of its region graph ({graph.n_edges}); run agglomerate without --reuse"
                 )
             columns[key] = np.asarray(scores[key][:])
-        if "seam_area" in scores:  # a job output's block-face evidence, for the queue
-            columns["seam_area"] = np.asarray(scores["seam_area"][:])
+        for key in ("seam_area", "claim", "claim_faces"):  # present for some inputs only
+            if key in scores:
+                columns[key] = np.asarray(scores[key][:])
         timings["check"] = time.perf_counter() - t
         t = time.perf_counter()
         voxel = tuple(float(x) for x in getattr(seg, "voxel_size_nm", None) or (1.0,) * 3)

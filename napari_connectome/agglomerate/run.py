@@ -46,6 +46,7 @@ DEFAULT_THRESHOLD = 0.65
 DEFAULT_SEED_DISTANCE = 12.0
 DEFAULT_BAND = 0.1
 DEFAULT_MAX_RESEG = 200
+DEFAULT_CLAIM_WEIGHT = 0.5  # the FFN claim's share of the affinity where it is known
 HALO = 16  # voxels of context around a fill block (watershed basins rarely reach further)
 SMOOTH_HALO = 4  # context for the EM smoothing of the contact pass
 BLOCK = 256  # voxels per block axis (rounded to whole chunks)
@@ -129,9 +130,17 @@ def minmax_task(em: Any, sl: tuple[slice, ...]) -> tuple[float, float]:
 
 
 def contacts_task(
-    sv: Any, em: Any, sl: tuple[slice, ...], shape: tuple, cdf: np.ndarray, table: tuple
+    sv: Any,
+    em: Any,
+    sl: tuple[slice, ...],
+    shape: tuple,
+    cdf: np.ndarray,
+    table: tuple,
+    seg: Any = None,
+    claim: Any = None,
 ) -> dict:
-    """The contact evidence of one block (faces whose low voxel lies in it)."""
+    """The contact evidence of one block (faces whose low voxel lies in it); with ``seg`` and
+    ``claim`` (readers of the input and its FFN claim) also the claim counts."""
     outer = _grow(sl, SMOOTH_HALO, SMOOTH_HALO + 1, shape)
     rank = kernels.rank_of(np.asarray(em.read(outer)), cdf, table[0], table[1])
     labels = np.asarray(sv.read(outer)).astype(np.uint64, copy=False)
@@ -139,7 +148,11 @@ def contacts_task(
     stop = [min(s.stop + 1, o.stop) - o.start for s, o in zip(sl, outer)]
     crop = tuple(slice(a, b) for a, b in zip(start, stop))
     n_low = [s.stop - s.start for s in sl]
-    return kernels.block_contacts(labels[crop], rank[crop], n_low, [s.start for s in sl])
+    extra = {}
+    if seg is not None and claim is not None:
+        near = kernels.claim_near(np.asarray(claim.read(outer)), np.asarray(seg.read(outer)) != 0)
+        extra = {"claim": near[0][crop], "segmented": near[1][crop]}
+    return kernels.block_contacts(labels[crop], rank[crop], n_low, [s.start for s in sl], **extra)
 
 
 def relabel_task(sv: Any, sl: tuple[slice, ...], ids: np.ndarray, seg_of: np.ndarray, out: str):
@@ -257,6 +270,8 @@ def agglomerate(
     batch: int = 8,
     block_shape: Sequence[int] | None = None,
     seams: Any = None,
+    claim: bool | None = None,
+    claim_weight: float = DEFAULT_CLAIM_WEIGHT,
     client: Any = None,
     workers: int | None = None,
     overwrite: bool = False,
@@ -267,7 +282,9 @@ def agglomerate(
     ``model``: (module, config) of an FFN for resegmentation scores, or None for EM evidence
     only. ``seams``: the :class:`.seams.BlockSeams` of a job's output (its block faces and seam
     check), which the proofreading queue weighs; None for a single-canvas segmentation (when
-    ``seg`` is a finished job's output folder they are read from it). Returns ``dest``.
+    ``seg`` is a finished job's output folder they are read from it). ``claim``: use the FFN
+    claim that ``segment`` stores in ``SEG/ffn_claim`` (None: where present; False: never),
+    weighed ``claim_weight`` against the EM in the affinity. Returns ``dest``.
     """
     from napari_connectome.graph.sources import as_source
     from napari_connectome.volumes.atomic import (
@@ -292,6 +309,9 @@ def agglomerate(
 
     shape = tuple(int(s) for s in seg.shape)
     seams = _seams_for(seg, seams, shape)
+    claim_path = None if claim is False else _claim_for(seg, shape, required=bool(claim))
+    if not 0.0 <= float(claim_weight) <= 1.0:
+        raise UserInputError(f"the claim weight must lie in [0, 1], not {claim_weight}")
     block = _block_shape(seg, block_shape)
     blocks = _blocks(shape, block)
     seg_src, em_src = as_source(seg, "SEG"), as_source(em, "EM")
@@ -320,6 +340,8 @@ def agglomerate(
             precision=precision,
             batch=batch,
             seams=seams,
+            claim_path=claim_path,
+            claim_weight=float(claim_weight),
         )
         summary["seconds"] = {k: round(v, 3) for k, v in timings.items()}
         summary["seconds"]["total"] = round(time.perf_counter() - t0, 3)
@@ -357,6 +379,8 @@ def _build(
     precision,
     batch,
     seams,
+    claim_path,
+    claim_weight,
 ) -> dict:
     import zarr
 
@@ -436,7 +460,9 @@ def _build(
     # 3. contact evidence -------------------------------------------------------------------
     t = time.perf_counter()
     sv_src = _zarr_reader(sv_path)
-    args = [(sv_src, em_src.reader, sl, shape, cdf, table) for sl in blocks]
+    claim_src = None if claim_path is None else _zarr_reader(claim_path)
+    seg_reader = None if claim_src is None else seg_src.reader
+    args = [(sv_src, em_src.reader, sl, shape, cdf, table, seg_reader, claim_src) for sl in blocks]
     parts = runner.map(contacts_task, args, progress, "agglomerate: contact evidence")
     c = kernels.reduce_contacts(parts)
     gu = np.asarray(graph._array("edges/u")[:], np.uint64)
@@ -445,6 +471,9 @@ def _build(
         raise RuntimeError("contact evidence and region graph disagree on the edges (a bug)")
     area = c["area"]
     mean_rank = c["rank_sum"] / np.maximum(area, 1)
+    claimed = c["claim_hits"] / np.maximum(c["claim_faces"], 1)
+    claimed = np.where(c["claim_faces"] > 0, claimed, np.nan)
+    evidence = claim_affinity(mean_rank, claimed, c["claim_faces"], area, claim_weight)
     seam_area = _seam_faces(runner, progress, sv_src, blocks, shape, seams, c["u"], c["v"], graph)
     timings["contacts"] = time.perf_counter() - t
     # 4. FFN resegmentation near the threshold ------------------------------------------------
@@ -454,8 +483,8 @@ def _build(
         from napari_connectome.agglomerate.reseg import resegment_pairs
 
         t = time.perf_counter()
-        near = np.flatnonzero(np.abs(mean_rank - threshold) <= band)
-        near = near[np.argsort(np.abs(mean_rank[near] - threshold), kind="stable")]
+        near = np.flatnonzero(np.abs(evidence - threshold) <= band)
+        near = near[np.argsort(np.abs(evidence[near] - threshold), kind="stable")]
         sv_arr = zarr.open_array(sv_path, mode="r")
         em_arr = _ArrayView(em_src.reader, shape)
         pairs = np.stack([c["u"][near], c["v"][near]], axis=1)
@@ -473,7 +502,7 @@ def _build(
         )
         n_reseg = int(np.isfinite(reseg).sum())
         timings["resegmentation"] = time.perf_counter() - t
-    affinity = np.where(np.isfinite(reseg), 0.5 * (mean_rank + np.nan_to_num(reseg)), mean_rank)
+    affinity = np.where(np.isfinite(reseg), 0.5 * (evidence + np.nan_to_num(reseg)), evidence)
     # 5. rule, labels, tables ------------------------------------------------------------------
     t = time.perf_counter()
     ids = graph.fragment_ids
@@ -489,6 +518,8 @@ def _build(
         "p90": kernels.percentile_from_hist(c["hist"], 0.9),
         "point": c["point"],
         "reseg": reseg,
+        "claim": claimed,
+        "claim_faces": c["claim_faces"],
         "affinity": affinity,
         "merged": agg.merged_edge,
         "merges": agg.merges,
@@ -520,7 +551,48 @@ def _build(
         "n_merges": len(agg.merges),
         "unsegmented_voxels": sum(f["zeros"] for f in filled),
         "seams": seams.as_json() if seams is not None else None,
+        "claim": None if claim_path is None else {"weight": claim_weight, "source": claim_path},
     }
+
+
+def claim_affinity(
+    mean_rank: np.ndarray,
+    claimed: np.ndarray,
+    claim_faces: np.ndarray,
+    area: np.ndarray,
+    weight: float,
+) -> np.ndarray:
+    """Each edge's affinity before resegmentation: the EM evidence, mixed with the FFN claim
+    (``weight`` of it) where FFN segmented both sides of at least half of the contact's faces
+    (elsewhere the fill made the contact and FFN has nothing to say)."""
+    ok = np.isfinite(claimed) & (2 * claim_faces >= area)
+    mixed = (1.0 - weight) * mean_rank + weight * np.nan_to_num(claimed)
+    return np.where(ok, mixed, mean_rank)
+
+
+def _claim_for(seg: Any, shape: tuple, *, required: bool) -> str | None:
+    """``SEG/ffn_claim`` when SEG is a folder that holds one of SEG's shape (else None, or an
+    error when the user asked for it)."""
+    from napari_connectome.ffn.segment_volume import CLAIM
+
+    source = getattr(seg, "source", None)
+    path = Path(str(source)) / CLAIM if isinstance(source, str | Path) else None
+    if path is None or not (path / "zarr.json").is_file():
+        if required:
+            raise UserInputError(
+                f"{source} holds no FFN claim ({CLAIM}/): only segmentations written by "
+                "`napari-connectome segment` have one; agglomerate without it"
+            )
+        return None
+    import zarr
+
+    arr = zarr.open_array(str(path), mode="r")
+    if tuple(arr.shape) != tuple(shape) or arr.dtype != np.uint8:
+        raise UserInputError(
+            f"{path} is {arr.dtype} {list(arr.shape)}, but SEG is {list(shape)}: the FFN claim "
+            "belongs to another segmentation; remove it or agglomerate with --no-claim"
+        )
+    return str(path)
 
 
 def _seams_for(seg: Any, seams: Any, shape: tuple) -> Any:

@@ -22,6 +22,7 @@ from napari_connectome.cli._progress import add_progress_flags, cli_progress
 def register(subparsers: Any) -> None:
     from napari_connectome.agglomerate.run import (
         DEFAULT_BAND,
+        DEFAULT_CLAIM_WEIGHT,
         DEFAULT_MAX_RESEG,
         DEFAULT_SEED_DISTANCE,
         DEFAULT_THRESHOLD,
@@ -76,6 +77,18 @@ def register(subparsers: Any) -> None:
         default=DEFAULT_SEED_DISTANCE,
         help="unsegmented blobs farther than this (voxels) from every segment become new "
         f"supervoxels (default {DEFAULT_SEED_DISTANCE:g})",
+    )
+    p.add_argument(
+        "--no-claim",
+        action="store_true",
+        help="ignore the FFN claim that `segment` stores with its labels (SEG/ffn_claim)",
+    )
+    p.add_argument(
+        "--claim-weight",
+        type=probability,
+        default=DEFAULT_CLAIM_WEIGHT,
+        help="share of the FFN claim in the affinity where SEG has one (0..1, default "
+        f"{DEFAULT_CLAIM_WEIGHT:g}; 0: EM evidence only)",
     )
     p.add_argument(
         "--precision",
@@ -139,6 +152,8 @@ def cmd_agglomerate(args: argparse.Namespace) -> int:
                 model_name=args.model,
                 fill=not args.no_fill,
                 seed_distance=args.seed_distance,
+                claim=False if args.no_claim else None,
+                claim_weight=args.claim_weight,
                 band=args.band,
                 max_reseg=args.max_reseg,
                 precision=args.precision,
@@ -164,7 +179,7 @@ def _report(out: Path, *extra: str) -> int:
 def _reuse(args: argparse.Namespace, seg: Any, em: Any, dest: Path) -> int:
     """``--reuse PREVIOUS``: only the rule runs; options of the passes it skips are refused."""
     from napari_connectome.agglomerate.reuse import reagglomerate
-    from napari_connectome.agglomerate.run import DEFAULT_SEED_DISTANCE
+    from napari_connectome.agglomerate.run import DEFAULT_CLAIM_WEIGHT, DEFAULT_SEED_DISTANCE
     from napari_connectome.cli.graph import _client
     from napari_connectome.errors import UserInputError
 
@@ -174,6 +189,8 @@ def _reuse(args: argparse.Namespace, seg: Any, em: Any, dest: Path) -> int:
             ("--model", bool(args.model)),
             ("--no-fill", args.no_fill),
             ("--seed-distance", args.seed_distance != DEFAULT_SEED_DISTANCE),
+            ("--no-claim", args.no_claim),
+            ("--claim-weight", args.claim_weight != DEFAULT_CLAIM_WEIGHT),
         )
         if given
     ]

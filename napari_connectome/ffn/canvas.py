@@ -2,7 +2,8 @@
 
 A :class:`Canvas` holds one image region: the normalised image and the object-probability map
 (logits, NaN where nothing was predicted yet) as tensors on the compute device, and the segmentation
-on the host (int32; -1 marks failed seeds, as in google). The logic of ``segment_at`` /
+on the host (int32; -1 marks failed seeds, as in google), with the *claim* (uint8, see
+:func:`commit_object`). The logic of ``segment_at`` /
 ``segment_all`` lives in generator functions (:func:`grow`, :func:`segment_all`) that *yield* FOV
 requests instead of calling the model. A scheduler (:mod:`.runner`) advances many of them in
 lockstep and answers each request from one batched forward pass, so many canvases share the device
@@ -109,6 +110,9 @@ class Canvas:
                 seg = np.clip(seg, -1, top)
             self.segmentation = seg.astype(np.int32)
         self.max_id = int(self.segmentation.max(initial=0))
+        # FFN evidence for agglomeration: per voxel, the highest probability (x 255) that a later
+        # accepted object gave it while another segment already held it (shared by forks)
+        self.claim = np.zeros(self.shape, dtype=np.uint8)
         self.counters: Counter[str] = Counter()
         self.origins: dict[int, dict[str, Any]] = {}
         self._dirty: tuple[np.ndarray, np.ndarray] | None = None  # bbox of the last object's logits
@@ -167,6 +171,10 @@ class Canvas:
     def object_mask(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         box = self.seed[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
         return (box >= float(self.th.segment_threshold)).cpu().numpy()
+
+    def claim_result(self) -> np.ndarray:
+        """The claim (uint8, 255 = probability 1) where the segmentation holds a segment, else 0."""
+        return np.where(self.segmentation > 0, self.claim, np.uint8(0))
 
     def result(self) -> np.ndarray:
         """The segmentation as uint64, 0 = background (failed-seed marks removed)."""
@@ -283,6 +291,7 @@ def commit_object(
     hi = np.minimum(extent[1] + half + 1, canvas.shape)
     mask = canvas.object_mask(lo, hi)
     sub = seg[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+    taken = sub > 0
     raw = int(mask.sum())
     ids, counts = np.unique(sub[mask], return_counts=True)
     out.overlaps = {int(i): int(n) for i, n in zip(ids, counts) if i > 0}
@@ -303,6 +312,7 @@ def commit_object(
             canvas.max_id += 1
         segment_id = canvas.max_id
     sub[mask] = segment_id
+    _record_claim(canvas, lo, hi, taken)
     canvas.max_id = max(canvas.max_id, segment_id)
     c["voxels_segmented"] += n
     c["voxels_overlapping"] += raw - n
@@ -314,6 +324,21 @@ def commit_object(
         "walltime_s": round(seconds, 4),
     }
     return out
+
+
+def _record_claim(canvas: Canvas, lo: np.ndarray, hi: np.ndarray, taken: np.ndarray) -> None:
+    """Keep, at voxels other segments already held, the new object's probability there.
+
+    Where FFN split one neurite, the later object's network still sees the earlier piece as its
+    own (high probability across the contact); at a membrane between neurons it does not. The
+    agglomeration's contact evidence reads this (docs/agglomeration.md, "FFN claim").
+    """
+    if not taken.any():
+        return
+    prob = canvas.probability_box(lo, hi)
+    q = np.rint(prob * 255.0).astype(np.uint8)
+    box = canvas.claim[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+    np.maximum(box, q, out=box, where=taken)
 
 
 def seed_blocked(canvas: Canvas, pos: tuple[int, int, int]) -> str | None:

@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from napari_connectome.errors import UserInputError
 from napari_connectome.ffn.consensus import DEFAULT_MIN_SIZE, ConsensusStats, split_consensus
 from napari_connectome.progress import ProgressCallback, no_progress
@@ -46,8 +48,8 @@ def consensus_volumes(
     """Write the split consensus of segmentations ``a`` and ``b`` (sources that ``open_volume``
     reads, same shape, voxel size and offset) to ``dest`` as OME-Zarr labels with
     ``dest / REPORT_FILE``. The labels keep ``a``'s voxel size and offset."""
-    import numpy as np
 
+    from napari_connectome.ffn.segment_volume import write_claim
     from napari_connectome.volumes import write_ome_zarr
     from napari_connectome.volumes.atomic import (
         check_destination,
@@ -92,6 +94,9 @@ def consensus_volumes(
             labels=True,
             name=dest.name.split(".")[0],
         )
+        claim = _claims(va, vb, labels)
+        if claim is not None:
+            write_claim(tmp, claim)
         report = {
             "rule": "split consensus (napari_connectome.ffn.consensus)",
             "a": str(a),
@@ -105,3 +110,25 @@ def consensus_volumes(
         raise
     progress(3, 3, f"{stats.segments} supervoxels")
     return dest, stats
+
+
+def _claims(va: Any, vb: Any, labels: np.ndarray) -> np.ndarray | None:
+    """The runs' FFN claims (``segment`` stores them beside the labels), the higher of the two
+    where the consensus keeps a supervoxel; None when neither run has one."""
+    import zarr
+
+    from napari_connectome.ffn.segment_volume import CLAIM
+
+    found = []
+    for vol in (va, vb):
+        source = getattr(vol, "source", None)
+        path = Path(str(source)) / CLAIM if source is not None else None
+        if path is not None and (path / "zarr.json").is_file():
+            arr = zarr.open_array(str(path), mode="r")
+            if tuple(arr.shape) == labels.shape and arr.dtype == np.uint8:
+                found.append(np.asarray(arr[...]))
+    if not found:
+        return None
+    claim = np.maximum.reduce(found) if len(found) > 1 else found[0]
+    claim[labels == 0] = 0
+    return claim

@@ -72,6 +72,9 @@ class SegmentationResult:
     counters: dict[str, Any]
     origins: dict[int, dict[str, Any]] = field(default_factory=dict)
     outcomes: list[ObjectOutcome] = field(default_factory=list)
+    # per voxel, uint8: how strongly a later object claimed this voxel of another segment
+    # (:func:`~napari_connectome.ffn.canvas.commit_object`); None where not recorded
+    claim: np.ndarray | None = None
 
 
 def _arch(model: Any, config: Any):
@@ -382,7 +385,11 @@ def iter_segment_many(
     elapsed = time.perf_counter() - t_start
     last.results = [
         SegmentationResult(
-            canvas.result(), _counters(canvas.counters, run, elapsed, n), canvas.origins, outs
+            canvas.result(),
+            _counters(canvas.counters, run, elapsed, n),
+            canvas.origins,
+            outs,
+            claim=canvas.claim_result(),
         )
         for canvas, outs in zip(canvases, outcomes)
     ]

@@ -311,6 +311,8 @@ def segment_volume(
             labels=True,
             name=dest.name.split(".")[0],
         )
+        if result.claim is not None:
+            write_claim(tmp, result.claim)
         report = {
             "source": source,
             "model": str(model_dir),
@@ -339,6 +341,28 @@ def segment_volume(
         f"in {c['seconds']:.1f} s"
     )
     return SegmentVolumeResult(dest=dest, roi=roi, segmentation=result, report=report)
+
+
+CLAIM = "ffn_claim"  # the FFN claim beside the labels' levels (agglomerate reads it)
+
+
+def write_claim(labels_dir: Path, claim: Any) -> None:
+    """Store the FFN claim (uint8, level 0's shape and chunks) inside the labels' OME-Zarr."""
+    import zarr
+
+    level0 = zarr.open_array(str(labels_dir / "0"), mode="r")
+    arr = zarr.create_array(
+        str(labels_dir / CLAIM),
+        shape=level0.shape,
+        chunks=level0.chunks,
+        dtype="uint8",
+        attributes={
+            "napari_connectome": "ffn_claim",
+            "what": "per voxel, 255 x the highest probability a later FFN object gave it while "
+            "another segment held it (docs/agglomeration.md)",
+        },
+    )
+    arr[...] = claim
 
 
 def _pass_progress(
@@ -375,6 +399,8 @@ def oversegment_region(
     The result's counters add up both runs (steps, predict calls, seconds); its ``origins`` are
     empty, since a consensus supervoxel has no single seed."""
     import time
+
+    import numpy as np
 
     from napari_connectome.ffn.consensus import split_consensus
     from napari_connectome.ffn.inference import SegmentationResult, segment_region
@@ -425,9 +451,14 @@ def oversegment_region(
         "consensus_seconds": consensus_seconds,
         "runs": {order: res.counters for order, res in runs.items()},
     }
+    # each run's claim where the consensus keeps a supervoxel: a split made by one run only
+    # shows in that run's claim (its later object still saw the earlier piece as its own)
+    claim = np.maximum(runs["forward"].claim, runs["reverse"].claim)
+    claim[labels == 0] = 0
     result = SegmentationResult(
         labels=labels,
         counters=counters,
         outcomes=[*runs["forward"].outcomes, *runs["reverse"].outcomes],
+        claim=claim,
     )
     return result, report
