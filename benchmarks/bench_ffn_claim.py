@@ -165,7 +165,7 @@ def main(argv=None) -> int:
                             **common,
                             what="evidence",
                             input=name,
-                            edges=int(len(same)),
+                            edges=len(same),
                             same_body=int(same.sum()),
                             edges_with_claim=int(has.sum()),
                             auc_em_rank=round(weighted_auc(same, rank, area), 3),

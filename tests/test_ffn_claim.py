@@ -41,17 +41,22 @@ def test_a_later_object_claims_the_earlier_ones_voxels_within_its_fields_of_view
     res = segment_region(img, bright_painter(), CONFIG, OPTS, seeds=seeds)
     labels, claim = res.labels, res.claim
     first, second = res.outcomes
-    assert claim.dtype == np.uint8 and claim.shape == img.shape
+    assert claim.dtype == np.uint8
+    assert claim.shape == img.shape
     # the painter paints every bright voxel of its field of view, across the dark plane too:
     # object 1 took the near end of cube 2, and object 2's network claims those voxels back
-    assert (labels[20, 20, 4:40] == 1).all() and labels[20, 20, 41] == 1
+    assert (labels[20, 20, 4:40] == 1).all()
+    assert labels[20, 20, 41] == 1
     assert (labels[20, 20, 50:64] == 2).all()
-    assert second.overlaps == {1: int((claim > 0).sum())} and second.overlaps[1] > 100
+    assert second.overlaps == {1: int((claim > 0).sum())}
+    assert second.overlaps[1] > 100
     claimed = claim > 0
     assert (claim[claimed] == 255).all()  # probability ~1 there
-    assert (labels[claimed] == 1).all() and (np.argwhere(claimed)[:, 2] >= 41).all()
+    assert (labels[claimed] == 1).all()
+    assert (np.argwhere(claimed)[:, 2] >= 41).all()
     # nothing was claimed where no later object reached, nor in the last object
-    assert not claimed[labels == 2].any() and not claimed[labels == 0].any()
+    assert not claimed[labels == 2].any()
+    assert not claimed[labels == 0].any()
     assert not claimed[:, :, :40].any()
     assert first.overlaps == {}
 
@@ -65,7 +70,8 @@ def test_segment_writes_the_claim_and_agglomerate_weighs_it(model_dir, tmp_path,
     seeds = [a for s in SEEDS for a in ("--seed", s)]
     assert run("segment", f"{em}:raw", seg, "--model", model_dir, *seeds, "--quiet") == 0
     claim = zarr.open_array(str(seg / CLAIM), mode="r")
-    assert claim.shape == raw.shape and claim.dtype == np.uint8
+    assert claim.shape == raw.shape
+    assert claim.dtype == np.uint8
     assert int(np.asarray(claim[...]).max()) == 255
 
     def agglomerate(name, *flags):
@@ -89,11 +95,13 @@ def test_segment_writes_the_claim_and_agglomerate_weighs_it(model_dir, tmp_path,
     seg_ids = np.asarray(zarr.open_array(str(seg / "0"), mode="r")[...])
     assert 0 < seg_ids[20, 20, 30] != seg_ids[20, 20, 50] > 0  # FFN cut them at the gap
     area, faces = np.asarray(scores["area"][:]), np.asarray(scores["claim_faces"][:])
-    assert (faces <= area).all() and faces.max() > 0
+    assert (faces <= area).all()
+    assert faces.max() > 0
     # about half the faces between the two lie within reach of object 2's claim
     assert (faces == area).all()
     best = np.nanargmax(np.asarray(scores["claim"][:]))
-    assert scores["claim"][best] > 0.4 and scores["affinity"][best] == scores["claim"][best]
+    assert scores["claim"][best] > 0.4
+    assert scores["affinity"][best] == scores["claim"][best]
     assert joined(labels)
     # without it the scores carry no claim, and the affinity is the EM evidence alone
     scores, labels, meta = agglomerate("em", "--no-claim", *flags)
@@ -106,7 +114,8 @@ def test_segment_writes_the_claim_and_agglomerate_weighs_it(model_dir, tmp_path,
     dest = tmp_path / "refused.ome.zarr"
     flags = ("--reuse", tmp_path / "claim.ome.zarr", "--no-claim", "--quiet")
     assert run("agglomerate", seg, f"{em}:raw", dest, *flags) == 2
-    assert "--no-claim" in capsys.readouterr().err and not dest.exists()
+    assert "--no-claim" in capsys.readouterr().err
+    assert not dest.exists()
 
 
 def test_consensus_keeps_the_higher_claim_of_the_two_runs(model_dir, tmp_path, capsys):
@@ -126,8 +135,10 @@ def test_consensus_keeps_the_higher_claim_of_the_two_runs(model_dir, tmp_path, c
     labels = np.asarray(zarr.open_array(str(cons / "0"), mode="r")[...])
     # run a: cube 2 came later and claimed the voxels past the gap that cube 1's object took;
     # run b: the other way round
-    assert a[20, 20, 42] == 255 and a[20, 20, 38] == 0
-    assert b[20, 20, 38] == 255 and b[20, 20, 42] == 0
+    assert a[20, 20, 42] == 255
+    assert a[20, 20, 38] == 0
+    assert b[20, 20, 38] == 255
+    assert b[20, 20, 42] == 0
     assert np.array_equal(c, np.where(labels > 0, np.maximum(a, b), 0))
 
 
@@ -146,6 +157,7 @@ def test_a_claim_of_another_shape_is_refused_and_nothing_is_written(
     dest = tmp_path / "agg.ome.zarr"
     assert run("agglomerate", seg, f"{em}:raw", dest, "--quiet") == 2
     err = capsys.readouterr().err
-    assert "belongs to another segmentation" in err and "--no-claim" in err
+    assert "belongs to another segmentation" in err
+    assert "--no-claim" in err
     assert not dest.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["em.h5", "seg.ome.zarr"]
