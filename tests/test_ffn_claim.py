@@ -161,3 +161,20 @@ def test_a_claim_of_another_shape_is_refused_and_nothing_is_written(
     assert "--no-claim" in err
     assert not dest.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["em.h5", "seg.ome.zarr"]
+
+
+def test_segment_overwrite_replaces_an_output_with_its_claim(model_dir, tmp_path, capsys):
+    raw = two_cubes()
+    em = tmp_path / "em.h5"
+    with h5py.File(em, "w") as f:
+        f.create_dataset("raw", data=raw).attrs["resolution_nm_zyx"] = [8, 8, 8]
+    seg = tmp_path / "seg.ome.zarr"
+    argv = ("segment", f"{em}:raw", seg, "--model", model_dir, "--quiet")
+    assert run(*argv, "--seed", SEEDS[0]) == 0
+    assert run(*argv, *(a for s in SEEDS for a in ("--seed", s)), "--overwrite") == 0
+    assert int(np.asarray(zarr.open_array(str(seg / CLAIM), mode="r")[...]).max()) == 255
+    # a claim folder that is not an array of ours makes the output the user's
+    (seg / CLAIM / "notes.txt").write_text("mine")
+    assert run(*argv, "--seed", SEEDS[0], "--overwrite") == 2
+    assert "other files were put" in capsys.readouterr().err
+    assert (seg / CLAIM / "notes.txt").read_text() == "mine"

@@ -32,6 +32,8 @@ _EXTRAS = frozenset(
     {"ffn_counters.json", "consensus.json", "progress.jsonl", "_job", "datasource-properties.json"}
 )
 _JOB_FILES = frozenset({"zarr.json", "progress.jsonl", "_job"})
+# arrays our writers put beside the levels: segment's FFN claim (ffn/segment_volume.py)
+_EXTRA_ARRAYS = frozenset({"ffn_claim"})
 # suffixes that end the on-disk part of a source string (``v.h5:raw``, ``s.zarr/group/array``)
 _CONTAINER_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5", ".zarr", ".n5", ".npz")
 
@@ -86,8 +88,9 @@ def _is_array_folder(path: Path) -> bool:
 def _only_our_files(path: Path, meta: Any) -> bool:
     """Whether a folder whose root ``zarr.json`` carries our marker holds nothing but what our
     writers put there: the levels its multiscales name (each holding only its metadata and
-    chunks), ``ffn_counters.json``, a job's ``progress.jsonl``, ``_job/`` and ``region_graph/``.
-    A file the user added beside them (notes, a ``labels/`` group) makes it theirs too."""
+    chunks), ``ffn_counters.json``, the ``ffn_claim`` array, a job's ``progress.jsonl``, ``_job/``
+    and ``region_graph/``. A file the user added beside them (notes, a ``labels/`` group)
+    makes it theirs too."""
     attrs = meta.get("attributes") if isinstance(meta, dict) else None
     ome = attrs.get("ome") if isinstance(attrs, dict) else None
     multiscales = ome.get("multiscales") if isinstance(ome, dict) else None
@@ -97,7 +100,7 @@ def _only_our_files(path: Path, meta: Any) -> bool:
             if isinstance(d, dict) and isinstance(d.get("path"), str):
                 levels.add(d["path"])
     for name in os.listdir(path):
-        if name in levels:
+        if name in levels or name in _EXTRA_ARRAYS:
             if not _is_array_folder(path / name):
                 return False
         elif name not in {"zarr.json", *_EXTRAS, "region_graph"}:
@@ -173,7 +176,8 @@ def refuse_unless_ours(dest: str | Path) -> None:
     elif (dest / "zarr.json").is_file() and has_marker(_read_bytes(dest / "zarr.json")):
         what = (
             "is an output of napari-connectome into which other files were put (only the "
-            "levels, ffn_counters.json, progress.jsonl, _job/ and region_graph/ are ours)"
+            "levels, ffn_counters.json, ffn_claim/, progress.jsonl, _job/ and region_graph/ "
+            "are ours)"
         )
     else:
         what = "is a folder napari-connectome did not write (no napari_connectome marker in its "
