@@ -2,6 +2,7 @@
 
     nice .venv/bin/python benchmarks/bench_ffn_claim.py [--crops 125:250,0:250,0:250]
         [--weights 0,0.5,1] [--thresholds 0.5,0.65,0.8] [--model DIR] [--threads 2]
+    nice .venv/bin/python benchmarks/bench_ffn_claim.py --overhead 125:189,0:96,0:96
 
 Per held-out crop of FIB-25 training_sample2 (the shipped model trained on z < 125): the
 forward and reverse runs (``segment_region``, which records the claim) and their split
@@ -10,7 +11,8 @@ weight and threshold (weight 0 is the EM evidence alone, as before the claim exi
 thresholds reuse the first one's scores). Lines (one JSON each): ``run``, ``evidence`` (how well
 each edge's EM rank and FFN claim tell same-body pairs from the others: the area-weighted AUC
 against the ground truth's majority body per supervoxel) and ``agglomerate`` (VI / ARAND,
-merges, seconds). Writes only under a temporary folder.
+merges, seconds). With ``--overhead`` only what recording the claim costs the FFN, side by
+side in one run (an ``overhead`` line). Writes only under a temporary folder.
 """
 
 from __future__ import annotations
@@ -73,6 +75,12 @@ def main(argv=None) -> int:
     ap.add_argument("--thresholds", default="0.5,0.65,0.8")
     ap.add_argument("--model", default=None)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--overhead",
+        metavar="CROP",
+        help="only time segment_region on CROP with and without recording the claim, "
+        "alternating, 2 runs each (labels compared)",
+    )
     args = ap.parse_args(argv)
     import h5py
     import torch
@@ -94,6 +102,8 @@ def main(argv=None) -> int:
     model_dir = args.model or str(default_model())
     model, config = load_model(model_dir)
     options = options_for_model(config)
+    if args.overhead:
+        return overhead(args, model, config, options, Path(model_dir).name)
     for text in args.crops:
         box = parse_crop(text)
         with h5py.File(H5, "r") as f:
@@ -176,6 +186,38 @@ def main(argv=None) -> int:
                                 weighted_auc(same[has], claim_col[has], area[has]), 3
                             ),
                         )
+    return 0
+
+
+def overhead(args, model, config, options, name) -> int:
+    """Seconds of segment_region with the claim recorded and with it switched off."""
+    import h5py
+
+    from napari_connectome.ffn import canvas
+    from napari_connectome.ffn.inference import segment_region
+
+    with h5py.File(H5, "r") as f:
+        raw = f["raw"][parse_crop(args.overhead)]
+    record = canvas._record_claim
+    seconds: dict[str, list[float]] = {"claim": [], "no_claim": []}
+    labels = {}
+    for _ in range(2):
+        for variant in ("claim", "no_claim"):
+            canvas._record_claim = record if variant == "claim" else (lambda *a: None)
+            t0 = time.perf_counter()
+            labels[variant] = segment_region(raw, model, config, options).labels
+            seconds[variant].append(time.perf_counter() - t0)
+    canvas._record_claim = record
+    emit(
+        what="overhead",
+        crop=args.overhead,
+        model=name,
+        threads=args.threads,
+        seconds_claim=[round(x, 1) for x in seconds["claim"]],
+        seconds_no_claim=[round(x, 1) for x in seconds["no_claim"]],
+        ratio=round(sum(seconds["claim"]) / sum(seconds["no_claim"]), 3),
+        same_labels=bool(np.array_equal(labels["claim"], labels["no_claim"])),
+    )
     return 0
 
 

@@ -172,6 +172,11 @@ class Canvas:
         box = self.seed[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
         return (box >= float(self.th.segment_threshold)).cpu().numpy()
 
+    def logit_box(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """The logits (NaN: never predicted) in [lo, hi) as a host array, read at once."""
+        box = self.seed[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+        return box.cpu().numpy()
+
     def claim_result(self) -> np.ndarray:
         """The claim (uint8, 255 = probability 1) where the segmentation holds a segment, else 0."""
         return np.where(self.segmentation > 0, self.claim, np.uint8(0))
@@ -289,7 +294,9 @@ def commit_object(
     half = np.asarray(canvas.fov_size) // 2
     lo = np.maximum(extent[0] - half, 0)
     hi = np.minimum(extent[1] + half + 1, canvas.shape)
-    mask = canvas.object_mask(lo, hi)
+    # one copy of the box serves the mask (as object_mask compares) and the claim
+    logits = canvas.logit_box(lo, hi)
+    mask = logits >= np.float32(canvas.th.segment_threshold)
     sub = seg[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
     taken = sub > 0
     raw = int(mask.sum())
@@ -312,7 +319,7 @@ def commit_object(
             canvas.max_id += 1
         segment_id = canvas.max_id
     sub[mask] = segment_id
-    _record_claim(canvas, lo, hi, taken)
+    _record_claim(canvas, lo, hi, taken, logits)
     canvas.max_id = max(canvas.max_id, segment_id)
     c["voxels_segmented"] += n
     c["voxels_overlapping"] += raw - n
@@ -326,19 +333,21 @@ def commit_object(
     return out
 
 
-def _record_claim(canvas: Canvas, lo: np.ndarray, hi: np.ndarray, taken: np.ndarray) -> None:
+def _record_claim(
+    canvas: Canvas, lo: np.ndarray, hi: np.ndarray, taken: np.ndarray, logits: np.ndarray
+) -> None:
     """Keep, at voxels other segments already held, the new object's probability there.
 
     Where FFN split one neurite, the later object's network still sees the earlier piece as its
     own (high probability across the contact); at a membrane between neurons it does not. The
-    agglomeration's contact evidence reads this (docs/agglomeration.md, "FFN claim").
+    agglomeration's contact evidence reads this (docs/agglomeration.md, "The FFN claim").
     """
     if not taken.any():
         return
-    prob = canvas.probability_box(lo, hi)
-    q = np.rint(prob * 255.0).astype(np.uint8)
+    z = np.nan_to_num(logits[taken], nan=-30.0).clip(-30.0, 30.0)
+    q = np.rint(255.0 / (1.0 + np.exp(-z))).astype(np.uint8)
     box = canvas.claim[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
-    np.maximum(box, q, out=box, where=taken)
+    box[taken] = np.maximum(box[taken], q)
 
 
 def seed_blocked(canvas: Canvas, pos: tuple[int, int, int]) -> str | None:
