@@ -35,6 +35,20 @@ def run(*argv) -> int:
     return main([str(a) for a in argv])
 
 
+def write_em(tmp_path):
+    """The two cubes as an HDF5 'EM' file."""
+    em = tmp_path / "em.h5"
+    with h5py.File(em, "w") as f:
+        f.create_dataset("raw", data=two_cubes()).attrs["resolution_nm_zyx"] = [8, 8, 8]
+    return em
+
+
+def segment(em, dest, model_dir, seeds=SEEDS, *extra) -> int:
+    """``segment`` of the two cubes from ``seeds`` in order."""
+    flags = [a for s in seeds for a in ("--seed", s)]
+    return run("segment", f"{em}:raw", dest, "--model", model_dir, *flags, "--quiet", *extra)
+
+
 def test_a_later_object_claims_the_earlier_ones_voxels_within_its_fields_of_view():
     img = two_cubes()
     seeds = [tuple(int(c) for c in s.split(",")) for s in SEEDS]
@@ -62,15 +76,11 @@ def test_a_later_object_claims_the_earlier_ones_voxels_within_its_fields_of_view
 
 
 def test_segment_writes_the_claim_and_agglomerate_weighs_it(model_dir, tmp_path, capsys):
-    raw = two_cubes()
-    em = tmp_path / "em.h5"
-    with h5py.File(em, "w") as f:
-        f.create_dataset("raw", data=raw).attrs["resolution_nm_zyx"] = [8, 8, 8]
+    em = write_em(tmp_path)
     seg = tmp_path / "seg.ome.zarr"
-    seeds = [a for s in SEEDS for a in ("--seed", s)]
-    assert run("segment", f"{em}:raw", seg, "--model", model_dir, *seeds, "--quiet") == 0
+    assert segment(em, seg, model_dir) == 0
     claim = zarr.open_array(str(seg / CLAIM), mode="r")
-    assert claim.shape == raw.shape
+    assert claim.shape == two_cubes().shape
     assert claim.dtype == np.uint8
     assert int(np.asarray(claim[...]).max()) == 255
 
@@ -119,16 +129,10 @@ def test_segment_writes_the_claim_and_agglomerate_weighs_it(model_dir, tmp_path,
 
 
 def test_consensus_keeps_the_higher_claim_of_the_two_runs(model_dir, tmp_path, capsys):
-    raw = two_cubes()
-    em = tmp_path / "em.h5"
-    with h5py.File(em, "w") as f:
-        f.create_dataset("raw", data=raw).attrs["resolution_nm_zyx"] = [8, 8, 8]
-    paths = []
-    for name, order in (("a", SEEDS), ("b", SEEDS[::-1])):
-        seeds = [a for s in order for a in ("--seed", s)]
-        out = tmp_path / f"{name}.ome.zarr"
-        assert run("segment", f"{em}:raw", out, "--model", model_dir, *seeds, "--quiet") == 0
-        paths.append(out)
+    em = write_em(tmp_path)
+    paths = [tmp_path / "a.ome.zarr", tmp_path / "b.ome.zarr"]
+    assert segment(em, paths[0], model_dir, SEEDS) == 0
+    assert segment(em, paths[1], model_dir, SEEDS[::-1]) == 0
     cons = tmp_path / "cons.ome.zarr"
     assert run("consensus", *paths, cons, "--min-size", "1") == 0, capsys.readouterr().err
     a, b, c = (np.asarray(zarr.open_array(str(p / CLAIM), mode="r")[...]) for p in (*paths, cons))
@@ -146,13 +150,9 @@ def test_consensus_keeps_the_higher_claim_of_the_two_runs(model_dir, tmp_path, c
 def test_a_claim_of_another_shape_is_refused_and_nothing_is_written(
     shape, model_dir, tmp_path, capsys
 ):
-    raw = two_cubes()
-    em = tmp_path / "em.h5"
-    with h5py.File(em, "w") as f:
-        f.create_dataset("raw", data=raw).attrs["resolution_nm_zyx"] = [8, 8, 8]
+    em = write_em(tmp_path)
     seg = tmp_path / "seg.ome.zarr"
-    seeds = [a for s in SEEDS for a in ("--seed", s)]
-    assert run("segment", f"{em}:raw", seg, "--model", model_dir, *seeds, "--quiet") == 0
+    assert segment(em, seg, model_dir) == 0
     zarr.create_array(str(seg / CLAIM), shape=shape, dtype="uint8", overwrite=True)
     dest = tmp_path / "agg.ome.zarr"
     assert run("agglomerate", seg, f"{em}:raw", dest, "--quiet") == 2
@@ -164,17 +164,13 @@ def test_a_claim_of_another_shape_is_refused_and_nothing_is_written(
 
 
 def test_segment_overwrite_replaces_an_output_with_its_claim(model_dir, tmp_path, capsys):
-    raw = two_cubes()
-    em = tmp_path / "em.h5"
-    with h5py.File(em, "w") as f:
-        f.create_dataset("raw", data=raw).attrs["resolution_nm_zyx"] = [8, 8, 8]
+    em = write_em(tmp_path)
     seg = tmp_path / "seg.ome.zarr"
-    argv = ("segment", f"{em}:raw", seg, "--model", model_dir, "--quiet")
-    assert run(*argv, "--seed", SEEDS[0]) == 0
-    assert run(*argv, *(a for s in SEEDS for a in ("--seed", s)), "--overwrite") == 0
+    assert segment(em, seg, model_dir, SEEDS[:1]) == 0
+    assert segment(em, seg, model_dir, SEEDS, "--overwrite") == 0
     assert int(np.asarray(zarr.open_array(str(seg / CLAIM), mode="r")[...]).max()) == 255
     # a claim folder that is not an array of ours makes the output the user's
     (seg / CLAIM / "notes.txt").write_text("mine")
-    assert run(*argv, "--seed", SEEDS[0], "--overwrite") == 2
+    assert segment(em, seg, model_dir, SEEDS[:1], "--overwrite") == 2
     assert "other files were put" in capsys.readouterr().err
     assert (seg / CLAIM / "notes.txt").read_text() == "mine"
