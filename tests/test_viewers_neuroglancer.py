@@ -240,6 +240,13 @@ def test_package_viewer_serves_other_formats_from_our_reader(tmp_path):
 PYTHON_FAULTHANDLER = (sys.executable, "-X", "faulthandler")
 
 
+def _default_sigint() -> None:
+    """Ctrl-C as a terminal gives it: a test run started in the background (``cmd &``,
+    ``nohup``) ignores SIGINT, the child would inherit that, and Python then installs no
+    KeyboardInterrupt handler (that, not the server, was why this test once hung)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_cli(*args: str) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
         # -X faulthandler: a SIGABRT (sent when it hangs) dumps every thread's stack to stderr
@@ -247,6 +254,7 @@ def _start_cli(*args: str) -> tuple[subprocess.Popen, str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_default_sigint,
     )
     deadline = time.monotonic() + 120
     lines = []
