@@ -395,6 +395,7 @@ def _subset(cand, mask):
         "inside",
         "reach",
         "seam",
+        "claim",
     )
     return replace(
         cand,

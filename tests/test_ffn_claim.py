@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import zarr
 
+from napari_connectome.agglomerate.queue import ProofreadQueue
 from napari_connectome.cli import main
 from napari_connectome.ffn.inference import segment_region
 from napari_connectome.ffn.segment_volume import CLAIM
@@ -113,11 +114,19 @@ def test_segment_writes_the_claim_and_agglomerate_weighs_it(model_dir, tmp_path,
     assert scores["claim"][best] > 0.4
     assert scores["affinity"][best] == scores["claim"][best]
     assert joined(labels)
+    # the proofreading queue says so in the merge's reason
+    queue = ProofreadQueue(tmp_path / "claim.ome.zarr")
+    merge = next(item for item in queue.items if item.kind == "merged")
+    assert merge.claim == scores["claim"][best]
+    assert f"FFN claimed across {merge.claim:.0%} of the widest edge's faces" in merge.reason(0.4)
     # without it the scores carry no claim, and the affinity is the EM evidence alone
     scores, labels, meta = agglomerate("em", "--no-claim", *flags)
     assert meta["claim"] is None
     assert np.isnan(np.asarray(scores["claim"][:])).all()
     assert np.array_equal(scores["affinity"][:], scores["mean_rank"][:])
+    assert all(
+        "FFN claimed" not in it.reason(0.4) for it in ProofreadQueue(tmp_path / "em.ome.zarr").items
+    )
     # --reuse keeps the claim columns; changing the claim with --reuse is refused
     scores, _, _ = agglomerate("reused", "--reuse", tmp_path / "claim.ome.zarr")
     assert np.nanmax(np.asarray(scores["claim"][:])) > 0.4

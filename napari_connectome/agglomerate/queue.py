@@ -117,7 +117,8 @@ class Candidates:
     smaller side's box touches no face of the volume, ``reach`` its longest box extent over the
     volume's extent on that axis (the shape rule; None: unknown, taken as 0); ``seam`` the
     chance that a contact left apart is a cut by a job's block face (:mod:`.seams`; 0 for
-    merges; None: not a job's output)."""
+    merges; None: not a job's output); ``claim`` the shown edge's FFN claim (the share of its
+    faces a later FFN object claimed across; NaN where FFN says nothing, None: no claim)."""
 
     merged: np.ndarray
     a: np.ndarray
@@ -132,6 +133,7 @@ class Candidates:
     inside: np.ndarray | None = None
     reach: np.ndarray | None = None
     seam: np.ndarray | None = None
+    claim: np.ndarray | None = None
 
     def features(self, threshold: float, shape: bool = False) -> np.ndarray:
         """One row per candidate: :data:`FEATURES`, then :data:`SHAPE_FEATURES` if ``shape``."""
@@ -193,6 +195,7 @@ def read_candidates(dest: str | Path) -> Candidates:
     seg_of = np.asarray(scores["segment_of"][:], np.uint64)
     merges = np.asarray(scores["merges"][:], float).reshape(-1, 3)
     edge_cut = _edge_seam_cuts(meta, scores, len(u))
+    edge_claim = _edge_claim(scores, len(u))
     frag_ids = np.asarray(frags["id"][:], np.uint64)
     counts = np.asarray(frags["count"][:], np.int64)
     lo = np.asarray(frags["lo"][:], np.int64).reshape(-1, 3)
@@ -239,7 +242,20 @@ def read_candidates(dest: str | Path) -> Candidates:
         inside=inside,
         reach=reach,
         seam=None if edge_cut is None else np.clip(cut / np.maximum(a_rea, 1), 0.0, 1.0),
+        claim=None if edge_claim is None else edge_claim[edge],
     )
+
+
+def _edge_claim(scores: Any, n_edges: int) -> np.ndarray | None:
+    """Per edge, the FFN claim where the affinity used it (else NaN); None without a claim."""
+    if "claim" not in scores or "claim_faces" not in scores:
+        return None
+    claim = np.asarray(scores["claim"][:], float)
+    faces = np.asarray(scores["claim_faces"][:], np.int64)
+    area = np.asarray(scores["area"][:], np.int64)
+    if not len(claim) == len(faces) == n_edges or not np.isfinite(claim).any():
+        return None
+    return np.where(2 * faces >= area, claim, np.nan)
 
 
 def _edge_seam_cuts(meta: dict, scores: Any, n_edges: int) -> np.ndarray | None:
@@ -407,6 +423,7 @@ class QueueItem:
     inside: bool = False  # the smaller side's box touches no face of the volume (shape rule)
     reach: float = 0.0  # the smaller side's longest box extent / the volume's on that axis
     seam: float = 0.0  # the seam check's chance that this contact is a cut by a block face
+    claim: float = float("nan")  # share of the shown edge's faces FFN claimed across (NaN: none)
 
     @property
     def expected(self) -> float:
@@ -441,9 +458,12 @@ class QueueItem:
                 f"; the contact lies on a block face of the job, where the seam check expects "
                 f"a cut {self.seam:.0%} of the time"
             )
+        claim = ""
+        if np.isfinite(self.claim):
+            claim = f"; FFN claimed across {self.claim:.0%} of the widest edge's faces"
         return (
             f"{what}; contact {self.area:,} faces ({wide:.1f}x the smaller side's cross-section)"
-            f"{shape}{seam}; chance the rule is wrong {self.p_wrong:.0%}, "
+            f"{claim}{shape}{seam}; chance the rule is wrong {self.p_wrong:.0%}, "
             f"worth {1000 * self.gain:.1f} mbit of VI if so"
         )
 
@@ -516,6 +536,7 @@ class ProofreadQueue:
                 bool(cand.inside[k]) if cand.inside is not None else False,
                 float(cand.reach[k]) if cand.reach is not None else 0.0,
                 float(seam[k]),
+                float(cand.claim[k]) if cand.claim is not None else float("nan"),
             )
             for k in order[:limit]
         ]
