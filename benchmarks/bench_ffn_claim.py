@@ -88,8 +88,9 @@ def main(argv=None) -> int:
 
     from napari_connectome.agglomerate import agglomerate
     from napari_connectome.agglomerate.reuse import reagglomerate
+    from napari_connectome.agglomerate.run import claim_applies
     from napari_connectome.ffn.checkpoint import load_model
-    from napari_connectome.ffn.consensus import split_consensus
+    from napari_connectome.ffn.consensus import consensus_claim, split_consensus
     from napari_connectome.ffn.inference import segment_region
     from napari_connectome.ffn.options import options_for_model
     from napari_connectome.ffn.segment_volume import write_claim
@@ -124,8 +125,7 @@ def main(argv=None) -> int:
                 **scores(res.labels, gt),
             )
         labels, _ = split_consensus(runs["forward"].labels, runs["reverse"].labels)
-        claim = np.maximum(runs["forward"].claim, runs["reverse"].claim)
-        claim[labels == 0] = 0
+        claim = consensus_claim([runs["forward"].claim, runs["reverse"].claim], labels)
         inputs = {
             "forward": (runs["forward"].labels, runs["forward"].claim),
             "consensus": (labels, claim),
@@ -168,8 +168,8 @@ def main(argv=None) -> int:
                         same = same_body(first, gt)
                         area = np.asarray(sc["area"][:])
                         faces = np.asarray(sc["claim_faces"][:])
-                        has = 2 * faces >= area
-                        claim_col = np.nan_to_num(np.asarray(sc["claim"][:]))
+                        claim_col = np.asarray(sc["claim"][:])
+                        has = claim_applies(claim_col, faces, area)
                         rank = np.asarray(sc["mean_rank"][:])
                         emit(
                             **common,

@@ -248,14 +248,15 @@ def read_candidates(dest: str | Path) -> Candidates:
 
 def _edge_claim(scores: Any, n_edges: int) -> np.ndarray | None:
     """Per edge, the FFN claim where the affinity used it (else NaN); None without a claim."""
+    from napari_connectome.agglomerate.run import claim_applies
+
     if "claim" not in scores or "claim_faces" not in scores:
         return None
     claim = np.asarray(scores["claim"][:], float)
     faces = np.asarray(scores["claim_faces"][:], np.int64)
-    area = np.asarray(scores["area"][:], np.int64)
     if not len(claim) == len(faces) == n_edges or not np.isfinite(claim).any():
         return None
-    return np.where(2 * faces >= area, claim, np.nan)
+    return np.where(claim_applies(claim, faces, scores["area"][:]), claim, np.nan)
 
 
 def _edge_seam_cuts(meta: dict, scores: Any, n_edges: int) -> np.ndarray | None:

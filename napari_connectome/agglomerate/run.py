@@ -555,6 +555,12 @@ def _build(
     }
 
 
+def claim_applies(claimed: np.ndarray, claim_faces: np.ndarray, area: np.ndarray) -> np.ndarray:
+    """Per edge, whether the FFN claim speaks for the contact: FFN segmented both sides of at
+    least half of its faces (elsewhere the fill made the contact and FFN has nothing to say)."""
+    return np.isfinite(claimed) & (2 * np.asarray(claim_faces) >= np.asarray(area))
+
+
 def claim_affinity(
     mean_rank: np.ndarray,
     claimed: np.ndarray,
@@ -563,9 +569,8 @@ def claim_affinity(
     weight: float,
 ) -> np.ndarray:
     """Each edge's affinity before resegmentation: the EM evidence, mixed with the FFN claim
-    (``weight`` of it) where FFN segmented both sides of at least half of the contact's faces
-    (elsewhere the fill made the contact and FFN has nothing to say)."""
-    ok = np.isfinite(claimed) & (2 * claim_faces >= area)
+    (``weight`` of it) where the claim applies (:func:`claim_applies`)."""
+    ok = claim_applies(claimed, claim_faces, area)
     mixed = (1.0 - weight) * mean_rank + weight * np.nan_to_num(claimed)
     return np.where(ok, mixed, mean_rank)
 
@@ -573,11 +578,11 @@ def claim_affinity(
 def _claim_for(seg: Any, shape: tuple, *, required: bool) -> str | None:
     """``SEG/ffn_claim`` when SEG is a folder that holds one of SEG's shape (else None, or an
     error when the user asked for it)."""
-    from napari_connectome.ffn.segment_volume import CLAIM
+    from napari_connectome.ffn.segment_volume import CLAIM, stored_claim
 
     source = getattr(seg, "source", None)
-    path = Path(str(source)) / CLAIM if isinstance(source, str | Path) else None
-    if path is None or not (path / "zarr.json").is_file():
+    path = stored_claim(source)
+    if path is None:
         if required:
             raise UserInputError(
                 f"{source} holds no FFN claim ({CLAIM}/): only segmentations written by "

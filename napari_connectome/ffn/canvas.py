@@ -111,7 +111,8 @@ class Canvas:
             self.segmentation = seg.astype(np.int32)
         self.max_id = int(self.segmentation.max(initial=0))
         # FFN evidence for agglomeration: per voxel, the highest probability (x 255) that a later
-        # accepted object gave it while another segment already held it (shared by forks)
+        # accepted object gave it while another segment already held it (shared by forks; only
+        # ever written where a segment is, so 0 on background)
         self.claim = np.zeros(self.shape, dtype=np.uint8)
         self.counters: Counter[str] = Counter()
         self.origins: dict[int, dict[str, Any]] = {}
@@ -176,10 +177,6 @@ class Canvas:
         """The logits (NaN: never predicted) in [lo, hi) as a host array, read at once."""
         box = self.seed[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
         return box.cpu().numpy()
-
-    def claim_result(self) -> np.ndarray:
-        """The claim (uint8, 255 = probability 1) where the segmentation holds a segment, else 0."""
-        return np.where(self.segmentation > 0, self.claim, np.uint8(0))
 
     def result(self) -> np.ndarray:
         """The segmentation as uint64, 0 = background (failed-seed marks removed)."""

@@ -26,6 +26,7 @@ The rule here (our own, vectorised; :func:`split_consensus`):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -147,3 +148,11 @@ def split_consensus(
         unmatched=unmatched,
     )
     return out, stats
+
+
+def consensus_claim(claims: Sequence[Any], labels: Any) -> Any:
+    """The runs' FFN claims combined for their consensus ``labels``: the higher claim where the
+    consensus keeps a supervoxel (a split one run made shows in that run's claim), 0 elsewhere."""
+    claim = np.maximum.reduce([np.asarray(c, np.uint8) for c in claims])
+    claim[np.asarray(labels) == 0] = 0
+    return claim

@@ -48,7 +48,6 @@ def consensus_volumes(
     """Write the split consensus of segmentations ``a`` and ``b`` (sources that ``open_volume``
     reads, same shape, voxel size and offset) to ``dest`` as OME-Zarr labels with
     ``dest / REPORT_FILE``. The labels keep ``a``'s voxel size and offset."""
-
     from napari_connectome.ffn.segment_volume import write_claim
     from napari_connectome.volumes import write_ome_zarr
     from napari_connectome.volumes.atomic import (
@@ -113,22 +112,18 @@ def consensus_volumes(
 
 
 def _claims(va: Any, vb: Any, labels: np.ndarray) -> np.ndarray | None:
-    """The runs' FFN claims (``segment`` stores them beside the labels), the higher of the two
-    where the consensus keeps a supervoxel; None when neither run has one."""
+    """The runs' FFN claims (``segment`` stores them beside the labels) combined for the
+    consensus; None when neither run has one of the consensus's shape."""
     import zarr
 
-    from napari_connectome.ffn.segment_volume import CLAIM
+    from napari_connectome.ffn.consensus import consensus_claim
+    from napari_connectome.ffn.segment_volume import stored_claim
 
     found = []
     for vol in (va, vb):
-        source = getattr(vol, "source", None)
-        path = Path(str(source)) / CLAIM if source is not None else None
-        if path is not None and (path / "zarr.json").is_file():
+        path = stored_claim(getattr(vol, "source", None))
+        if path is not None:
             arr = zarr.open_array(str(path), mode="r")
             if tuple(arr.shape) == labels.shape and arr.dtype == np.uint8:
-                found.append(np.asarray(arr[...]))
-    if not found:
-        return None
-    claim = np.maximum.reduce(found) if len(found) > 1 else found[0]
-    claim[labels == 0] = 0
-    return claim
+                found.append(arr[...])
+    return consensus_claim(found, labels) if found else None

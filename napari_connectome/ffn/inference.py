@@ -389,7 +389,7 @@ def iter_segment_many(
             _counters(canvas.counters, run, elapsed, n),
             canvas.origins,
             outs,
-            claim=canvas.claim_result(),
+            claim=canvas.claim,
         )
         for canvas, outs in zip(canvases, outcomes)
     ]

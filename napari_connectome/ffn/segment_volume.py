@@ -346,6 +346,15 @@ def segment_volume(
 CLAIM = "ffn_claim"  # the FFN claim beside the labels' levels (agglomerate reads it)
 
 
+def stored_claim(source: Any) -> Path | None:
+    """Where a segmentation folder (``source`` as a user gave it) keeps its FFN claim, if it has
+    one; callers check its shape against theirs."""
+    if not isinstance(source, str | Path):
+        return None
+    path = Path(str(source)) / CLAIM
+    return path if (path / "zarr.json").is_file() else None
+
+
 def write_claim(labels_dir: Path, claim: Any) -> None:
     """Store the FFN claim (uint8, level 0's shape and chunks) inside the labels' OME-Zarr."""
     import zarr
@@ -400,9 +409,7 @@ def oversegment_region(
     empty, since a consensus supervoxel has no single seed."""
     import time
 
-    import numpy as np
-
-    from napari_connectome.ffn.consensus import split_consensus
+    from napari_connectome.ffn.consensus import consensus_claim, split_consensus
     from napari_connectome.ffn.inference import SegmentationResult, segment_region
 
     say = _log_to_logger if log is None else log
@@ -451,10 +458,7 @@ def oversegment_region(
         "consensus_seconds": consensus_seconds,
         "runs": {order: res.counters for order, res in runs.items()},
     }
-    # each run's claim where the consensus keeps a supervoxel: a split made by one run only
-    # shows in that run's claim (its later object still saw the earlier piece as its own)
-    claim = np.maximum(runs["forward"].claim, runs["reverse"].claim)
-    claim[labels == 0] = 0
+    claim = consensus_claim([runs["forward"].claim, runs["reverse"].claim], labels)
     result = SegmentationResult(
         labels=labels,
         counters=counters,
