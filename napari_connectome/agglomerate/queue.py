@@ -195,7 +195,7 @@ def read_candidates(dest: str | Path) -> Candidates:
     seg_of = np.asarray(scores["segment_of"][:], np.uint64)
     merges = np.asarray(scores["merges"][:], float).reshape(-1, 3)
     edge_cut = _edge_seam_cuts(meta, scores, len(u))
-    edge_claim = _edge_claim(scores, len(u))
+    edge_claim = _edge_claim(scores, area)
     frag_ids = np.asarray(frags["id"][:], np.uint64)
     counts = np.asarray(frags["count"][:], np.int64)
     lo = np.asarray(frags["lo"][:], np.int64).reshape(-1, 3)
@@ -246,7 +246,7 @@ def read_candidates(dest: str | Path) -> Candidates:
     )
 
 
-def _edge_claim(scores: Any, n_edges: int) -> np.ndarray | None:
+def _edge_claim(scores: Any, area: np.ndarray) -> np.ndarray | None:
     """Per edge, the FFN claim where the affinity used it (else NaN); None without a claim."""
     from napari_connectome.agglomerate.run import claim_applies
 
@@ -254,9 +254,9 @@ def _edge_claim(scores: Any, n_edges: int) -> np.ndarray | None:
         return None
     claim = np.asarray(scores["claim"][:], float)
     faces = np.asarray(scores["claim_faces"][:], np.int64)
-    if not len(claim) == len(faces) == n_edges or not np.isfinite(claim).any():
+    if not len(claim) == len(faces) == len(area) or not np.isfinite(claim).any():
         return None
-    return np.where(claim_applies(claim, faces, scores["area"][:]), claim, np.nan)
+    return np.where(claim_applies(claim, faces, area), claim, np.nan)
 
 
 def _edge_seam_cuts(meta: dict, scores: Any, n_edges: int) -> np.ndarray | None:
