@@ -355,23 +355,32 @@ def stored_claim(source: Any) -> Path | None:
     return path if (path / "zarr.json").is_file() else None
 
 
-def write_claim(labels_dir: Path, claim: Any) -> None:
-    """Store the FFN claim (uint8, level 0's shape and chunks) inside the labels' OME-Zarr."""
+def create_claim(labels_dir: Path, shape: Any, chunks: Any) -> Any:
+    """The (empty, 0 = no claim) FFN claim array inside the labels' OME-Zarr; a job creates it
+    with its output and each block writes its own part."""
     import zarr
 
-    level0 = zarr.open_array(str(labels_dir / "0"), mode="r")
-    arr = zarr.create_array(
-        str(labels_dir / CLAIM),
-        shape=level0.shape,
-        chunks=level0.chunks,
+    return zarr.create_array(
+        str(Path(labels_dir) / CLAIM),
+        shape=tuple(shape),
+        chunks=tuple(chunks),
         dtype="uint8",
+        fill_value=0,
+        dimension_names=("z", "y", "x"),
         attributes={
             "napari_connectome": "ffn_claim",
             "what": "per voxel, 255 x the highest probability a later FFN object gave it while "
             "another segment held it (docs/agglomeration.md)",
         },
     )
-    arr[...] = claim
+
+
+def write_claim(labels_dir: Path, claim: Any) -> None:
+    """Store the FFN claim (uint8, level 0's shape and chunks) inside the labels' OME-Zarr."""
+    import zarr
+
+    level0 = zarr.open_array(str(labels_dir / "0"), mode="r")
+    create_claim(labels_dir, level0.shape, level0.chunks)[...] = claim
 
 
 def _pass_progress(

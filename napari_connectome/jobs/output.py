@@ -36,9 +36,10 @@ def create_output(
     offset_nm: tuple[float, ...],
     levels: int,
     name: str,
+    claim: bool = False,
 ) -> None:
     """Write group metadata and every (empty) level array in ``dest`` (which may already hold
-    ``_job``)."""
+    ``_job``); with ``claim`` also the (empty) FFN claim beside level 0, same chunks."""
     import zarr
 
     shapes = level_shapes(shape, levels)
@@ -81,6 +82,10 @@ def create_output(
         ],
         "image-label": {"version": "0.5", "source": {"image": "../"}},
     }
+    if claim:
+        from napari_connectome.ffn.segment_volume import create_claim
+
+        create_claim(dest, shapes[0], tuple(min(b, s) for b, s in zip(block_shape, shapes[0])))
     from napari_connectome.volumes.output_safety import ownership_marker
 
     group.attrs.update(ownership_marker("run-job"))  # what --overwrite may replace

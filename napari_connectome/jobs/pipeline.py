@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from napari_connectome.errors import UserInputError
+from napari_connectome.ffn.segment_volume import CLAIM
 from napari_connectome.jobs.cluster import (  # open_client, launch_mode: named here too
     LOCAL_WORKERS_PER_CORE,
     default_workers,
@@ -163,6 +164,7 @@ def prepare_output(spec: JobSpec, grid: BlockGrid) -> JobLayout:
         offset_nm=offset,
         levels=spec.pyramid_levels,
         name=spec.name,
+        claim=spec.segmenter.kind == "ffn",
     )
     layout.progress.touch()
     atomic_write_json(layout.state, {"state": "created", "fingerprint": spec.fingerprint()})
@@ -256,7 +258,7 @@ def _is_unfinished_start(layout: JobLayout) -> bool:
     if not root.is_dir() or root.is_symlink():
         return False
     for name in os.listdir(root):
-        if name.isdigit() and (root / name).is_dir():
+        if (name.isdigit() or name == CLAIM) and (root / name).is_dir():
             if set(os.listdir(root / name)) - {"zarr.json"}:
                 return False  # a chunk was written
         elif not ours(name, _START_FILES):

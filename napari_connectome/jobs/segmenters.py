@@ -3,6 +3,10 @@
 A block segmenter takes the image of one block's read region (write region plus context) and
 returns labels of the same shape (uint64, 0 = background). Ids need not be consecutive; the pipeline
 renumbers them. ``min_shape`` is the smallest region it can work on (the FFN field of view).
+
+A segmenter may also offer ``segment_with_claim(image) -> (labels, claim)``: FFN's does, and the
+job then stores the claim (uint8, :mod:`napari_connectome.ffn.canvas`) beside its output as merge
+evidence for ``agglomerate``.
 """
 
 from __future__ import annotations
@@ -71,6 +75,10 @@ class FFNSegmenter:
         self.min_shape = tuple(int(v) for v in self.config.fov_size)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
+        return self.segment_with_claim(image)[0]
+
+    def segment_with_claim(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Labels of the block and FFN's claim on them (the consensus's, with ``oversegment``)."""
         from napari_connectome.ffn.inference import segment_region
         from napari_connectome.ffn.options import options_for_model
 
@@ -91,7 +99,7 @@ class FFNSegmenter:
                 min_size=self.spec.oversegment.min_size,
                 unmatched=self.spec.oversegment.unmatched,
             )
-            return np.asarray(result.labels, dtype=np.uint64)
+            return np.asarray(result.labels, dtype=np.uint64), result.claim
         result = segment_region(
             image,
             self.model,
@@ -101,7 +109,7 @@ class FFNSegmenter:
             precision=self.spec.precision,
             batch=self.spec.batch,
         )
-        return np.asarray(result.labels, dtype=np.uint64)
+        return np.asarray(result.labels, dtype=np.uint64), result.claim
 
 
 def _pick_device(device: str) -> str:

@@ -77,17 +77,14 @@ def segment_block(spec_json: str, grid: BlockGrid, index: tuple[int, int, int]) 
         return {**info, "skipped": True}
     t0 = time.perf_counter()
     mask = None
+    claim = None
     if spec.mask:
         mask = read_region(spec.mask, block.read) > 0
     if mask is not None and not mask.any():
         labels = np.zeros(block.read.shape, np.uint32)
     else:
         image = read_region(spec.input, block.read)
-        labels = np.asarray(_segmenter(spec)(image), dtype=np.uint64)
-        if labels.shape != image.shape:
-            raise RuntimeError(
-                f"segmenter returned shape {labels.shape} for a block of {image.shape}"
-            )
+        labels, claim = _segment(_segmenter(spec), image)
         if mask is not None:
             labels[~mask] = 0
         labels, _ = fastremap.renumber(labels, preserve_zero=True, in_place=True)
@@ -95,6 +92,8 @@ def segment_block(spec_json: str, grid: BlockGrid, index: tuple[int, int, int]) 
     n = int(labels.max(initial=0))
     provisional = labels[block.write_slices_in_read].astype(np.uint64)
     provisional[provisional > 0] += np.uint64(block.flat + 1) << np.uint64(32)
+    if claim is not None:
+        _write_claim(spec.output, block, grid, claim, labels)
     level0 = open_level(spec.output, 0)
     level0[block.output_slices(grid.roi_start)] = provisional
     written_t = time.time()  # the output chunk is complete from here on
@@ -108,6 +107,34 @@ def segment_block(spec_json: str, grid: BlockGrid, index: tuple[int, int, int]) 
     }
     layout.save_block(block, labels, info)
     return info
+
+
+def _segment(segmenter, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The block's labels (uint64) and, from a segmenter that has one, its FFN claim."""
+    with_claim = getattr(segmenter, "segment_with_claim", None)
+    labels, claim = with_claim(image) if with_claim is not None else (segmenter(image), None)
+    labels = np.asarray(labels, dtype=np.uint64)
+    if labels.shape != image.shape:
+        raise RuntimeError(f"segmenter returned shape {labels.shape} for a block of {image.shape}")
+    if claim is not None and np.shape(claim) != image.shape:
+        raise RuntimeError(f"segmenter returned a claim of {np.shape(claim)} for {image.shape}")
+    return labels, claim
+
+
+def _write_claim(output: str, block: Block, grid: BlockGrid, claim, labels) -> None:
+    """The block's part of ``OUTPUT/ffn_claim`` (its write region, 0 where it labelled nothing),
+    when the output has one: an output made before jobs stored the claim has none, and a claim
+    with some blocks missing would read as evidence against every merge there."""
+    from napari_connectome.ffn.segment_volume import CLAIM
+
+    path = os.path.join(output, CLAIM)
+    if not os.path.isfile(os.path.join(path, "zarr.json")):
+        return
+    import zarr
+
+    part = np.asarray(claim, dtype=np.uint8)[block.write_slices_in_read]
+    part = np.where(labels[block.write_slices_in_read] > 0, part, 0).astype(np.uint8)
+    zarr.open_array(path, mode="r+")[block.output_slices(grid.roi_start)] = part
 
 
 def match_face(
