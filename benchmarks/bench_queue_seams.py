@@ -8,11 +8,15 @@ On a crop of FIB-25 training_sample2 with the shipped model (or ``--model``), it
 1. a blockwise job (local backend, ``block``^3 blocks with ``overlap`` context) with an
    ``agglomerate:`` section, as a user's job spec would: the job's output, its seam check, and the
    agglomeration that weighs the job's block faces;
-2. one canvas over the same crop (``segment_region``), agglomerated the same way.
+2. one canvas over the same crop (``segment_region``, its FFN claim stored as ``segment``
+   stores it), agglomerated the same way.
+
+Both are agglomerated twice: with the FFN claim (the default: the job's blocks store theirs) and
+on the EM evidence alone (``claim=False``).
 
 Lines (one JSON each): ``job`` and ``canvas`` (seconds, VI / ARAND against the ground truth
-before and after agglomeration); ``blockwise_vs_canvas`` (ARAND / VI between the two agglomerated
-results: issue 14's "within ARAND 0.02"); ``seams`` (how many pairs left apart the seam check
+before and after agglomeration, per variant); ``blockwise_vs_canvas`` (ARAND / VI between the two
+agglomerated results, per variant: issue 14's "within ARAND 0.02"); ``seams`` (how many pairs left apart the seam check
 flags, and how many of them are real errors against the others); ``queue`` per variant (with and
 without the seam check): the real-error fraction of the first 40 / 100 items and VI after 10, 20,
 40, 60, 100 edits of the oracle of bench_agglomerate_queue.py. Writes only under a temporary
@@ -69,6 +73,7 @@ def main(argv=None) -> int:
     from napari_connectome.ffn.checkpoint import load_model
     from napari_connectome.ffn.inference import segment_region
     from napari_connectome.ffn.options import options_for_model
+    from napari_connectome.ffn.segment_volume import write_claim
     from napari_connectome.jobs.agglomerate_phase import agglomerate_output
     from napari_connectome.jobs.pipeline import run_job
     from napari_connectome.jobs.spec import parse_spec
@@ -111,6 +116,12 @@ def main(argv=None) -> int:
     job_seg = np.asarray(open_volume(str(out)).data)
     job_agg = np.asarray(open_volume(str(job_dest)).data)
     meta = json.loads((job_dest / "agglomeration.json").read_text())
+    job_em_dest = tmp / "job-em-only.ome.zarr"
+    agglomerate(
+        open_volume(str(out)), open_volume(f"{vol}:raw"), job_em_dest,
+        threshold=args.threshold, claim=False,
+    )  # fmt: skip
+    job_em = np.asarray(open_volume(str(job_em_dest)).data)
     emit(
         what="job",
         crop=args.crop,
@@ -121,8 +132,10 @@ def main(argv=None) -> int:
         agglomerate_seconds=meta["seconds"]["total"],
         seam_check=res.seams,
         seams=meta["seams"],
+        claim=meta["claim"] is not None,
         output=scores(job_seg, gt),
         agglomerated=scores(job_agg, gt),
+        agglomerated_em_only=scores(job_em, gt),
     )
 
     # 2. one canvas --------------------------------------------------------------------------
@@ -131,23 +144,34 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.workers)
     net, config = load_model(model)
     t0 = time.perf_counter()
-    canvas = segment_region(raw, net, config, options_for_model(config)).labels
+    result = segment_region(raw, net, config, options_for_model(config))
     t_canvas = time.perf_counter() - t0
+    canvas = result.labels
     canvas_path = tmp / "canvas.ome.zarr"
     write_ome_zarr(canvas.astype(np.uint64), canvas_path, voxel_size_nm=(10,) * 3, labels=True)
-    canvas_dest = tmp / "canvas-agglomerated.ome.zarr"
-    agglomerate(
-        open_volume(str(canvas_path)), open_volume(f"{vol}:raw"), canvas_dest,
-        threshold=args.threshold,
-    )  # fmt: skip
-    canvas_agg = np.asarray(open_volume(str(canvas_dest)).data)
+    write_claim(canvas_path, result.claim)
+    agglomerated = {}
+    for variant, claim in (("claim", None), ("em_only", False)):
+        dest = tmp / f"canvas-agglomerated-{variant}.ome.zarr"
+        agglomerate(
+            open_volume(str(canvas_path)), open_volume(f"{vol}:raw"), dest,
+            threshold=args.threshold, claim=claim,
+        )  # fmt: skip
+        agglomerated[variant] = np.asarray(open_volume(str(dest)).data)
+    canvas_agg = agglomerated["claim"]
     emit(
         what="canvas",
         seconds=round(t_canvas, 1),
         output=scores(canvas, gt),
         agglomerated=scores(canvas_agg, gt),
+        agglomerated_em_only=scores(agglomerated["em_only"], gt),
     )
-    for name, x, y in (("output", job_seg, canvas), ("agglomerated", job_agg, canvas_agg)):
+    pairs = (
+        ("output", job_seg, canvas),
+        ("agglomerated", job_agg, canvas_agg),
+        ("agglomerated_em_only", job_em, agglomerated["em_only"]),
+    )
+    for name, x, y in pairs:
         emit(
             what="blockwise_vs_canvas",
             of=name,
