@@ -81,6 +81,59 @@ def test_each_block_writes_its_claim_into_the_jobs_output(model_dir, tmp_path, c
     assert not stored[labels == 0].any()
 
 
+class HolesNearTheHighXEdge:
+    """A plug-in block segmenter that gives a claim: every bright voxel is one segment except
+    the last 12 along x of the region it is given (holes a neighbour fills), and each labelled
+    voxel is claimed with its x in the region, plus 1."""
+
+    min_shape = (1, 1, 1)
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        return self.segment_with_claim(image)[0]
+
+    def segment_with_claim(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        labels = (image > 128).astype(np.uint64)
+        labels[..., -12:] = 0
+        x = np.arange(1, image.shape[2] + 1, dtype=np.uint8)
+        return labels, np.broadcast_to(x, image.shape).copy()
+
+
+def holes_near_the_high_x_edge() -> HolesNearTheHighXEdge:
+    return HolesNearTheHighXEdge()
+
+
+def test_holes_a_neighbour_fills_take_its_claim_with_its_label(tmp_path, capsys):
+    import h5py
+
+    raw = np.zeros((40, 40, 96), np.uint8)
+    raw[10:30, 10:30, :] = 255  # one bar along x, through both blocks
+    with h5py.File(tmp_path / "bar.h5", "w") as f:
+        f["raw"] = raw
+    plugin = {"kind": "plugin", "factory": "tests.test_job_claim:holes_near_the_high_x_edge"}
+    bar = f"{tmp_path / 'bar.h5'}:raw"
+    for fill in (True, False):
+        out = tmp_path / f"fill-{fill}.ome.zarr"
+        changes = {"input": bar, "output": str(out), "match": {"fill_holes": fill}}
+        run_job(tmp_path, job(tmp_path, None, segmenter=plugin, **changes), capsys)
+        labels = np.asarray(zarr.open_array(str(out / "0"), mode="r")[...])
+        claim = np.asarray(zarr.open_array(str(out / CLAIM), mode="r")[...])
+        # block 0 (read x 0..56) labels x 0..43 and claims x + 1 there; block 1 (read x
+        # 40..96) labels x 40..83 and claims x - 40 + 1
+        row, lab = claim[20, 20], labels[20, 20]
+        assert np.array_equal(row[:44], np.arange(1, 45))
+        assert np.array_equal(row[48:84], np.arange(9, 45))
+        assert not row[84:].any()
+        assert not lab[84:].any()
+        # x 44..47: block 0's holes, which block 1 labelled in its context
+        if fill:
+            assert (lab[44:48] == lab[0]).all()
+            assert np.array_equal(row[44:48], np.arange(5, 9))  # block 1's claim there
+        else:
+            assert not lab[44:48].any()
+            assert not row[44:48].any()
+        assert not claim[labels == 0].any()
+
+
 def test_the_jobs_agglomerate_phase_and_the_command_weigh_the_jobs_claim(
     model_dir, tmp_path, capsys
 ):

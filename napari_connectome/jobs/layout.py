@@ -108,18 +108,28 @@ class JobLayout:
         except FileNotFoundError:
             return None
 
-    def save_block(self, block: Block, labels: np.ndarray, info: dict) -> None:
-        """Labels first, then the JSON that marks the block done (both atomic)."""
+    def save_block(
+        self, block: Block, labels: np.ndarray, info: dict, claim: np.ndarray | None = None
+    ) -> None:
+        """Labels (and the FFN claim of the read region, if any) first, then the JSON that marks
+        the block done (both atomic)."""
         import io
 
         buf = io.BytesIO()
-        np.savez_compressed(buf, labels=labels)
+        arrays = {"labels": labels} if claim is None else {"labels": labels, "claim": claim}
+        np.savez_compressed(buf, **arrays)
         atomic_write_bytes(self.block_npz(block), buf.getvalue())
         atomic_write_json(self.block_json(block), info)
 
     def load_block(self, block: Block) -> np.ndarray:
         with np.load(self.block_npz(block), allow_pickle=False) as f:
             return f["labels"]
+
+    def load_block_claim(self, block: Block) -> np.ndarray | None:
+        """The FFN claim of the block's read region (None: its segmenter gave none, or a version
+        that did not keep it segmented the block)."""
+        with np.load(self.block_npz(block), allow_pickle=False) as f:
+            return f["claim"] if "claim" in f.files else None
 
     def read_state(self) -> dict | None:
         try:

@@ -113,6 +113,7 @@ def check_host(spec: JobSpec) -> None:
 
 def prepare_output(spec: JobSpec, grid: BlockGrid) -> JobLayout:
     """Create the output complete (or accept it for a resume); refuse to touch anything else."""
+    from napari_connectome.jobs.segmenters import stores_claim
     from napari_connectome.jobs.source import input_info
 
     layout = JobLayout(spec.output)
@@ -164,7 +165,7 @@ def prepare_output(spec: JobSpec, grid: BlockGrid) -> JobLayout:
         offset_nm=offset,
         levels=spec.pyramid_levels,
         name=spec.name,
-        claim=spec.segmenter.kind == "ffn",
+        claim=stores_claim(spec.segmenter),
     )
     layout.progress.touch()
     atomic_write_json(layout.state, {"state": "created", "fingerprint": spec.fingerprint()})

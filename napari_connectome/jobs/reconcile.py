@@ -63,8 +63,12 @@ def fill_holes(
     write_start: tuple[int, int, int],
     neighbours: list[tuple[tuple[int, int, int], np.ndarray, np.ndarray]],
     allowed: np.ndarray | None = None,
+    claims: list[np.ndarray | None] | None = None,
+    claim: np.ndarray | None = None,
 ) -> int:
-    """Give voxels a block left unlabelled the final id a neighbour gave them in its context.
+    """Give voxels a block left unlabelled the final id a neighbour gave them in its context
+    (and, with ``claims`` (each neighbour's FFN claim of its read region, or None) and
+    ``claim`` (the block's, write region), that neighbour's FFN claim there).
 
     ``final``: the block's write region, final ids, filled in place. ``neighbours``: (read start,
     local labels of the read region, table local -> final id) in a fixed order; the first neighbour
@@ -78,7 +82,7 @@ def fill_holes(
 
     filled = 0
     write = Box.from_shape(final.shape, write_start)
-    for read_start, labels, table in neighbours:
+    for k, (read_start, labels, table) in enumerate(neighbours):
         read = Box.from_shape(labels.shape, read_start)
         both = write.intersect(read)
         if both.empty:
@@ -93,6 +97,8 @@ def fill_holes(
             ids = ids[keep]
         mine[hole] = ids
         filled += int(hole.sum())
+        if claim is not None and claims is not None and claims[k] is not None:
+            claim[both.slices_in(write)][hole] = claims[k][both.slices_in(read)][hole]
     return filled
 
 

@@ -4,9 +4,9 @@ A block segmenter takes the image of one block's read region (write region plus 
 returns labels of the same shape (uint64, 0 = background). Ids need not be consecutive; the pipeline
 renumbers them. ``min_shape`` is the smallest region it can work on (the FFN field of view).
 
-A segmenter may also offer ``segment_with_claim(image) -> (labels, claim)``: FFN's does, and the
-job then stores the claim (uint8, :mod:`napari_connectome.ffn.canvas`) beside its output as merge
-evidence for ``agglomerate``.
+A segmenter may also offer ``segment_with_claim(image) -> (labels, claim)`` (claim: uint8 of the
+image's shape, 255 x a probability; :mod:`napari_connectome.ffn.canvas`): FFN's does, and the job
+then stores the claim beside its output as merge evidence for ``agglomerate``.
 """
 
 from __future__ import annotations
@@ -186,3 +186,12 @@ def segmenter_min_shape(spec: SegmenterSpec) -> Triple:
 
         return tuple(int(v) for v in field_of_view(spec.model))
     return tuple(make_segmenter(spec).min_shape)
+
+
+def stores_claim(spec: SegmenterSpec) -> bool:
+    """Whether the segmenter gives an FFN claim (``segment_with_claim``), so that the job makes
+    ``OUTPUT/ffn_claim`` for its blocks: FFN does, watershed does not; a plug-in is built once to
+    ask, as for its ``min_shape``."""
+    if spec.kind != "plugin":
+        return spec.kind == "ffn"
+    return callable(getattr(make_segmenter(spec), "segment_with_claim", None))

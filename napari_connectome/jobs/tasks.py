@@ -92,8 +92,7 @@ def segment_block(spec_json: str, grid: BlockGrid, index: tuple[int, int, int]) 
     n = int(labels.max(initial=0))
     provisional = labels[block.write_slices_in_read].astype(np.uint64)
     provisional[provisional > 0] += np.uint64(block.flat + 1) << np.uint64(32)
-    if claim is not None:
-        _write_claim(spec.output, block, grid, claim, labels)
+    claim = _store_claim(spec.output, block, grid, claim, labels)
     level0 = open_level(spec.output, 0)
     level0[block.output_slices(grid.roi_start)] = provisional
     written_t = time.time()  # the output chunk is complete from here on
@@ -105,7 +104,7 @@ def segment_block(spec_json: str, grid: BlockGrid, index: tuple[int, int, int]) 
         "worker": f"{socket.gethostname()}:{os.getpid()}",
         "worker_name": _worker_name(),
     }
-    layout.save_block(block, labels, info)
+    layout.save_block(block, labels, info, claim)
     return info
 
 
@@ -121,20 +120,30 @@ def _segment(segmenter, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | Non
     return labels, claim
 
 
-def _write_claim(output: str, block: Block, grid: BlockGrid, claim, labels) -> None:
-    """The block's part of ``OUTPUT/ffn_claim`` (its write region, 0 where it labelled nothing),
-    when the output has one: an output made before jobs stored the claim has none, and a claim
-    with some blocks missing would read as evidence against every merge there."""
+def _claim_array(output: str):
+    """``OUTPUT/ffn_claim`` opened for writing, or None when the output has none."""
     from napari_connectome.ffn.segment_volume import CLAIM
 
     path = os.path.join(output, CLAIM)
     if not os.path.isfile(os.path.join(path, "zarr.json")):
-        return
+        return None
     import zarr
 
-    part = np.asarray(claim, dtype=np.uint8)[block.write_slices_in_read]
-    part = np.where(labels[block.write_slices_in_read] > 0, part, 0).astype(np.uint8)
-    zarr.open_array(path, mode="r+")[block.output_slices(grid.roi_start)] = part
+    return zarr.open_array(path, mode="r+")
+
+
+def _store_claim(output: str, block: Block, grid: BlockGrid, claim, labels) -> np.ndarray | None:
+    """Write the block's part of ``OUTPUT/ffn_claim`` (its write region, 0 where it labelled
+    nothing) and return its read region's claim, which the block keeps with its labels for
+    neighbours that fill their holes from its context. None (nothing written) when the output
+    has no claim: an output made before jobs stored the claim, where a claim with some blocks
+    missing would read as evidence against every merge there."""
+    arr = None if claim is None else _claim_array(output)
+    if arr is None:
+        return None
+    claim = np.where(labels > 0, np.asarray(claim, dtype=np.uint8), 0).astype(np.uint8)
+    arr[block.output_slices(grid.roi_start)] = claim[block.write_slices_in_read]
+    return claim
 
 
 def match_face(
@@ -208,7 +217,16 @@ def relabel_block(
     if spec.match.fill_holes and loaded:
         others = [(nb.read.start, labels, tab) for nb, labels, tab in loaded.values()]
         owned = [tab[labels[nb.write_slices_in_read]] for nb, labels, tab in loaded.values()]
-        filled = fill_holes(final, block.write.start, others, owned_ids(final, owned))
+        claim_arr = _claim_array(spec.output)
+        claims = claim = None
+        if claim_arr is not None:  # holes take the neighbour's FFN claim with its label
+            claims = [layout.load_block_claim(nb) for nb, _, _ in loaded.values()]
+            claim = np.asarray(claim_arr[block.output_slices(grid.roi_start)])
+        filled = fill_holes(
+            final, block.write.start, others, owned_ids(final, owned), claims, claim
+        )
+        if claim is not None and filled:
+            claim_arr[block.output_slices(grid.roi_start)] = claim
     open_level(spec.output, 0)[block.output_slices(grid.roi_start)] = final
     written_t = time.time()
     marker = {"seams": seams, "lut": digest}  # digest: which table (see pipeline._table_digest)
