@@ -166,6 +166,43 @@ def test_agglomerate_command_writes_labels_supervoxels_and_scored_graph(crop, tm
     assert (scores["merges"][:][:, 2] >= 0.4).all()
 
 
+def test_overwrite_replaces_an_agglomerate_output_but_not_one_the_user_added_to(
+    crop, tmp_path, capsys
+):
+    dest = tmp_path / "agg.ome.zarr"
+    argv = ("agglomerate", f"{crop}:seg", f"{crop}:raw", dest, "--quiet")
+    assert run(*argv) == 0, capsys.readouterr().err
+    assert run(*argv, "--threshold", "0.5", "--overwrite") == 0, capsys.readouterr().err
+    assert json.loads((dest / "agglomeration.json").read_text())["threshold"] == 0.5
+    for extra in (dest / "scores" / "notes.txt", dest / "supervoxels" / "notes.txt"):
+        extra.write_text("mine")
+        assert run(*argv, "--overwrite") == 2
+        assert "other files were put" in capsys.readouterr().err
+        assert extra.read_text() == "mine"
+        extra.unlink()
+
+
+def test_an_output_made_with_relative_paths_opens_its_queue_from_any_folder(
+    crop, tmp_path, capsys, monkeypatch
+):
+    from napari_connectome.agglomerate.queue import ProofreadQueue, build_queue_project
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "crop.h5").symlink_to(crop)
+    monkeypatch.chdir(work)
+    rc = run("agglomerate", "crop.h5:seg", "crop.h5:raw", "agg.ome.zarr", "--quiet")
+    assert rc == 0, capsys.readouterr().err
+    meta = json.loads((work / "agg.ome.zarr" / "agglomeration.json").read_text())
+    assert meta["em"] == f"{work / 'crop.h5'}:raw"  # absolute, the link kept as typed
+    assert meta["input"] == f"{work / 'crop.h5'}:seg"
+    monkeypatch.chdir(tmp_path)  # the proofreader opens it from elsewhere
+    queue = ProofreadQueue(work / "agg.ome.zarr")
+    assert queue.items
+    build_queue_project(work / "agg.ome.zarr", tmp_path / "project")
+    assert (tmp_path / "project").is_dir()
+
+
 def test_blocks_on_a_local_dask_cluster_give_the_same_result(crop, tmp_path):
     from dask.distributed import Client, LocalCluster
 
@@ -245,12 +282,14 @@ def test_bad_input_is_refused_and_writes_nothing(crop, tmp_path, capsys, google_
         "shape": [],
         "integer ids": [],
         "field of view": ["--model", google_model],
+        "the dtype of label ids": [],
     }
     argvs = {
         "between 0 and 1": [f"{crop}:seg", f"{crop}:raw"],
         "shape": [f"{crop}:seg", f"{other}:raw"],
         "integer ids": [f"{other}:float", f"{crop}:raw"],
         "field of view": [f"{other}:small_seg", f"{other}:small_raw"],
+        "the dtype of label ids": [f"{crop}:seg", f"{crop}:gt"],  # ground truth given as EM
     }
     for why, extra in cases.items():
         rc = run("agglomerate", *argvs[why], dest, *extra, "--quiet")
@@ -315,6 +354,7 @@ def test_reuse_runs_only_the_rule_and_equals_a_full_run(crop, tmp_path, capsys):
         "another segmentation": [f"{other}:seg", f"{crop}:raw", "--reuse", first],
         "--no-fill would change nothing": [*base, "--reuse", first, "--no-fill"],
         "no readable agglomeration.json": [*base, "--reuse", tmp_path],
+        "does not exist": [*base, "--reuse", tmp_path / "missing"],
     }
     for why, argv in cases.items():
         rc = run("agglomerate", *argv[:2], out_dir / "x.ome.zarr", *argv[2:], "--quiet")

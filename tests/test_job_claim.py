@@ -149,7 +149,9 @@ def test_the_jobs_agglomerate_phase_and_the_command_weigh_the_jobs_claim(
     # the command on the job's output finds the same claim and gives the same scores
     em = spec["input"]
     dest = tmp_path / "cmd.ome.zarr"
-    rc = main(["agglomerate", str(out), em, str(dest), "--no-fill", "--threshold", "0.4", "--quiet"])
+    rc = main(
+        ["agglomerate", str(out), em, str(dest), "--no-fill", "--threshold", "0.4", "--quiet"]
+    )
     assert rc == 0, capsys.readouterr().err
     again = zarr.open_group(str(dest / "scores"), mode="r")
     for column in ("claim", "claim_faces", "affinity"):
@@ -160,6 +162,18 @@ def test_the_jobs_agglomerate_phase_and_the_command_weigh_the_jobs_claim(
     assert main(argv) == 0, capsys.readouterr().err
     em_only = zarr.open_group(str(dest / "scores"), mode="r")
     assert np.array_equal(em_only["affinity"][:], em_only["mean_rank"][:])
+    # the section's own claim settings; a resume with other ones agglomerates again
+    for change, recorded in (({"claim_weight": 0.8}, 0.8), ({"claim": False}, None)):
+        resumed = {**spec, "resume": True, "agglomerate": {**section, **change}}
+        run_job(tmp_path, resumed, capsys, "resume.yaml")
+        meta = json.loads((phase / "agglomeration.json").read_text())
+        assert (meta["claim"] or {}).get("weight") == recorded
+    bad = {**spec, "output": str(tmp_path / "bad.ome.zarr")}
+    bad["agglomerate"] = {**section, "claim_weight": 1.5}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    assert main(["run-job", "--check", str(tmp_path / "bad.yaml")]) == 2
+    assert "claim_weight" in capsys.readouterr().err
+    assert not (tmp_path / "bad.ome.zarr").exists()
 
 
 def test_jobs_without_ffn_or_started_by_an_older_version_store_no_claim(

@@ -288,6 +288,17 @@ def test_typos_and_missing_gpus_fail_at_check_time_not_on_a_worker(volume, tmp_p
     ffn["inference"] = {"move_threshold": 1.5}
     assert main(["run-job", "--check", write(tmp_path, small_job(volume, out, segmenter=ffn))]) == 2
     assert "move_threshold must be a probability" in capsys.readouterr().err
+    # a segmentation given as the EM input: refused at check time (a worker would fail after
+    # the output was made)
+    import h5py
+
+    labels = tmp_path / "labels.h5"
+    with h5py.File(labels, "w") as f:
+        f["ids"] = np.arange(32 * 48 * 48, dtype=np.uint64).reshape(32, 48, 48)
+    ids_job = {**small_job(volume, out, segmenter={"kind": "ffn"}), "input": f"{labels}:ids"}
+    for argv in (["run-job", "--check"], ["run-job"]):
+        assert main([*argv, write(tmp_path, ids_job)]) == 2
+        assert "the dtype of label ids, not of EM" in capsys.readouterr().err
 
     import torch
 

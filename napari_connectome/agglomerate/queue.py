@@ -469,7 +469,7 @@ class QueueItem:
         )
 
     def describe(self, threshold: float | None = None) -> str:
-        head = f"{self.a} | {self.b} at z, y, x {list(self.point)}"
+        head = f"supervoxels {self.a} | {self.b} at z, y, x {list(self.point)}"
         return head if threshold is None else f"{head}: {self.reason(threshold)}"
 
 

@@ -40,6 +40,11 @@ def read_previous(previous: str | os.PathLike) -> dict:
     from napari_connectome.agglomerate.run import FORMAT, FORMAT_VERSION, META
 
     prev = Path(previous).expanduser()
+    if not prev.exists():
+        raise UserInputError(
+            f"--reuse {prev} does not exist: give the folder of an earlier "
+            "`napari-connectome agglomerate` of the same SEG"
+        )
     try:
         meta = json.loads((prev / META).read_text())
     except (OSError, ValueError) as exc:
@@ -114,9 +119,9 @@ def reagglomerate(
         )
         if _fingerprint(shape, seg.dtype, digests) != meta.get("input_fingerprint"):
             raise UserInputError(
-                f"--reuse {prev} was computed from another segmentation than SEG "
-                f"({meta.get('input')}): its input fingerprint differs; run agglomerate "
-                "without --reuse"
+                f"--reuse {prev} was computed from another segmentation "
+                f"({meta.get('input')}) than SEG ({run._text(seg)}): its input fingerprint "
+                "differs; run agglomerate without --reuse"
             )
         graph = RegionGraph.open(prev / run.REGION_GRAPH)
         if graph.fingerprint != meta.get("region_graph_fingerprint"):

@@ -35,6 +35,7 @@ from napari_connectome.agglomerate import kernels
 from napari_connectome.agglomerate.rule import mean_affinity_agglomerate
 from napari_connectome.errors import UserInputError
 from napari_connectome.progress import ProgressCallback, no_progress
+from napari_connectome.volumes.sources import absolute_source
 
 FORMAT = "napari-connectome-agglomeration"
 FORMAT_VERSION = 1
@@ -234,6 +235,11 @@ def check_inputs(seg: Any, em: Any) -> None:
         )
     if em.dtype.kind not in "uif":
         raise UserInputError(f"EM {_text(em)} has dtype {em.dtype}: give a grayscale EM volume")
+    if em.dtype.kind in "iu" and em.dtype.itemsize >= 4:
+        raise UserInputError(
+            f"EM {_text(em)} has dtype {em.dtype}, the dtype of label ids, not of EM: give the "
+            "grayscale EM volume the segmentation was made from, not a segmentation"
+        )
     if tuple(em.shape) != tuple(seg.shape):
         raise UserInputError(
             f"EM {_text(em)} has shape {list(em.shape)} but SEG {_text(seg)} has "
@@ -538,8 +544,8 @@ def _build(
         "fill": "watershed" if fill else "none",
         "seed_distance": seed_distance,
         "band": band,
-        "input": _text(seg),
-        "em": _text(em),
+        "input": absolute_source(_text(seg)),  # the queue opens the EM from any folder
+        "em": absolute_source(_text(em)),
         "input_fingerprint": input_fp,
         "region_graph_fingerprint": graph.fingerprint,
         "shape": list(shape),
@@ -551,7 +557,9 @@ def _build(
         "n_merges": len(agg.merges),
         "unsegmented_voxels": sum(f["zeros"] for f in filled),
         "seams": seams.as_json() if seams is not None else None,
-        "claim": None if claim_path is None else {"weight": claim_weight, "source": claim_path},
+        "claim": None
+        if claim_path is None
+        else {"weight": claim_weight, "source": absolute_source(claim_path)},
     }
 
 

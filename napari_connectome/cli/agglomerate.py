@@ -172,7 +172,8 @@ def _report(out: Path, *extra: str) -> int:
     """One JSON line: where the result is and its counts (``extra``: more keys of its meta)."""
     meta = json.loads((out / "agglomeration.json").read_text())
     keys = (*extra, "n_supervoxels", "n_edges", "n_merges", "n_segments", "n_resegmented")
-    print(json.dumps({"agglomerated": str(out), **{k: meta[k] for k in keys}}))
+    claim = meta.get("claim")  # which FFN claim weighed in (null: the EM evidence alone)
+    print(json.dumps({"agglomerated": str(out), **{k: meta[k] for k in keys}, "claim": claim}))
     return 0
 
 

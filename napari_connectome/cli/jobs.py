@@ -155,7 +155,17 @@ def cmd_run_job(args) -> int:
                 "segments": result.n_segments,
                 "seconds": round(result.seconds, 2),
                 "seams": result.seams,
+                **_agglomerated(spec),
             }
         )
     )
     return 0
+
+
+def _agglomerated(spec) -> dict:
+    """Where the job's ``agglomerate:`` phase put its result, for the summary line."""
+    if spec.agglomerate is None:
+        return {}
+    from napari_connectome.jobs.agglomerate_phase import agglomerate_output
+
+    return {"agglomerated": str(agglomerate_output(spec))}

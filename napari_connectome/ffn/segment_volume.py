@@ -277,7 +277,11 @@ def segment_volume(
     )
     n_seeds = None if seeds is None else len(seeds)
     estimate = estimate_run(roi_shape, runner, config, seeds=n_seeds)
-    say(f"region {estimate.describe()}")
+    if req.oversegment:  # two runs over the region
+        from dataclasses import replace
+
+        estimate = replace(estimate, steps=2 * estimate.steps)
+    say(f"region {estimate.describe()}{' for both runs' if req.oversegment else ''}")
     if req.oversegment:
         say("over-segmentation: two runs (seeds forward, then reversed), then their consensus")
         result, oversegment = oversegment_region(

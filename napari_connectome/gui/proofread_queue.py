@@ -252,8 +252,8 @@ class ProofreadQueueWidget(QWidget):
         what = "merge to check" if item.kind == "merged" else "pair left apart"
         self.item_label.setText(
             f"item {index + 1} of {len(self.queue.items)} ({what}): "
-            f"{self.queue.describe(index)}; segments {sa} and {sb}"
-            + (" (one segment now)" if sa == sb else "")
+            f"{self.queue.describe(index)}; "
+            + (f"both now in segment {sa}" if sa == sb else f"now in segments {sa} and {sb}")
         )
 
     def _layer(self, name: str, data: Any, kind: str, kw: dict) -> None:

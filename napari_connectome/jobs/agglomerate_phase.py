@@ -55,7 +55,7 @@ def agglomerate_phase(
         return None
     dest = agglomerate_output(spec)
     meta_file = dest / "agglomeration.json"
-    if meta_file.is_file() and not output_changed:
+    if meta_file.is_file() and not output_changed and _made_with(meta_file, section):
         return None
     log.write(event="phase", phase="agglomerate", path=str(dest))
     model = None
@@ -76,6 +76,8 @@ def agglomerate_phase(
         seed_distance=section.seed_distance,
         band=section.band,
         max_reseg=section.max_reseg,
+        claim=None if section.claim else False,
+        claim_weight=section.claim_weight,
         seams=BlockSeams.of_grid(grid.roi_shape, grid.block_shape, seam_report),
         client=client,
         overwrite=meta_file.is_file(),
@@ -86,3 +88,22 @@ def agglomerate_phase(
     summary = {k: meta[k] for k in keys}
     log.write(event="agglomerate", path=str(dest), **summary)
     return summary
+
+
+def _made_with(meta_file: Path, section: Any) -> bool:
+    """Whether the agglomeration there was made with the section's settings (a resume after
+    the user changed its threshold or claim weight makes it again)."""
+    import json
+
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, ValueError):
+        return False
+    claim = meta.get("claim")
+    return (
+        meta.get("threshold") == section.threshold
+        and meta.get("fill") == ("watershed" if section.fill else "none")
+        and meta.get("seed_distance") == section.seed_distance
+        and (claim.get("weight") if isinstance(claim, dict) else None)
+        in ((section.claim_weight, None) if section.claim else (None,))
+    )

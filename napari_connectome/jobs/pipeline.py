@@ -69,6 +69,12 @@ def make_grid(spec: JobSpec) -> BlockGrid:
             raise UserInputError(
                 f"mask shape {list(mask_shape)} differs from input shape {list(info.shape)}"
             )
+    dtype = np.dtype(info.dtype)
+    if spec.segmenter.kind == "ffn" and dtype.kind in "iu" and dtype.itemsize >= 4:
+        raise UserInputError(
+            f"input {spec.input} has dtype {dtype}, the dtype of label ids, not of EM: give the "
+            "EM image (8-bit grayscale) as the input, not a segmentation"
+        )
     grid = BlockGrid(start, stop, tuple(spec.block_shape), tuple(spec.overlap), info.shape)
     if len(grid) > MAX_BLOCKS:
         raise UserInputError(

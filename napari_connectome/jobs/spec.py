@@ -298,6 +298,8 @@ class AgglomerateSpec(_Strict):
     resegment: bool = False  # FFN resegmentation (the segmenter's model) near the threshold
     band: float = Field(0.1, ge=0.0, le=1.0)
     max_reseg: int = Field(200, ge=0)
+    claim: bool = True  # weigh the FFN claim the blocks stored (agglomerate --no-claim: false)
+    claim_weight: float = Field(0.5, ge=0.0, le=1.0)  # agglomerate --claim-weight
     output: str | None = None  # default: OUTPUT with -agglomerated before its suffix
 
 

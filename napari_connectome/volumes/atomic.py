@@ -120,7 +120,7 @@ def check_destination(dest: Path, overwrite: bool) -> None:
         if not overwrite:
             raise UserInputError(
                 f"{dest} already exists; choose another output path or pass --overwrite "
-                "(overwrite=True) to replace it."
+                "to replace it (overwrite=True from Python)."
             )
         refuse_unless_ours(dest)
     if not dest.parent.is_dir():

@@ -29,11 +29,21 @@ MARKER = "napari_connectome"
 # OME-Zarr (viewers/webknossos_properties.py); one without our entry is the user's (is_ours)
 # consensus.json: the report of ``consensus A B DEST`` (ffn/consensus_volume.py)
 _EXTRAS = frozenset(
-    {"ffn_counters.json", "consensus.json", "progress.jsonl", "_job", "datasource-properties.json"}
+    {
+        "ffn_counters.json",
+        "consensus.json",
+        "agglomeration.json",
+        "progress.jsonl",
+        "_job",
+        "datasource-properties.json",
+    }
 )
 _JOB_FILES = frozenset({"zarr.json", "progress.jsonl", "_job"})
 # arrays our writers put beside the levels: segment's FFN claim (ffn/segment_volume.py)
 _EXTRA_ARRAYS = frozenset({"ffn_claim"})
+# what agglomerate puts beside its labels (agglomerate/run.py): the supervoxels (an OME-Zarr
+# labels group of ours) and the scores (a group of arrays); agglomeration.json is in _EXTRAS
+_SUPERVOXELS, _SCORES = "supervoxels", "scores"
 # suffixes that end the on-disk part of a source string (``v.h5:raw``, ``s.zarr/group/array``)
 _CONTAINER_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5", ".zarr", ".n5", ".npz")
 
@@ -103,9 +113,26 @@ def _only_our_files(path: Path, meta: Any) -> bool:
         if name in levels or name in _EXTRA_ARRAYS:
             if not _is_array_folder(path / name):
                 return False
+        elif name == _SUPERVOXELS:
+            sub = path / name
+            if sub.is_symlink() or not _only_our_files(sub, _read_json(sub / "zarr.json")):
+                return False
+        elif name == _SCORES:
+            if not _is_array_group(path / name):
+                return False
         elif name not in {"zarr.json", *_EXTRAS, "region_graph"}:
             return False
     return True
+
+
+def _is_array_group(path: Path) -> bool:
+    """A zarr group folder holding only arrays (agglomerate's scores columns)."""
+    if path.is_symlink() or not path.is_dir():
+        return False
+    meta = _read_json(path / "zarr.json")
+    if not (isinstance(meta, dict) and meta.get("node_type") == "group"):
+        return False
+    return all(n == "zarr.json" or _is_array_folder(path / n) for n in os.listdir(path))
 
 
 def _legacy_layout(path: Path) -> bool:
@@ -176,8 +203,8 @@ def refuse_unless_ours(dest: str | Path) -> None:
     elif (dest / "zarr.json").is_file() and has_marker(_read_bytes(dest / "zarr.json")):
         what = (
             "is an output of napari-connectome into which other files were put (only the "
-            "levels, ffn_counters.json, ffn_claim/, progress.jsonl, _job/ and region_graph/ "
-            "are ours)"
+            "levels, ffn_counters.json, ffn_claim/, progress.jsonl, _job/, region_graph/ "
+            "and agglomerate's supervoxels/, scores/ and agglomeration.json are ours)"
         )
     else:
         what = "is a folder napari-connectome did not write (no napari_connectome marker in its "

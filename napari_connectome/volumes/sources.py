@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -217,6 +218,22 @@ def _recover_interrupted(path: Path) -> None:
     if journal_path(path).is_file():
         with contextlib.suppress(OSError, UserInputError):  # e.g. a read-only folder: read as is
             recover_replacement(path)
+
+
+def absolute_source(source: str | Path) -> str:
+    """``source`` as typed, its local file or folder made absolute (links kept): what a record
+    that is read from another working folder (an agglomeration's ``em``) must hold. URLs and
+    paths that do not exist stay as they are."""
+    text = str(source)
+    if "://" in text:
+        return text
+    path = Path(text).expanduser()
+    if path.exists():
+        return os.path.abspath(path)
+    head, _, tail = text.rpartition(":")
+    if head and Path(head).expanduser().exists():
+        return f"{os.path.abspath(Path(head).expanduser())}:{tail}"
+    return text
 
 
 def parse_source(source: str | Path) -> Source:
