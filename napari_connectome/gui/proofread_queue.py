@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import Signal
+from qtpy.QtCore import QSize, Signal
 from qtpy.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
@@ -32,6 +32,7 @@ from qtpy.QtWidgets import (
 from napari_connectome.gui._layers import spatial_axis_labels
 
 BOX = 48  # voxels per axis shown around a contact
+PANEL_WIDTH = 420  # pixels: the widest the panel asks to be
 KEYS = {"y": "accept", "n": "reject", "k": "skip", "u": "undo"}
 
 
@@ -89,6 +90,7 @@ class ProofreadQueueWidget(QWidget):
             self.buttons[verdict] = b
         layout.addLayout(row)
         self.progress_label = QLabel("")
+        self.progress_label.setWordWrap(True)
         layout.addWidget(self.progress_label)
         self.message = QLabel("")
         self.message.setWordWrap(True)
@@ -96,6 +98,11 @@ class ProofreadQueueWidget(QWidget):
         layout.addStretch(1)
         for key, verdict in KEYS.items():
             self.viewer.bind_key(key, self._key(verdict), overwrite=True)
+
+    def sizeHint(self) -> Any:
+        """At most PANEL_WIDTH wide: the item's text wraps, and the canvas keeps the window."""
+        hint = super().sizeHint()
+        return QSize(min(hint.width(), PANEL_WIDTH), hint.height())
 
     def _key(self, verdict: str):
         def handler(_viewer: Any) -> None:
