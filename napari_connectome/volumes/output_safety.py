@@ -86,13 +86,16 @@ def _read_json(path: Path) -> Any:
         return None
 
 
-def _is_array_folder(path: Path) -> bool:
+def _zarr_node(path: Path, node_type: str) -> bool:
+    """A real folder (no link) whose ``zarr.json`` says it is a zarr ``node_type``."""
     if path.is_symlink() or not path.is_dir():
         return False
     meta = _read_json(path / "zarr.json")
-    if not (isinstance(meta, dict) and meta.get("node_type") == "array"):
-        return False
-    return set(os.listdir(path)) <= {"zarr.json", "c"}
+    return isinstance(meta, dict) and meta.get("node_type") == node_type
+
+
+def _is_array_folder(path: Path) -> bool:
+    return _zarr_node(path, "array") and set(os.listdir(path)) <= {"zarr.json", "c"}
 
 
 def _only_our_files(path: Path, meta: Any) -> bool:
@@ -127,10 +130,7 @@ def _only_our_files(path: Path, meta: Any) -> bool:
 
 def _is_array_group(path: Path) -> bool:
     """A zarr group folder holding only arrays (agglomerate's scores columns)."""
-    if path.is_symlink() or not path.is_dir():
-        return False
-    meta = _read_json(path / "zarr.json")
-    if not (isinstance(meta, dict) and meta.get("node_type") == "group"):
+    if not _zarr_node(path, "group"):
         return False
     return all(n == "zarr.json" or _is_array_folder(path / n) for n in os.listdir(path))
 
