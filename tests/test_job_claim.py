@@ -48,11 +48,12 @@ def job(tmp_path, model_dir, **changes) -> dict:
     return spec
 
 
-def run_job(tmp_path, spec, capsys, name="job.yaml") -> None:
+def run_job(tmp_path, spec, capsys, name="job.yaml") -> dict:
+    """``run-job`` of ``spec``; returns its summary line."""
     path = tmp_path / name
     path.write_text(yaml.safe_dump(spec))
     assert main(["run-job", str(path), "--quiet"]) == 0, capsys.readouterr().err
-    capsys.readouterr()
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
 def test_each_block_writes_its_claim_into_the_jobs_output(model_dir, tmp_path, capsys):
@@ -139,9 +140,10 @@ def test_the_jobs_agglomerate_phase_and_the_command_weigh_the_jobs_claim(
 ):
     section = {"threshold": 0.4, "fill": False}
     spec = job(tmp_path, model_dir, agglomerate=section)
-    run_job(tmp_path, spec, capsys)
+    summary = run_job(tmp_path, spec, capsys)
     out = tmp_path / "job.ome.zarr"
     phase = tmp_path / "job-agglomerated.ome.zarr"
+    assert summary["agglomerated"] == str(phase)  # run-job says where the phase wrote
     meta = json.loads((phase / "agglomeration.json").read_text())
     assert meta["claim"]["source"] == str(out / CLAIM)
     scores = zarr.open_group(str(phase / "scores"), mode="r")
@@ -153,6 +155,8 @@ def test_the_jobs_agglomerate_phase_and_the_command_weigh_the_jobs_claim(
         ["agglomerate", str(out), em, str(dest), "--no-fill", "--threshold", "0.4", "--quiet"]
     )
     assert rc == 0, capsys.readouterr().err
+    printed = json.loads(capsys.readouterr().out)  # the command says which claim it weighed
+    assert printed["claim"] == {"source": str(out / CLAIM), "weight": 0.5}
     again = zarr.open_group(str(dest / "scores"), mode="r")
     for column in ("claim", "claim_faces", "affinity"):
         assert np.array_equal(np.asarray(again[column][:]), np.asarray(scores[column][:]), True)

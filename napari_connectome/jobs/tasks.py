@@ -122,14 +122,14 @@ def _segment(segmenter, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | Non
 
 def _claim_array(output: str):
     """``OUTPUT/ffn_claim`` opened for writing, or None when the output has none."""
-    from napari_connectome.ffn.segment_volume import CLAIM
+    from napari_connectome.ffn.segment_volume import stored_claim
 
-    path = os.path.join(output, CLAIM)
-    if not os.path.isfile(os.path.join(path, "zarr.json")):
+    path = stored_claim(output)
+    if path is None:
         return None
     import zarr
 
-    return zarr.open_array(path, mode="r+")
+    return zarr.open_array(str(path), mode="r+")
 
 
 def _store_claim(output: str, block: Block, grid: BlockGrid, claim, labels) -> np.ndarray | None:
