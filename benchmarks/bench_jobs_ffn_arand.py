@@ -105,7 +105,7 @@ def main() -> None:
     from napari_connectome.ffn.inference import segment_region
     from napari_connectome.ffn.options import options_for_model
     from napari_connectome.jobs.pipeline import run_job
-    from napari_connectome.jobs.segmenters import _pick_device
+    from napari_connectome.ffn.runner import worker_device
     from napari_connectome.jobs.spec import load_spec, parse_spec
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-ffn-arand-"))
@@ -113,7 +113,7 @@ def main() -> None:
     with h5py.File(SHARED / "fib25-training-sample2" / "fib25_training_sample2.h5") as f:
         raw = f["raw"][:c, :c, :c]
         gt = f["labels"][:c, :c, :c]
-    device = _pick_device(args.device)
+    device = worker_device(args.device)
 
     def model_dir() -> str:  # imported only when something is segmented here
         if args.model is None:

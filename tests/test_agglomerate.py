@@ -255,6 +255,56 @@ def test_ffn_resegmentation_scores_the_contacts_nearest_the_threshold(crop, tmp_
     assert scores["affinity"][k] == pytest.approx(0.5 * (mean[k] + reseg[k]))
 
 
+def test_resegmentation_runs_on_the_dask_workers_and_scores_what_one_pass_would(crop, tmp_path):
+    from dask.distributed import Client, LocalCluster, get_task_stream
+
+    from napari_connectome.agglomerate import agglomerate
+    from napari_connectome.ffn.checkpoint import load_model
+    from napari_connectome.ffn.zoo import default_model
+
+    seg, em = open_volume(f"{crop}:seg"), open_volume(f"{crop}:raw")
+    source = default_model()  # fib25-small: a 17^3 FOV, quick on a CPU
+    common = {
+        "model": load_model(source),
+        "model_name": "default",
+        "model_source": source,
+        "fill": False,
+        "band": 1.0,
+        "max_reseg": 24,
+        "batch": 2,
+        "device": "cpu",
+    }
+    here = agglomerate(seg, em, tmp_path / "here.ome.zarr", **common)
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+        get_task_stream(client) as stream,
+    ):
+        seen = []
+        there = agglomerate(
+            seg,
+            em,
+            tmp_path / "there.ome.zarr",
+            block_shape=(32, 32, 32),
+            client=client,
+            progress=lambda d, t, m="": seen.append((d, t, m)),
+            **common,
+        )
+    a = np.asarray(zarr.open_group(str(here / "scores"), mode="r")["reseg"][:])
+    b = np.asarray(zarr.open_group(str(there / "scores"), mode="r")["reseg"][:])
+    # the same contacts, in order of nearness to the threshold, until 24 are scored
+    assert np.array_equal(np.isfinite(a), np.isfinite(b))
+    assert np.isfinite(a).sum() == 24
+    assert np.allclose(a[np.isfinite(a)], b[np.isfinite(b)], atol=0.02)
+    tasks = [t for t in stream.data if "resegment_task" in str(t["key"])]
+    assert len(tasks) >= 2  # spread over the workers, each loading the model from its folder
+    assert len({t["worker"] for t in tasks}) == 2
+    reseg_progress = [s for s in seen if s[2] == "agglomerate: FFN resegmentation"]
+    assert reseg_progress[-1][:2] == (24, 24)
+
+
 @pytest.fixture(scope="module")
 def google_model(google_ffn_dir, tmp_path_factory) -> Path:
     from napari_connectome.ffn.checkpoint import import_google_checkpoint
@@ -283,13 +333,18 @@ def test_bad_input_is_refused_and_writes_nothing(crop, tmp_path, capsys, google_
         "integer ids": [],
         "field of view": ["--model", google_model],
         "the dtype of label ids": [],
+        "unknown device": ["--model", google_model, "--device", "tpu"],
     }
+    if not __import__("torch").cuda.is_available():
+        cases["no CUDA GPU"] = ["--model", google_model, "--device", "cuda"]
     argvs = {
         "between 0 and 1": [f"{crop}:seg", f"{crop}:raw"],
         "shape": [f"{crop}:seg", f"{other}:raw"],
         "integer ids": [f"{other}:float", f"{crop}:raw"],
         "field of view": [f"{other}:small_seg", f"{other}:small_raw"],
         "the dtype of label ids": [f"{crop}:seg", f"{crop}:gt"],  # ground truth given as EM
+        "unknown device": [f"{crop}:seg", f"{crop}:raw"],
+        "no CUDA GPU": [f"{crop}:seg", f"{crop}:raw"],
     }
     for why, extra in cases.items():
         rc = run("agglomerate", *argvs[why], dest, *extra, "--quiet")

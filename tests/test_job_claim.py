@@ -172,6 +172,13 @@ def test_the_jobs_agglomerate_phase_and_the_command_weigh_the_jobs_claim(
         run_job(tmp_path, resumed, capsys, "resume.yaml")
         meta = json.loads((phase / "agglomeration.json").read_text())
         assert (meta["claim"] or {}).get("weight") == recorded
+    # turning resegmentation on (or changing its limit) agglomerates again, on the job's workers
+    for limit in (5, 1):
+        reseg = {**section, "resegment": True, "band": 1.0, "max_reseg": limit}
+        run_job(tmp_path, {**spec, "resume": True, "agglomerate": reseg}, capsys, "reseg.yaml")
+        meta = json.loads((phase / "agglomeration.json").read_text())
+        assert (meta["model"], meta["max_reseg"]) == (str(model_dir), limit)
+        assert 1 <= meta["n_resegmented"] <= limit
     bad = {**spec, "output": str(tmp_path / "bad.ome.zarr")}
     bad["agglomerate"] = {**section, "claim_weight": 1.5}
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))

@@ -11,11 +11,16 @@ region) that a's object covers, and the part of a that b's object covers. 1: eac
 floods the other side (one neuron); 0: neither crosses the contact.
 
 All boxes of a batch grow together through :func:`napari_connectome.ffn.inference.segment_many`
-(one batched forward pass per round, as inference batches blocks).
+(one batched forward pass per round, as inference batches blocks). :func:`resegment_ordered`
+spreads the contacts over Dask workers (a job's own, or the local cluster), each on its own
+device, and still scores exactly the contacts one pass in order would.
 """
 
 from __future__ import annotations
 
+import functools
+import math
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -126,3 +131,142 @@ def resegment_pairs(
             scored += len(jobs)
         progress(scored, limit, "agglomerate: FFN resegmentation")
     return out
+
+
+class ReaderView:
+    """Slicing over a worker reader (:mod:`napari_connectome.graph.sources`), for the boxes."""
+
+    def __init__(self, reader: Any, shape: Sequence[int]) -> None:
+        self.reader, self.shape = reader, tuple(shape)
+
+    def __getitem__(self, sl: tuple[slice, ...]) -> np.ndarray:
+        return np.asarray(self.reader.read(sl))
+
+
+_LOADING = threading.Lock()
+
+
+@functools.lru_cache(maxsize=2)
+def _worker_model(model_dir: str, device: str) -> tuple[Any, Any]:
+    from napari_connectome.ffn.checkpoint import load_model
+
+    return load_model(model_dir, device=device)
+
+
+def _model_here(model: Any, device: str) -> tuple[Any, Any]:
+    """(module, config): as given in this process, or loaded once per worker process from the
+    model's folder (a worker's threads share it)."""
+    if isinstance(model, tuple):
+        return model
+    with _LOADING:
+        return _worker_model(str(model), device)
+
+
+def resegment_task(
+    em_reader: Any,
+    shape: Sequence[int],
+    sv_path: str,
+    pairs: np.ndarray,
+    points: np.ndarray,
+    model: tuple[Any, Any] | str,
+    batch: int,
+    precision: str,
+    device: str,
+) -> np.ndarray:
+    """One task: every pair of ``pairs`` scored (NaN where no seed fits), on this worker's
+    device (``auto``: its GPU where it has one; ``ffn.runner.worker_device``)."""
+    import zarr
+
+    from napari_connectome.ffn.runner import worker_device
+
+    dev = worker_device(device)
+    module, config = _model_here(model, dev)
+    sv = zarr.open_array(sv_path, mode="r")
+    return resegment_pairs(
+        ReaderView(em_reader, shape),
+        sv,
+        pairs,
+        points,
+        module,
+        config,
+        batch=batch,
+        precision=precision,
+        device=dev,
+    )
+
+
+def resegment_ordered(
+    runner: Any,
+    em_reader: Any,
+    shape: Sequence[int],
+    sv_path: str,
+    pairs: np.ndarray,
+    points: np.ndarray,
+    model: tuple[Any, Any],
+    *,
+    model_source: str | None = None,
+    limit: int,
+    batch: int = 8,
+    precision: str = "auto",
+    device: str = "auto",
+    progress: ProgressCallback | None = None,
+) -> np.ndarray:
+    """Scores of ``pairs`` (most wanted first) until ``limit`` are scored, on ``runner``'s
+    workers (agglomerate's runner: a Dask client, or this process). Workers load the model from
+    ``model_source`` (its folder; a module cannot travel); without one, or without workers, it
+    runs here with ``model``.
+
+    Waves: each takes the next ``limit - scored`` pairs, cut into a few tasks per worker. A wave
+    can score no more than it was given, and the next one starts where it ended, so the pairs
+    scored are exactly those one pass in order would score, whatever the number of workers."""
+    progress = progress or no_progress
+    what = "agglomerate: FFN resegmentation"
+    out = np.full(len(pairs), np.nan)
+    limit = min(int(limit), len(pairs))
+    if runner.client is None or model_source is None:
+        runner, shared = _HERE, model
+    else:
+        shared = str(model_source)
+    workers = runner.worker_count()
+    scored, k, shown = 0, 0, [0]
+    progress(0, limit, what)
+    while k < len(pairs) and scored < limit:
+        take = min(limit - scored, len(pairs) - k)
+        # a few tasks per worker; never more than 8 batches each, so progress keeps moving
+        size = max(batch, min(math.ceil(take / (4 * workers)), 8 * batch))
+        cuts = [(a, min(a + size, k + take)) for a in range(k, k + take, size)]
+        start = scored
+
+        def wave_progress(done: int, total: int, _msg: str = "", _at=(start, size, take)) -> None:
+            shown[0] = max(shown[0], min(limit, _at[0] + min(done * _at[1], _at[2])))
+            progress(shown[0], limit, what)  # pairs tried so far; never backwards
+
+        args = [
+            (em_reader, shape, sv_path, pairs[a:b], points[a:b], shared, batch, precision, device)
+            for a, b in cuts
+        ]
+        for (a, b), part in zip(cuts, runner.map(resegment_task, args, wave_progress, what)):
+            out[a:b] = part
+        k += take
+        scored = int(np.isfinite(out).sum())
+    progress(limit, limit, what)  # done (``n_resegmented`` says how many had seeds that fit)
+    return out
+
+
+class _InProcess:
+    """A runner without workers (agglomerate's runner interface)."""
+
+    client = None
+
+    def worker_count(self) -> int:
+        return 1
+
+    def map(self, fn, arg_list: list[tuple], progress: ProgressCallback, what: str) -> list:
+        out = []
+        for i, args in enumerate(arg_list):
+            out.append(fn(*args))
+            progress(i + 1, len(arg_list), what)
+        return out
+
+
+_HERE = _InProcess()

@@ -202,6 +202,12 @@ class _Runner:
             raise
         return out
 
+    def worker_count(self) -> int:
+        """Workers the tasks spread over (1: this process)."""
+        if self.client is None:
+            return 1
+        return max(1, len(self.client.scheduler_info().get("workers", {})))
+
     def close(self) -> None:
         if self.cluster is not None:
             self.client.close()
@@ -268,12 +274,14 @@ def agglomerate(
     threshold: float = DEFAULT_THRESHOLD,
     model: tuple[Any, Any] | None = None,
     model_name: str | None = None,
+    model_source: str | os.PathLike | None = None,
     fill: bool = True,
     seed_distance: float = DEFAULT_SEED_DISTANCE,
     band: float = DEFAULT_BAND,
     max_reseg: int = DEFAULT_MAX_RESEG,
     precision: str = "auto",
     batch: int = 8,
+    device: str = "auto",
     block_shape: Sequence[int] | None = None,
     seams: Any = None,
     claim: bool | None = None,
@@ -290,7 +298,11 @@ def agglomerate(
     check), which the proofreading queue weighs; None for a single-canvas segmentation (when
     ``seg`` is a finished job's output folder they are read from it). ``claim``: use the FFN
     claim that ``segment`` stores in ``SEG/ffn_claim`` (None: where present; False: never),
-    weighed ``claim_weight`` against the EM in the affinity. Returns ``dest``.
+    weighed ``claim_weight`` against the EM in the affinity. The resegmentation runs on the
+    Dask workers when there are any (``client``, or the local cluster of a large volume) and
+    ``model_source`` (the model's folder) says where they load the model from; each worker uses
+    ``device`` (``auto``: its GPU where it has one). Without workers it runs in this process.
+    Returns ``dest``.
     """
     from napari_connectome.graph.sources import as_source
     from napari_connectome.volumes.atomic import (
@@ -307,8 +319,10 @@ def agglomerate(
     check_inputs(seg, em)
     if model is not None:
         from napari_connectome.agglomerate.reseg import check_fov_fits
+        from napari_connectome.ffn.runner import resolve_device
 
         check_fov_fits(seg.shape, model[1].fov_size, model[1].deltas)
+        resolve_device(device)  # a CUDA device this machine lacks: refused before any output
     dest = Path(dest).expanduser()
     refuse_overlap(dest, [getattr(seg, "source", None), getattr(em, "source", None)])
     check_destination(dest, overwrite)
@@ -339,12 +353,14 @@ def agglomerate(
             timings,
             threshold=threshold,
             model=model,
+            model_source=model_source,
             fill=fill,
             seed_distance=seed_distance,
             band=band,
             max_reseg=max_reseg,
             precision=precision,
             batch=batch,
+            device=device,
             seams=seams,
             claim_path=claim_path,
             claim_weight=float(claim_weight),
@@ -378,17 +394,18 @@ def _build(
     *,
     threshold,
     model,
+    model_source,
     fill,
     seed_distance,
     band,
     max_reseg,
     precision,
     batch,
+    device,
     seams,
     claim_path,
     claim_weight,
 ) -> dict:
-    import zarr
 
     from napari_connectome.graph import RegionGraph, compute_region_graph
     from napari_connectome.volumes import create_ome_zarr, open_volume
@@ -486,24 +503,24 @@ def _build(
     reseg = np.full(len(area), np.nan)
     n_reseg = 0
     if model is not None and max_reseg > 0 and len(area):
-        from napari_connectome.agglomerate.reseg import resegment_pairs
+        from napari_connectome.agglomerate.reseg import resegment_ordered
 
         t = time.perf_counter()
         near = np.flatnonzero(np.abs(evidence - threshold) <= band)
         near = near[np.argsort(np.abs(evidence[near] - threshold), kind="stable")]
-        sv_arr = zarr.open_array(sv_path, mode="r")
-        em_arr = _ArrayView(em_src.reader, shape)
-        pairs = np.stack([c["u"][near], c["v"][near]], axis=1)
-        reseg[near] = resegment_pairs(
-            em_arr,
-            sv_arr,
-            pairs,
+        reseg[near] = resegment_ordered(
+            runner,
+            em_src.reader,
+            shape,
+            sv_path,
+            np.stack([c["u"][near], c["v"][near]], axis=1),
             c["point"][near],
-            model[0],
-            model[1],
+            model,
+            model_source=model_source,
+            limit=max_reseg,
             batch=batch,
             precision=precision,
-            limit=max_reseg,
+            device=device,
             progress=progress,
         )
         n_reseg = int(np.isfinite(reseg).sum())
@@ -544,6 +561,7 @@ def _build(
         "fill": "watershed" if fill else "none",
         "seed_distance": seed_distance,
         "band": band,
+        "max_reseg": max_reseg if model is not None else None,
         "input": absolute_source(_text(seg)),  # the queue opens the EM from any folder
         "em": absolute_source(_text(em)),
         "input_fingerprint": input_fp,
@@ -659,16 +677,6 @@ def write_scores(path: Path, columns: dict[str, Any]) -> None:
 def max_task(seg: Any, sl: tuple[slice, ...]) -> int:
     b = np.asarray(seg.read(sl))
     return int(b.max()) if b.size else 0
-
-
-class _ArrayView:
-    """Slicing over a worker reader (the resegmentation boxes)."""
-
-    def __init__(self, reader: Any, shape: tuple) -> None:
-        self.reader, self.shape = reader, shape
-
-    def __getitem__(self, sl: tuple[slice, ...]) -> np.ndarray:
-        return self.reader.read(sl)
 
 
 def _zarr_reader(path: str) -> Any:

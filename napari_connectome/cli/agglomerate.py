@@ -97,6 +97,12 @@ def register(subparsers: Any) -> None:
         help="FFN precision for resegmentation (default auto)",
     )
     p.add_argument("--batch", type=positive_int, default=8, help="contacts resegmented at once")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="where resegmentation runs: auto (a GPU where there is one, on each Dask worker), "
+        "cpu, cuda or cuda:N",
+    )
     p.add_argument("--threads", type=thread_count, help="CPU threads for torch (default: all)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="run the blocks on this Dask scheduler")
     p.add_argument("--workers", type=positive_int, help="local cluster worker processes")
@@ -129,12 +135,13 @@ def cmd_agglomerate(args: argparse.Namespace) -> int:
     check_destination(dest, args.overwrite)
     if args.reuse:
         return _reuse(args, seg, em, dest)
-    model = None
+    model, model_source = None, None
     if args.model:
         from napari_connectome.ffn.checkpoint import load_model
         from napari_connectome.ffn.zoo import get_model
 
-        model = load_model(get_model(args.model), device="cpu")
+        model_source = get_model(args.model)  # Dask workers load it from there
+        model = load_model(model_source, device="cpu")
         check_fov_fits(seg.shape, model[1].fov_size, model[1].deltas)
     if args.threads:
         import torch
@@ -150,6 +157,7 @@ def cmd_agglomerate(args: argparse.Namespace) -> int:
                 threshold=args.threshold,
                 model=model,
                 model_name=args.model,
+                model_source=model_source,
                 fill=not args.no_fill,
                 seed_distance=args.seed_distance,
                 claim=False if args.no_claim else None,
@@ -158,6 +166,7 @@ def cmd_agglomerate(args: argparse.Namespace) -> int:
                 max_reseg=args.max_reseg,
                 precision=args.precision,
                 batch=args.batch,
+                device=args.device,
                 client=client,
                 workers=args.workers,
                 overwrite=args.overwrite,

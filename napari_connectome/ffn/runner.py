@@ -10,6 +10,7 @@ next moves. Image patches and logits never leave the device.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter, deque
 from collections.abc import Generator, Iterator
@@ -46,6 +47,27 @@ def resolve_device(device: str | None) -> torch.device:
             f"(torch {torch.__version__}); use --device cpu"
         )
     return dev
+
+
+def worker_device(device: str | None) -> str:
+    """``auto`` (or None) on a Dask worker or here: CPU without CUDA; else worker k of a node takes
+    GPU k (mod the GPUs it sees), so ``workers: 4`` on a 4-GPU node uses every GPU once. Any other
+    value is returned as given."""
+    if device not in (None, "", "auto"):
+        return str(device)
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu"
+    index = 0
+    try:
+        from distributed import get_worker
+
+        match = re.search(r"(\d+)$", str(get_worker().name))
+        index = int(match.group(1)) if match else 0
+    except (ImportError, ValueError):
+        pass
+    return f"cuda:{index % torch.cuda.device_count()}"
 
 
 class LockstepRunner:

@@ -55,16 +55,18 @@ def agglomerate_phase(
         return None
     dest = agglomerate_output(spec)
     meta_file = dest / "agglomeration.json"
-    if meta_file.is_file() and not output_changed and _made_with(meta_file, section):
+    made = meta_file.is_file() and _made_with(meta_file, section, spec.segmenter.model)
+    if made and not output_changed:
         return None
     log.write(event="phase", phase="agglomerate", path=str(dest))
-    model = None
+    model, model_dir = None, None
     if section.resegment:
         from napari_connectome.ffn import zoo
         from napari_connectome.ffn.checkpoint import load_model
 
         name = spec.segmenter.model
-        model = load_model(zoo.default_model() if name == "default" else zoo.get_model(name))
+        model_dir = zoo.default_model() if name == "default" else zoo.get_model(name)
+        model = load_model(model_dir)
     agglomerate(
         open_volume(str(layout.root)),
         job_image(spec, grid),
@@ -72,10 +74,13 @@ def agglomerate_phase(
         threshold=section.threshold,
         model=model,
         model_name=spec.segmenter.model if model else None,
+        model_source=model_dir,  # the job's workers load it, as they do for their FFN blocks
         fill=section.fill,
         seed_distance=section.seed_distance,
         band=section.band,
         max_reseg=section.max_reseg,
+        device=spec.segmenter.device,  # on the job's workers, as its FFN blocks
+        precision=spec.segmenter.precision,
         claim=None if section.claim else False,
         claim_weight=section.claim_weight,
         seams=BlockSeams.of_grid(grid.roi_shape, grid.block_shape, seam_report),
@@ -90,9 +95,9 @@ def agglomerate_phase(
     return summary
 
 
-def _made_with(meta_file: Path, section: Any) -> bool:
+def _made_with(meta_file: Path, section: Any, model: str) -> bool:
     """Whether the agglomeration there was made with the section's settings (a resume after
-    the user changed its threshold or claim weight makes it again)."""
+    the user changed its threshold, claim weight or resegmentation makes it again)."""
     import json
 
     try:
@@ -106,4 +111,10 @@ def _made_with(meta_file: Path, section: Any) -> bool:
         and meta.get("seed_distance") == section.seed_distance
         and (claim.get("weight") if isinstance(claim, dict) else None)
         in ((section.claim_weight, None) if section.claim else (None,))
+        and (
+            (meta.get("model"), meta.get("band"), meta.get("max_reseg"))
+            == (model, section.band, section.max_reseg)
+            if section.resegment
+            else meta.get("model") is None
+        )
     )

@@ -12,7 +12,6 @@ then stores the claim beside its output as merge evidence for ``agglomerate``.
 from __future__ import annotations
 
 import importlib
-import re
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -67,10 +66,11 @@ class FFNSegmenter:
 
     def __init__(self, spec: SegmenterSpec):
         from napari_connectome.ffn import checkpoint, zoo
+        from napari_connectome.ffn.runner import worker_device
 
         self.spec = spec
         model_dir = zoo.default_model() if spec.model == "default" else spec.model
-        self.device = _pick_device(spec.device)
+        self.device = worker_device(spec.device)
         self.model, self.config = checkpoint.load_model(model_dir, device=self.device)
         self.min_shape = tuple(int(v) for v in self.config.fov_size)
 
@@ -110,26 +110,6 @@ class FFNSegmenter:
             batch=self.spec.batch,
         )
         return np.asarray(result.labels, dtype=np.uint64), result.claim
-
-
-def _pick_device(device: str) -> str:
-    """``auto``: CPU without CUDA; else worker k of a node takes GPU k (mod the GPUs it sees), so
-    ``workers: 4`` on a 4-GPU node uses every GPU once."""
-    if device != "auto":
-        return device
-    import torch
-
-    if not torch.cuda.is_available():
-        return "cpu"
-    index = 0
-    try:
-        from distributed import get_worker
-
-        match = re.search(r"(\d+)$", str(get_worker().name))
-        index = int(match.group(1)) if match else 0
-    except (ImportError, ValueError):
-        pass
-    return f"cuda:{index % torch.cuda.device_count()}"
 
 
 def check_device(device: str) -> None:
