@@ -104,8 +104,8 @@ def main() -> None:
     from napari_connectome.ffn.checkpoint import import_google_checkpoint, load_model
     from napari_connectome.ffn.inference import segment_region
     from napari_connectome.ffn.options import options_for_model
-    from napari_connectome.jobs.pipeline import run_job
     from napari_connectome.ffn.runner import worker_device
+    from napari_connectome.jobs.pipeline import run_job
     from napari_connectome.jobs.spec import load_spec, parse_spec
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-ffn-arand-"))

@@ -45,12 +45,27 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--bands", default="0.1,1", help="comma-separated bands around the threshold")
     ap.add_argument("--max-reseg", default="200,100000", help="one limit per band")
+    ap.add_argument(
+        "--rooms",
+        default="1",
+        help="comma-separated moves of room around the FOV in each box (reseg.ROOM); each "
+        "(band, max_reseg) variant runs with each",
+    )
+    ap.add_argument(
+        "--keep",
+        metavar="DIR",
+        help="keep each crop (crop-N.h5: raw, labels) and its agglomerate outputs in DIR (new)",
+    )
     args = ap.parse_args(argv)
+    keep = Path(args.keep) if args.keep else None
+    if keep is not None:
+        keep.mkdir(parents=True)
     import h5py
     import torch
     import zarr
 
     from napari_connectome.agglomerate import agglomerate
+    from napari_connectome.agglomerate import reseg as reseg_module
     from napari_connectome.ffn.checkpoint import load_model
     from napari_connectome.ffn.consensus import consensus_claim, split_consensus
     from napari_connectome.ffn.inference import segment_region
@@ -67,10 +82,13 @@ def main(argv=None) -> int:
     model_dir = args.model or str(default_model())
     model, config = load_model(model_dir)
     options = options_for_model(config)
-    for text in args.crops:
+    for n, text in enumerate(args.crops):
         box = parse_crop(text)
         with h5py.File(H5, "r") as f:
             raw, gt = f["raw"][box], f["labels"][box]
+        if keep is not None:
+            with h5py.File(keep / f"crop-{n}.h5", "w") as f:
+                f["raw"], f["labels"] = raw, gt
         common = {"crop": text, "model": Path(model_dir).name, "threads": args.threads}
         runs = {}
         for order in ("forward", "reverse"):
@@ -86,18 +104,23 @@ def main(argv=None) -> int:
             **scores(labels, gt),
         )
         with tempfile.TemporaryDirectory() as tmp:
-            tmp = Path(tmp)
+            tmp = Path(tmp) if keep is None else keep / f"crop-{n}"
+            tmp.mkdir(exist_ok=True)
             write_ome_zarr(raw, tmp / "em.ome.zarr", voxel_size_nm=(10,) * 3)
             src = tmp / "cons.ome.zarr"
             write_ome_zarr(labels.astype(np.uint64), src, voxel_size_nm=(10,) * 3, labels=True)
             write_claim(src, claim)
             em = open_volume(str(tmp / "em.ome.zarr"))
-            variants = [("claim", None, 0.0, 0)] + [
-                (f"reseg band {b} max {m}", (model, config), b, m) for b, m in zip(bands, limits)
+            rooms = [int(r) for r in args.rooms.split(",")]
+            variants = [("claim", None, 0.0, 0, 1)] + [
+                (f"reseg band {b} max {m} room {r}", (model, config), b, m, r)
+                for r in rooms
+                for b, m in zip(bands, limits)
             ]
             widest = None
-            for name, mdl, band, limit in variants:
-                dest = tmp / f"agg-{len(list(tmp.iterdir()))}.ome.zarr"
+            for name, mdl, band, limit, room in variants:
+                reseg_module.ROOM = room
+                dest = tmp / f"agg-{variants.index((name, mdl, band, limit, room))}.ome.zarr"
                 t0 = time.perf_counter()
                 agglomerate(
                     open_volume(str(src)),
@@ -117,6 +140,7 @@ def main(argv=None) -> int:
                     **common,
                     what="agglomerate",
                     variant=name,
+                    dest=str(dest) if keep is not None else None,
                     n_merges=meta["n_merges"],
                     n_resegmented=meta.get("n_resegmented", 0),
                     reseg_seconds=round(float(meta.get("seconds", {}).get("resegmentation", 0)), 1),
@@ -125,8 +149,9 @@ def main(argv=None) -> int:
                     ratio_vs_ffn=round(wall / ffn_seconds, 3),
                     **scores(out, gt),
                 )
-                if mdl is not None and (widest is None or band >= widest[1]):
+                if mdl is not None and (widest is None or band > widest[1]):
                     widest = (dest, band)
+            reseg_module.ROOM = 1
             if widest is not None:
                 dest = widest[0]
                 sc = zarr.open_group(str(dest / "scores"), mode="r")

@@ -25,7 +25,9 @@ def tqdm_progress(desc: str, unit: str = "block") -> tuple[ProgressCallback, Cal
     bar = tqdm(desc=desc, unit=unit, total=0, dynamic_ncols=True)
 
     def update(done: int, total: int, message: str = "") -> None:
-        if bar.total != total:
+        if done < bar.n or (bar.total and total != bar.total):
+            bar.reset(total=total)  # a new phase: its own rate and ETA, not the whole run's
+        elif bar.total != total:
             bar.total = total
         bar.n = done
         if message:

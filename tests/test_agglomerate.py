@@ -410,7 +410,13 @@ def test_reuse_runs_only_the_rule_and_equals_a_full_run(crop, tmp_path, capsys):
         "--no-fill would change nothing": [*base, "--reuse", first, "--no-fill"],
         "no readable agglomeration.json": [*base, "--reuse", tmp_path],
         "does not exist": [*base, "--reuse", tmp_path / "missing"],
-    }
+        "--band, --device would change nothing": [
+            *base, "--reuse", first, "--band", "1", "--device", "cpu",
+        ],
+        "without --model there is no FFN resegmentation, so --max-reseg, --device": [
+            *base, "--max-reseg", "5", "--device", "cuda",
+        ],
+    }  # fmt: skip
     for why, argv in cases.items():
         rc = run("agglomerate", *argv[:2], out_dir / "x.ome.zarr", *argv[2:], "--quiet")
         err = capsys.readouterr().err

@@ -229,3 +229,20 @@ def test_a_start_killed_after_it_made_the_claim_array_is_cleared(tmp_path, capsy
     clear_unfinished_start(out)
     assert "left by a start that did not finish" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_check_warns_when_the_overlap_is_less_than_the_ffns_field_of_view(
+    model_dir, tmp_path, capsys
+):
+    spec = job(tmp_path, model_dir)  # overlap 8 against the painter's 17^3 field of view
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(spec))
+    assert main(["run-job", "--check", str(tmp_path / "job.yaml")]) == 0
+    captured = capsys.readouterr()
+    line = json.loads(captured.out)
+    assert line["ok"] is True
+    assert "less than the FFN's field of view [17, 17, 17]" in line["warnings"][0]
+    assert "warning: overlap [0, 0, 8]" in captured.err
+    roomy = {**spec, "overlap": [17, 17, 17], "block_shape": [40, 40, 48]}
+    (tmp_path / "roomy.yaml").write_text(yaml.safe_dump(roomy))
+    assert main(["run-job", "--check", str(tmp_path / "roomy.yaml")]) == 0
+    assert "warnings" not in json.loads(capsys.readouterr().out)

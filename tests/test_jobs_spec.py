@@ -70,6 +70,12 @@ def test_examples_cover_every_backend():
         ({"block_shape": [1024, 1024, 1025]}, "at most 1,073,741,824 voxels"),
         ({"backend": {"workers": 100000}}, "more than any node has cores"),
         ({"backend": {"threads_per_worker": 5000}}, "threads_per_worker 5000 per node"),
+        (
+            {"segmenter": {"kind": "watershed"}, "agglomerate": {"resegment": True}},
+            "agglomerate.resegment runs the segmenter's FFN model, but segmenter.kind is "
+            "'watershed'",
+        ),
+        ({"agglomerate": {"band": float("nan")}}, "agglomerate.band.*finite number"),
     ],
 )
 def test_bad_specs_name_the_field(change, message):

@@ -30,12 +30,13 @@ from napari_connectome.errors import UserInputError
 from napari_connectome.progress import ProgressCallback, no_progress
 
 EXCLUSION = 3  # voxels around the contact point where no seed is placed
+ROOM = 1  # moves of room around the FOV in the box (seeds lie within ROOM moves of the contact)
 
 
 def box_radius(fov_size: Sequence[int], deltas: Sequence[int]) -> np.ndarray:
-    """Half-size of the box grown in (z, y, x): the FOV's half plus one move of room, so seeds
-    within one move of the contact have a whole FOV around them."""
-    return np.asarray(fov_size, np.int64) // 2 + np.asarray(deltas, np.int64)
+    """Half-size of the box grown in (z, y, x): the FOV's half plus ``ROOM`` moves, so seeds
+    within that many moves of the contact have a whole FOV around them."""
+    return np.asarray(fov_size, np.int64) // 2 + ROOM * np.asarray(deltas, np.int64)
 
 
 def check_fov_fits(shape: Sequence[int], fov_size: Sequence[int], deltas: Sequence[int]) -> None:

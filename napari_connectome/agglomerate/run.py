@@ -319,10 +319,15 @@ def agglomerate(
     check_inputs(seg, em)
     if model is not None:
         from napari_connectome.agglomerate.reseg import check_fov_fits
-        from napari_connectome.ffn.runner import resolve_device
+        from napari_connectome.ffn.runner import check_device_name, resolve_device
 
         check_fov_fits(seg.shape, model[1].fov_size, model[1].deltas)
-        resolve_device(device)  # a CUDA device this machine lacks: refused before any output
+        # refused before any output: a CUDA device this machine lacks (with a Dask client the
+        # workers' GPUs count, which this machine cannot see: only the name is checked)
+        if client is not None:
+            check_device_name(device)
+        else:
+            resolve_device(device)
     dest = Path(dest).expanduser()
     refuse_overlap(dest, [getattr(seg, "source", None), getattr(em, "source", None)])
     check_destination(dest, overwrite)
@@ -368,6 +373,13 @@ def agglomerate(
         summary["seconds"] = {k: round(v, 3) for k, v in timings.items()}
         summary["seconds"]["total"] = round(time.perf_counter() - t0, 3)
         summary["model"] = model_name
+        reseg = model is not None
+        # which folder the model came from ("default" names whatever the zoo held then)
+        summary["model_source"] = (
+            str(Path(model_source).resolve()) if reseg and model_source else None
+        )
+        summary["precision"] = precision if reseg else None
+        summary["device"] = device if reseg else None
         (tmp / META).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         commit(tmp, dest, overwrite)
     except BaseException:
@@ -560,7 +572,7 @@ def _build(
         "threshold": threshold,
         "fill": "watershed" if fill else "none",
         "seed_distance": seed_distance,
-        "band": band,
+        "band": band if model is not None else None,
         "max_reseg": max_reseg if model is not None else None,
         "input": absolute_source(_text(seg)),  # the queue opens the EM from any folder
         "em": absolute_source(_text(em)),

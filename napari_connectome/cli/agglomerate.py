@@ -126,6 +126,12 @@ def cmd_agglomerate(args: argparse.Namespace) -> int:
     from napari_connectome.volumes.atomic import check_destination
     from napari_connectome.volumes.output_safety import refuse_overlap
 
+    if not args.model and not args.reuse:
+        _refuse_reseg_options(
+            args,
+            "without --model there is no FFN resegmentation",
+            "add --model MODEL, or leave them out",
+        )
     seg = open_volume(args.segmentation)
     em = open_volume(args.em)
     check_inputs(seg, em)
@@ -177,6 +183,31 @@ def cmd_agglomerate(args: argparse.Namespace) -> int:
     return _report(out)
 
 
+def _reseg_flags(args: argparse.Namespace) -> list[str]:
+    """The resegmentation options given other values than their defaults."""
+    from napari_connectome.agglomerate.run import DEFAULT_BAND, DEFAULT_MAX_RESEG
+
+    return [
+        flag
+        for flag, given in (
+            ("--band", args.band != DEFAULT_BAND),
+            ("--max-reseg", args.max_reseg != DEFAULT_MAX_RESEG),
+            ("--precision", args.precision != "auto"),
+            ("--batch", args.batch != 8),
+            ("--device", args.device != "auto"),
+        )
+        if given
+    ]
+
+
+def _refuse_reseg_options(args: argparse.Namespace, why: str, what_to_do: str) -> None:
+    from napari_connectome.errors import UserInputError
+
+    flags = _reseg_flags(args)
+    if flags:
+        raise UserInputError(f"{why}, so {', '.join(flags)} would change nothing: {what_to_do}")
+
+
 def _report(out: Path, *extra: str) -> int:
     """One JSON line: where the result is and its counts (``extra``: more keys of its meta)."""
     meta = json.loads((out / "agglomeration.json").read_text())
@@ -203,7 +234,7 @@ def _reuse(args: argparse.Namespace, seg: Any, em: Any, dest: Path) -> int:
             ("--claim-weight", args.claim_weight != DEFAULT_CLAIM_WEIGHT),
         )
         if given
-    ]
+    ] + _reseg_flags(args)
     if skipped:
         raise UserInputError(
             f"--reuse keeps the earlier output's supervoxels and scores, so {', '.join(skipped)} "

@@ -128,9 +128,12 @@ def cmd_jobs(args) -> int:
 
 
 def cmd_run_job(args) -> int:
-    from napari_connectome.jobs.pipeline import make_grid, run_job
+    from napari_connectome.jobs.pipeline import make_grid, run_job, spec_warnings
 
     spec = _load(args)
+    warnings = spec_warnings(spec)
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
     if args.check:
         grid = make_grid(spec)
         if spec.resume or spec.overwrite:  # `submit` runs this check on the cluster
@@ -139,7 +142,8 @@ def cmd_run_job(args) -> int:
 
             layout = JobLayout(spec.output)
             DriverLock(layout.job, layout.root).check_free()
-        print(json.dumps({"ok": True, "blocks": len(grid), "grid": list(grid.grid_shape)}))
+        line = {"ok": True, "blocks": len(grid), "grid": list(grid.grid_shape)}
+        print(json.dumps({**line, "warnings": warnings} if warnings else line))
         return 0
     update, close = cli_progress(args, f"job {spec.name}")
     try:

@@ -120,9 +120,12 @@ OPTION_FLAGS = (
 """The flags that override the model's inference options (same names as the options' fields)."""
 
 
-def _lazy_bar(args: argparse.Namespace) -> tuple[ProgressCallback, Callable[[], None]]:
+def _lazy_bar(
+    args: argparse.Namespace,
+) -> tuple[ProgressCallback, Callable[[], None], Callable[[str], None]]:
     """A progress callback whose bar is made at its first call, i.e. once the FFN runs, so the
-    bar follows the device and estimate lines on stderr; ``close`` is always safe."""
+    bar follows the device and estimate lines on stderr; ``close`` is always safe; ``log``
+    writes a line on stderr above the bar, not into it."""
     bar: list = []
 
     def update(done: int, total: int, message: str = "") -> None:
@@ -136,7 +139,15 @@ def _lazy_bar(args: argparse.Namespace) -> tuple[ProgressCallback, Callable[[], 
         if bar:
             bar[0][1]()
 
-    return update, close
+    def log(line: str) -> None:
+        if bar and bar[0][0] is not None:
+            from tqdm.auto import tqdm
+
+            tqdm.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr)
+
+    return update, close, log
 
 
 def _segment(args: argparse.Namespace) -> int:
@@ -160,9 +171,9 @@ def _segment(args: argparse.Namespace) -> int:
         consensus_min_size=args.consensus_min_size,
         consensus_unmatched=args.consensus_unmatched,
     )
-    progress, close = _lazy_bar(args)
+    progress, close, log = _lazy_bar(args)
     try:
-        segment_volume(request, progress=progress, log=lambda line: print(line, file=sys.stderr))
+        segment_volume(request, progress=progress, log=log)
     finally:
         close()
     return 0

@@ -31,19 +31,27 @@ if TYPE_CHECKING:
 MAX_SELF_CONSISTENT_ITERS = 32
 
 
+DEVICE_NAMES = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def check_device_name(device: str | None) -> None:
+    """Refuse a device that is no device name (for work that runs on other machines, whose
+    GPUs this one cannot see)."""
+    if device is not None and not DEVICE_NAMES.match(str(device)):
+        raise UserInputError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+
+
 def resolve_device(device: str | None) -> torch.device:
     """``cpu``/``cuda``/``cuda:N``/None (= cuda if present); CUDA without CUDA is an error."""
     import torch
 
     if device in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise UserInputError(f"unknown device {device!r}; use cpu or cuda") from exc
+    check_device_name(device)
+    dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserInputError(
-            "--device cuda was requested but PyTorch sees no CUDA GPU on this machine "
+            f"--device {device} was requested but PyTorch sees no CUDA GPU on this machine "
             f"(torch {torch.__version__}); use --device cpu"
         )
     return dev

@@ -55,7 +55,7 @@ def agglomerate_phase(
         return None
     dest = agglomerate_output(spec)
     meta_file = dest / "agglomeration.json"
-    made = meta_file.is_file() and _made_with(meta_file, section, spec.segmenter.model)
+    made = meta_file.is_file() and _made_with(meta_file, section, spec.segmenter)
     if made and not output_changed:
         return None
     log.write(event="phase", phase="agglomerate", path=str(dest))
@@ -95,7 +95,7 @@ def agglomerate_phase(
     return summary
 
 
-def _made_with(meta_file: Path, section: Any, model: str) -> bool:
+def _made_with(meta_file: Path, section: Any, segmenter: Any) -> bool:
     """Whether the agglomeration there was made with the section's settings (a resume after
     the user changed its threshold, claim weight or resegmentation makes it again)."""
     import json
@@ -112,8 +112,8 @@ def _made_with(meta_file: Path, section: Any, model: str) -> bool:
         and (claim.get("weight") if isinstance(claim, dict) else None)
         in ((section.claim_weight, None) if section.claim else (None,))
         and (
-            (meta.get("model"), meta.get("band"), meta.get("max_reseg"))
-            == (model, section.band, section.max_reseg)
+            (meta.get("model"), meta.get("band"), meta.get("max_reseg"), meta.get("precision"))
+            == (segmenter.model, section.band, section.max_reseg, segmenter.precision)
             if section.resegment
             else meta.get("model") is None
         )

@@ -98,6 +98,23 @@ def make_grid(spec: JobSpec) -> BlockGrid:
     return grid
 
 
+def spec_warnings(spec: JobSpec) -> list[str]:
+    """What a job may run with but most likely should not (``run-job`` prints them; the
+    ``--check`` line lists them)."""
+    from napari_connectome.jobs.segmenters import segmenter_min_shape
+
+    out = []
+    if spec.segmenter.kind == "ffn":
+        fov = segmenter_min_shape(spec.segmenter)
+        if any(o < f for o, f in zip(spec.overlap, fov)):
+            out.append(
+                f"overlap {list(spec.overlap)} is less than the FFN's field of view {list(fov)}: "
+                "objects will be cut at block faces more often (the seam check shows it); use "
+                "one to one and a half fields of view (docs/hpc.md, overlap)"
+            )
+    return out
+
+
 def check_host(spec: JobSpec) -> None:
     """What only the machine whose workers run the blocks can check: a GPU the segmenter asks
     for, and no more local worker processes than its cores can carry."""

@@ -292,6 +292,8 @@ class BackendSpec(_Strict):
 class AgglomerateSpec(_Strict):
     """The job's agglomeration phase (napari_connectome.agglomerate; docs/agglomeration.md)."""
 
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # band: .nan is no number
+
     threshold: float = Field(0.65, ge=0.0, le=1.0)  # merge while the best affinity is >= this
     fill: bool = True  # give unsegmented voxels to supervoxels (seeded watershed on the EM)
     seed_distance: float = Field(12.0, gt=0)  # blobs farther from any segment: new supervoxels
@@ -373,6 +375,16 @@ class JobSpec(_Strict):
     def _resume_xor_overwrite(self) -> JobSpec:
         if self.resume and self.overwrite:
             raise ValueError("resume and overwrite exclude each other: pick one")
+        return self
+
+    @model_validator(mode="after")
+    def _resegment_needs_ffn(self) -> JobSpec:
+        section = self.agglomerate
+        if section is not None and section.resegment and self.segmenter.kind != "ffn":
+            raise ValueError(
+                "agglomerate.resegment runs the segmenter's FFN model, but segmenter.kind is "
+                f"{self.segmenter.kind!r}: use kind: ffn, or resegment: false"
+            )
         return self
 
     @model_validator(mode="after")
