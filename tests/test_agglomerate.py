@@ -127,6 +127,31 @@ def test_contacts_blockwise_equal_one_block(crop):
     # every contact point lies on a face between the pair's two supervoxels
     for (a, b), p in zip(zip(got["u"], got["v"]), got["point"]):
         assert seg[tuple(p)] in (a, b)
+    # with a margin (resegmentation's box), blocks and one block agree on the points' kind, and a
+    # pair whose faces reach inside the margin gets a point there
+    margin = 12
+    whole = contacts_task(
+        ArrayReader(seg), ArrayReader(em), tuple(slice(0, s) for s in shape), shape, cdf, table,
+        margin=margin,
+    )  # fmt: skip
+    got = kernels.reduce_contacts(
+        [
+            contacts_task(ArrayReader(seg), ArrayReader(em), sl, shape, cdf, table, margin=margin)
+            for sl in (
+                tuple(slice(32 * c, 32 * c + 32) for c in corner) for corner in np.ndindex(2, 2, 2)
+            )
+        ]
+    )
+    for key in ("point_rank", "point_inside"):  # (ties among faces may pick other points)
+        assert np.array_equal(got[key], whole[key]), key
+    inside = np.all((got["point"] >= margin) & (got["point"] < np.asarray(shape) - margin), axis=1)
+    assert np.array_equal(inside, got["point_inside"])
+    assert 0 < inside.sum() < len(inside)  # some pairs touch only near the border
+    plain = kernels.reduce_contacts(parts)
+    assert (np.any(plain["point"] != got["point"], axis=1) <= got["point_inside"]).all()
+    moved = np.any(plain["point"] != got["point"], axis=1)
+    assert moved.any()  # brightest at the border before, now the brightest face inside
+    assert (got["point_rank"][moved] <= plain["point_rank"][moved]).all()
 
 
 # ---- the command --------------------------------------------------------------------------------

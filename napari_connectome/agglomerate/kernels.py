@@ -27,7 +27,8 @@ import numpy as np
 SIGMA = 1.0  # EM smoothing (voxels) before ranking and watershed: one noisy voxel is no membrane
 RANK_BINS = 16  # histogram of face evidence per pair: percentiles reduce exactly across blocks
 CONTACT_KEYS = (
-    "u", "v", "area", "rank_sum", "hist", "point", "point_rank", "claim_faces", "claim_hits"
+    "u", "v", "area", "rank_sum", "hist", "point", "point_rank", "point_inside", "claim_faces",
+    "claim_hits",
 )  # fmt: skip
 CLAIM_HIT = 128  # claim (x 255) at or above which a face counts as claimed across: p >= 0.5
 CLAIM_REACH = 2  # voxels from a face within which FFN's segmented voxels and claim count for it
@@ -100,11 +101,16 @@ def block_contacts(
     offset: Sequence[int],
     claim: np.ndarray | None = None,
     segmented: np.ndarray | None = None,
+    shape: Sequence[int] | None = None,
+    margin: int = 0,
 ) -> dict[str, np.ndarray]:
     """Contacts whose low voxel lies in the first ``n_low`` planes of each axis of ``labels``
     (the block plus one plane of its high neighbours); ``offset``: global position of
     ``labels[0, 0, 0]``. ``claim`` (uint8) and ``segmented`` (bool: the input segmentation held
-    the voxel, it was not filled), both like ``labels``, give the FFN claim counts."""
+    the voxel, it was not filled), both like ``labels``, give the FFN claim counts. Each
+    contact's point is its brightest face at least ``margin`` voxels inside the volume
+    (``shape``), or its brightest face where it has none (resegmentation grows a box around the
+    point: at the volume's border no seed has a whole field of view)."""
     us, vs, rs, pos, cf, ch = [], [], [], [], [], []
     for ax in range(3):
         n = min(int(n_low[ax]), labels.shape[ax] - 1)
@@ -139,8 +145,11 @@ def block_contacts(
     r = np.concatenate(rs).astype(np.float64)
     p = np.concatenate(pos)
     faces, hits = np.concatenate(cf), np.concatenate(ch)
-    order = np.lexsort((-r, v, u))  # per pair, brightest face first
-    u, v, r, p = u[order], v[order], r[order], p[order]
+    inside = np.ones(len(u), bool)
+    if margin > 0 and shape is not None:
+        inside = np.all((p >= margin) & (p < np.asarray(shape, np.int64) - margin), axis=1)
+    order = np.lexsort((-r, ~inside, v, u))  # per pair, the brightest face inside first
+    u, v, r, p, inside = u[order], v[order], r[order], p[order], inside[order]
     faces, hits = faces[order].astype(np.int64), hits[order].astype(np.int64)
     start = np.flatnonzero(np.r_[True, (u[1:] != u[:-1]) | (v[1:] != v[:-1])])
     pair = np.repeat(np.arange(len(start)), np.diff(np.r_[start, len(u)]))
@@ -155,6 +164,7 @@ def block_contacts(
         "hist": hist,
         "point": p[start],
         "point_rank": r[start],
+        "point_inside": inside[start],
         "claim_faces": np.add.reduceat(faces, start),
         "claim_hits": np.add.reduceat(hits, start),
     }
@@ -169,18 +179,20 @@ def empty_contacts() -> dict[str, np.ndarray]:
         "hist": np.zeros((0, RANK_BINS), np.int64),
         "point": np.zeros((0, 3), np.int64),
         "point_rank": np.zeros(0, np.float64),
+        "point_inside": np.zeros(0, bool),
         "claim_faces": np.zeros(0, np.int64),
         "claim_hits": np.zeros(0, np.int64),
     }
 
 
 def reduce_contacts(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """One table from several blocks': sums per pair, the brightest face kept; sorted by (u, v)."""
+    """One table from several blocks': sums per pair, the point chosen as in each block (the
+    brightest face inside the margin first); sorted by (u, v)."""
     parts = [p for p in parts if len(p["u"])]
     if not parts:
         return empty_contacts()
     c = {k: np.concatenate([p[k] for p in parts]) for k in CONTACT_KEYS}
-    order = np.lexsort((-c["point_rank"], c["v"], c["u"]))
+    order = np.lexsort((-c["point_rank"], ~c["point_inside"], c["v"], c["u"]))
     c = {k: c[k][order] for k in CONTACT_KEYS}
     u, v = c["u"], c["v"]
     start = np.flatnonzero(np.r_[True, (u[1:] != u[:-1]) | (v[1:] != v[:-1])])
@@ -192,6 +204,7 @@ def reduce_contacts(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndar
         "hist": np.add.reduceat(c["hist"], start, axis=0),
         "point": c["point"][start],
         "point_rank": c["point_rank"][start],
+        "point_inside": c["point_inside"][start],
         "claim_faces": np.add.reduceat(c["claim_faces"], start),
         "claim_hits": np.add.reduceat(c["claim_hits"], start),
     }

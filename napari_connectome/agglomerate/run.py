@@ -139,9 +139,12 @@ def contacts_task(
     table: tuple,
     seg: Any = None,
     claim: Any = None,
+    margin: int = 0,
 ) -> dict:
     """The contact evidence of one block (faces whose low voxel lies in it); with ``seg`` and
-    ``claim`` (readers of the input and its FFN claim) also the claim counts."""
+    ``claim`` (readers of the input and its FFN claim) also the claim counts; ``margin``: the
+    contact points keep this far from the volume's border where they can (the resegmentation
+    box's half-size)."""
     outer = _grow(sl, SMOOTH_HALO, SMOOTH_HALO + 1, shape)
     rank = kernels.rank_of(np.asarray(em.read(outer)), cdf, table[0], table[1])
     labels = np.asarray(sv.read(outer)).astype(np.uint64, copy=False)
@@ -153,7 +156,15 @@ def contacts_task(
     if seg is not None and claim is not None:
         near = kernels.claim_near(np.asarray(claim.read(outer)), np.asarray(seg.read(outer)) != 0)
         extra = {"claim": near[0][crop], "segmented": near[1][crop]}
-    return kernels.block_contacts(labels[crop], rank[crop], n_low, [s.start for s in sl], **extra)
+    return kernels.block_contacts(
+        labels[crop],
+        rank[crop],
+        n_low,
+        [s.start for s in sl],
+        shape=shape,
+        margin=margin,
+        **extra,
+    )
 
 
 def relabel_task(sv: Any, sl: tuple[slice, ...], ids: np.ndarray, seg_of: np.ndarray, out: str):
@@ -497,7 +508,15 @@ def _build(
     sv_src = _zarr_reader(sv_path)
     claim_src = None if claim_path is None else _zarr_reader(claim_path)
     seg_reader = None if claim_src is None else seg_src.reader
-    args = [(sv_src, em_src.reader, sl, shape, cdf, table, seg_reader, claim_src) for sl in blocks]
+    margin = 0  # with a model, points where its boxes fit whole (else the brightest face)
+    if model is not None:
+        from napari_connectome.agglomerate.reseg import box_radius
+
+        margin = int(box_radius(model[1].fov_size, model[1].deltas).max())
+    args = [
+        (sv_src, em_src.reader, sl, shape, cdf, table, seg_reader, claim_src, margin)
+        for sl in blocks
+    ]
     parts = runner.map(contacts_task, args, progress, "agglomerate: contact evidence")
     c = kernels.reduce_contacts(parts)
     gu = np.asarray(graph._array("edges/u")[:], np.uint64)
