@@ -34,11 +34,18 @@ def test_agglomerate_from_the_viewer_then_open_its_queue(
     assert widget.seg.value == f"{crop}:gt"
     assert set(widget.em.choices) == {f"{crop}:raw", f"{crop}:seg"}
     widget.seg.value = f"{crop}:seg"
-    widget.em.value = f"{crop}:raw"
     assert widget.output.value == tmp_path / "crop-agglomerated.ome.zarr"  # beside SEG's file
+    other = tmp_path / "other.h5"
+    other.write_bytes(crop.read_bytes())
+    viewer.open(str(other), plugin="napari-connectome")
+    widget.seg.value = f"{other}:seg"  # the suggestion follows the choice...
+    assert widget.output.value == tmp_path / "other-agglomerated.ome.zarr"
     out = tmp_path / "out"
     out.mkdir()
-    widget.output.value = out / "agg.ome.zarr"
+    widget.output.value = out / "agg.ome.zarr"  # ...until the user types one of their own
+    widget.seg.value = f"{crop}:seg"
+    assert widget.output.value == out / "agg.ome.zarr"
+    widget.em.value = f"{crop}:raw"
     widget.threshold.value = 0.4
     # Cancel: the worker stops at its next progress report and leaves nothing behind
     widget.run()
@@ -60,10 +67,11 @@ def test_agglomerate_from_the_viewer_then_open_its_queue(
     assert f"{meta['n_segments']} segments" in widget.status.value
     assert any(str(widget.result) in str(lay.metadata.get("source")) for lay in viewer.layers)
     assert widget.queue_button.enabled
-    # a second run into the same output is refused (never replaced from here)
+    # a second run into the same output is refused at once (never replaced from here)
     widget.run()
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
-    assert "already exists" in widget.status.value
+    assert widget.worker is None
+    assert "already exists: choose a new output folder" in widget.status.value
+    assert widget.queue_button.enabled  # the output made here still opens
     # the queue of the new output, with a new project
     panel = widget.open_queue(tmp_path / "project")
     qtbot.waitUntil(lambda: panel.queue is not None, timeout=120_000)

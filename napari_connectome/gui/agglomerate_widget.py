@@ -69,6 +69,8 @@ class AgglomerateWidget(Container):
         self.viewer = napari_viewer
         self.worker: Any = None
         self.result: Path | None = None
+        self._suggested: Path | None = None
+        self._user_seg = self._refreshing = False
         self._cancel = False
         self._relay = _Relay()
         self._relay.reported.connect(self._on_progress)
@@ -108,7 +110,7 @@ class AgglomerateWidget(Container):
                 self.queue_button,
             ]
         )
-        self.seg.changed.connect(self._suggest_output)
+        self.seg.changed.connect(self._seg_picked)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
         self.queue_button.changed.connect(self._choose_project)
@@ -129,15 +131,28 @@ class AgglomerateWidget(Container):
 
     def _refresh(self, *_: Any) -> None:
         labels = [src for _, src in _sources(self.viewer, "labels")]
-        chose = self.seg.value
-        self.seg.reset_choices()
-        self.em.reset_choices()
-        if labels and chose not in labels:  # a labels layer, until the user picks another
-            self.seg.value = labels[0]
+        self._refreshing = True
+        try:
+            self.seg.reset_choices()
+            self.em.reset_choices()
+            if labels and (not self._user_seg or self.seg.value not in self.seg.choices):
+                self.seg.value = labels[0]  # a labels layer, until the user picks another
+        finally:
+            self._refreshing = False
+        self._suggest_output()
+
+    def _seg_picked(self, *_: Any) -> None:
+        if not self._refreshing:
+            self._user_seg = True
+        self._suggest_output()
 
     def _suggest_output(self, *_: Any) -> None:
-        if self.seg.value and not str(self.output.value or "").strip(". "):
-            self.output.value = default_output(self.seg.value)
+        """Beside the chosen segmentation, unless the user typed an output of their own."""
+        text = str(self.output.value or "").strip()
+        ours = text in ("", ".") or Path(text) == self._suggested
+        if self.seg.value and ours:
+            self._suggested = default_output(self.seg.value)
+            self.output.value = self._suggested
 
     # ---- running ------------------------------------------------------------------------------
 
@@ -206,7 +221,13 @@ class AgglomerateWidget(Container):
         text = str(self.output.value or "").strip()
         if text in ("", "."):
             raise UserInputError("no output: choose a new folder, e.g. agg.ome.zarr")
-        return self.seg.value, self.em.value, Path(text).expanduser(), self.model.value.strip()
+        dest = Path(text).expanduser()
+        if dest.exists():
+            raise UserInputError(
+                f"{dest} already exists: choose a new output folder (this panel never replaces "
+                "one; `napari-connectome agglomerate --overwrite` replaces an output of its own)"
+            )
+        return self.seg.value, self.em.value, dest, self.model.value.strip()
 
     def cancel(self, *_: Any) -> None:
         """Stop at the next progress report; agglomerate removes its unfinished output."""
