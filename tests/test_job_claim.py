@@ -166,6 +166,11 @@ def test_the_jobs_agglomerate_phase_and_the_command_weigh_the_jobs_claim(
     assert main(argv) == 0, capsys.readouterr().err
     em_only = zarr.open_group(str(dest / "scores"), mode="r")
     assert np.array_equal(em_only["affinity"][:], em_only["mean_rank"][:])
+    # the queue ranks our FFN's output with the calibration fitted on it, others with the default
+    from napari_connectome.agglomerate.queue import FFN_CALIBRATION, Calibration, ProofreadQueue
+
+    assert ProofreadQueue(phase).calibration == FFN_CALIBRATION
+    assert ProofreadQueue(dest).calibration == Calibration()
     # the section's own claim settings; a resume with other ones agglomerates again
     for change, recorded in (({"claim_weight": 0.8}, 0.8), ({"claim": False}, None)):
         resumed = {**spec, "resume": True, "agglomerate": {**section, **change}}

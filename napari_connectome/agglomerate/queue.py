@@ -107,6 +107,21 @@ class Calibration:
         return {"bias": self.bias, "weights": list(self.weights), "features": names}
 
 
+# fitted (fit_calibration) on 8 held-out crops of FIB-25 training_sample2 (62 x 125 x 125 each,
+# z >= 125) segmented by the shipped fib25-small in both seed orders, their split consensus
+# agglomerated with the FFN claim, with and without resegmentation: 2,177 candidates
+# (benchmarks/bench_queue_ffn_calibration.py; leave-one-crop-out it put 80% real errors among
+# the first 40 items against the default's 32.5%)
+FFN_CALIBRATION = Calibration(7.055, (4.888, 2.305, 0.188, -1.328, -0.993, -1.485))
+
+
+def default_calibration(meta: dict) -> Calibration:
+    """The calibration for an agglomeration: :data:`FFN_CALIBRATION` where it weighed an FFN
+    claim (our own FFN's output: ``segment``, ``consensus``, a job), else :class:`Calibration`
+    (fitted on Google's published segmentation, which carries none)."""
+    return FFN_CALIBRATION if meta.get("claim") else Calibration()
+
+
 @dataclass(frozen=True)
 class Candidates:
     """Every decision of the rule as arrays, one row per candidate item: ``merged`` (a merge of
@@ -477,7 +492,8 @@ class ProofreadQueue:
     """The ranked items of one agglomerate output (``DEST``) and the decisions made on them.
 
     ``band`` keeps only candidates whose affinity lies within it of the threshold (None: all);
-    ``limit`` keeps the first items; ``calibration`` replaces the default model of ``p_wrong``;
+    ``limit`` keeps the first items; ``calibration`` replaces the default model of ``p_wrong``
+    (:func:`default_calibration`: one for our FFN's output, one for other segmentations);
     ``gain_weight`` sets the ranking (module docstring); ``seams`` False leaves a job's seam
     check out (the contact evidence alone, as for one canvas)."""
 
@@ -501,7 +517,7 @@ class ProofreadQueue:
             raise UserInputError(f"limit {limit} must be at least 1")
         self.dest, self.meta, self.band = dest, meta, band
         self.threshold = float(meta["threshold"])
-        self.calibration = calibration or Calibration()
+        self.calibration = calibration or default_calibration(meta)
         n_w = len(self.calibration.weights)
         if n_w not in (len(FEATURES), len(FEATURES) + len(SHAPE_FEATURES)):
             raise UserInputError(
