@@ -11,16 +11,15 @@ is no display.
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-SHARED = HERE.parents[2] / "shared" / "data"
-CROP = (slice(40, 136), slice(40, 136), slice(40, 136))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_queue_screenshot import HERE, write_google_crop  # the same 96^3 crop
 
 
 def main() -> None:
@@ -34,13 +33,7 @@ def main() -> None:
     from napari_connectome.gui.demo import dismiss_toasts
 
     with tempfile.TemporaryDirectory() as tmp:
-        crop = Path(tmp) / "crop.h5"
-        seg = np.load(SHARED / "google-ffn-fib25" / "sample-training2.npz")["segmentation"]
-        h5 = SHARED / "fib25-training-sample2" / "fib25_training_sample2.h5"
-        with h5py.File(h5, "r") as f, h5py.File(crop, "w") as out:
-            for name, data in (("em", f["raw"][CROP]), ("google", seg[CROP].astype(np.uint64))):
-                out.create_dataset(name, data=data, chunks=(32, 32, 32))
-                out[name].attrs["resolution_nm_zyx"] = [10, 10, 10]
+        crop = write_google_crop(Path(tmp) / "crop.h5", "em", "google", np.uint64)
         app = QApplication.instance() or QApplication([])
         viewer = napari.Viewer(title="napari-connectome: agglomerate")
         viewer.window.resize(1500, 950)

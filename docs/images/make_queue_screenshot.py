@@ -22,6 +22,19 @@ SHARED = HERE.parents[2] / "shared" / "data"
 CROP = (slice(40, 136), slice(40, 136), slice(40, 136))
 
 
+def write_google_crop(
+    path: Path, em: str = "raw", seg: str = "seg", seg_dtype: type | None = None
+) -> Path:
+    """CROP of the EM and of Google's published segmentation, as datasets of one HDF5 file."""
+    google = np.load(SHARED / "google-ffn-fib25" / "sample-training2.npz")["segmentation"][CROP]
+    h5 = SHARED / "fib25-training-sample2" / "fib25_training_sample2.h5"
+    with h5py.File(h5, "r") as f, h5py.File(path, "w") as out:
+        for name, data in ((em, f["raw"][CROP]), (seg, google.astype(seg_dtype or google.dtype))):
+            out.create_dataset(name, data=data, chunks=(32, 32, 32))
+            out[name].attrs["resolution_nm_zyx"] = [10, 10, 10]
+    return path
+
+
 def main() -> None:
     from napari_connectome.gui._headless import ensure_display
 
@@ -37,13 +50,7 @@ def main() -> None:
     from napari_connectome.volumes import open_volume
 
     with tempfile.TemporaryDirectory() as tmp:
-        crop = Path(tmp) / "crop.h5"
-        seg = np.load(SHARED / "google-ffn-fib25" / "sample-training2.npz")["segmentation"]
-        h5 = SHARED / "fib25-training-sample2" / "fib25_training_sample2.h5"
-        with h5py.File(h5, "r") as f, h5py.File(crop, "w") as out:
-            for name, data in (("raw", f["raw"][CROP]), ("seg", seg[CROP])):
-                out.create_dataset(name, data=data, chunks=(32, 32, 32))
-                out[name].attrs["resolution_nm_zyx"] = [10, 10, 10]
+        crop = write_google_crop(Path(tmp) / "crop.h5")
         dest = Path(tmp) / "agg.ome.zarr"
         agglomerate(open_volume(f"{crop}:seg"), open_volume(f"{crop}:raw"), dest, threshold=0.4)
         app = QApplication.instance() or QApplication([])
