@@ -118,9 +118,9 @@ def main(argv=None) -> int:
                 for b, m in zip(bands, limits)
             ]
             widest = None
-            for name, mdl, band, limit, room in variants:
+            for index, (name, mdl, band, limit, room) in enumerate(variants):
                 reseg_module.ROOM = room
-                dest = tmp / f"agg-{variants.index((name, mdl, band, limit, room))}.ome.zarr"
+                dest = tmp / f"agg-{index}.ome.zarr"
                 t0 = time.perf_counter()
                 agglomerate(
                     open_volume(str(src)),

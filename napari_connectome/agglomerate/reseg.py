@@ -225,22 +225,21 @@ def resegment_ordered(
     out = np.full(len(pairs), np.nan)
     limit = min(int(limit), len(pairs))
     if runner.client is None or model_source is None:
-        runner, shared = _HERE, model
+        runner, shared = runner.in_process(), model
     else:
         shared = str(model_source)
     workers = runner.worker_count()
-    scored, k, shown = 0, 0, [0]
+    scored, k = 0, 0
     progress(0, limit, what)
     while k < len(pairs) and scored < limit:
         take = min(limit - scored, len(pairs) - k)
         # a few tasks per worker; never more than 8 batches each, so progress keeps moving
         size = max(batch, min(math.ceil(take / (4 * workers)), 8 * batch))
         cuts = [(a, min(a + size, k + take)) for a in range(k, k + take, size)]
-        start = scored
 
-        def wave_progress(done: int, total: int, _msg: str = "", _at=(start, size, take)) -> None:
-            shown[0] = max(shown[0], min(limit, _at[0] + min(done * _at[1], _at[2])))
-            progress(shown[0], limit, what)  # pairs tried so far; never backwards
+        def wave_progress(done: int, total: int, _msg: str = "", _at=(k, size, take)) -> None:
+            # pairs tried so far: grows within a wave and from one wave to the next
+            progress(min(limit, _at[0] + min(done * _at[1], _at[2])), limit, what)
 
         args = [
             (em_reader, shape, sv_path, pairs[a:b], points[a:b], shared, batch, precision, device)
@@ -252,22 +251,3 @@ def resegment_ordered(
         scored = int(np.isfinite(out).sum())
     progress(limit, limit, what)  # done (``n_resegmented`` says how many had seeds that fit)
     return out
-
-
-class _InProcess:
-    """A runner without workers (agglomerate's runner interface)."""
-
-    client = None
-
-    def worker_count(self) -> int:
-        return 1
-
-    def map(self, fn, arg_list: list[tuple], progress: ProgressCallback, what: str) -> list:
-        out = []
-        for i, args in enumerate(arg_list):
-            out.append(fn(*args))
-            progress(i + 1, len(arg_list), what)
-        return out
-
-
-_HERE = _InProcess()

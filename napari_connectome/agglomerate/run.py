@@ -47,6 +47,7 @@ DEFAULT_THRESHOLD = 0.65
 DEFAULT_SEED_DISTANCE = 12.0
 DEFAULT_BAND = 0.1
 DEFAULT_MAX_RESEG = 200
+DEFAULT_BATCH = 8  # contacts resegmented at once (two boxes each in one forward pass)
 DEFAULT_CLAIM_WEIGHT = 0.5  # the FFN claim's share of the affinity where it is known
 HALO = 16  # voxels of context around a fill block (watershed basins rarely reach further)
 SMOOTH_HALO = 4  # context for the EM smoothing of the contact pass
@@ -213,6 +214,11 @@ class _Runner:
             raise
         return out
 
+    @classmethod
+    def in_process(cls) -> _Runner:
+        """A runner for this process only (work that cannot go to the workers)."""
+        return cls(None, 0, 0, None)
+
     def worker_count(self) -> int:
         """Workers the tasks spread over (1: this process)."""
         if self.client is None:
@@ -291,7 +297,7 @@ def agglomerate(
     band: float = DEFAULT_BAND,
     max_reseg: int = DEFAULT_MAX_RESEG,
     precision: str = "auto",
-    batch: int = 8,
+    batch: int = DEFAULT_BATCH,
     device: str = "auto",
     block_shape: Sequence[int] | None = None,
     seams: Any = None,
@@ -429,7 +435,6 @@ def _build(
     claim_path,
     claim_weight,
 ) -> dict:
-
     from napari_connectome.graph import RegionGraph, compute_region_graph
     from napari_connectome.volumes import create_ome_zarr, open_volume
     from napari_connectome.volumes.ome_zarr_writer import build_pyramid

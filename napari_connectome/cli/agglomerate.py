@@ -22,6 +22,7 @@ from napari_connectome.cli._progress import add_progress_flags, cli_progress
 def register(subparsers: Any) -> None:
     from napari_connectome.agglomerate.run import (
         DEFAULT_BAND,
+        DEFAULT_BATCH,
         DEFAULT_CLAIM_WEIGHT,
         DEFAULT_MAX_RESEG,
         DEFAULT_SEED_DISTANCE,
@@ -96,7 +97,12 @@ def register(subparsers: Any) -> None:
         choices=["auto", "fp32", "bf16", "fp16"],
         help="FFN precision for resegmentation (default auto)",
     )
-    p.add_argument("--batch", type=positive_int, default=8, help="contacts resegmented at once")
+    p.add_argument(
+        "--batch",
+        type=positive_int,
+        default=DEFAULT_BATCH,
+        help=f"contacts resegmented at once (default {DEFAULT_BATCH})",
+    )
     p.add_argument(
         "--device",
         default="auto",
@@ -185,7 +191,7 @@ def cmd_agglomerate(args: argparse.Namespace) -> int:
 
 def _reseg_flags(args: argparse.Namespace) -> list[str]:
     """The resegmentation options given other values than their defaults."""
-    from napari_connectome.agglomerate.run import DEFAULT_BAND, DEFAULT_MAX_RESEG
+    from napari_connectome.agglomerate.run import DEFAULT_BAND, DEFAULT_BATCH, DEFAULT_MAX_RESEG
 
     return [
         flag
@@ -193,7 +199,7 @@ def _reseg_flags(args: argparse.Namespace) -> list[str]:
             ("--band", args.band != DEFAULT_BAND),
             ("--max-reseg", args.max_reseg != DEFAULT_MAX_RESEG),
             ("--precision", args.precision != "auto"),
-            ("--batch", args.batch != 8),
+            ("--batch", args.batch != DEFAULT_BATCH),
             ("--device", args.device != "auto"),
         )
         if given
