@@ -280,6 +280,20 @@ def test_ffn_resegmentation_scores_the_contacts_nearest_the_threshold(crop, tmp_
     assert scores["affinity"][k] == pytest.approx(0.5 * (mean[k] + reseg[k]))
 
 
+def test_only_contacts_a_score_could_move_across_the_threshold_are_resegmented():
+    from napari_connectome.agglomerate.reseg import can_cross, mix
+
+    e = np.array([0.0, 0.29, 0.3, 0.65, 0.79, 0.8, 1.0])
+    assert can_cross(e, 0.65).tolist() == [False, False, True, True, True, True, True]
+    assert can_cross(e, 0.4).tolist() == [True, True, True, True, True, False, False]
+    for t in (0.4, 0.65):  # each one that can: a score of 1 merges it, a score of 0 does not
+        ok = can_cross(e, t)
+        assert (mix(e[ok], np.ones(ok.sum())) >= t).all()
+        assert (mix(e[ok], np.zeros(ok.sum())) < t).all()
+        assert ((mix(e[~ok], np.ones((~ok).sum())) >= t) == (mix(e[~ok], 0 * e[~ok]) >= t)).all()
+    assert mix(e, np.full(len(e), np.nan)).tolist() == e.tolist()  # not scored: evidence
+
+
 def test_resegmentation_runs_on_the_dask_workers_and_scores_what_one_pass_would(crop, tmp_path):
     from dask.distributed import Client, LocalCluster, get_task_stream
 
@@ -323,6 +337,11 @@ def test_resegmentation_runs_on_the_dask_workers_and_scores_what_one_pass_would(
     assert np.array_equal(np.isfinite(a), np.isfinite(b))
     assert np.isfinite(a).sum() == 24
     assert np.allclose(a[np.isfinite(a)], b[np.isfinite(b)], atol=0.02)
+    # only contacts whose verdict a score could change: the mix of evidence e and score r,
+    # (e + r) / 2, can reach the threshold 0.65 only from e >= 0.3
+    scores = zarr.open_group(str(here / "scores"), mode="r")
+    evidence = 2 * np.asarray(scores["affinity"][:]) - np.nan_to_num(a)
+    assert (evidence[np.isfinite(a)] >= 0.3 - 1e-9).all()
     tasks = [t for t in stream.data if "resegment_task" in str(t["key"])]
     assert len(tasks) >= 2  # spread over the workers, each loading the model from its folder
     assert len({t["worker"] for t in tasks}) == 2
@@ -438,7 +457,7 @@ def test_reuse_runs_only_the_rule_and_equals_a_full_run(crop, tmp_path, capsys):
         "--band, --device would change nothing": [
             *base, "--reuse", first, "--band", "1", "--device", "cpu",
         ],
-        "without --model there is no FFN resegmentation, so --max-reseg, --device": [
+        "without a model there is no FFN resegmentation, so --max-reseg, --device": [
             *base, "--max-reseg", "5", "--device", "cuda",
         ],
     }  # fmt: skip

@@ -87,7 +87,10 @@ def test_segment_writes_the_claim_and_agglomerate_weighs_it(model_dir, tmp_path,
 
     def agglomerate(name, *flags):
         dest = tmp_path / f"{name}.ome.zarr"
-        rc = run("agglomerate", seg, f"{em}:raw", dest, "--quiet", *flags)
+        # --model none: the claim is what this test weighs (the painter that made SEG would
+        # resegment by default, tests/test_seg_model.py)
+        model = () if "--reuse" in flags else ("--model", "none")
+        rc = run("agglomerate", seg, f"{em}:raw", dest, "--quiet", *model, *flags)
         assert rc == 0, capsys.readouterr().err
         capsys.readouterr()
         scores = zarr.open_group(str(dest / "scores"), mode="r")

@@ -77,3 +77,46 @@ def test_agglomerate_from_the_viewer_then_open_its_queue(
     qtbot.waitUntil(lambda: panel.queue is not None, timeout=120_000)
     assert panel.index is not None
     panel.close_session()
+
+
+def test_the_panel_offers_the_model_that_made_the_segmentation(make_napari_viewer, tmp_path, qtbot):
+    from napari_connectome.cli import main
+    from napari_connectome.ffn.checkpoint import save_model
+    from napari_connectome.ffn.config import ModelConfig
+    from napari_connectome.gui.agglomerate_widget import AgglomerateWidget
+    from tests.test_ffn_claim import write_em
+    from tests.test_ffn_inference import bright_painter
+    from tests.test_segment_cli import ARCH
+
+    painter = tmp_path / "models" / "painter"
+    painter.parent.mkdir()
+    save_model(painter, bright_painter(), ModelConfig(architecture=ARCH))
+    em = write_em(tmp_path)
+    seg = tmp_path / "seg.ome.zarr"
+    assert main(["segment", f"{em}:raw", str(seg), "--model", str(painter), "--oversegment"]) == 0
+    viewer = make_napari_viewer(show=True)
+    widget = AgglomerateWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Agglomerate")
+    viewer.open(str(em), plugin="napari-connectome")
+    viewer.open(str(seg), plugin="napari-connectome")
+    labels = [src for src in widget.seg.choices if "seg.ome.zarr" in src]
+    assert labels, widget.seg.choices
+    widget.seg.value = labels[0]
+    assert widget.model.value == str(painter.resolve())  # what SEG records
+    widget.seg.value = f"{em}:raw"  # records no model: the suggestion goes...
+    assert widget.model.value == ""
+    widget.seg.value = labels[0]  # ...and comes back
+    assert widget.model.value == str(painter.resolve())
+    widget.model.value = "fib25-small"  # typed by the user: kept
+    widget.seg.value = f"{em}:raw"
+    assert widget.model.value == "fib25-small"
+    widget.model.value = str(painter)
+    widget.seg.value = labels[0]
+    widget.em.value = f"{em}:raw"
+    widget.run()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
+    assert widget.result is not None, widget.status.value
+    meta = json.loads((widget.result / "agglomeration.json").read_text())
+    assert meta["model_made_seg"] is True
+    assert meta["band"] == 1.0  # every contact, with SEG's own model
+    assert "contacts resegmented" in widget.status.value

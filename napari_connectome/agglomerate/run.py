@@ -32,7 +32,9 @@ from typing import Any
 import numpy as np
 
 from napari_connectome.agglomerate import kernels
+from napari_connectome.agglomerate import reseg as reseg_module
 from napari_connectome.agglomerate.rule import mean_affinity_agglomerate
+from napari_connectome.agglomerate.seg_model import default_band, made_by
 from napari_connectome.errors import UserInputError
 from napari_connectome.progress import ProgressCallback, no_progress
 from napari_connectome.volumes.sources import absolute_source
@@ -294,7 +296,7 @@ def agglomerate(
     model_source: str | os.PathLike | None = None,
     fill: bool = True,
     seed_distance: float = DEFAULT_SEED_DISTANCE,
-    band: float = DEFAULT_BAND,
+    band: float | None = None,
     max_reseg: int = DEFAULT_MAX_RESEG,
     precision: str = "auto",
     batch: int = DEFAULT_BATCH,
@@ -319,7 +321,9 @@ def agglomerate(
     Dask workers when there are any (``client``, or the local cluster of a large volume) and
     ``model_source`` (the model's folder) says where they load the model from; each worker uses
     ``device`` (``auto``: its GPU where it has one). Without workers it runs in this process.
-    Returns ``dest``.
+    ``band``: resegment the contacts whose evidence lies within it of the threshold; None: every
+    contact (:data:`.seg_model.OWN_BAND`) when ``seg`` is an over-segmentation that
+    ``model_source`` made (as ``seg`` records it), else :data:`DEFAULT_BAND`. Returns ``dest``.
     """
     from napari_connectome.graph.sources import as_source
     from napari_connectome.volumes.atomic import (
@@ -345,6 +349,12 @@ def agglomerate(
             check_device_name(device)
         else:
             resolve_device(device)
+    seg_source = getattr(seg, "source", None)
+    own_model = model is not None and made_by(seg_source, model_source) is not None
+    if band is None:
+        band = default_band(seg_source, model_source) if model is not None else DEFAULT_BAND
+    elif not 0.0 <= float(band) <= 1.0:
+        raise UserInputError(f"the band must lie in [0, 1], not {band}")
     dest = Path(dest).expanduser()
     refuse_overlap(dest, [getattr(seg, "source", None), getattr(em, "source", None)])
     check_destination(dest, overwrite)
@@ -395,6 +405,7 @@ def agglomerate(
         summary["model_source"] = (
             str(Path(model_source).resolve()) if reseg and model_source else None
         )
+        summary["model_made_seg"] = own_model  # SEG records this model (seg_model.py)
         summary["precision"] = precision if reseg else None
         summary["device"] = device if reseg else None
         (tmp / META).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
@@ -539,10 +550,12 @@ def _build(
     reseg = np.full(len(area), np.nan)
     n_reseg = 0
     if model is not None and max_reseg > 0 and len(area):
-        from napari_connectome.agglomerate.reseg import resegment_ordered
+        from napari_connectome.agglomerate.reseg import can_cross, resegment_ordered
 
         t = time.perf_counter()
-        near = np.flatnonzero(np.abs(evidence - threshold) <= band)
+        near = np.flatnonzero(
+            (np.abs(evidence - threshold) <= band) & can_cross(evidence, threshold)
+        )
         near = near[np.argsort(np.abs(evidence[near] - threshold), kind="stable")]
         reseg[near] = resegment_ordered(
             runner,
@@ -561,7 +574,7 @@ def _build(
         )
         n_reseg = int(np.isfinite(reseg).sum())
         timings["resegmentation"] = time.perf_counter() - t
-    affinity = np.where(np.isfinite(reseg), 0.5 * (evidence + np.nan_to_num(reseg)), evidence)
+    affinity = reseg_module.mix(evidence, reseg)
     # 5. rule, labels, tables ------------------------------------------------------------------
     t = time.perf_counter()
     ids = graph.fragment_ids

@@ -28,6 +28,7 @@ def register(subparsers: Any) -> None:
         DEFAULT_SEED_DISTANCE,
         DEFAULT_THRESHOLD,
     )
+    from napari_connectome.agglomerate.seg_model import OWN_BAND
 
     p = subparsers.add_parser(
         "agglomerate",
@@ -50,15 +51,17 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--model",
-        help="FFN model directory or zoo name: adds resegmentation scores for contacts near the "
-        "threshold (slow on CPU; default: EM evidence only)",
+        help="FFN model directory or zoo name for resegmentation scores, or none (default: the "
+        "model that made SEG where SEG is its over-segmentation, from `segment --oversegment` "
+        "or a job with `oversegment`, and the model is on this machine; else none). Slow on a CPU",
     )
     p.add_argument(
         "--band",
         type=probability,
-        default=DEFAULT_BAND,
-        help=f"resegment contacts whose EM score is within this of the threshold "
-        f"(default {DEFAULT_BAND})",
+        default=None,
+        help="resegment contacts whose score is within this of the threshold, nearest first "
+        f"(default: {OWN_BAND:g}, every contact, for an over-segmentation and the model that "
+        f"made it; else {DEFAULT_BAND})",
     )
     p.add_argument(
         "--max-reseg",
@@ -132,27 +135,29 @@ def cmd_agglomerate(args: argparse.Namespace) -> int:
     from napari_connectome.volumes.atomic import check_destination
     from napari_connectome.volumes.output_safety import refuse_overlap
 
-    if not args.model and not args.reuse:
+    said_none = bool(args.model) and args.model.strip().lower() == NO_MODEL
+    if said_none:
+        args.model = None
+    chosen = None if said_none or args.reuse else _choose_model(args.model, args.segmentation)
+    if chosen is None and not args.reuse:
         _refuse_reseg_options(
             args,
-            "without --model there is no FFN resegmentation",
+            "without a model there is no FFN resegmentation" + (" (--model none)" * said_none),
             "add --model MODEL, or leave them out",
         )
     seg = open_volume(args.segmentation)
     em = open_volume(args.em)
     check_inputs(seg, em)
     dest = Path(args.dest).expanduser()
-    model_path = args.model if args.model and Path(args.model).expanduser().exists() else None
-    refuse_overlap(dest, [args.segmentation, args.em, model_path])
+    refuse_overlap(dest, [args.segmentation, args.em, chosen[1] if chosen else None])
     check_destination(dest, args.overwrite)
     if args.reuse:
         return _reuse(args, seg, em, dest)
-    model, model_source = None, None
-    if args.model:
+    model, model_name, model_source = None, None, None
+    if chosen is not None:
         from napari_connectome.ffn.checkpoint import load_model
-        from napari_connectome.ffn.zoo import get_model
 
-        model_source = get_model(args.model)  # Dask workers load it from there
+        model_name, model_source = chosen  # Dask workers load it from model_source
         model = load_model(model_source, device="cpu")
         check_fov_fits(seg.shape, model[1].fov_size, model[1].deltas)
     if args.threads:
@@ -168,7 +173,7 @@ def cmd_agglomerate(args: argparse.Namespace) -> int:
                 dest,
                 threshold=args.threshold,
                 model=model,
-                model_name=args.model,
+                model_name=model_name,
                 model_source=model_source,
                 fill=not args.no_fill,
                 seed_distance=args.seed_distance,
@@ -189,14 +194,50 @@ def cmd_agglomerate(args: argparse.Namespace) -> int:
     return _report(out)
 
 
+NO_MODEL = "none"  # --model none: no resegmentation, even where SEG records its model
+
+
+def _choose_model(given: str | None, segmentation: str) -> tuple[str, Path] | None:
+    """(name, folder) of the resegmentation model: the one given, else the one that made SEG
+    where SEG is its over-segmentation and the model is on this machine (said on stderr either
+    way), else None (one FFN pass is not resegmented by default: seg_model.py says why)."""
+    import sys
+    import warnings
+
+    from napari_connectome.agglomerate.seg_model import recorded_model
+    from napari_connectome.errors import DataWarning
+    from napari_connectome.ffn.zoo import get_model
+
+    if given:
+        return given, get_model(given)
+    made = recorded_model(segmentation)
+    if made is None or not made.oversegment:
+        return None
+    if made.folder is None:
+        warnings.warn(
+            f"SEG is the over-segmentation of {made.describe()}, which is not on this machine: "
+            "agglomerating "
+            "without FFN resegmentation (give --model MODEL to resegment, --model none to say so)",
+            DataWarning,
+            stacklevel=2,
+        )
+        return None
+    print(
+        f"napari-connectome agglomerate: resegmenting with the model that made SEG, "
+        f"{made.describe()} (--model none: without)",
+        file=sys.stderr,
+    )
+    return made.name, made.folder
+
+
 def _reseg_flags(args: argparse.Namespace) -> list[str]:
     """The resegmentation options given other values than their defaults."""
-    from napari_connectome.agglomerate.run import DEFAULT_BAND, DEFAULT_BATCH, DEFAULT_MAX_RESEG
+    from napari_connectome.agglomerate.run import DEFAULT_BATCH, DEFAULT_MAX_RESEG
 
     return [
         flag
         for flag, given in (
-            ("--band", args.band != DEFAULT_BAND),
+            ("--band", args.band is not None),
             ("--max-reseg", args.max_reseg != DEFAULT_MAX_RESEG),
             ("--precision", args.precision != "auto"),
             ("--batch", args.batch != DEFAULT_BATCH),
@@ -218,6 +259,7 @@ def _report(out: Path, *extra: str) -> int:
     """One JSON line: where the result is and its counts (``extra``: more keys of its meta)."""
     meta = json.loads((out / "agglomeration.json").read_text())
     keys = (*extra, "n_supervoxels", "n_edges", "n_merges", "n_segments", "n_resegmented")
+    keys += tuple(k for k in ("model", "band") if k in meta)  # which model judged, how widely
     claim = meta.get("claim")  # which FFN claim weighed in (null: the EM evidence alone)
     print(json.dumps({"agglomerated": str(out), **{k: meta[k] for k in keys}, "claim": claim}))
     return 0

@@ -320,6 +320,8 @@ def segment_volume(
         report = {
             "source": source,
             "model": str(model_dir),
+            # where it was, absolute: agglomerate resegments with it by default (seg_model.py)
+            "model_folder": str(_model_folder(model_dir)),
             "roi_zyx": [[a, b] for a, b in zip(roi.start, roi.stop)],
             "device": str(runner.device),
             "precision": runner.precision,
@@ -345,6 +347,13 @@ def segment_volume(
         f"in {c['seconds']:.1f} s"
     )
     return SegmentVolumeResult(dest=dest, roi=roi, segmentation=result, report=report)
+
+
+def _model_folder(model_dir: Any) -> Path:
+    """The absolute folder of the model ``load_model`` loaded (a folder or a zoo name)."""
+    from napari_connectome.ffn.zoo import get_model
+
+    return Path(get_model(model_dir)).expanduser().resolve()
 
 
 CLAIM = "ffn_claim"  # the FFN claim beside the labels' levels (agglomerate reads it)

@@ -87,9 +87,13 @@ class AgglomerateWidget(Container):
         self.model = LineEdit(label="resegment with")
         self.model.native.setPlaceholderText("optional: FFN model folder or zoo name")
         self.model.tooltip = (
-            "FFN resegmentation of the contacts nearest the threshold (slow on a CPU; "
-            "resegment with a model at least as good as the one that made the segmentation)"
+            "FFN resegmentation of the contacts nearest the threshold (slow on a CPU). Filled "
+            "in with the model that made the segmentation where it is that model's "
+            "over-segmentation (segment --oversegment): then every contact is scored, nearest "
+            "the threshold first; otherwise only those near the threshold. Clear it for the EM "
+            "evidence (and FFN claim) alone"
         )
+        self._suggested_model = ""
         self.run_button = PushButton(text="Agglomerate")
         self.cancel_button = PushButton(text="Cancel", visible=False)
         self.progress = ProgressBar(visible=False)
@@ -140,11 +144,24 @@ class AgglomerateWidget(Container):
         finally:
             self._refreshing = False
         self._suggest_output()
+        self._suggest_model()
 
     def _seg_picked(self, *_: Any) -> None:
         if not self._refreshing:
             self._user_seg = True
         self._suggest_output()
+        self._suggest_model()
+
+    def _suggest_model(self) -> None:
+        """The model that made the chosen segmentation, unless the user typed one of their own."""
+        from napari_connectome.agglomerate.seg_model import recorded_model
+
+        if self.model.value.strip() not in ("", self._suggested_model):
+            return
+        made = recorded_model(self.seg.value) if self.seg.value else None
+        ours = made is not None and made.folder is not None and made.oversegment
+        self._suggested_model = str(made.folder) if ours else ""
+        self.model.value = self._suggested_model
 
     def _suggest_output(self, *_: Any) -> None:
         """Beside the chosen segmentation, unless the user typed an output of their own."""

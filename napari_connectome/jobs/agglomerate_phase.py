@@ -55,12 +55,12 @@ def agglomerate_phase(
         return None
     dest = agglomerate_output(spec)
     meta_file = dest / "agglomeration.json"
-    made = meta_file.is_file() and _made_with(meta_file, section, spec.segmenter)
+    made = meta_file.is_file() and _made_with(meta_file, spec)
     if made and not output_changed:
         return None
     log.write(event="phase", phase="agglomerate", path=str(dest))
     model, model_dir = None, None
-    if section.resegment:
+    if spec.resegments():
         from napari_connectome.ffn import zoo
         from napari_connectome.ffn.checkpoint import load_model
 
@@ -77,7 +77,7 @@ def agglomerate_phase(
         model_source=model_dir,  # the job's workers load it, as they do for their FFN blocks
         fill=section.fill,
         seed_distance=section.seed_distance,
-        band=section.band,
+        band=spec.reseg_band(),
         max_reseg=section.max_reseg,
         device=spec.segmenter.device,  # on the job's workers, as its FFN blocks
         precision=spec.segmenter.precision,
@@ -95,7 +95,7 @@ def agglomerate_phase(
     return summary
 
 
-def _made_with(meta_file: Path, section: Any, segmenter: Any) -> bool:
+def _made_with(meta_file: Path, spec: Any) -> bool:
     """Whether the agglomeration there was made with the section's settings (a resume after
     the user changed its threshold, claim weight or resegmentation makes it again)."""
     import json
@@ -105,6 +105,7 @@ def _made_with(meta_file: Path, section: Any, segmenter: Any) -> bool:
     except (OSError, ValueError):
         return False
     claim = meta.get("claim")
+    section, segmenter = spec.agglomerate, spec.segmenter
     return (
         meta.get("threshold") == section.threshold
         and meta.get("fill") == ("watershed" if section.fill else "none")
@@ -113,8 +114,8 @@ def _made_with(meta_file: Path, section: Any, segmenter: Any) -> bool:
         in ((section.claim_weight, None) if section.claim else (None,))
         and (
             (meta.get("model"), meta.get("band"), meta.get("max_reseg"), meta.get("precision"))
-            == (segmenter.model, section.band, section.max_reseg, segmenter.precision)
-            if section.resegment
+            == (segmenter.model, spec.reseg_band(), section.max_reseg, segmenter.precision)
+            if spec.resegments()
             else meta.get("model") is None
         )
     )

@@ -297,8 +297,12 @@ class AgglomerateSpec(_Strict):
     threshold: float = Field(0.65, ge=0.0, le=1.0)  # merge while the best affinity is >= this
     fill: bool = True  # give unsegmented voxels to supervoxels (seeded watershed on the EM)
     seed_distance: float = Field(12.0, gt=0)  # blobs farther from any segment: new supervoxels
-    resegment: bool = False  # FFN resegmentation (the segmenter's model) near the threshold
-    band: float = Field(0.1, ge=0.0, le=1.0)
+    # FFN resegmentation with the segmenter's model; None: for an FFN over-segmentation
+    # (segmenter.oversegment), not for one pass (whose errors are mostly merges: seg_model.py)
+    resegment: bool | None = None
+    # contacts resegmented, nearest the threshold first: within band of it; None: every contact
+    # (1) for an over-segmentation, else 0.1 (agglomerate --band)
+    band: float | None = Field(None, ge=0.0, le=1.0)
     max_reseg: int = Field(200, ge=0)
     claim: bool = True  # weigh the FFN claim the blocks stored (agglomerate --no-claim: false)
     claim_weight: float = Field(0.5, ge=0.0, le=1.0)  # agglomerate --claim-weight
@@ -376,6 +380,27 @@ class JobSpec(_Strict):
         if self.resume and self.overwrite:
             raise ValueError("resume and overwrite exclude each other: pick one")
         return self
+
+    def resegments(self) -> bool:
+        """Whether the ``agglomerate:`` phase resegments (its ``resegment``, else the default:
+        an FFN over-segmentation is resegmented)."""
+        section = self.agglomerate
+        if section is None:
+            return False
+        if section.resegment is not None:
+            return section.resegment
+        return self.segmenter.kind == "ffn" and self.segmenter.oversegment is not None
+
+    def reseg_band(self) -> float:
+        """The ``agglomerate:`` phase's band: as given, else every contact (OWN_BAND) for an
+        over-segmentation, which its own model judges, else agglomerate's DEFAULT_BAND."""
+        from napari_connectome.agglomerate.run import DEFAULT_BAND
+        from napari_connectome.agglomerate.seg_model import OWN_BAND
+
+        section = self.agglomerate
+        if section is not None and section.band is not None:
+            return section.band
+        return OWN_BAND if self.segmenter.oversegment is not None else DEFAULT_BAND
 
     @model_validator(mode="after")
     def _resegment_needs_ffn(self) -> JobSpec:
