@@ -153,3 +153,35 @@ def test_a_jobs_spec_names_the_model_of_its_output(tmp_path):
     spec.write_text("input: [unterminated\n")
     assert recorded_model(out) is None  # not a spec of ours: nothing is taken from it
     assert recorded_model(tmp_path / "google.h5:seg") is None
+
+
+def test_a_job_resegments_its_over_segmentation_by_default_and_not_one_pass(
+    model_dir, tmp_path, capsys
+):
+    from tests.test_job_claim import job, run_job
+
+    section = {"max_reseg": 5}  # the fill makes the cubes touch
+    over = {"kind": "ffn", "model": str(model_dir), "device": "cpu", "oversegment": {"min_size": 0}}
+    spec = job(tmp_path, model_dir, agglomerate=section, segmenter=over)
+    run_job(tmp_path, spec, capsys)
+    meta = json.loads((tmp_path / "job-agglomerated.ome.zarr" / "agglomeration.json").read_text())
+    assert meta["model"] == str(model_dir)
+    assert meta["model_made_seg"] is True
+    assert meta["band"] == OWN_BAND
+    assert meta["n_resegmented"] >= 1
+    # the command on the job's output does the same by default (the spec says what made it)
+    dest = tmp_path / "cmd.ome.zarr"
+    flags = ("--max-reseg", "1")
+    em = spec["input"].split(":")[0]
+    assert run("agglomerate", tmp_path / "job.ome.zarr", f"{em}:raw", dest, *flags, "--quiet") == 0
+    err = capsys.readouterr().err
+    cmd = json.loads((dest / "agglomeration.json").read_text())
+    assert "resegmenting with the model that made SEG" in err
+    assert "spec.yaml" in err
+    assert cmd["n_resegmented"] == 1
+    # one pass: no resegmentation unless the section asks for it
+    one = job(tmp_path, model_dir, agglomerate=section, output=str(tmp_path / "one.ome.zarr"))
+    run_job(tmp_path, one, capsys, "one.yaml")
+    meta = json.loads((tmp_path / "one-agglomerated.ome.zarr" / "agglomeration.json").read_text())
+    assert meta["model"] is None
+    assert meta["n_resegmented"] == 0
