@@ -47,8 +47,8 @@ def mix(evidence: np.ndarray, reseg: np.ndarray) -> np.ndarray:
 def can_cross(evidence: np.ndarray, threshold: float) -> np.ndarray:
     """The contacts whose affinity some score in [0, 1] could put on either side of the
     threshold. Scoring the others cannot change their own verdict, only the mean affinity of
-    the groups they join, and that measured worse (VI up by 0.1 on one crop in eight, equal on
-    the rest; docs/benchmarks.md), at up to twice the cost."""
+    the groups they join: that was worse on 2 of 10 held-out crops (VI +0.1 on one) and equal
+    on the rest, at up to twice the cost (bench_reseg_replay.py, docs/benchmarks.md)."""
     w = RESEG_WEIGHT
     e = np.asarray(evidence, np.float64)
     return ((1.0 - w) * e + w >= threshold) & ((1.0 - w) * e < threshold)

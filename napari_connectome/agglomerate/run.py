@@ -34,7 +34,7 @@ import numpy as np
 from napari_connectome.agglomerate import kernels
 from napari_connectome.agglomerate import reseg as reseg_module
 from napari_connectome.agglomerate.rule import mean_affinity_agglomerate
-from napari_connectome.agglomerate.seg_model import default_band, made_by
+from napari_connectome.agglomerate.seg_model import band_for, made_by
 from napari_connectome.errors import UserInputError
 from napari_connectome.progress import ProgressCallback, no_progress
 from napari_connectome.volumes.sources import absolute_source
@@ -350,13 +350,17 @@ def agglomerate(
         else:
             resolve_device(device)
     seg_source = getattr(seg, "source", None)
-    own_model = model is not None and made_by(seg_source, model_source) is not None
+    made = (
+        made_by(seg_source, model_source) if model is not None else None
+    )  # reads SEG's record once
+    own_model = made is not None
     if band is None:
-        band = default_band(seg_source, model_source) if model is not None else DEFAULT_BAND
+        band = band_for(own_model and made.oversegment)
     elif not 0.0 <= float(band) <= 1.0:
         raise UserInputError(f"the band must lie in [0, 1], not {band}")
     dest = Path(dest).expanduser()
-    refuse_overlap(dest, [getattr(seg, "source", None), getattr(em, "source", None)])
+    # the model's folder too: the panel and a job pass one the command line never saw
+    refuse_overlap(dest, [seg_source, getattr(em, "source", None), model_source])
     check_destination(dest, overwrite)
 
     shape = tuple(int(s) for s in seg.shape)

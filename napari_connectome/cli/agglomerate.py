@@ -216,8 +216,8 @@ def _choose_model(given: str | None, segmentation: str) -> tuple[str, Path] | No
     if made.folder is None:
         warnings.warn(
             f"SEG is the over-segmentation of {made.describe()}, which is not on this machine: "
-            "agglomerating "
-            "without FFN resegmentation (give --model MODEL to resegment, --model none to say so)",
+            "agglomerating without FFN resegmentation (give --model MODEL to resegment, "
+            "--model none to say so)",
             DataWarning,
             stacklevel=2,
         )

@@ -394,13 +394,12 @@ class JobSpec(_Strict):
     def reseg_band(self) -> float:
         """The ``agglomerate:`` phase's band: as given, else every contact (OWN_BAND) for an
         over-segmentation, which its own model judges, else agglomerate's DEFAULT_BAND."""
-        from napari_connectome.agglomerate.run import DEFAULT_BAND
-        from napari_connectome.agglomerate.seg_model import OWN_BAND
+        from napari_connectome.agglomerate.seg_model import band_for
 
         section = self.agglomerate
         if section is not None and section.band is not None:
             return section.band
-        return OWN_BAND if self.segmenter.oversegment is not None else DEFAULT_BAND
+        return band_for(self.segmenter.oversegment is not None)
 
     @model_validator(mode="after")
     def _resegment_needs_ffn(self) -> JobSpec:
