@@ -17,6 +17,7 @@ from napari_connectome.cli import main
 from napari_connectome.graph import RegionGraph
 from napari_connectome.graph.sources import ArrayReader
 from napari_connectome.volumes import open_volume
+from napari_connectome.volumes.units import relative_spacing
 
 CROP = (slice(60, 124), slice(60, 124), slice(60, 124))  # 64^3: ~1 s per pass
 
@@ -189,6 +190,69 @@ def test_agglomerate_command_writes_labels_supervoxels_and_scored_graph(crop, tm
     assert len(scores["merges"][:]) == meta["n_merges"] > 0
     # every merge was at or above the threshold; what stays apart touches below it
     assert (scores["merges"][:][:, 2] >= 0.4).all()
+
+
+def sections(tmp_path: Path, seg_nm, em_nm) -> Path:
+    """Two segments 8 sections apart with unsegmented voxels between them, as HDF5 with the
+    given voxel sizes (None: no attribute)."""
+    seg = np.zeros((16, 32, 32), np.uint32)
+    seg[:4], seg[12:] = 1, 2
+    em = np.random.default_rng(0).integers(150, 200, seg.shape, dtype=np.uint8)
+    path = tmp_path / "sections.h5"
+    with h5py.File(path, "w") as f:
+        for name, data, nm in (("seg", seg, seg_nm), ("raw", em, em_nm)):
+            ds = f.create_dataset(name, data=data, chunks=(16, 32, 32))
+            if nm is not None:
+                ds.attrs["resolution_nm_zyx"] = nm
+    return path
+
+
+def test_serial_section_voxels_count_in_nm_not_in_sections():
+    """Four sections of 40 nm between two segments are 160 nm of unsegmented tissue: far
+    enough (more than 12 voxels of 10 nm) for a supervoxel of its own; counted as four
+    voxels they are not."""
+    seg = np.zeros((16, 32, 32), np.uint64)
+    seg[:4], seg[12:] = 1, 2
+    em = np.full(seg.shape, 180, np.uint8)
+    core = (slice(None),) * 3
+    same = kernels.fill_block(seg, em, core, seed_distance=12, new_id_base=100)
+    assert set(np.unique(same)) == {1, 2}
+    spacing = relative_spacing((40, 10, 10))
+    assert spacing == (4.0, 1.0, 1.0)
+    thick = kernels.fill_block(seg, em, core, seed_distance=12, new_id_base=100, spacing=spacing)
+    assert set(np.unique(thick)) == {1, 2, 101}
+    assert (thick[7:9] == 101).all()
+    assert relative_spacing(None) == relative_spacing((0, 1, 1)) == (1, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("seg_nm", "em_nm", "n_supervoxels", "used"),
+    [
+        ([40, 10, 10], [40, 10, 10], 3, [40, 10, 10]),
+        (None, [40, 10, 10], 3, [40, 10, 10]),  # SEG without a size takes the EM's
+        ([10, 10, 10], [10, 10, 10], 2, [10, 10, 10]),
+    ],
+)
+def test_agglomerate_measures_in_the_voxel_size_the_files_give(
+    tmp_path, capsys, seg_nm, em_nm, n_supervoxels, used
+):
+    path = sections(tmp_path, seg_nm, em_nm)
+    dest = tmp_path / "agg.ome.zarr"
+    assert run("agglomerate", f"{path}:seg", f"{path}:raw", dest, "--quiet") == 0
+    meta = json.loads((dest / "agglomeration.json").read_text())
+    assert meta["n_supervoxels"] == n_supervoxels
+    assert meta["voxel_size_nm"] == used
+    assert open_volume(str(dest)).voxel_size_nm == tuple(used)
+
+
+def test_segmentation_and_em_of_different_voxel_sizes_are_warned_about(tmp_path, capsys):
+    path = sections(tmp_path, [40, 10, 10], [10, 10, 10])
+    dest = tmp_path / "agg.ome.zarr"
+    assert run("agglomerate", f"{path}:seg", f"{path}:raw", dest, "--quiet") == 0
+    err = capsys.readouterr().err
+    assert "[40.0, 10.0, 10.0] nm but EM" in err
+    assert "SEG's is used" in err
+    assert json.loads((dest / "agglomeration.json").read_text())["voxel_size_nm"] == [40, 10, 10]
 
 
 def test_overwrite_replaces_an_agglomerate_output_but_not_one_the_user_added_to(

@@ -83,6 +83,30 @@ def test_split_cuts_along_the_dark_membrane(session):
     assert (session.labels() == 1).all()
 
 
+@pytest.mark.parametrize(
+    ("voxel_size_nm", "middle_side"), [((10, 10, 10), "b"), ((40, 10, 10), "a")]
+)
+def test_watershed_split_cuts_the_neck_thinnest_in_nm(tmp_path, voxel_size_nm, middle_side):
+    """Three chambers in one supervoxel, joined by a neck two sections thick and one three
+    voxels wide. In 10 nm voxels the two sections (20 nm) are the thinner neck; in 40 nm
+    sections they are 80 nm, and the cut moves to the 30 nm neck."""
+    frags = np.zeros((14, 14, 32), np.uint64)
+    frags[1:13, 1:13, 1:31] = 1
+    frags[:, :, 10:12] = 0
+    frags[6:8, 1:13, 10:12] = 1  # thin in z
+    frags[:, :, 20:22] = 0
+    frags[1:13, 6:9, 20:22] = 1  # thin in y
+    with ProofreadSession.create(
+        tmp_path / "p", frags, voxel_size_nm=voxel_size_nm, chunks=16
+    ) as s:
+        plan = s.preview_split(1, [(6, 6, 3)], [(6, 6, 28)])
+        assert plan.method == "watershed"
+        s.commit_split(plan)
+        lab = s.labels()
+        side = {int(lab[6, 6, 3]): "a", int(lab[6, 6, 28]): "b"}
+        assert side[int(lab[6, 6, 15])] == middle_side
+
+
 def test_watershed_split_writes_new_ids_only_where_needed_and_undo_restores(tmp_path):
     frags = np.ones((16, 32, 32), np.uint64)  # one coarse fragment spanning two cells
     frags[:, :, :4] = 2

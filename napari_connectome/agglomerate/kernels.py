@@ -24,7 +24,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-SIGMA = 1.0  # EM smoothing (voxels) before ranking and watershed: one noisy voxel is no membrane
+SIGMA = (
+    1.0  # EM smoothing (finest voxels) before ranking and watershed: one noisy voxel is no membrane
+)
 RANK_BINS = 16  # histogram of face evidence per pair: percentiles reduce exactly across blocks
 CONTACT_KEYS = (
     "u", "v", "area", "rank_sum", "hist", "point", "point_rank", "point_inside", "claim_faces",
@@ -34,10 +36,11 @@ CLAIM_HIT = 128  # claim (x 255) at or above which a face counts as claimed acro
 CLAIM_REACH = 2  # voxels from a face within which FFN's segmented voxels and claim count for it
 
 
-def smoothed(em: np.ndarray) -> np.ndarray:
+def smoothed(em: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> np.ndarray:
     from scipy import ndimage
 
-    return ndimage.gaussian_filter(em.astype(np.float32), SIGMA, mode="nearest")
+    sigma = [SIGMA / s for s in spacing]
+    return ndimage.gaussian_filter(em.astype(np.float32), sigma, mode="nearest")
 
 
 def fill_block(
@@ -47,11 +50,14 @@ def fill_block(
     *,
     seed_distance: float,
     new_id_base: int,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
 ) -> np.ndarray:
     """The block's core with every 0 voxel given to a supervoxel (uint64).
 
     ``seg``/``em``: the block with its halo; ``core``: where the block lies inside them. New
     seeds get ids ``new_id_base + 1, + 2, ...`` (the caller gives each block its own range).
+    ``seed_distance`` counts finest voxels (``spacing``:
+    :func:`napari_connectome.volumes.units.relative_spacing`).
     """
     from scipy import ndimage
     from skimage.segmentation import watershed
@@ -64,32 +70,41 @@ def fill_block(
     if zero.all():
         far = zero
     else:
-        far = ndimage.distance_transform_edt(zero) > seed_distance
+        far = ndimage.distance_transform_edt(zero, sampling=spacing) > seed_distance
     blobs, n = ndimage.label(far)
     if n:
         markers[far] = blobs[far].astype(np.uint64) + np.uint64(new_id_base)
     # watershed wants signed labels; ids above 2**63 do not occur (checked by the caller)
-    filled = watershed(-smoothed(em), markers=markers.astype(np.int64))
+    filled = watershed(-smoothed(em, spacing), markers=markers.astype(np.int64))
     return np.ascontiguousarray(filled[core].astype(np.uint64))
 
 
-def claim_near(claim: np.ndarray, segmented: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The FFN claim and "FFN segmented here" spread ``CLAIM_REACH`` voxels: FFN leaves the
-    membrane between its objects unsegmented, so after the fill most faces between two
-    supervoxels lie in filled voxels, next to the FFN voxels that carry the claim."""
+def claim_near(
+    claim: np.ndarray, segmented: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0)
+) -> tuple[np.ndarray, np.ndarray]:
+    """The FFN claim and "FFN segmented here" spread ``CLAIM_REACH`` finest voxels (at least
+    one voxel on each axis): FFN leaves the membrane between its objects unsegmented, so after
+    the fill most faces between two supervoxels lie in filled voxels, next to the FFN voxels
+    that carry the claim."""
     from scipy import ndimage
 
-    size = 2 * CLAIM_REACH + 1
+    size = tuple(2 * max(1, round(CLAIM_REACH / s)) + 1 for s in spacing)
     return (
         ndimage.maximum_filter(claim, size=size, mode="nearest"),
         ndimage.maximum_filter(segmented, size=size, mode="nearest"),
     )
 
 
-def rank_of(em: np.ndarray, cdf: np.ndarray, lo: float, step: float) -> np.ndarray:
+def rank_of(
+    em: np.ndarray,
+    cdf: np.ndarray,
+    lo: float,
+    step: float,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+) -> np.ndarray:
     """Each voxel's rank in the volume's intensity distribution (``cdf`` over bins of ``step``
     from ``lo``), after smoothing: dataset-independent evidence in [0, 1]."""
-    s = smoothed(em)
+    s = smoothed(em, spacing)
     idx = np.clip(((s - lo) / step).astype(np.int64), 0, len(cdf) - 1)
     return cdf[idx].astype(np.float32)
 

@@ -143,7 +143,8 @@ def reagglomerate(
                 columns[key] = np.asarray(scores[key][:])
         timings["check"] = time.perf_counter() - t
         t = time.perf_counter()
-        voxel = tuple(float(x) for x in getattr(seg, "voxel_size_nm", None) or (1.0,) * 3)
+        # the supervoxels' own size: the labels lie over them
+        voxel = tuple(float(x) for x in meta.get("voxel_size_nm") or run.voxel_size_of(seg, em))
         chunks = run.label_chunks(block)
         create_ome_zarr(
             tmp,

@@ -38,6 +38,7 @@ from napari_connectome.agglomerate.seg_model import band_for, made_by
 from napari_connectome.errors import UserInputError
 from napari_connectome.progress import ProgressCallback, no_progress
 from napari_connectome.volumes.sources import absolute_source
+from napari_connectome.volumes.units import relative_spacing
 
 FORMAT = "napari-connectome-agglomeration"
 FORMAT_VERSION = 1
@@ -96,6 +97,7 @@ def fill_task(
     seed_distance: float,
     new_id_base: int,
     fill: bool,
+    spacing: tuple[float, ...] = (1.0, 1.0, 1.0),
 ) -> dict:
     """Fill one block, write it to the supervoxels' level 0; return its input digest, its
     largest id and the histogram of its smoothed EM."""
@@ -113,12 +115,14 @@ def fill_task(
     digest = hashlib.blake2b(np.ascontiguousarray(s[core]).tobytes(), digest_size=16).hexdigest()
     e = np.asarray(em.read(outer))
     if fill:
-        res = kernels.fill_block(s, e, core, seed_distance=seed_distance, new_id_base=new_id_base)
+        res = kernels.fill_block(
+            s, e, core, seed_distance=seed_distance, new_id_base=new_id_base, spacing=spacing
+        )
     else:
         res = np.ascontiguousarray(s[core].astype(np.uint64))
     zarr.open_array(out, mode="r+")[sl] = res
     lo, step, bins = table
-    sm = kernels.smoothed(e)[core]
+    sm = kernels.smoothed(e, spacing)[core]
     idx = np.clip(((sm - lo) / step).astype(np.int64), 0, bins - 1)
     return {
         "digest": digest,
@@ -143,13 +147,14 @@ def contacts_task(
     seg: Any = None,
     claim: Any = None,
     margin: int = 0,
+    spacing: tuple[float, ...] = (1.0, 1.0, 1.0),
 ) -> dict:
     """The contact evidence of one block (faces whose low voxel lies in it); with ``seg`` and
     ``claim`` (readers of the input and its FFN claim) also the claim counts; ``margin``: the
     contact points keep this far from the volume's border where they can (the resegmentation
     box's half-size)."""
     outer = _grow(sl, SMOOTH_HALO, SMOOTH_HALO + 1, shape)
-    rank = kernels.rank_of(np.asarray(em.read(outer)), cdf, table[0], table[1])
+    rank = kernels.rank_of(np.asarray(em.read(outer)), cdf, table[0], table[1], spacing)
     labels = np.asarray(sv.read(outer)).astype(np.uint64, copy=False)
     start = [s.start - o.start for s, o in zip(sl, outer)]
     stop = [min(s.stop + 1, o.stop) - o.start for s, o in zip(sl, outer)]
@@ -157,7 +162,9 @@ def contacts_task(
     n_low = [s.stop - s.start for s in sl]
     extra = {}
     if seg is not None and claim is not None:
-        near = kernels.claim_near(np.asarray(claim.read(outer)), np.asarray(seg.read(outer)) != 0)
+        near = kernels.claim_near(
+            np.asarray(claim.read(outer)), np.asarray(seg.read(outer)) != 0, spacing
+        )
         extra = {"claim": near[0][crop], "segmented": near[1][crop]}
     return kernels.block_contacts(
         labels[crop],
@@ -270,6 +277,31 @@ def check_inputs(seg: Any, em: Any) -> None:
             f"EM {_text(em)} has shape {list(em.shape)} but SEG {_text(seg)} has "
             f"{list(seg.shape)}: give the EM volume the segmentation was made from (same region)"
         )
+
+
+def voxel_size_of(seg: Any, em: Any) -> tuple[float, float, float]:
+    """The voxel size (nm, z y x) the passes measure distances in: SEG's, or the EM's where SEG
+    gives none (a reader that finds none reports 1 nm per axis, never a real EM voxel)."""
+
+    def size(v: Any) -> tuple[float, ...] | None:
+        s = getattr(v, "voxel_size_nm", None)
+        return tuple(float(x) for x in s) if s is not None and len(s) == 3 else None
+
+    own, other = size(seg), size(em)
+    if own is not None and own != (1.0, 1.0, 1.0):
+        if other is not None and other != (1.0, 1.0, 1.0) and not np.allclose(own, other):
+            import warnings
+
+            from napari_connectome.errors import DataWarning
+
+            warnings.warn(
+                f"SEG {_text(seg)} says its voxels are {list(own)} nm but EM {_text(em)} says "
+                f"{list(other)} nm; SEG's is used. Check that the two are the same region",
+                DataWarning,
+                stacklevel=2,
+            )
+        return own
+    return other or own or (1.0, 1.0, 1.0)
 
 
 def _block_shape(seg: Any, block_shape: Sequence[int] | None) -> tuple[int, int, int]:
@@ -454,7 +486,8 @@ def _build(
     from napari_connectome.volumes import create_ome_zarr, open_volume
     from napari_connectome.volumes.ome_zarr_writer import build_pyramid
 
-    voxel = tuple(float(v) for v in getattr(seg, "voxel_size_nm", None) or (1.0,) * 3)
+    voxel = voxel_size_of(seg, em)
+    spacing = relative_spacing(voxel)
     # output chunks divide the blocks, so no two tasks ever write the same chunk
     chunks = label_chunks(block)
     create_ome_zarr(
@@ -502,6 +535,7 @@ def _build(
             seed_distance,
             seg_max + i * stride,
             fill,
+            spacing,
         )
         for i, sl in enumerate(blocks)
     ]
@@ -534,7 +568,7 @@ def _build(
 
         margin = int(box_radius(model[1].fov_size, model[1].deltas).max())
     args = [
-        (sv_src, em_src.reader, sl, shape, cdf, table, seg_reader, claim_src, margin)
+        (sv_src, em_src.reader, sl, shape, cdf, table, seg_reader, claim_src, margin, spacing)
         for sl in blocks
     ]
     parts = runner.map(contacts_task, args, progress, "agglomerate: contact evidence")
@@ -613,6 +647,7 @@ def _build(
         "threshold": threshold,
         "fill": "watershed" if fill else "none",
         "seed_distance": seed_distance,
+        "voxel_size_nm": list(voxel),  # distances and smoothing count the finest axis's voxels
         "band": band if model is not None else None,
         "max_reseg": max_reseg if model is not None else None,
         "input": absolute_source(_text(seg)),  # the queue opens the EM from any folder

@@ -470,8 +470,17 @@ class ProofreadSession:
         """Plan a split without changing anything (for the preview); commit it with
         :meth:`commit_split`."""
         self._require(int(segment))
+        from napari_connectome.volumes.units import relative_spacing
+
         return plan_split(
-            self.table, self.graph, self.fragments, self.image, int(segment), seeds_a, seeds_b
+            self.table,
+            self.graph,
+            self.fragments,
+            self.image,
+            int(segment),
+            seeds_a,
+            seeds_b,
+            relative_spacing(self.voxel_size_nm),
         )
 
     def preview_labels(self, plan: SplitPlan) -> np.ndarray:

@@ -68,10 +68,13 @@ def _check_seed(shape, p: Point) -> tuple[int, int, int]:
     return q  # type: ignore[return-value]
 
 
-def _watershed_cut(fragments, image, table, frag, seeds_a, seeds_b):
+def _watershed_cut(fragments, image, table, frag, seeds_a, seeds_b, spacing=(1.0, 1.0, 1.0)):
     """Cut one supervoxel in two by a seeded watershed; returns (mask, lo, region, region lo,
     image region): ``mask`` marks side B inside the supervoxel's bounding box at ``lo``, and
-    ``region`` is the supervoxel's box grown by one voxel with the cut applied (for its edges)."""
+    ``region`` is the supervoxel's box grown by one voxel with the cut applied (for its edges).
+    ``spacing`` (:func:`~napari_connectome.volumes.units.relative_spacing`): the distance
+    transform and the smoothing count the finest axis's voxels, so thick sections are not
+    blurred into each other."""
     from scipy import ndimage
     from skimage.segmentation import watershed
 
@@ -90,9 +93,10 @@ def _watershed_cut(fragments, image, table, frag, seeds_a, seeds_b):
         for p in seeds:
             markers[tuple(np.asarray(p) - flo)] = label
     if img is None:
-        elev = -ndimage.distance_transform_edt(mask)
-    else:
-        elev = -ndimage.gaussian_filter(img[inner].astype(np.float32), 1.0)  # dark membranes
+        elev = -ndimage.distance_transform_edt(mask, sampling=spacing)
+    else:  # dark membranes
+        sigma = [1.0 / s for s in spacing]
+        elev = -ndimage.gaussian_filter(img[inner].astype(np.float32), sigma)
     lab = watershed(elev, markers, mask=mask)
     side_b = lab == 2
     if not side_b.any() or not (lab == 1).any():
@@ -110,9 +114,10 @@ def plan_split(
     segment: int,
     seeds_a: Sequence[Point],
     seeds_b: Sequence[Point],
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
 ) -> SplitPlan:
     """Compute (but do not apply) the split of ``segment`` separating ``seeds_a`` from
-    ``seeds_b``."""
+    ``seeds_b``; ``spacing``: the voxels' relative size (for a watershed cut)."""
     from scipy import sparse
     from scipy.sparse.csgraph import breadth_first_order, maximum_flow
 
@@ -152,7 +157,9 @@ def plan_split(
         new_id = new_segment + 1
         in_a = [p for p in sa if frag_at[p] == frag]
         in_b = [p for p in sb if frag_at[p] == frag]
-        side_b, plo, region, inner, img = _watershed_cut(fragments, image, table, frag, in_a, in_b)
+        side_b, plo, region, inner, img = _watershed_cut(
+            fragments, image, table, frag, in_a, in_b, spacing
+        )
         region[inner][side_b] = new_id
         after = region_edges(region, img, touching=(frag, new_id))
         before = graph.edges_of(table, np.array([frag], np.uint64))

@@ -166,3 +166,19 @@ def offset_from_attrs(attrs: Mapping[str, Any], ndim: int) -> tuple[float, ...] 
             if fitted is not None:
                 return fitted
     return None
+
+
+def relative_spacing(voxel_size_nm: Any) -> tuple[float, float, float]:
+    """Each axis's voxel size over the finest axis's (1 everywhere for isotropic data).
+
+    Why: distances and smoothing in the fill, the contact evidence and the split's watershed
+    count the finest axis's voxels, so serial-section EM (e.g. 40 x 8 x 8 nm) is neither blurred
+    across sections nor measured in section counts. Anything but three positive sizes gives 1s.
+    """
+    try:
+        v = [float(x) for x in voxel_size_nm]
+    except (TypeError, ValueError):
+        return (1.0, 1.0, 1.0)
+    if len(v) != 3 or not all(0 < x < float("inf") for x in v):
+        return (1.0, 1.0, 1.0)
+    return (v[0] / min(v), v[1] / min(v), v[2] / min(v))
