@@ -29,6 +29,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_connectome.gui._camera import camera
 from napari_connectome.gui._layers import spatial_axis_labels
 
 BOX = 48  # voxels per axis shown around a contact
@@ -253,9 +254,10 @@ class ProofreadQueueWidget(QWidget):
         world = np.asarray(item.point, float) * scale
         for ax in range(3):
             self.viewer.dims.set_point(ax, world[ax])
-        self.viewer.camera.center = tuple(world)
+        cam = camera(self.viewer)  # napari >= 0.9: viewer.scene.camera
+        cam.center = tuple(world)
         size = getattr(self.viewer, "_canvas_size", None) or (600, 600)  # frame the box
-        self.viewer.camera.zoom = 0.9 * min(size) / (BOX * float(scale[1:].max()))
+        cam.zoom = 0.9 * min(size) / (BOX * float(scale[1:].max()))
         what = "merge to check" if item.kind == "merged" else "pair left apart"
         self.item_label.setText(
             f"item {index + 1} of {len(self.queue.items)} ({what}): "
