@@ -32,29 +32,18 @@ def emit(**kw) -> None:
     print(json.dumps({"bench": "queue_claim", "cpu": cpu_name(), **kw}), flush=True)
 
 
-def logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2) -> np.ndarray:
-    """Weights (bias first) of an L2-regularised logistic regression, by Newton's method (as
-    queue.fit_calibration)."""
-    x = np.c_[np.ones(len(x)), x]
-    w = np.zeros(x.shape[1])
-    reg = l2 * np.diag(np.r_[0, np.ones(len(w) - 1)])
-    for _ in range(50):
-        p = 1.0 / (1.0 + np.exp(-(x @ w)))
-        step = np.linalg.solve((x * (p * (1 - p))[:, None]).T @ x + reg, x.T @ (p - y) + reg @ w)
-        w -= step
-        if np.abs(step).max() < 1e-8:
-            break
-    return w
+def logistic(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Weights (bias first) as the queue fits them (queue.fit_features)."""
+    from napari_connectome.agglomerate.queue import fit_features
+
+    return fit_features(x, y)
 
 
 def auc(score: np.ndarray, positive: np.ndarray) -> float:
-    """Chance a random positive scores above a random negative (ties count half)."""
-    pos, neg = score[positive], score[~positive]
-    if not len(pos) or not len(neg):
-        return float("nan")
-    greater = (pos[:, None] > neg[None, :]).mean()
-    ties = (pos[:, None] == neg[None, :]).mean()
-    return float(greater + 0.5 * ties)
+    """The AUC as calibrate-queue reports it (calibrate.auc)."""
+    from napari_connectome.agglomerate.calibrate import auc as core_auc
+
+    return core_auc(score, positive)
 
 
 def load(agg: str, gt_source: str) -> dict:

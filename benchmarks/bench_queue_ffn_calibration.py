@@ -6,7 +6,8 @@ leave-one-crop-out against the default (fitted on Google's segmentation).
 KEEP_DIR is what ``bench_reseg.py --keep KEEP_DIR`` leaves: ``crop-N.h5`` (raw, labels) and
 ``crop-N/agg-K.ome.zarr`` (the agglomerations of that crop's consensus: with the claim, and with
 resegmentation). Each crop's outputs are ranked by a calibration fitted on every output of the
-other crops, so no item is scored by a model that saw its crop. Lines: ``output`` per output
+other crops, so no item is scored by a model that saw its crop; the shipped
+``FFN_CALIBRATION`` is judged too (on crops of another model's output it is out of sample). Lines: ``output`` per output
 and variant (real errors in the first 20 / 40 items as the queue ranks them, AUC of the chance
 the rule is wrong), ``summary`` per kind of output and variant (pooled), and ``fit``: the
 calibration fitted on every crop (what ``queue.FFN_CALIBRATION`` ships).
@@ -39,7 +40,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("keep", type=Path)
     args = ap.parse_args(argv)
-    from napari_connectome.agglomerate.queue import Calibration
+    from napari_connectome.agglomerate.queue import FFN_CALIBRATION, Calibration
 
     crops = sorted(p for p in args.keep.glob("crop-*") if p.is_dir())
     outs = []
@@ -58,6 +59,7 @@ def main(argv=None) -> int:
         own = out["x"]["queue features"]
         for variant, p_same in (
             ("default calibration", default.p_same(own)),
+            ("FFN_CALIBRATION as shipped", FFN_CALIBRATION.p_same(own)),
             ("fitted on the other crops", 1 / (1 + np.exp(-(w[0] + own @ w[1:])))),
         ):
             pooled.setdefault((out["kind"], variant), []).append((out, p_same))

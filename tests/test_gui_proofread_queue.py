@@ -150,3 +150,36 @@ def test_opening_runs_in_a_worker_with_progress_and_cancel_leaves_nothing(
     assert widget.index == 0
     assert len(widget.session.history()) > 0  # the agglomeration, as merge edits in the log
     widget.close_session()
+
+
+def test_the_calibration_field_ranks_the_queue_by_the_users_file_and_refuses_another(
+    make_napari_viewer, agglomerated, tmp_path, qtbot
+):
+    import json
+
+    from napari_connectome.agglomerate.calibrate import load_calibration, save_calibration
+    from napari_connectome.agglomerate.queue import FEATURES, Calibration, ProofreadQueue
+    from napari_connectome.gui.proofread_queue import ProofreadQueueWidget
+
+    viewer = make_napari_viewer(show=True)
+    widget = ProofreadQueueWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Proofreading queue")
+    # a file that is not a calibration: a clear message, no project written
+    notes = tmp_path / "notes.json"
+    notes.write_text(json.dumps({"mine": 1}))
+    widget.calibration.setText(str(notes))
+    widget.open(agglomerated, tmp_path / "p1", widget.calibration.text())
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
+    assert widget.queue is None
+    assert "not a queue calibration" in widget.message.text()
+    assert not (tmp_path / "p1").exists()
+    # the user's calibration: the queue ranks by it and the panel says which file
+    mine = Calibration(0.5, tuple(-0.3 * (k + 1) for k in range(len(FEATURES))))
+    path = save_calibration(mine, tmp_path / "lab.json", about={"fitted_on": []})
+    widget.open(agglomerated, tmp_path / "p2", str(path))
+    qtbot.waitUntil(lambda: widget.queue is not None, timeout=120_000)
+    assert widget.queue.calibration == load_calibration(path)
+    assert "calibration lab.json" in widget.message.text()
+    shipped = ProofreadQueue(agglomerated)
+    assert [i.p_wrong for i in widget.queue.items] != [i.p_wrong for i in shipped.items]
+    widget.close_session()

@@ -88,7 +88,8 @@ class Calibration:
     The default was fitted (:func:`fit_calibration`) on FIB-25 training_sample2 with Google's
     published segmentation agglomerated at 0.65 against its ground truth; the benchmark's figures
     use cross-fitting instead (each half of the volume ranked by a model fitted on the other
-    half). Fit your own with ground truth of your data."""
+    half). Fit your own with ground truth of your data: `napari-connectome calibrate-queue`
+    (:mod:`.calibrate`)."""
 
     bias: float = 0.553
     weights: tuple[float, ...] = (-4.052, 2.267, 0.240, 5.230, -1.276, -1.253)
@@ -410,18 +411,26 @@ def fit_calibration(
     """Fit :class:`Calibration` by L2-regularised logistic regression (Newton's method) on
     candidates whose truth ``same`` (the two sides are one neuron) is known; ``shape`` adds the
     shape rule's features."""
-    x = np.c_[np.ones(len(same)), cand.features(threshold, shape)]
-    y = np.asarray(same, float)
+    w = fit_features(cand.features(threshold, shape), np.asarray(same, float), l2=l2)
+    return Calibration(float(w[0]), tuple(float(c) for c in w[1:]))
+
+
+def fit_features(x: np.ndarray, y: np.ndarray, *, l2: float = 1e-2) -> np.ndarray:
+    """Bias and weights of an L2-regularised logistic regression of ``y`` (0/1) on the rows of
+    ``x``, by Newton's method (the bias is not regularised)."""
+    x = np.c_[np.ones(len(y)), np.asarray(x, float)]
+    y = np.asarray(y, float)
     w = np.zeros(x.shape[1])
+    reg = l2 * np.diag(np.r_[0, np.ones(len(w) - 1)])
     for _ in range(50):
         p = 1.0 / (1.0 + np.exp(-(x @ w)))
-        grad = x.T @ (p - y) + l2 * np.r_[0, w[1:]]
-        hess = (x * (p * (1 - p))[:, None]).T @ x + l2 * np.diag(np.r_[0, np.ones(len(w) - 1)])
+        grad = x.T @ (p - y) + reg @ w
+        hess = (x * (p * (1 - p))[:, None]).T @ x + reg
         step = np.linalg.solve(hess, grad)
         w -= step
         if np.abs(step).max() < 1e-8:
             break
-    return Calibration(float(w[0]), tuple(float(c) for c in w[1:]))
+    return w
 
 
 @dataclass(frozen=True)

@@ -79,8 +79,9 @@ def register(subparsers: Any) -> None:
         "--seed-distance",
         type=positive_finite_float,
         default=DEFAULT_SEED_DISTANCE,
-        help="unsegmented blobs farther than this (voxels) from every segment become new "
-        f"supervoxels (default {DEFAULT_SEED_DISTANCE:g})",
+        help="unsegmented blobs farther than this (voxels of the finest axis: distances count "
+        "nm, so thick sections count several) from every segment become new supervoxels "
+        f"(default {DEFAULT_SEED_DISTANCE:g})",
     )
     p.add_argument(
         "--no-claim",
@@ -124,6 +125,95 @@ def register(subparsers: Any) -> None:
     )
     add_progress_flags(p)
     p.set_defaults(func=cmd_agglomerate)
+
+    c = subparsers.add_parser(
+        "calibrate-queue",
+        help="fit the proofreading queue's ranking on ground truth of your own data",
+        description="Fit the proofreading queue's calibration (the chance the rule is wrong, "
+        "from the contact's features) on agglomerate outputs and ground truth over the same "
+        "regions, and write it as JSON for the queue panel (its Calibration field) or "
+        "ProofreadQueue(dest, calibration=load_calibration(FILE)). Ground truth may cover part "
+        "of the volume (0 = not annotated): decisions whose sides it does not cover are left "
+        "out. With two or more outputs it also says how each ranks with a calibration fitted "
+        "on the others.",
+    )
+    c.add_argument(
+        "pairs",
+        nargs="+",
+        metavar="DEST GT",
+        help="an agglomerate output and its ground truth (a volume of the same shape, e.g. "
+        "crop.h5:labels), one or more pairs",
+    )
+    c.add_argument("--out", required=True, help="calibration file to write (JSON)")
+    c.add_argument(
+        "--shape",
+        action="store_true",
+        help="weigh the shape rule's two features too (docs/agglomeration.md#the-shape-rule)",
+    )
+    c.add_argument(
+        "--min-annotated",
+        type=positive_int,
+        default=None,
+        help="annotated voxels a side needs before its ground-truth body counts (default 100)",
+    )
+    c.add_argument("--overwrite", action="store_true", help="replace a calibration file")
+    add_progress_flags(c)
+    c.set_defaults(func=cmd_calibrate_queue)
+
+
+def cmd_calibrate_queue(args: argparse.Namespace) -> int:
+    from napari_connectome.agglomerate import calibrate
+    from napari_connectome.errors import UserInputError
+    from napari_connectome.volumes import open_volume
+    from napari_connectome.volumes.output_safety import refuse_overlap
+
+    if len(args.pairs) % 2:
+        raise UserInputError(
+            f"give agglomerate outputs and ground truth in pairs (DEST GT ...), not "
+            f"{len(args.pairs)} paths"
+        )
+    pairs = list(zip(args.pairs[::2], args.pairs[1::2]))
+    out = Path(args.out).expanduser()
+    refuse_overlap(out, [p for pair in pairs for p in pair])
+    if out.exists() and not args.overwrite:
+        raise UserInputError(f"{out} exists; choose another file or pass --overwrite")
+    truths = [open_volume(gt) for _, gt in pairs]
+    update, close = cli_progress(args, "calibrate-queue")
+    min_annotated = args.min_annotated or calibrate.MIN_ANNOTATED
+    try:
+        judged = [
+            calibrate.judge_output(dest, gt, min_annotated=min_annotated, progress=update)
+            for (dest, _), gt in zip(pairs, truths)
+        ]
+    finally:
+        close()
+    cal = calibrate.fit_on_truth(judged, shape=args.shape)
+    cross = None
+    if len(judged) > 1:
+        cross = []
+        for k, j in enumerate(judged):
+            others = [o for i, o in enumerate(judged) if i != k]
+            try:
+                fit = calibrate.fit_on_truth(others, shape=args.shape)
+            except UserInputError:
+                cross.append({"output": j.name, "figures": None})
+                continue
+            cross.append({"output": j.name, "figures": calibrate.figures(j, fit)})
+    known = sum(int(j.known.sum()) for j in judged)
+    about = {
+        "fitted_on": [
+            {"output": str(Path(d).resolve()), "ground_truth": gt, "known": int(j.known.sum())}
+            for (d, gt), j in zip(pairs, judged)
+        ],
+        "min_annotated": min_annotated,
+        "candidates": known,
+        "left_out": sum(len(j.known) - int(j.known.sum()) for j in judged),
+        "in_sample": [calibrate.figures(j, cal) for j in judged],
+        "cross_fitted": cross,
+    }
+    calibrate.save_calibration(cal, out, about=about, overwrite=args.overwrite)
+    print(json.dumps({"calibration": str(out), **about}))
+    return 0
 
 
 def cmd_agglomerate(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QProgressBar,
     QPushButton,
     QVBoxLayout,
@@ -65,10 +66,25 @@ class ProofreadQueueWidget(QWidget):
         self.session: Any = None
         self.index: int | None = None
         self.made: list[tuple[int, bool]] = []  # (item, whether it edited), newest last
+        self._calibration: str | None = None  # the calibration file the queue opened with
         layout = QVBoxLayout(self)
         self.open_button = QPushButton("Open agglomerate output…")
         self.open_button.clicked.connect(self._choose)
         layout.addWidget(self.open_button)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Calibration:"))
+        self.calibration = QLineEdit()
+        self.calibration.setPlaceholderText("shipped (or a file from calibrate-queue)")
+        self.calibration.setToolTip(
+            "how the queue ranks: leave empty for the shipped calibration, or give the JSON "
+            "that `napari-connectome calibrate-queue` fitted on ground truth of your data"
+        )
+        row.addWidget(self.calibration, 1)
+        browse = QPushButton("…")
+        browse.setToolTip("choose a calibration file")
+        browse.clicked.connect(self._choose_calibration)
+        row.addWidget(browse)
+        layout.addLayout(row)
         row = QHBoxLayout()
         self.progress = QProgressBar()
         self.progress.setVisible(False)
@@ -120,10 +136,21 @@ class ProofreadQueueWidget(QWidget):
             return
         project = QFileDialog.getSaveFileName(self, "New proofreading project folder")[0]
         if project:
-            self.open(dest, project)
+            self.open(dest, project, self.calibration.text().strip() or None)
 
-    def open(self, dest: str | Path, project: str | Path) -> None:
-        """Open the queue of ``dest`` with the project ``project`` (made if it does not exist).
+    def _choose_calibration(self) -> None:
+        path = QFileDialog.getOpenFileName(
+            self, "Queue calibration (from calibrate-queue)", "", "JSON (*.json)"
+        )[0]
+        if path:
+            self.calibration.setText(path)
+
+    def open(
+        self, dest: str | Path, project: str | Path, calibration: str | Path | None = None
+    ) -> None:
+        """Open the queue of ``dest`` with the project ``project`` (made if it does not exist),
+        ranked by ``calibration`` (a file :mod:`~napari_connectome.agglomerate.calibrate`
+        wrote; None: the shipped one).
 
         The queue's tables are read, and a new project is built with the agglomeration applied,
         in a worker thread with progress and Cancel; the project then opens on the Qt thread
@@ -137,6 +164,7 @@ class ProofreadQueueWidget(QWidget):
             return
         dest, project = Path(dest), Path(project)
         self._cancel = False
+        self._calibration = None if calibration is None else Path(calibration).name
 
         def progress(n: int, total: int, message: str = "") -> None:  # on the worker thread
             if self._cancel:
@@ -144,8 +172,14 @@ class ProofreadQueueWidget(QWidget):
             self.reported.emit(int(n), int(total), str(message))  # queued to the Qt thread
 
         def work() -> Any:
+            cal = None
+            if calibration is not None:
+                from napari_connectome.agglomerate.calibrate import load_calibration
+
+                progress(0, 0, "reading the calibration")
+                cal = load_calibration(calibration)
             progress(0, 0, "reading the scores")
-            queue = ProofreadQueue(dest)
+            queue = ProofreadQueue(dest, calibration=cal)
             if not project.exists():
                 build_queue_project(dest, project, progress=progress)
             progress(1, 1, "opening the project")
@@ -191,7 +225,12 @@ class ProofreadQueueWidget(QWidget):
         self.queue, self.session, self.made = queue, session, []
         for b in self.buttons.values():
             b.setEnabled(True)
-        self.message.setText(f"queue of {len(queue.items)} items, project {project}")
+        how = (
+            "shipped calibration"
+            if self._calibration is None
+            else f"calibration {self._calibration}"
+        )
+        self.message.setText(f"queue of {len(queue.items)} items ({how}), project {project}")
         self.show_item(queue.next_index())
 
     def _open_failed(self, exc: BaseException) -> None:
