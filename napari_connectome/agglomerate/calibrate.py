@@ -68,10 +68,10 @@ def _body_pairs(sv: Any, gt: Any, progress: ProgressCallback, what: str) -> tupl
     n = np.zeros(0, np.int64)
     progress(0, len(blocks), what)
     for i, sl in enumerate(blocks):
-        s = np.asarray(sv.data[sl]).astype(np.uint64, copy=False)
         g = np.asarray(gt.data[sl])
         keep = g > 0
-        if keep.any():
+        if keep.any():  # the supervoxels are read only where something is annotated
+            s = np.asarray(sv.data[sl]).astype(np.uint64, copy=False)
             pk, pn = np.unique(
                 np.stack([s[keep], g[keep].astype(np.uint64)]), axis=1, return_counts=True
             )
