@@ -179,7 +179,7 @@ def test_the_calibration_field_ranks_the_queue_by_the_users_file_and_refuses_ano
     widget.open(agglomerated, tmp_path / "p2", str(path))
     qtbot.waitUntil(lambda: widget.queue is not None, timeout=120_000)
     assert widget.queue.calibration == load_calibration(path)
-    assert "calibration lab.json" in widget.message.text()
+    assert "(calibration lab.json)" in widget.progress_label.text()  # stays while deciding
     shipped = ProofreadQueue(agglomerated)
     assert [i.p_wrong for i in widget.queue.items] != [i.p_wrong for i in shipped.items]
     widget.close_session()

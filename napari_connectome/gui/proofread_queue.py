@@ -74,7 +74,7 @@ class ProofreadQueueWidget(QWidget):
         row = QHBoxLayout()
         row.addWidget(QLabel("Calibration:"))
         self.calibration = QLineEdit()
-        self.calibration.setPlaceholderText("shipped (or a file from calibrate-queue)")
+        self.calibration.setPlaceholderText("the shipped one")
         self.calibration.setToolTip(
             "how the queue ranks: leave empty for the shipped calibration, or give the JSON "
             "that `napari-connectome calibrate-queue` fitted on ground truth of your data"
@@ -164,7 +164,7 @@ class ProofreadQueueWidget(QWidget):
             return
         dest, project = Path(dest), Path(project)
         self._cancel = False
-        self._calibration = None if calibration is None else Path(calibration).name
+        ranked_by = None if calibration is None else Path(calibration).name
 
         def progress(n: int, total: int, message: str = "") -> None:  # on the worker thread
             if self._cancel:
@@ -186,7 +186,7 @@ class ProofreadQueueWidget(QWidget):
             return queue
 
         worker = create_worker(work, _start_thread=False, _ignore_errors=True)
-        worker.returned.connect(lambda queue: self._opened(queue, project))
+        worker.returned.connect(lambda queue: self._opened(queue, project, ranked_by))
         worker.errored.connect(self._open_failed)
         worker.finished.connect(self._open_ended)
         self.worker = worker
@@ -211,7 +211,7 @@ class ProofreadQueueWidget(QWidget):
             self.progress.setValue(min(n, total))
         self.message.setText(f"opening the queue: {message} {n}/{total}")
 
-    def _opened(self, queue: Any, project: Path) -> None:
+    def _opened(self, queue: Any, project: Path, ranked_by: str | None) -> None:
         from napari_connectome.errors import UserInputError
         from napari_connectome.gui._notify import report_error
         from napari_connectome.proofread.session import ProofreadSession
@@ -223,14 +223,12 @@ class ProofreadQueueWidget(QWidget):
             return
         self.close_session()
         self.queue, self.session, self.made = queue, session, []
+        self._calibration = ranked_by
         for b in self.buttons.values():
             b.setEnabled(True)
-        how = (
-            "shipped calibration"
-            if self._calibration is None
-            else f"calibration {self._calibration}"
+        self.message.setText(
+            f"queue of {len(queue.items)} items ({self._ranked_by()}), project {project}"
         )
-        self.message.setText(f"queue of {len(queue.items)} items ({how}), project {project}")
         self.show_item(queue.next_index())
 
     def _open_failed(self, exc: BaseException) -> None:
@@ -321,8 +319,15 @@ class ProofreadQueueWidget(QWidget):
             return
         self.progress_label.setText(
             f"done {q.done}, left {q.left}; expected among the items left: "
-            f"{q.expected_errors():.1f} wrong decisions, {1000 * q.expected_gain():.0f} mbit of VI"
+            f"{q.expected_errors():.1f} wrong decisions, {1000 * q.expected_gain():.0f} mbit of VI "
+            f"({self._ranked_by()})"
         )
+
+    def _ranked_by(self) -> str:
+        """Which calibration the order and the expectations come from."""
+        if self._calibration is None:
+            return "shipped calibration"
+        return f"calibration {self._calibration}"
 
     # ---- decisions ------------------------------------------------------------------------------
 
