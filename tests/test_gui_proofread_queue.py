@@ -45,6 +45,25 @@ def test_keys_accept_reject_skip_and_undo_through_the_project_log(
     sides = viewer.layers["queue: the two sides"]
     assert set(np.unique(sides.data)) >= {1}
     assert sides.data.shape[0] <= 48  # a box around the contact, not the volume
+    marker = viewer.layers["queue: contact"]
+    assert np.array_equal(marker.data, [first.point])
+    assert viewer.layers.selection.active.name == "queue: segments"  # not a paint tool
+    # a merge to check: its two supervoxels in two colours, though they are one segment now
+    merged = next(i for i, it in enumerate(queue.items) if it.kind == "merged")
+    widget.show_item(merged)
+    item = queue.items[merged]
+    box = tuple(
+        slice(int(t), int(t) + n)
+        for t, n in zip(viewer.layers["queue: the two sides"].translate / scale, sides.data.shape)
+    )
+    frags = np.asarray(session.fragments[box])
+    assert session.segment_at(queue.sides(session, item)[0]) == session.segment_at(
+        queue.sides(session, item)[1]
+    )
+    assert (sides.data[frags == item.a] == 1).all()
+    assert (sides.data[frags == item.b] == 2).all()
+    assert np.array_equal(marker.data, [item.point])
+    widget.show_item(0)
     assert f"left {len(queue.items)}" in widget.progress_label.text()
 
     # find an item the rule left apart, skipping the ones before it with K
@@ -109,7 +128,8 @@ def test_a_merge_of_the_rule_is_split_by_n_and_the_split_undone_by_u(
     press(viewer, Qt.Key_U)  # undo the split
     assert session.segment_at(pa) == session.segment_at(pb)
     assert widget.index == target
-    assert set(np.unique(sides.data)) == {0, 1}  # one segment again: one colour
+    assert {1, 2} <= set(np.unique(sides.data))  # one segment again: its two contact supervoxels
+    assert set(np.unique(sides.data)) <= {0, 1, 2, 3}  # in two colours, the rest of it in a third
     press(viewer, Qt.Key_Y)  # accept: the merge stands, no edit
     assert session.segment_at(pa) == session.segment_at(pb)
     assert queue.decisions[target] == "accepted"
@@ -183,3 +203,31 @@ def test_the_calibration_field_ranks_the_queue_by_the_users_file_and_refuses_ano
     shipped = ProofreadQueue(agglomerated)
     assert [i.p_wrong for i in widget.queue.items] != [i.p_wrong for i in shipped.items]
     widget.close_session()
+
+
+def test_a_project_of_another_agglomerate_output_is_refused_before_it_is_shown(
+    make_napari_viewer, agglomerated, google_ffn_dir, fib25_h5, tmp_path, qtbot
+):
+    from napari_connectome.agglomerate.queue import build_queue_project, check_queue_project
+    from napari_connectome.errors import UserInputError
+    from napari_connectome.gui.proofread_queue import ProofreadQueueWidget
+
+    # the same crop agglomerated at another threshold: same supervoxels, other merges
+    other = tmp_path / "other.ome.zarr"
+    crop = write_crop(tmp_path / "crop.h5", google_ffn_dir, fib25_h5)
+    agglomerate(open_volume(f"{crop}:seg"), open_volume(f"{crop}:raw"), other, threshold=0.8)
+    project = build_queue_project(other, tmp_path / "project-of-other")
+    with pytest.raises(UserInputError, match="not from"):
+        check_queue_project(agglomerated, project)
+    check_queue_project(other, project)  # its own output opens
+    viewer = make_napari_viewer(show=True)
+    widget = ProofreadQueueWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Proofreading queue")
+    n_log = len(list(project.rglob("*")))
+    widget.open(agglomerated, project)
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
+    assert widget.queue is None
+    assert widget.session is None
+    assert "choose a new project folder" in widget.message.text()
+    assert not any(b.isEnabled() for b in widget.buttons.values())
+    assert len(list(project.rglob("*"))) == n_log

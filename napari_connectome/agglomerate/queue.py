@@ -680,10 +680,61 @@ def build_queue_project(
         )
         with ProofreadSession.open(inner) as session:
             apply_agglomeration(session, dest, progress=progress)
+        (inner / QUEUE_SOURCE).write_text(json.dumps(_queue_source(dest), indent=2) + "\n")
         inner.rename(project)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return project
+
+
+QUEUE_SOURCE = "queue_source.json"  # in a queue's project: the agglomerate output it was made from
+
+
+def _queue_source(dest: Path) -> dict:
+    """What ties a queue project to its agglomerate output: the output's folder and a digest of
+    its agglomeration.json (another threshold or another SEG gives another digest)."""
+    import hashlib
+    import os
+
+    text = (dest / "agglomeration.json").read_bytes()
+    return {
+        "agglomerate_output": os.path.realpath(dest),
+        "agglomeration_sha256": hashlib.sha256(text).hexdigest(),
+    }
+
+
+def check_queue_project(dest: str | Path, project: str | Path) -> None:
+    """Refuse to open ``project`` with the queue of ``dest`` unless it was made from it: the
+    queue's items name supervoxels, merges and points of that output, and a project of another
+    output (or of another agglomeration of the same supervoxels) would take edits meant for it.
+    A project that does not record its output (made before) is checked by its region graph."""
+    from napari_connectome.graph import RegionGraph
+
+    dest, project = Path(dest), Path(project)
+    _open(dest)  # refuses a folder that is not an agglomerate output
+    marker = project / QUEUE_SOURCE
+    if marker.is_file():
+        try:
+            made_from = json.loads(marker.read_text())
+        except ValueError:
+            made_from = {}
+        if made_from.get("agglomeration_sha256") == _queue_source(dest)["agglomeration_sha256"]:
+            return
+        raise UserInputError(
+            f"the project {project} was made from the agglomerate output "
+            f"{made_from.get('agglomerate_output', '(unknown)')}, not from {dest} as it is now "
+            "(another output, or the same folder agglomerated again): choose a new project "
+            "folder for this queue, or open that output"
+        )
+    try:
+        recorded = json.loads((project / "project.json").read_text()).get("fingerprint")
+    except (OSError, ValueError) as exc:
+        raise UserInputError(f"{project} is not a proofreading project ({exc})") from None
+    if recorded != RegionGraph.open(dest / "region_graph").fingerprint:
+        raise UserInputError(
+            f"the project {project} was not made from the agglomerate output {dest} (its "
+            "region graph differs): choose a new project folder for this queue"
+        )
 
 
 def apply_agglomeration(

@@ -39,11 +39,12 @@ KEYS = {"y": "accept", "n": "reject", "k": "skip", "u": "undo"}
 
 
 def _two_sides_colors() -> Any:
-    """Magenta for the first side, cyan for the second, nothing elsewhere."""
+    """Magenta for the first side, cyan for the second, yellow for the rest of a merged segment
+    (where the two contact supervoxels are one segment), nothing elsewhere."""
     from napari.utils.colormaps import DirectLabelColormap
 
     return DirectLabelColormap(
-        color_dict={None: "transparent", 0: "transparent", 1: "magenta", 2: "cyan"}
+        color_dict={None: "transparent", 0: "transparent", 1: "magenta", 2: "cyan", 3: "yellow"}
     )
 
 
@@ -157,7 +158,11 @@ class ProofreadQueueWidget(QWidget):
         (its edit log belongs to that thread)."""
         from napari.qt.threading import create_worker
 
-        from napari_connectome.agglomerate.queue import ProofreadQueue, build_queue_project
+        from napari_connectome.agglomerate.queue import (
+            ProofreadQueue,
+            build_queue_project,
+            check_queue_project,
+        )
 
         if self.worker is not None:
             self.message.setText("the queue is opening; wait for it or press Cancel")
@@ -180,7 +185,9 @@ class ProofreadQueueWidget(QWidget):
                 cal = load_calibration(calibration)
             progress(0, 0, "reading the scores")
             queue = ProofreadQueue(dest, calibration=cal)
-            if not project.exists():
+            if project.exists():  # refused unless made from this output (its edits go there)
+                check_queue_project(dest, project)
+            else:
                 build_queue_project(dest, project, progress=progress)
             progress(1, 1, "opening the project")
             return queue
@@ -229,7 +236,14 @@ class ProofreadQueueWidget(QWidget):
         self.message.setText(
             f"queue of {len(queue.items)} items ({self._ranked_by()}), project {project}"
         )
-        self.show_item(queue.next_index())
+        try:
+            self.show_item(queue.next_index())
+        except UserInputError as exc:  # the project does not hold this queue's contacts
+            self.close_session()
+            self.queue, self.index = None, None
+            for b in self.buttons.values():
+                b.setEnabled(False)
+            self.message.setText(report_error(exc, "open the queue"))
 
     def _open_failed(self, exc: BaseException) -> None:
         from napari_connectome.gui._notify import report_error
@@ -278,8 +292,14 @@ class ProofreadQueueWidget(QWidget):
         pa, pb = self.queue.sides(self.session, item)
         sa, sb = self.session.segment_at(pa), self.session.segment_at(pb)
         pair = np.zeros(labels.shape, np.uint8)
-        pair[labels == sa] = 1
-        pair[labels == sb] = 2 if sb != sa else 1
+        if sa != sb:  # two segments: each in its colour
+            pair[labels == sa] = 1
+            pair[labels == sb] = 2
+        else:  # one segment: the contact's two supervoxels in theirs, the rest of it apart
+            frags = np.asarray(self.session.fragments[box])
+            pair[labels == sa] = 3
+            pair[frags == item.a] = 1
+            pair[frags == item.b] = 2
         em = None if self.session.image is None else np.asarray(self.session.image[box])
         kw = {"scale": scale, "translate": offset * scale, "units": "nm"}
         kw["axis_labels"] = spatial_axis_labels(None, 3)  # the slider says z, not -3
@@ -288,6 +308,7 @@ class ProofreadQueueWidget(QWidget):
         self.viewer.layers["queue: segments"].contour = 1  # outlines: the EM shows through
         self._layer("queue: the two sides", pair, "labels", {**kw, "opacity": 0.4})
         self.viewer.layers["queue: the two sides"].colormap = _two_sides_colors()
+        self._contact_marker(item.point, kw)
         world = np.asarray(item.point, float) * scale
         for ax in range(3):
             self.viewer.dims.set_point(ax, world[ax])
@@ -301,6 +322,28 @@ class ProofreadQueueWidget(QWidget):
             f"{self.queue.describe(index)}; "
             + (f"both now in segment {sa}" if sa == sb else f"now in segments {sa} and {sb}")
         )
+
+    def _contact_marker(self, point: tuple[int, ...], kw: dict) -> None:
+        """A ring on the contact voxel, so the place the decision is about is visible."""
+        name = "queue: contact"
+        where = np.asarray([point], float)
+        if name in self.viewer.layers:
+            layer = self.viewer.layers[name]
+            layer.scale = kw["scale"]
+            layer.data = where
+        else:
+            layer = self.viewer.add_points(
+                where,
+                name=name,
+                scale=kw["scale"],
+                units="nm",
+                axis_labels=kw["axis_labels"],
+                size=4,
+                face_color="transparent",
+                border_color="white",
+                border_width=0.2,
+            )
+        self.viewer.layers.selection.active = self.viewer.layers["queue: segments"]  # no paint tool
 
     def _layer(self, name: str, data: Any, kind: str, kw: dict) -> None:
         if data is None:
