@@ -119,18 +119,40 @@ def contingency_counts(
     return table, gt_ids, seg_ids
 
 
+NO_LABEL_UINT64 = 2**64 - 1  # -1 as uint64: CREMI's and others' "no label" (ignore) value
+
+
 def _refuse_negative_ids(ids: np.ndarray, name: str, start: int, stop: int) -> None:
     """Ids are object numbers >= 0 (0 = unlabelled); a negative one in a signed volume is no id
-    the scores can count (and would not fit the uint64 table), so say where it is."""
-    if ids.dtype.kind != "i" or not ids.size:
+    the scores can count (and would not fit the uint64 table), so say where it is. In GT the
+    uint64 maximum too (:func:`refuse_no_label_ids`); in SEG it is one segment like any id, as
+    its 0 is unless ``mask_zero``."""
+    refuse_no_label_ids(ids, name, f"in z {start}:{stop}", uint64_max=name == "GT")
+
+
+def refuse_no_label_ids(ids: np.ndarray, name: str, where: str, uint64_max: bool = True) -> None:
+    """Refuse a negative id (an 'ignore' value of -1) or, with ``uint64_max``, the uint64
+    maximum (-1 stored as uint64, CREMI's "no label"): in ground truth it would count as one
+    huge body, so the user maps it to 0 (unannotated) first, with ``convert --background``."""
+    if not ids.size or ids.dtype.kind not in "iu":
         return
-    low = ids.min()
-    if low < 0:
-        raise UserInputError(
-            f"{name} holds negative ids ({int(low)} in z {start}:{stop}, dtype {ids.dtype}); "
-            "segment ids must be 0 (unlabelled) or more: map negative values (e.g. an 'ignore' "
-            "value of -1) to 0 first"
+    if ids.dtype.kind == "i":
+        low = int(ids.min())
+        if low >= 0:
+            return
+        value, what = low, f"negative ids ({low}, dtype {ids.dtype})"
+    else:
+        if not uint64_max or ids.dtype.itemsize < 8 or int(ids.max()) != NO_LABEL_UINT64:
+            return
+        value, what = (
+            NO_LABEL_UINT64,
+            f"the id {NO_LABEL_UINT64} (-1 as uint64, a 'no label' value)",
         )
+    raise UserInputError(
+        f"{name} holds {what} {where}; ids must be 0 (unlabelled) or more. If it marks voxels "
+        f"without a label, map it to 0 first: `napari-connectome convert {name} "
+        f"{name.lower()}-fixed.ome.zarr --labels --background {value}`"
+    )
 
 
 def evaluate_segmentation(

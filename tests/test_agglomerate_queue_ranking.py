@@ -212,3 +212,20 @@ def test_the_shape_rule_tells_a_piece_ending_inside_from_a_side_reaching_the_bou
     assert [it.p_wrong for it in q.items] == sorted((it.p_wrong for it in q.items), reverse=True)
     with pytest.raises(UserInputError, match="weights"):
         ProofreadQueue(shapes, calibration=Calibration(0.0, (1.0, 2.0)))
+
+
+def test_a_thin_slab_of_serial_sections_does_not_make_every_side_long():
+    """8 sections of 40 nm under 128 x 128 voxels of 10 nm: every object crosses the slab, so
+    the reach counts y and x only; a volume as deep as wide in nm counts every axis."""
+    from napari_connectome.agglomerate.queue import _shape_rule
+
+    shape = np.array([8, 128, 128])
+    lo, hi = np.array([[0, 10, 10]]), np.array([[8, 30, 40]])  # all of z, 20 x 30 in y, x
+    _, reach = _shape_rule(lo, hi, shape, [40, 10, 10])
+    assert reach[0] == pytest.approx(30 / 128)
+    _, reach = _shape_rule(lo, hi, shape, None)  # 8 isotropic voxels: still a thin slab
+    assert reach[0] == pytest.approx(30 / 128)
+    _, reach = _shape_rule(np.array([[0, 10, 10]]), np.array([[64, 30, 40]]), [64, 128, 128])
+    assert reach[0] == 1.0  # half as deep as wide: z counts, and the side spans all of it
+    _, reach = _shape_rule(lo, hi, np.array([32, 128, 128]), [40, 10, 10])  # 1.28 um each way
+    assert reach[0] == pytest.approx(8 / 32)

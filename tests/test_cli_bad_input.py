@@ -277,6 +277,11 @@ def test_import_checkpoint_refuses_a_normalisation_that_cannot_work(tmp_path):
 
 def test_evaluate_refuses_negative_ids(data, tmp_path, capsys):
     argv = ["evaluate", f"{data}:labels", f"{data}:signed"]
-    _refused(argv, capsys, tmp_path, r"GT holds negative ids \(-1 in z 0:\d+, dtype int64\)")
+    _refused(
+        argv,
+        capsys,
+        tmp_path,
+        r"GT holds negative ids \(-1, dtype int64\) in z 0:\d+.*--background -1",
+    )
     argv = ["evaluate", f"{data}:signed", f"{data}:labels"]
     _refused(argv, capsys, tmp_path, r"SEG holds negative ids")

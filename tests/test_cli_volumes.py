@@ -186,3 +186,51 @@ def test_convert_shared_fib25_labels_keeps_every_id(fib25_h5, tmp_path):
     with h5py.File(fib25_h5) as f:
         np.testing.assert_array_equal(vol.data.compute(), f["labels"][:])
     assert vol.multiscale[1].shape == (125, 125, 125)
+
+
+def test_convert_background_maps_another_labs_no_label_value_to_0(tmp_path, capsys):
+    """CREMI marks 'no label' with 2**64 - 1, other labs with -1 in a signed volume: convert
+    --background makes them 0, which agglomerate, evaluate and calibrate-queue count as
+    unlabelled; those refuse the raw values with this command in their message."""
+    rng = np.random.default_rng(3)
+    ids = rng.integers(1, 9, (20, 24, 28)).astype(np.int64)
+    ids[:, :5] = -1
+    src = tmp_path / "lab.h5"
+    with h5py.File(src, "w") as f:
+        f["signed"] = ids.astype(np.int32)
+        f["signed"].attrs["resolution_nm_zyx"] = [40, 4, 4]
+        f["cremi"] = np.where(ids < 0, np.uint64(2**64 - 1), ids.astype(np.uint64))
+        f["twice"] = np.where(ids < 0, -1, np.where(ids == 3, -2, ids)).astype(np.int32)
+    assert main(["evaluate", f"{src}:cremi", f"{src}:cremi"]) == 2
+    assert "--background 18446744073709551615" in capsys.readouterr().err
+    for name, value, dtype in (("signed", "-1", np.uint32), ("cremi", str(2**64 - 1), np.uint64)):
+        dest = tmp_path / f"{name}.ome.zarr"
+        argv = ["convert", f"{src}:{name}", str(dest), "--labels", "--background", value]
+        assert main(argv) == 0
+        vol = open_volume(dest)
+        got = np.asarray(vol.data)
+        assert vol.is_labels
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got, np.where(ids < 0, 0, ids))
+        assert main(["evaluate", str(dest), f"{src}:cremi", "--quiet"]) == 2  # GT not yet fixed
+        capsys.readouterr()
+    scores = main(["evaluate", str(tmp_path / "signed.ome.zarr"), str(dest), "--quiet"])
+    assert scores == 0
+    assert json.loads(capsys.readouterr().out)["vi"] == pytest.approx(0.0, abs=1e-9)
+    # a second negative value is refused, and nothing is written
+    bad = tmp_path / "twice.ome.zarr"
+    argv = ["convert", f"{src}:twice", str(bad), "--labels", "--background", "-1"]
+    assert main(argv) == 2
+    assert "negative ids (-2) besides the background -1" in capsys.readouterr().err
+    assert not bad.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    for argv, message in (
+        (["convert", f"{src}:signed", str(bad), "--background", "-1", "--image"], "give --labels"),
+        (
+            ["convert", f"{src}:signed", str(bad), "--labels", "--background", str(2**40)],
+            "cannot occur",
+        ),
+    ):
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err
+    assert not bad.exists()

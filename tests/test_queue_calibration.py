@@ -94,12 +94,22 @@ def test_ground_truth_of_part_of_the_volume_calibrates_on_what_it_covers(made, t
 
 def test_two_outputs_are_also_judged_each_by_a_fit_on_the_other(made, tmp_path, capsys):
     dest, crop = made
+    other = tmp_path / "agg-0.65.ome.zarr"  # the same supervoxels agglomerated at 0.65
+    assert run("agglomerate", f"{crop}:seg", f"{crop}:raw", other, "--reuse", dest) == 0
+    capsys.readouterr()
     out = tmp_path / "cal.json"
-    argv = ["calibrate-queue", dest, f"{crop}:gt", dest, f"{crop}:gt", "--out", out, "--quiet"]
+    argv = ["calibrate-queue", dest, f"{crop}:gt", other, f"{crop}:gt", "--out", out, "--quiet"]
     assert run(*argv) == 0
-    cross = json.loads(capsys.readouterr().out)["cross_fitted"]
-    assert [c["output"] for c in cross] == [str(dest)] * 2
-    assert all(0 <= c["figures"]["real_errors_first_20"] <= 1 for c in cross)
+    printed = json.loads(capsys.readouterr().out)
+    cross = printed["cross_fitted"]
+    assert [c["output"] for c in cross] == [str(dest.resolve()), str(other.resolve())]
+    for c in cross:  # a fit on the other output alone, or null where it has too few errors
+        assert c["figures"] is None or 0 <= c["figures"]["real_errors_first_20"] <= 1
+    assert [f["ground_truth"] for f in printed["fitted_on"]] == [f"{crop.resolve()}:gt"] * 2
+    # the same pair twice would judge an output by a fit on itself
+    argv = ["calibrate-queue", dest, f"{crop}:gt", dest, f"{crop}:gt", "--out", out]
+    assert run(*argv, "--overwrite") == 2
+    assert "given twice" in capsys.readouterr().err
 
 
 def test_bad_input_is_refused_and_writes_nothing(made, tmp_path, tmp_path_factory, capsys):
@@ -117,6 +127,18 @@ def test_bad_input_is_refused_and_writes_nothing(made, tmp_path, tmp_path_factor
         f["gt"] = np.ones((64, 64, 64), np.uint32)  # every decision judged by one body
     assert run("calibrate-queue", dest, f"{one_body}:gt", "--out", out, "--quiet") == 2
     assert "needs at least" in capsys.readouterr().err
+    assert run("calibrate-queue", dest, f"{crop}:raw", "--out", out, "--quiet") == 2
+    assert "is the EM" in capsys.readouterr().err  # the EM it was made from is no truth
+    cremi = tmp_path / "cremi.h5"
+    with h5py.File(crop, "r") as f, h5py.File(cremi, "w") as g:
+        gt = f["gt"][:].astype(np.uint64)
+        gt[:4] = np.uint64(2**64 - 1)  # CREMI's "no label" over the first sections
+        g["gt"] = gt
+    assert run("calibrate-queue", dest, f"{cremi}:gt", "--out", out, "--quiet") == 2
+    assert "--background 18446744073709551615" in capsys.readouterr().err
+    missing = tmp_path / "no-such-folder" / "cal.json"
+    assert run("calibrate-queue", dest, f"{crop}:gt", "--out", missing, "--quiet") == 2
+    assert "does not exist; create it first" in capsys.readouterr().err
     nothing = tmp_path_factory.mktemp("nothing")  # a folder, but no agglomerate output
     assert run("calibrate-queue", nothing, f"{crop}:gt", "--out", out, "--quiet") == 2
     assert "not an agglomerate output" in capsys.readouterr().err

@@ -36,6 +36,7 @@ from napari_connectome.agglomerate.queue import (
     read_candidates,
 )
 from napari_connectome.errors import UserInputError
+from napari_connectome.evaluate import refuse_no_label_ids
 from napari_connectome.progress import ProgressCallback, no_progress
 
 FORMAT = "napari-connectome-queue-calibration"
@@ -69,6 +70,7 @@ def _body_pairs(sv: Any, gt: Any, progress: ProgressCallback, what: str) -> tupl
     progress(0, len(blocks), what)
     for i, sl in enumerate(blocks):
         g = np.asarray(gt.data[sl])
+        refuse_no_label_ids(g, "GT", f"near {[x.start for x in sl]}")
         keep = g > 0
         if keep.any():  # the supervoxels are read only where something is annotated
             s = np.asarray(sv.data[sl]).astype(np.uint64, copy=False)

@@ -76,6 +76,7 @@ SHAPE_FEATURES = (  # the shape rule's, after FEATURES in a calibration fitted w
     "the smaller side's longest box extent / the volume's extent on that axis",
 )
 LONG_REACH = 0.9  # the reason text calls a side whose box spans this much of the volume long
+THIN_AXIS = 0.3  # an axis this much shorter (nm) than the longest does not count for the reach
 SEAM_NOTE = 0.05  # the reason text names the seam check from this chance of a cut on
 GAIN_WEIGHT = 0.25  # rank by p_wrong * gain ** GAIN_WEIGHT (docs/agglomeration.md: why 0.25)
 
@@ -242,7 +243,10 @@ def read_candidates(dest: str | Path) -> Candidates:
     kind, edge, a_ff, a_rea, na, nb, box_lo, box_hi, cut = (np.asarray(c) for c in zip(*rows))
     edge = edge.astype(np.int64)
     inside, reach = _shape_rule(
-        box_lo.reshape(-1, 3), box_hi.reshape(-1, 3), _volume_shape(meta, hi)
+        box_lo.reshape(-1, 3),
+        box_hi.reshape(-1, 3),
+        _volume_shape(meta, hi),
+        meta.get("voxel_size_nm"),
     )
     return Candidates(
         merged=kind.astype(bool),
@@ -299,11 +303,20 @@ def _volume_shape(meta: dict, hi: np.ndarray) -> np.ndarray:
     return hi.max(axis=0) if len(hi) else np.ones(3, np.int64)
 
 
-def _shape_rule(lo: np.ndarray, hi: np.ndarray, shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _shape_rule(
+    lo: np.ndarray, hi: np.ndarray, shape: np.ndarray, voxel_size_nm: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Per box (the smaller side's): does it touch no face of the volume, and its longest extent
-    over the volume's extent on that axis."""
+    over the volume's extent on that axis. Axes under THIN_AXIS of the longest extent in nm
+    (a slab of a few serial sections) do not count for the extent: every object crosses them."""
     inside = np.all((lo > 0) & (hi < shape), axis=1)
-    reach = ((hi - lo) / np.maximum(shape, 1)).max(axis=1) if len(lo) else np.zeros(0)
+    size = np.ones(3)
+    if voxel_size_nm is not None and len(voxel_size_nm) == 3:
+        size = np.asarray(voxel_size_nm, float)
+    nm = np.maximum(shape, 1) * size
+    counted = nm >= THIN_AXIS * nm.max()
+    share = (hi - lo) / np.maximum(shape, 1)
+    reach = share[:, counted].max(axis=1) if len(lo) else np.zeros(0)
     return inside, reach
 
 

@@ -108,8 +108,10 @@ def fill_task(
     s = np.asarray(seg.read(outer))
     if s.dtype.kind == "i" and s.size and int(s.min()) < 0:
         raise UserInputError(
-            f"the segmentation holds negative ids near {[x.start for x in sl]}: ids must be 0 "
-            "(unsegmented) or positive"
+            f"the segmentation holds negative ids ({int(s.min())}) near {[x.start for x in sl]}: "
+            "ids must be 0 (unsegmented) or positive. If it marks unsegmented voxels, map it to "
+            f"0 first: `napari-connectome convert SEG seg-fixed.ome.zarr --labels --background "
+            f"{int(s.min())}`"
         )
     core = _inner(sl, outer)
     digest = hashlib.blake2b(np.ascontiguousarray(s[core]).tobytes(), digest_size=16).hexdigest()
@@ -301,6 +303,17 @@ def voxel_size_of(seg: Any, em: Any) -> tuple[float, float, float]:
                 stacklevel=2,
             )
         return own
+    if other is not None and other != (1.0, 1.0, 1.0):
+        import warnings
+
+        from napari_connectome.errors import DataWarning
+
+        warnings.warn(  # the reader's "1 nm assumed" for SEG is not what agglomerate uses
+            f"SEG {_text(seg)} gives no voxel size; the EM's {list(other)} nm is used for SEG "
+            "too (recorded as voxel_size_nm in DEST/agglomeration.json)",
+            DataWarning,
+            stacklevel=2,
+        )
     return other or own or (1.0, 1.0, 1.0)
 
 
@@ -517,8 +530,15 @@ def _build(
         )
     )
     if seg_max >= MAX_ID:
+        hint = "renumber first"
+        if seg_max == 2**64 - 1:
+            hint = (
+                "if that is a 'no segment' value (-1 as uint64, CREMI's), map it to 0 first: "
+                "`napari-connectome convert SEG seg-fixed.ome.zarr --labels --background "
+                f"{seg_max}`"
+            )
         raise UserInputError(
-            f"SEG holds ids up to {seg_max}; agglomerate needs ids below 2**62 (renumber first)"
+            f"SEG holds ids up to {seg_max}; agglomerate needs ids below 2**62 ({hint})"
         )
     stride = math.prod(b + 2 * HALO for b in block)
     if seg_max + stride * (len(blocks) + 1) >= MAX_ID:

@@ -166,17 +166,35 @@ def cmd_calibrate_queue(args: argparse.Namespace) -> int:
     from napari_connectome.errors import UserInputError
     from napari_connectome.volumes import open_volume
     from napari_connectome.volumes.output_safety import refuse_overlap
+    from napari_connectome.volumes.sources import absolute_source
 
     if len(args.pairs) % 2:
         raise UserInputError(
             f"give agglomerate outputs and ground truth in pairs (DEST GT ...), not "
             f"{len(args.pairs)} paths"
         )
-    pairs = list(zip(args.pairs[::2], args.pairs[1::2]))
+    pairs = [
+        (str(Path(d).expanduser().resolve()), absolute_source(gt))
+        for d, gt in zip(args.pairs[::2], args.pairs[1::2])
+    ]
+    if len(set(pairs)) < len(pairs):
+        raise UserInputError(
+            "a DEST GT pair is given twice: each pair counts once in the fit, and the "
+            "cross-fitted figures would judge an output by a fit on itself"
+        )
     out = Path(args.out).expanduser()
     refuse_overlap(out, [p for pair in pairs for p in pair])
     if out.exists() and not args.overwrite:
         raise UserInputError(f"{out} exists; choose another file or pass --overwrite")
+    if not out.parent.is_dir():
+        raise UserInputError(f"the folder {out.parent} does not exist; create it first")
+    for dest, gt in pairs:
+        made_from = _inputs_of(Path(dest))
+        if gt in made_from:
+            raise UserInputError(
+                f"{gt} is the {made_from[gt]} {dest} was made from, not ground truth: give the "
+                "annotated bodies of the same region"
+            )
     truths = [open_volume(gt) for _, gt in pairs]
     update, close = cli_progress(args, "calibrate-queue")
     min_annotated = args.min_annotated or calibrate.MIN_ANNOTATED
@@ -202,7 +220,7 @@ def cmd_calibrate_queue(args: argparse.Namespace) -> int:
     known = sum(int(j.known.sum()) for j in judged)
     about = {
         "fitted_on": [
-            {"output": str(Path(d).resolve()), "ground_truth": gt, "known": int(j.known.sum())}
+            {"output": d, "ground_truth": gt, "known": int(j.known.sum())}
             for (d, gt), j in zip(pairs, judged)
         ],
         "min_annotated": min_annotated,
@@ -214,6 +232,15 @@ def cmd_calibrate_queue(args: argparse.Namespace) -> int:
     calibrate.save_calibration(cal, out, about=about, overwrite=args.overwrite)
     print(json.dumps({"calibration": str(out), **about}))
     return 0
+
+
+def _inputs_of(dest: Path) -> dict[str, str]:
+    """The sources an agglomerate output was made from (its SEG and EM), as recorded."""
+    try:
+        meta = json.loads((dest / "agglomeration.json").read_text())
+    except (OSError, ValueError):
+        return {}  # judge_output says what DEST is not
+    return {str(meta[k]): what for k, what in (("input", "SEG"), ("em", "EM")) if meta.get(k)}
 
 
 def cmd_agglomerate(args: argparse.Namespace) -> int:

@@ -44,6 +44,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     kind.add_argument(
         "--image", action="store_true", help="write an image even if SOURCE looks like labels"
     )
+    conv.add_argument(
+        "--background",
+        type=int,
+        default=None,
+        metavar="VALUE",
+        help="with labels: voxels of VALUE become 0 (unlabelled), e.g. -1 or 18446744073709551615 "
+        "(-1 as uint64, CREMI's 'no label'); a signed SOURCE is written as the unsigned type of "
+        "its width",
+    )
     conv.add_argument("--overwrite", action="store_true", help="replace DEST if it exists")
     conv.add_argument(
         "--chunks",
@@ -85,12 +94,17 @@ def run_convert(args: argparse.Namespace) -> int:
     from napari_connectome.volumes import check_label_dtype, open_volume, require_3d, write_ome_zarr
     from napari_connectome.volumes.atomic import check_destination
     from napari_connectome.volumes.output_safety import refuse_overlap
+    from napari_connectome.volumes.volume import background_to_zero
 
     dest = Path(args.dest).expanduser()
     refuse_overlap(dest, [args.source])  # DEST is not SOURCE, not inside it, does not contain it
     check_destination(dest, args.overwrite)  # before opening anything large
     volume = require_3d(open_volume(args.source), "convert")
     labels = args.labels or (volume.is_labels and not args.image)
+    if args.background is not None:
+        if not labels:
+            raise UserInputError("--background maps a label value: give --labels too")
+        volume = background_to_zero(volume, args.background)
     if labels:
         check_label_dtype(volume.dtype, volume.source)
     if args.chunks is not None:

@@ -369,7 +369,11 @@ class ProofreadQueueWidget(QWidget):
     def _ranked_by(self) -> str:
         """Which calibration the order and the expectations come from."""
         if self._calibration is None:
-            return "shipped calibration"
+            from napari_connectome.agglomerate.queue import FFN_CALIBRATION
+
+            if self.queue is not None and self.queue.calibration == FFN_CALIBRATION:
+                return "shipped calibration for our FFN's output"
+            return "shipped calibration for other segmentations"
         return f"calibration {self._calibration}"
 
     # ---- decisions ------------------------------------------------------------------------------

@@ -106,3 +106,38 @@ def check_label_dtype(dtype: Any, source: str) -> None:
             f"{source} has dtype {dt}, but labels must be unsigned integers (uint8..uint64); "
             "convert it without --labels, or cast the segmentation to an unsigned type first."
         )
+
+
+def background_to_zero(volume: Volume, value: int) -> Volume:
+    """``volume`` with ``value`` read as 0 (unlabelled), lazily, block by block: other labs mark
+    voxels without a label with -1 (signed) or 2**64 - 1 (CREMI's -1 as uint64), where we count
+    0. A signed volume comes out as the unsigned type of its width; any other negative id is
+    refused where it is read."""
+    import dataclasses
+
+    dt = volume.dtype
+    if dt.kind not in "iu":
+        raise UserInputError(
+            f"{volume.source} has dtype {dt}: --background maps a label value, so give labels"
+        )
+    info = np.iinfo(dt)
+    if not info.min <= value <= info.max:
+        raise UserInputError(
+            f"--background {value} cannot occur in {volume.source} ({dt}, {info.min}..{info.max})"
+        )
+    out = np.dtype(f"u{dt.itemsize}")
+
+    def block(b: np.ndarray) -> np.ndarray:
+        b = np.where(b == value, 0, b)
+        if dt.kind == "i" and b.size and int(b.min()) < 0:
+            raise UserInputError(
+                f"{volume.source} holds negative ids ({int(b.min())}) besides the background "
+                f"{value}: labels must be 0 (unlabelled) or more"
+            )
+        return b.astype(out, copy=False)
+
+    levels = [a.map_blocks(block, dtype=out) for a in volume.multiscale]
+    data = volume.data.map_blocks(block, dtype=out)
+    if volume.multiscale and volume.multiscale[0] is volume.data:
+        levels[0] = data
+    return dataclasses.replace(volume, data=data, multiscale=levels or [data], is_labels=True)
