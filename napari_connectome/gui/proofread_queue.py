@@ -313,7 +313,9 @@ class ProofreadQueueWidget(QWidget):
         for ax in range(3):
             self.viewer.dims.set_point(ax, world[ax])
         cam = camera(self.viewer)  # napari >= 0.9: viewer.scene.camera
-        cam.center = tuple(world)
+        # the box's centre: near a face of the volume the box is shifted inside, and the ring
+        # marks the contact wherever it lies in it
+        cam.center = tuple((np.array([(b.start + b.stop) / 2 for b in box]) - 0.5) * scale)
         size = getattr(self.viewer, "_canvas_size", None) or (600, 600)  # frame the box
         cam.zoom = 0.9 * min(size) / (BOX * float(scale[1:].max()))
         what = "merge to check" if item.kind == "merged" else "pair left apart"
