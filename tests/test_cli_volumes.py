@@ -234,3 +234,25 @@ def test_convert_background_maps_another_labs_no_label_value_to_0(tmp_path, caps
         assert main(argv) == 2
         assert message in capsys.readouterr().err
     assert not bad.exists()
+
+
+def test_16_bit_em_named_as_an_image_opens_as_an_image(tmp_path, capsys):
+    """Many microscopes write 16-bit EM; without metadata a uint16 volume is labels unless its
+    name says image (raw, em, gray, ...) and not labels."""
+    import tifffile
+
+    path = tmp_path / "lab.h5"
+    data = np.random.default_rng(0).integers(0, 2**16, (8, 16, 16), dtype=np.uint16)
+    with h5py.File(path, "w") as f:
+        for name in ("volumes/raw", "em_16bit", "seg", "raw_seg", "volumes/labels/ids"):
+            f[name] = data
+    expect = {"raw": False, "em_16bit": False, "seg": True, "raw_seg": True, "ids": True}
+    for name in ("volumes/raw", "em_16bit", "seg", "raw_seg", "volumes/labels/ids"):
+        assert main(["info", f"{path}:{name}"]) == 0
+        assert json.loads(capsys.readouterr().out)["is_labels"] is expect[name.split("/")[-1]]
+    tifffile.imwrite(tmp_path / "grayscale.tif", data)
+    assert open_volume(str(tmp_path / "grayscale.tif")).is_labels is False
+    zarr.create_array(str(tmp_path / "em.zarr"), data=data)
+    assert open_volume(str(tmp_path / "em.zarr")).is_labels is False
+    zarr.create_array(str(tmp_path / "cells.zarr"), data=data)
+    assert open_volume(str(tmp_path / "cells.zarr")).is_labels is True

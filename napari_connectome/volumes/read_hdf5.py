@@ -73,7 +73,7 @@ def open_hdf5(path: Path, dataset: str, source: str) -> Volume:
         size = (1.0,) * ndim
     offset = offset_from_attrs(attrs, ndim) or (0.0,) * ndim
     storage_chunks = ds.chunks or tuple(min(64, s) for s in ds.shape)
-    name, is_labels = ds.name, dtype_looks_like_labels(ds.dtype)
+    name, is_labels = ds.name, dtype_looks_like_labels(ds.dtype, ds.name)
     f.close()
     data = to_dask(HDF5Array(str(path), name), storage_chunks)
     return Volume(

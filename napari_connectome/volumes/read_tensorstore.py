@@ -103,7 +103,7 @@ def open_n5(root: Path, inner: str, source: str) -> Volume:
         voxel_size_nm=size,
         offset_nm=offset,
         axes=axes,
-        is_labels=dtype_looks_like_labels(array.dtype),
+        is_labels=dtype_looks_like_labels(array.dtype, source),
         source=source,
         level_voxel_sizes=[size],
         format="n5",

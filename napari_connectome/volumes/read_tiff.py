@@ -239,7 +239,7 @@ def open_tiff(path: Path) -> Volume:
         voxel_size_nm=size,
         offset_nm=(0.0,) * ndim,
         axes=axes,
-        is_labels=dtype_looks_like_labels(array.dtype),
+        is_labels=dtype_looks_like_labels(array.dtype, path.name),
         source=str(path),
         level_voxel_sizes=[size],
         format=fmt,

@@ -384,7 +384,7 @@ def open_plain_array(array: Any, source: str, name: str, fmt: str) -> Volume:
         voxel_size_nm=size,
         offset_nm=offset,
         axes=axes,
-        is_labels=bool(attrs.get("is_labels", dtype_looks_like_labels(array.dtype))),
+        is_labels=bool(attrs.get("is_labels", dtype_looks_like_labels(array.dtype, source))),
         source=source,
         level_voxel_sizes=[size],
         format=fmt,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,10 +81,23 @@ class Volume:
         return out
 
 
-def dtype_looks_like_labels(dtype: Any) -> bool:
-    """Fallback when metadata is silent: unsigned integers wider than 8 bits are label ids."""
+IMAGE_WORDS = frozenset({"raw", "em", "image", "img", "gray", "grey", "grayscale", "greyscale"})
+LABEL_WORDS = frozenset({"seg", "segmentation", "label", "labels", "ids", "gt", "mask", "neuron"})
+
+
+def dtype_looks_like_labels(dtype: Any, name: str = "") -> bool:
+    """Fallback when metadata is silent: unsigned integers wider than 8 bits are label ids,
+    except 16-bit data whose name has an image word in it (``volumes/raw``, ``em_16bit.tif``):
+    many microscopes write 16-bit EM, and no segmentation is called raw."""
     dt = np.dtype(dtype)
-    return dt.kind == "u" and dt.itemsize > 1
+    if dt.kind != "u" or dt.itemsize == 1:
+        return False
+    if dt.itemsize == 2:
+        last = str(name).replace("\\", "/").rstrip("/").split("/")[-1].lower()
+        words = set(re.split(r"[^a-z0-9]+", last))
+        if words & IMAGE_WORDS and not words & LABEL_WORDS:
+            return False
+    return True
 
 
 def require_3d(volume: Volume, what: str = "this operation") -> Volume:
