@@ -243,8 +243,10 @@ def test_agglomerate_measures_in_the_voxel_size_the_files_give(
     assert meta["n_supervoxels"] == n_supervoxels
     assert meta["voxel_size_nm"] == used
     assert open_volume(str(dest)).voxel_size_nm == tuple(used)
-    if seg_nm is None:  # the reader's "1 nm assumed" for SEG is corrected by what is used
-        assert "the EM's [40.0, 10.0, 10.0] nm is used for SEG too" in capsys.readouterr().err
+    if seg_nm is None:  # not the reader's "1 nm assumed" for SEG, but what is used
+        err = capsys.readouterr().err
+        assert "the EM's [40.0, 10.0, 10.0] nm is used for SEG too" in err
+        assert "1 nm per axis is assumed" not in err
 
 
 def test_segmentation_and_em_of_different_voxel_sizes_are_warned_about(tmp_path, capsys):

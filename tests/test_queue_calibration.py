@@ -161,3 +161,14 @@ def test_bad_input_is_refused_and_writes_nothing(made, tmp_path, tmp_path_factor
     bad.write_text(json.dumps({**good, "bias": 1, "weights": [1], "features": ["x"]}))
     with pytest.raises(UserInputError, match="not the queue's"):
         load_calibration(bad)
+
+
+def test_ground_truth_named_like_em_is_warned_about(made, tmp_path, capsys):
+    dest, crop = made
+    with h5py.File(crop, "r") as f, h5py.File(tmp_path / "other.h5", "w") as g:
+        g["volumes/raw"] = f["gt"][:]  # truth here, but named as EM usually is
+    argv = ["calibrate-queue", dest, f"{tmp_path / 'other.h5'}:volumes/raw", "--out"]
+    assert run(*argv, tmp_path / "cal.json", "--quiet") == 0
+    captured = capsys.readouterr()
+    assert "is named like EM" in captured.err
+    assert json.loads(captured.out)["calibration"] == str((tmp_path / "cal.json").resolve())

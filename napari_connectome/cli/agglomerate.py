@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -163,10 +164,11 @@ def register(subparsers: Any) -> None:
 
 def cmd_calibrate_queue(args: argparse.Namespace) -> int:
     from napari_connectome.agglomerate import calibrate
-    from napari_connectome.errors import UserInputError
+    from napari_connectome.errors import DataWarning, UserInputError
     from napari_connectome.volumes import open_volume
     from napari_connectome.volumes.output_safety import refuse_overlap
     from napari_connectome.volumes.sources import absolute_source
+    from napari_connectome.volumes.volume import named_as_image
 
     if len(args.pairs) % 2:
         raise UserInputError(
@@ -196,6 +198,14 @@ def cmd_calibrate_queue(args: argparse.Namespace) -> int:
                 "annotated bodies of the same region"
             )
     truths = [open_volume(gt) for _, gt in pairs]
+    for (_, text), gt in zip(pairs, truths):
+        if named_as_image(text):
+            warnings.warn(
+                f"the ground truth {text} is named like EM ({gt.dtype}), not like labels: check "
+                "that it holds annotated bodies",
+                DataWarning,
+                stacklevel=1,
+            )
     update, close = cli_progress(args, "calibrate-queue")
     min_annotated = args.min_annotated or calibrate.MIN_ANNOTATED
     try:
@@ -230,7 +240,7 @@ def cmd_calibrate_queue(args: argparse.Namespace) -> int:
         "cross_fitted": cross,
     }
     calibrate.save_calibration(cal, out, about=about, overwrite=args.overwrite)
-    print(json.dumps({"calibration": str(out), **about}))
+    print(json.dumps({"calibration": str(out.resolve()), **about}))
     return 0
 
 
@@ -262,8 +272,14 @@ def cmd_agglomerate(args: argparse.Namespace) -> int:
             "without a model there is no FFN resegmentation" + (" (--model none)" * said_none),
             "add --model MODEL, or leave them out",
         )
-    seg = open_volume(args.segmentation)
+    with warnings.catch_warnings(record=True) as seg_warnings:
+        warnings.simplefilter("always")
+        seg = open_volume(args.segmentation)
     em = open_volume(args.em)
+    for w in seg_warnings:  # SEG's "1 nm assumed" is not what is used when the EM has a size
+        if "no voxel size found" in str(w.message) and em.voxel_size_nm != (1.0, 1.0, 1.0):
+            continue
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     check_inputs(seg, em)
     dest = Path(args.dest).expanduser()
     refuse_overlap(dest, [args.segmentation, args.em, chosen[1] if chosen else None])

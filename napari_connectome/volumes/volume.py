@@ -92,12 +92,14 @@ def dtype_looks_like_labels(dtype: Any, name: str = "") -> bool:
     dt = np.dtype(dtype)
     if dt.kind != "u" or dt.itemsize == 1:
         return False
-    if dt.itemsize == 2:
-        last = str(name).replace("\\", "/").rstrip("/").split("/")[-1].lower()
-        words = set(re.split(r"[^a-z0-9]+", last))
-        if words & IMAGE_WORDS and not words & LABEL_WORDS:
-            return False
-    return True
+    return not (dt.itemsize == 2 and named_as_image(name))
+
+
+def named_as_image(name: str) -> bool:
+    """Whether the last part of ``name`` holds an image word and no label word."""
+    last = str(name).replace("\\", "/").rstrip("/").split("/")[-1].lower()
+    words = set(re.split(r"[^a-z0-9]+", last))
+    return bool(words & IMAGE_WORDS) and not words & LABEL_WORDS
 
 
 def require_3d(volume: Volume, what: str = "this operation") -> Volume:
