@@ -25,25 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_agglomerate import cpu_name
 from bench_agglomerate_queue import Truth, truth_of_candidates
 
+from napari_connectome.agglomerate.calibrate import auc  # the AUC calibrate-queue reports
+from napari_connectome.agglomerate.queue import fit_features as logistic  # the queue's fit
+
 FIRST = (20, 40)
 
 
 def emit(**kw) -> None:
     print(json.dumps({"bench": "queue_claim", "cpu": cpu_name(), **kw}), flush=True)
-
-
-def logistic(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Weights (bias first) as the queue fits them (queue.fit_features)."""
-    from napari_connectome.agglomerate.queue import fit_features
-
-    return fit_features(x, y)
-
-
-def auc(score: np.ndarray, positive: np.ndarray) -> float:
-    """The AUC as calibrate-queue reports it (calibrate.auc)."""
-    from napari_connectome.agglomerate.calibrate import auc as core_auc
-
-    return core_auc(score, positive)
 
 
 def load(agg: str, gt_source: str) -> dict:

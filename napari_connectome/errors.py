@@ -16,3 +16,8 @@ class DataWarning(UserWarning):
     assumed instead (a voxel size of 1 nm, a scale with no chunk files). The CLI prints it on stderr
     as ``napari-connectome COMMAND: warning: ...``; napari shows it as a notification.
     """
+
+
+class NoVoxelSizeWarning(DataWarning):
+    """A reader found no voxel size and assumed 1 nm per axis (a command that takes the size
+    from another input, as ``agglomerate`` takes SEG's from the EM, drops it for that input)."""

@@ -36,6 +36,7 @@ from napari_connectome.agglomerate import reseg as reseg_module
 from napari_connectome.agglomerate.rule import mean_affinity_agglomerate
 from napari_connectome.agglomerate.seg_model import band_for, made_by
 from napari_connectome.errors import UserInputError
+from napari_connectome.evaluate import NO_LABEL_UINT64
 from napari_connectome.progress import ProgressCallback, no_progress
 from napari_connectome.volumes.sources import absolute_source
 from napari_connectome.volumes.units import relative_spacing
@@ -531,7 +532,7 @@ def _build(
     )
     if seg_max >= MAX_ID:
         hint = "renumber first"
-        if seg_max == 2**64 - 1:
+        if seg_max == NO_LABEL_UINT64:
             hint = (
                 "if that is a 'no segment' value (-1 as uint64, CREMI's), map it to 0 first: "
                 "`napari-connectome convert SEG seg-fixed.ome.zarr --labels --background "

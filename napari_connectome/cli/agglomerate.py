@@ -258,6 +258,7 @@ def cmd_agglomerate(args: argparse.Namespace) -> int:
     from napari_connectome.agglomerate.reseg import check_fov_fits
     from napari_connectome.agglomerate.run import check_inputs
     from napari_connectome.cli.graph import _client
+    from napari_connectome.errors import NoVoxelSizeWarning
     from napari_connectome.volumes import open_volume
     from napari_connectome.volumes.atomic import check_destination
     from napari_connectome.volumes.output_safety import refuse_overlap
@@ -277,7 +278,7 @@ def cmd_agglomerate(args: argparse.Namespace) -> int:
         seg = open_volume(args.segmentation)
     em = open_volume(args.em)
     for w in seg_warnings:  # SEG's "1 nm assumed" is not what is used when the EM has a size
-        if "no voxel size found" in str(w.message) and em.voxel_size_nm != (1.0, 1.0, 1.0):
+        if issubclass(w.category, NoVoxelSizeWarning) and em.voxel_size_nm != (1.0, 1.0, 1.0):
             continue
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     check_inputs(seg, em)

@@ -6,7 +6,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from napari_connectome.errors import DataWarning
+from napari_connectome.errors import NoVoxelSizeWarning
 
 # Length units as spelled by OME-NGFF, N5/BigDataViewer, ImageJ and friends, to nanometres.
 _UNIT_TO_NM = {
@@ -81,7 +81,7 @@ def warn_no_voxel_size(
     warnings.warn(
         f"{source}: no voxel size found ({why}); 1 nm per axis is assumed, so layer scales and "
         f"distances count voxels. To place it right, {fix} (see docs/file-formats.md).",
-        DataWarning,
+        NoVoxelSizeWarning,
         stacklevel=stacklevel,
     )
 

@@ -152,8 +152,8 @@ def background_to_zero(volume: Volume, value: int) -> Volume:
             )
         return b.astype(out, copy=False)
 
-    levels = [a.map_blocks(block, dtype=out) for a in volume.multiscale]
     data = volume.data.map_blocks(block, dtype=out)
-    if volume.multiscale and volume.multiscale[0] is volume.data:
-        levels[0] = data
+    levels = [
+        data if a is volume.data else a.map_blocks(block, dtype=out) for a in volume.multiscale
+    ]
     return dataclasses.replace(volume, data=data, multiscale=levels or [data], is_labels=True)
